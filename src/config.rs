@@ -1,0 +1,619 @@
+//! Configuration: YAML text to a validated, typed [`Config`], with errors that name the path.
+//!
+//! The file is parsed once. `${VAR}` references in string values are expanded from the
+//! environment first (so the downward API's NODE_NAME, POD_IP and HOST_IP can be used), then the
+//! tree is deserialized into typed values and checked as a whole. Every error carries the path of
+//! the offending value, such as `probes[3].tcp.target`.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use serde_norway::Value;
+
+use crate::netns::NetnsId;
+use crate::probe::{icmp::IcmpSpec, tcp::TcpSpec, ProbeKind};
+
+/// Where the host network namespace is entered from, unless the config says otherwise.
+pub const DEFAULT_HOST_NETNS: &str = "/proc/1/ns/net";
+/// The host's resolver configuration, seen through PID 1's root (needs `hostPID: true`).
+pub const DEFAULT_HOST_RESOLV_CONF: &str = "/proc/1/root/etc/resolv.conf";
+/// The pod's own resolver configuration.
+pub const DEFAULT_POD_RESOLV_CONF: &str = "/etc/resolv.conf";
+
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A validated configuration: everything downstream may rely on its invariants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The namespaces probes run in, pod first when both are present.
+    pub namespaces: Vec<NamespaceConfig>,
+    pub probes: Vec<ProbeConfig>,
+}
+
+/// One network namespace the agent runs probes in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamespaceConfig {
+    pub id: NetnsId,
+    /// The namespace file to enter; `None` means the agent's own namespace.
+    pub path: Option<PathBuf>,
+    /// The resolver configuration that applications in this namespace use.
+    pub resolv_conf: PathBuf,
+}
+
+/// One probe with its defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeConfig {
+    /// Unique and stable: it becomes the `probe` label.
+    pub name: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// The namespaces this probe runs in: a subset of the configured ones.
+    pub netns: Vec<NetnsId>,
+    pub kind: ProbeKind,
+}
+
+/// One problem found in a configuration, with the path of the value at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Why a configuration was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", render_problems(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn render_problems(problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(Problem::to_string).collect();
+    lines.join("\n")
+}
+
+fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file, expanding `${VAR}` from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates config text; `env` looks up `${VAR}` references.
+    pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let invalid = |p: Problem| ConfigError::Invalid(vec![p]);
+        let mut tree: Value = serde_norway::from_str(text).map_err(|e| {
+            let at = e
+                .location()
+                .map(|l| format!("line {} column {}", l.line(), l.column()))
+                .unwrap_or_else(|| "config".to_owned());
+            invalid(problem(at, format!("not valid YAML: {e}")))
+        })?;
+        expand_env(&mut tree, &mut Vec::new(), env).map_err(invalid)?;
+        let raw: RawConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { "config".into() } else { path };
+            invalid(problem(path, e.into_inner().to_string()))
+        })?;
+        raw.validate().map_err(ConfigError::Invalid)
+    }
+
+    /// The namespace settings for `id`, if this config runs probes there.
+    pub fn namespace(&self, id: NetnsId) -> Option<&NamespaceConfig> {
+        self.namespaces.iter().find(|n| n.id == id)
+    }
+}
+
+// === ${VAR} expansion ===
+
+/// Expands `${VAR}` in every string of the tree; `$$` stands for a literal `$`.
+fn expand_env(
+    value: &mut Value,
+    path: &mut Vec<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), Problem> {
+    match value {
+        Value::String(s) => {
+            *s = expand_str(s, env).map_err(|m| problem(render_path(path), m))?;
+        }
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                path.push(format!("[{i}]"));
+                expand_env(item, path, env)?;
+                path.pop();
+            }
+        }
+        Value::Mapping(map) => {
+            for (key, item) in map.iter_mut() {
+                path.push(key.as_str().unwrap_or("?").to_owned());
+                expand_env(item, path, env)?;
+                path.pop();
+            }
+        }
+        Value::Tagged(tagged) => expand_env(&mut tagged.value, path, env)?,
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+    Ok(())
+}
+
+fn render_path(segments: &[String]) -> String {
+    let mut out = String::new();
+    for segment in segments {
+        if !out.is_empty() && !segment.starts_with('[') {
+            out.push('.');
+        }
+        out.push_str(segment);
+    }
+    out
+}
+
+fn expand_str(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body
+                .find('}')
+                .ok_or_else(|| format!("unterminated ${{ in {input:?}"))?;
+            let name = &body[..end];
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(format!("{name:?} is not a valid environment variable name"));
+            }
+            let value =
+                env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+            out.push_str(&value);
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+// === the file's shape ===
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    netns: Option<RawNetns>,
+    #[serde(default)]
+    defaults: RawDefaults,
+    #[serde(default)]
+    probes: Vec<RawProbe>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetns {
+    pod: Option<RawPodNetns>,
+    host: Option<RawHostNetns>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPodNetns {
+    resolv_conf: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHostNetns {
+    path: Option<PathBuf>,
+    resolv_conf: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    #[serde(default, deserialize_with = "duration")]
+    interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    timeout: Option<Duration>,
+}
+
+/// One entry of `probes`: the common keys, then exactly one kind key.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProbe {
+    name: String,
+    #[serde(default, deserialize_with = "duration")]
+    interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    timeout: Option<Duration>,
+    netns: Option<Vec<NetnsId>>,
+    tcp: Option<TcpSpec>,
+    icmp: Option<IcmpSpec>,
+}
+
+/// Accepts `10s`, `500ms`, `1m30s`: a YAML string, since bare numbers have no unit.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    let parsed = humantime::parse_duration(&text).map_err(|_| {
+        de::Error::custom(format!(
+            "{text:?} is not a duration (use e.g. 500ms, 10s, 1m)"
+        ))
+    })?;
+    if parsed.is_zero() {
+        return Err(de::Error::custom("must be longer than zero"));
+    }
+    Ok(Some(parsed))
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let namespaces = self
+            .netns
+            .map_or_else(default_namespaces, RawNetns::into_namespaces);
+        if namespaces.is_empty() {
+            problems.push(problem(
+                "netns",
+                "at least one of pod and host must be listed",
+            ));
+        }
+        let interval = self.defaults.interval.unwrap_or(DEFAULT_INTERVAL);
+        let timeout = self.defaults.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        if timeout > interval {
+            problems.push(problem(
+                "defaults.timeout",
+                format!(
+                    "{} is longer than the interval {}",
+                    humantime::format_duration(timeout),
+                    humantime::format_duration(interval)
+                ),
+            ));
+        }
+        if self.probes.is_empty() {
+            problems.push(problem("probes", "no probes are configured"));
+        }
+        let configured: Vec<NetnsId> = namespaces.iter().map(|n| n.id).collect();
+        let mut seen = BTreeSet::new();
+        let mut probes = Vec::with_capacity(self.probes.len());
+        for (i, raw) in self.probes.into_iter().enumerate() {
+            let at = format!("probes[{i}]");
+            if !seen.insert(raw.name.clone()) {
+                problems.push(problem(
+                    format!("{at}.name"),
+                    format!(
+                        "{:?} is used by an earlier probe; names must be unique",
+                        raw.name
+                    ),
+                ));
+            }
+            match raw.into_probe(&at, interval, timeout, &configured) {
+                Ok(p) => probes.push(p),
+                Err(mut found) => problems.append(&mut found),
+            }
+        }
+        if problems.is_empty() {
+            Ok(Config { namespaces, probes })
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// Without a `netns` section, probes run in both namespaces with the DaemonSet's defaults.
+fn default_namespaces() -> Vec<NamespaceConfig> {
+    RawNetns {
+        pod: Some(RawPodNetns::default()),
+        host: Some(RawHostNetns::default()),
+    }
+    .into_namespaces()
+}
+
+impl RawNetns {
+    fn into_namespaces(self) -> Vec<NamespaceConfig> {
+        let pod = self.pod.map(|pod| NamespaceConfig {
+            id: NetnsId::Pod,
+            path: None,
+            resolv_conf: pod
+                .resolv_conf
+                .unwrap_or_else(|| DEFAULT_POD_RESOLV_CONF.into()),
+        });
+        let host = self.host.map(|host| NamespaceConfig {
+            id: NetnsId::Host,
+            path: Some(host.path.unwrap_or_else(|| DEFAULT_HOST_NETNS.into())),
+            resolv_conf: host
+                .resolv_conf
+                .unwrap_or_else(|| DEFAULT_HOST_RESOLV_CONF.into()),
+        });
+        pod.into_iter().chain(host).collect()
+    }
+}
+
+impl RawProbe {
+    fn into_probe(
+        self,
+        at: &str,
+        default_interval: Duration,
+        default_timeout: Duration,
+        configured: &[NetnsId],
+    ) -> Result<ProbeConfig, Vec<Problem>> {
+        let mut problems = Vec::new();
+        if !valid_name(&self.name) {
+            problems.push(problem(
+                format!("{at}.name"),
+                format!(
+                    "{:?} is not a valid probe name (1-63 of a-z, 0-9, '-', '_', '.')",
+                    self.name
+                ),
+            ));
+        }
+        let interval = self.interval.unwrap_or(default_interval);
+        let timeout = self.timeout.unwrap_or(default_timeout.min(interval));
+        if timeout > interval {
+            problems.push(problem(
+                format!("{at}.timeout"),
+                format!(
+                    "{} is longer than the interval {}",
+                    humantime::format_duration(timeout),
+                    humantime::format_duration(interval)
+                ),
+            ));
+        }
+        let netns = match self.netns {
+            None => configured.to_vec(),
+            Some(listed) => {
+                if listed.is_empty() {
+                    problems.push(problem(
+                        format!("{at}.netns"),
+                        "must list pod, host or both",
+                    ));
+                }
+                for (j, id) in listed.iter().enumerate() {
+                    if !configured.contains(id) {
+                        problems.push(problem(
+                            format!("{at}.netns[{j}]"),
+                            format!("{id} is not configured under netns"),
+                        ));
+                    }
+                }
+                let mut unique = listed;
+                unique.dedup();
+                unique
+            }
+        };
+        let mut kinds: Vec<ProbeKind> = Vec::new();
+        kinds.extend(self.tcp.map(ProbeKind::Tcp));
+        kinds.extend(self.icmp.map(ProbeKind::Icmp));
+        let kind = match kinds.len() {
+            1 => kinds.pop(),
+            0 => {
+                problems.push(problem(
+                    at,
+                    format!("no probe kind: add one of {}", ProbeKind::NAMES.join(", ")),
+                ));
+                None
+            }
+            _ => {
+                let names: Vec<&str> = kinds.iter().map(ProbeKind::name).collect();
+                problems.push(problem(
+                    at,
+                    format!(
+                        "exactly one probe kind per probe, found {}",
+                        names.join(" and ")
+                    ),
+                ));
+                None
+            }
+        };
+        match kind {
+            Some(kind) if problems.is_empty() => Ok(ProbeConfig {
+                name: self.name,
+                interval,
+                timeout,
+                netns,
+                kind,
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+/// Probe names become label values and appear in URLs and logs: keep them plain and short.
+fn valid_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, &|name| match name {
+            "HOST_IP" => Some("198.18.1.4".into()),
+            _ => None,
+        })
+    }
+
+    fn errors(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn full_example_parses_with_defaults_applied() {
+        let config = parse(
+            r#"
+netns:
+  pod: {}
+  host: { path: /var/run/netns/x, resolv_conf: /tmp/resolv.conf }
+defaults: { interval: 5s, timeout: 1s }
+probes:
+  - name: dc1-ldap
+    tcp: { target: "198.19.10.1:389" }
+  - name: dc1-ping
+    netns: [host]
+    interval: 30s
+    icmp: { target: "${HOST_IP}", count: 5 }
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.namespaces.len(), 2);
+        assert_eq!(
+            config.namespace(NetnsId::Host).unwrap().path.as_deref(),
+            Some(Path::new("/var/run/netns/x"))
+        );
+        let ldap = &config.probes[0];
+        assert_eq!(ldap.interval, Duration::from_secs(5));
+        assert_eq!(ldap.timeout, Duration::from_secs(1));
+        assert_eq!(ldap.netns, vec![NetnsId::Pod, NetnsId::Host]);
+        let ping = &config.probes[1];
+        assert_eq!(ping.netns, vec![NetnsId::Host]);
+        assert_eq!(ping.interval, Duration::from_secs(30));
+        match &ping.kind {
+            ProbeKind::Icmp(icmp) => {
+                assert_eq!(icmp.count, 5);
+                assert_eq!(icmp.target.to_string(), "198.18.1.4");
+            }
+            other => panic!("expected icmp, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn without_netns_section_both_namespaces_are_used() {
+        let config = parse("probes: [{name: a, tcp: {target: '198.19.10.1:80'}}]").unwrap();
+        let ids: Vec<NetnsId> = config.namespaces.iter().map(|n| n.id).collect();
+        assert_eq!(ids, vec![NetnsId::Pod, NetnsId::Host]);
+        assert_eq!(
+            config.namespace(NetnsId::Host).unwrap().path.as_deref(),
+            Some(Path::new(DEFAULT_HOST_NETNS))
+        );
+    }
+
+    #[test]
+    fn errors_name_the_path_and_the_problem() {
+        let cases = [
+            (
+                "probes: [{name: a, tcp: {target: '198.19.10.300:80'}}]",
+                r#"probes[0].tcp.target: "198.19.10.300:80" is not a valid address"#,
+            ),
+            (
+                "probes: [{name: a, tcp: {target: '198.19.10.1'}}]",
+                r#"probes[0].tcp.target: "198.19.10.1" is not a valid address (expected HOST:PORT)"#,
+            ),
+            (
+                "probes: [{name: a, tcp: {target: 'x:80'}, colour: red}]",
+                "probes[0].colour: unknown field `colour`, expected one of `name`",
+            ),
+            (
+                "probes: [{name: a, icmp: {target: 198.19.10.1, count: 0}}]",
+                "probes[0].icmp.count: must be between 1 and 100",
+            ),
+            (
+                "probes: [{name: a, interval: 1s, timeout: 2s, tcp: {target: 'x:80'}}]",
+                "probes[0].timeout: 2s is longer than the interval 1s",
+            ),
+            (
+                "probes: [{name: a, interval: soon, tcp: {target: 'x:80'}}]",
+                r#"probes[0].interval: "soon" is not a duration (use e.g. 500ms, 10s, 1m)"#,
+            ),
+            ("probes: []", "probes: no probes are configured"),
+            (
+                "probes: [{name: a}]",
+                "probes[0]: no probe kind: add one of tcp, icmp",
+            ),
+            (
+                "probes: [{name: a, tcp: {target: 'x:80'}, icmp: {target: x}}]",
+                "probes[0]: exactly one probe kind per probe, found tcp and icmp",
+            ),
+            (
+                "netns: {pod: {}}\nprobes: [{name: a, netns: [host], tcp: {target: 'x:80'}}]",
+                "probes[0].netns[0]: host is not configured under netns",
+            ),
+            (
+                "probes: [{name: a, netns: [moon], tcp: {target: 'x:80'}}]",
+                "probes[0].netns[0]: unknown variant `moon`, expected `pod` or `host`",
+            ),
+            (
+                "probes: [{name: 'Bad Name', tcp: {target: 'x:80'}}]",
+                r#"probes[0].name: "Bad Name" is not a valid probe name (1-63 of a-z, 0-9, '-', '_', '.')"#,
+            ),
+            (
+                "probes: [{name: a, icmp: {target: '${NOPE}'}}]",
+                "probes[0].icmp.target: environment variable NOPE is not set",
+            ),
+            ("probes: [", "not valid YAML"),
+        ];
+        for (text, want) in cases {
+            let got = errors(text);
+            assert!(
+                got.contains(want),
+                "for {text:?}\n want: {want}\n  got: {got}"
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_names_are_reported_on_the_later_probe() {
+        let got = errors(
+            "probes:\n - {name: a, tcp: {target: 'x:1'}}\n - {name: a, tcp: {target: 'x:2'}}",
+        );
+        assert_eq!(
+            got,
+            r#"probes[1].name: "a" is used by an earlier probe; names must be unique"#
+        );
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_at_once() {
+        let got = errors(
+            "probes:\n - {name: a, interval: 1s, timeout: 3s, tcp: {target: 'x:1'}}\n - {name: b}",
+        );
+        assert_eq!(got.lines().count(), 2, "{got}");
+    }
+
+    #[test]
+    fn env_expansion() {
+        let env = |name: &str| (name == "A").then(|| "1".to_owned());
+        assert_eq!(expand_str("x${A}y", &env).unwrap(), "x1y");
+        assert_eq!(expand_str("$$A and $", &env).unwrap(), "$A and $");
+        assert!(expand_str("${A", &env)
+            .unwrap_err()
+            .contains("unterminated"));
+        assert!(expand_str("${B}", &env)
+            .unwrap_err()
+            .contains("B is not set"));
+        assert!(expand_str("${A-B}", &env)
+            .unwrap_err()
+            .contains("not a valid"));
+    }
+}

@@ -1,0 +1,103 @@
+//! The HTTP surface: `/metrics` for Prometheus, `/livez` and `/readyz` for the kubelet, and
+//! `/healthz`, the node verdict for people and smoke checks.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::{Query, State as Shared};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use crate::report;
+use crate::state::State;
+use crate::verdict::{self, Status};
+
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
+
+pub fn router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/healthz", get(healthz))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes, then lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics(Shared(state): Shared<Arc<State>>) -> Response {
+    let verdict = verdict::judge(&state);
+    state.metrics.set_node_healthy(verdict.status == Status::Ok);
+    (
+        [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Alive while the scheduler runs. Never depends on the network: an outage must not make the
+/// kubelet restart every agent.
+async fn livez(Shared(state): Shared<Arc<State>>) -> Response {
+    if state.scheduler_alive() {
+        text(StatusCode::OK, "ok\n")
+    } else {
+        text(StatusCode::SERVICE_UNAVAILABLE, "scheduler stopped\n")
+    }
+}
+
+async fn readyz(Shared(state): Shared<Arc<State>>) -> Response {
+    if state.is_ready() {
+        text(StatusCode::OK, "ready\n")
+    } else {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: first round not finished\n",
+        )
+    }
+}
+
+#[derive(Deserialize)]
+struct HealthQuery {
+    format: Option<String>,
+}
+
+async fn healthz(
+    Shared(state): Shared<Arc<State>>,
+    Query(query): Query<HealthQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let verdict = verdict::judge(&state);
+    let code = if verdict.status == Status::Ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let wants_json = query.format.as_deref() == Some("json")
+        || headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|accept| accept.contains("application/json"));
+    if wants_json {
+        (code, axum::Json(verdict)).into_response()
+    } else {
+        text(code, report::table(&verdict))
+    }
+}
+
+fn text(code: StatusCode, body: impl Into<String>) -> Response {
+    (code, [(header::CONTENT_TYPE, PLAIN_TEXT)], body.into()).into_response()
+}

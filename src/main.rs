@@ -1,0 +1,212 @@
+//! The `hybridprobe` command line: agent, check and validate.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hybridprobe::config::{Config, ConfigError, DEFAULT_HOST_NETNS, DEFAULT_HOST_RESOLV_CONF};
+use hybridprobe::{profile, report, verdict::Status};
+
+/// Connectivity diagnostics for Kubernetes joined to on-premises networks.
+///
+/// On every node, hybridprobe probes on-prem endpoints over the VPN or ExpressRoute path from
+/// the pod network namespace and the host network namespace, and exports the results as
+/// Prometheus metrics and a node verdict on /healthz.
+#[derive(Parser)]
+#[command(name = "hybridprobe", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter, e.g. `info` or `hybridprobe=debug`.
+    #[arg(long, global = true, env = "HYBRIDPROBE_LOG", default_value = "info")]
+    log: String,
+    /// Log line format.
+    #[arg(long, global = true, env = "HYBRIDPROBE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent: probe on schedule and serve /metrics, /healthz, /livez and /readyz.
+    Agent(AgentArgs),
+    /// Run every probe once, print a table (or JSON), and exit 0 if all pass, 1 if any fails,
+    /// 2 if the config is bad.
+    Check(CheckArgs),
+    /// Parse and check a config file; print every problem with its path; exit 2 if any.
+    Validate(ValidateArgs),
+}
+
+#[derive(Args)]
+struct Source {
+    /// YAML config file. Without it, a built-in profile derived from this machine checks the
+    /// default gateway, each resolv.conf nameserver and the Kubernetes API.
+    #[arg(long, short, env = "HYBRIDPROBE_CONFIG")]
+    config: Option<PathBuf>,
+    /// For the built-in profile: the host network namespace file to enter, or `none` to check
+    /// only the agent's own namespace.
+    #[arg(long, env = "HYBRIDPROBE_HOST_NETNS", default_value = DEFAULT_HOST_NETNS)]
+    host_netns: String,
+    /// For the built-in profile: the host's resolv.conf.
+    #[arg(long, env = "HYBRIDPROBE_HOST_RESOLV_CONF", default_value = DEFAULT_HOST_RESOLV_CONF)]
+    host_resolv_conf: PathBuf,
+    /// The node name to report (the DaemonSet sets it from the downward API).
+    #[arg(long, env = "HYBRIDPROBE_NODE")]
+    node: Option<String>,
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    #[command(flatten)]
+    source: Source,
+    /// Address for the HTTP server.
+    #[arg(
+        long,
+        short,
+        env = "HYBRIDPROBE_LISTEN",
+        default_value = "0.0.0.0:9739"
+    )]
+    listen: SocketAddr,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    source: Source,
+    /// Output format.
+    #[arg(long, env = "HYBRIDPROBE_FORMAT", value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+#[derive(Args)]
+struct ValidateArgs {
+    /// YAML config file to check.
+    #[arg(long, short, env = "HYBRIDPROBE_CONFIG")]
+    config: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Exit code for a bad config or usage, as clap uses for usage errors.
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log, cli.log_format);
+    match cli.command {
+        Command::Validate(args) => validate(&args),
+        Command::Check(args) => with_config(&args.source, |config, node| {
+            check(config, node, args.format)
+        }),
+        Command::Agent(args) => with_config(&args.source, |config, node| {
+            agent(config, node, args.listen)
+        }),
+    }
+}
+
+fn validate(args: &ValidateArgs) -> ExitCode {
+    match Config::load(&args.config) {
+        Ok(config) => {
+            let checks: usize = config.probes.iter().map(|p| p.netns.len()).sum();
+            println!(
+                "{}: ok ({} probes, {checks} checks)",
+                args.config.display(),
+                config.probes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => config_error(&e),
+    }
+}
+
+fn config_error(e: &ConfigError) -> ExitCode {
+    eprintln!("invalid config:\n{e}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// Loads the config (or the built-in profile) and runs `then` with it.
+fn with_config(
+    source: &Source,
+    then: impl FnOnce(Config, String) -> anyhow::Result<ExitCode>,
+) -> ExitCode {
+    let config = match &source.config {
+        Some(path) => match Config::load(path) {
+            Ok(config) => config,
+            Err(e) => return config_error(&e),
+        },
+        None => {
+            let host = (source.host_netns != "none").then(|| PathBuf::from(&source.host_netns));
+            let namespaces = profile::namespaces(host, source.host_resolv_conf.clone());
+            profile::config(&profile::Machine::read(namespaces))
+        }
+    };
+    let node = source.node.clone().unwrap_or_else(node_name);
+    then(config, node).unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+fn agent(config: Config, node: String, listen: SocketAddr) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(hybridprobe::run(
+        config,
+        node,
+        listen,
+        hybridprobe::signal::shutdown(),
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(config: Config, node: String, format: Format) -> anyhow::Result<ExitCode> {
+    let verdict = runtime()?.block_on(hybridprobe::check_once(&config, node));
+    match format {
+        Format::Table => print!("{}", report::table(&verdict)),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&verdict)?),
+    }
+    Ok(if verdict.status == Status::Ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Two workers are plenty for probes that mostly wait, and keep the per-node footprint small.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// NODE_NAME from the downward API, else the kernel's host name.
+fn node_name() -> String {
+    std::env::var("NODE_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| nix::unistd::gethostname().ok()?.into_string().ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn init_logging(filter: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,264 @@
+//! Network namespaces: the only code that enters one. An executor per namespace runs probes there.
+//!
+//! `setns(2)` moves only the calling thread, and a socket belongs for life to the namespace of the
+//! thread that created it. So a foreign namespace gets one dedicated OS thread that enters it once
+//! and runs its own current-thread runtime; work is sent to it and results come back over
+//! channels. The agent's own namespace needs no thread: its work runs on the caller's runtime.
+
+use std::fmt;
+use std::fs::File;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use nix::sched::CloneFlags;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+/// The namespaces the agent knows: a closed set, since `netns` is a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetnsId {
+    /// The agent's own namespace: on the pod path.
+    Pod,
+    /// The node's namespace, entered from a file such as `/proc/1/ns/net`.
+    Host,
+}
+
+impl NetnsId {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetnsId::Pod => "pod",
+            NetnsId::Host => "host",
+        }
+    }
+}
+
+impl fmt::Display for NetnsId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a probe may know about the namespace it runs in.
+#[derive(Debug, Clone)]
+pub struct NetnsContext {
+    pub id: NetnsId,
+    /// The resolver configuration applications in this namespace use.
+    pub resolv_conf: PathBuf,
+}
+
+/// Why work could not be run in a namespace.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NetnsError {
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("the {0} namespace worker stopped")]
+    WorkerGone(NetnsId),
+}
+
+type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// Runs work inside one network namespace.
+#[derive(Clone)]
+pub struct Executor {
+    context: Arc<NetnsContext>,
+    place: Place,
+}
+
+#[derive(Clone)]
+enum Place {
+    /// The caller's own namespace: run inline.
+    Own,
+    /// A dedicated thread that entered the namespace.
+    Thread(mpsc::UnboundedSender<Job>),
+    /// The namespace could not be entered; the reason is said on every attempt.
+    Unavailable(String),
+}
+
+impl Executor {
+    /// An executor for the namespace the agent already runs in.
+    pub fn own(context: NetnsContext) -> Executor {
+        Executor {
+            context: Arc::new(context),
+            place: Place::Own,
+        }
+    }
+
+    /// Enters the namespace at `path` on a new thread. Never fails: when the namespace cannot be
+    /// entered, the executor reports why on every use, so the other namespaces carry on.
+    pub fn enter(context: NetnsContext, path: &Path) -> Executor {
+        let place = match spawn_worker(context.id, path) {
+            Ok(tx) => Place::Thread(tx),
+            Err(reason) => {
+                tracing::warn!(netns = %context.id, %reason, "namespace unavailable");
+                Place::Unavailable(reason)
+            }
+        };
+        Executor {
+            context: Arc::new(context),
+            place,
+        }
+    }
+
+    pub fn id(&self) -> NetnsId {
+        self.context.id
+    }
+
+    /// `Err(reason)` when the namespace could not be entered.
+    pub fn availability(&self) -> Result<(), String> {
+        match &self.place {
+            Place::Unavailable(reason) => Err(reason.clone()),
+            Place::Own | Place::Thread(_) => Ok(()),
+        }
+    }
+
+    /// Runs `work` inside the namespace and returns its result. Dropping the returned future
+    /// cancels the work, wherever it runs: the caller owns timeouts.
+    pub async fn run<F, Fut, T>(&self, work: F) -> Result<T, NetnsError>
+    where
+        F: FnOnce(Arc<NetnsContext>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let context = self.context.clone();
+        match &self.place {
+            Place::Own => Ok(work(context).await),
+            Place::Unavailable(reason) => Err(NetnsError::Unavailable(reason.clone())),
+            Place::Thread(jobs) => {
+                let (reply, result) = oneshot::channel();
+                let job: Job =
+                    Box::new(move || Box::pin(run_until_abandoned(work(context), reply)));
+                let gone = || NetnsError::WorkerGone(self.context.id);
+                jobs.send(job).map_err(|_| gone())?;
+                result.await.map_err(|_| gone())
+            }
+        }
+    }
+}
+
+/// Runs `work` unless the caller stops waiting first, in which case the work is dropped.
+async fn run_until_abandoned<T>(work: impl Future<Output = T>, mut reply: oneshot::Sender<T>) {
+    tokio::select! {
+        value = work => { let _ = reply.send(value); }
+        _ = reply.closed() => {}
+    }
+}
+
+/// Starts a thread that enters the namespace at `path` and serves jobs until every sender is gone.
+fn spawn_worker(id: NetnsId, path: &Path) -> Result<mpsc::UnboundedSender<Job>, String> {
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let path = path.to_owned();
+    let (jobs_tx, mut jobs_rx) = mpsc::unbounded_channel::<Job>();
+    std::thread::Builder::new()
+        .name(format!("netns-{id}"))
+        .spawn(move || {
+            let runtime = enter(&path).and_then(|()| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("cannot start a runtime for {}: {e}", path.display()))
+            });
+            let runtime = match runtime {
+                Ok(runtime) => {
+                    let _ = entered_tx.send(Ok(()));
+                    runtime
+                }
+                Err(reason) => {
+                    let _ = entered_tx.send(Err(reason));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                while let Some(job) = jobs_rx.recv().await {
+                    tokio::spawn(job());
+                }
+            });
+        })
+        .map_err(|e| format!("cannot start a thread for the {id} namespace: {e}"))?;
+    entered_rx
+        .recv()
+        .map_err(|_| format!("the {id} namespace thread died while entering"))??;
+    Ok(jobs_tx)
+}
+
+/// Moves the calling thread into the network namespace at `path`.
+fn enter(path: &Path) -> Result<(), String> {
+    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(|errno| {
+        let why = match errno {
+            nix::errno::Errno::EPERM => " (entering a namespace needs CAP_SYS_ADMIN)",
+            nix::errno::Errno::EINVAL => " (not a network namespace file)",
+            _ => "",
+        };
+        format!("cannot enter {}: {}{why}", path.display(), errno.desc())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn context(id: NetnsId) -> NetnsContext {
+        NetnsContext {
+            id,
+            resolv_conf: "/etc/resolv.conf".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn own_namespace_runs_inline_with_its_context() {
+        let executor = Executor::own(context(NetnsId::Pod));
+        let id = executor.run(|ctx| async move { ctx.id }).await.unwrap();
+        assert_eq!(id, NetnsId::Pod);
+        assert!(executor.availability().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_missing_namespace_file_is_reported_not_fatal() {
+        let executor = Executor::enter(context(NetnsId::Host), Path::new("/nonexistent/ns/net"));
+        let reason = executor.availability().unwrap_err();
+        assert!(
+            reason.contains("cannot open /nonexistent/ns/net"),
+            "{reason}"
+        );
+        let err = executor.run(|_| async {}).await.unwrap_err();
+        assert_eq!(err, NetnsError::Unavailable(reason));
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_namespace_is_refused() {
+        let executor = Executor::enter(context(NetnsId::Host), Path::new("/proc/self/stat"));
+        let reason = executor.availability().unwrap_err();
+        assert!(reason.contains("cannot enter /proc/self/stat"), "{reason}");
+    }
+
+    /// Entering our own namespace file exercises the thread path without privileges beyond
+    /// CAP_SYS_ADMIN; without it the executor must say so instead of failing.
+    #[tokio::test]
+    async fn thread_executor_runs_work_and_abandoned_work_is_cancelled() {
+        let executor = Executor::enter(context(NetnsId::Host), Path::new("/proc/self/ns/net"));
+        if let Err(reason) = executor.availability() {
+            assert!(reason.contains("CAP_SYS_ADMIN"), "{reason}");
+            return;
+        }
+        let thread = executor
+            .run(|_| async { std::thread::current().name().map(str::to_owned) })
+            .await
+            .unwrap();
+        assert_eq!(thread.as_deref(), Some("netns-host"));
+
+        let (dropped_tx, dropped_rx) = oneshot::channel::<()>();
+        let slow = executor.run(move |_| async move {
+            let _guard = dropped_tx;
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        });
+        assert!(tokio::time::timeout(Duration::from_millis(50), slow)
+            .await
+            .is_err());
+        // The sender inside the abandoned work is dropped once the worker notices.
+        assert!(dropped_rx.await.is_err());
+    }
+}

@@ -1,0 +1,285 @@
+//! The `icmp` probe: several echo requests per round, with loss ratio and round-trip times.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use pnet_packet::icmp::IcmpTypes;
+use pnet_packet::icmpv6::Icmpv6Types;
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use surge_ping::{Client, Config, IcmpPacket, PingIdentifier, PingSequence, SurgeError, ICMP};
+use tokio::time::Instant;
+
+use super::target::Host;
+use super::{Failure, Outcome, Reason, Report};
+use crate::netns::NetnsContext;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IcmpSpec {
+    /// An address, a host name, or `gateway` for the namespace's default gateway.
+    pub target: Host,
+    /// Echo requests per round.
+    #[serde(default = "default_count", deserialize_with = "count")]
+    pub count: u16,
+    /// Payload bytes per echo request (56 gives the classic 84-byte IPv4 packet).
+    #[serde(default = "default_size")]
+    pub size: u16,
+    /// The round fails when more than this ratio of requests is lost; by default only when
+    /// every request is lost, so one dropped packet shows in the loss ratio, not as an outage.
+    #[serde(default = "default_max_loss", deserialize_with = "ratio")]
+    pub max_loss: f64,
+}
+
+/// What a round measured, for the loss and RTT metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IcmpReport {
+    pub sent: u16,
+    pub received: u16,
+    pub rtts: Vec<Duration>,
+}
+
+impl IcmpReport {
+    pub fn loss_ratio(&self) -> f64 {
+        if self.sent == 0 {
+            return 1.0;
+        }
+        1.0 - f64::from(self.received) / f64::from(self.sent)
+    }
+}
+
+fn default_count() -> u16 {
+    3
+}
+
+fn default_size() -> u16 {
+    56
+}
+
+fn default_max_loss() -> f64 {
+    1.0
+}
+
+fn count<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    let n = u16::deserialize(d)?;
+    if !(1..=100).contains(&n) {
+        return Err(de::Error::custom("must be between 1 and 100"));
+    }
+    Ok(n)
+}
+
+fn ratio<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let r = f64::deserialize(d)?;
+    if !(0.0..=1.0).contains(&r) {
+        return Err(de::Error::custom("must be a ratio between 0 and 1"));
+    }
+    Ok(r)
+}
+
+/// Spacing between the requests of one round, shrunk when the budget is tight.
+const SPACING: Duration = Duration::from_millis(100);
+
+/// Identifiers keep concurrent probes' replies apart on raw sockets.
+static NEXT_IDENT: AtomicU16 = AtomicU16::new(0);
+
+impl IcmpSpec {
+    pub async fn run(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
+        let deadline = Instant::now() + budget;
+        let ip = self.target.resolve(ctx).await?[0];
+        let kind = if ip.is_ipv4() { ICMP::V4 } else { ICMP::V6 };
+        // DGRAM first: it needs only net.ipv4.ping_group_range; surge-ping falls back to RAW,
+        // which needs CAP_NET_RAW.
+        let client = Client::new(&Config::builder().kind(kind).build()).map_err(|e| {
+            let reason = Reason::of_io(&e);
+            let hint = if reason == Reason::PermissionDenied {
+                " (allow unprivileged ICMP with net.ipv4.ping_group_range or grant CAP_NET_RAW)"
+            } else {
+                ""
+            };
+            let first_line = e.to_string().lines().next().unwrap_or_default().to_owned();
+            Failure::new(reason, format!("open an ICMP socket: {first_line}{hint}"))
+        })?;
+        let ident = PingIdentifier(
+            (std::process::id() as u16).wrapping_add(NEXT_IDENT.fetch_add(1, Ordering::Relaxed)),
+        );
+        let spacing = SPACING.min(budget / (2 * u32::from(self.count)));
+        let payload = vec![0u8; usize::from(self.size)];
+        let pings = (0..self.count).map(|seq| {
+            let (client, payload) = (&client, &payload);
+            async move {
+                tokio::time::sleep(spacing * u32::from(seq)).await;
+                let mut pinger = client.pinger(ip, ident).await;
+                pinger.timeout(deadline.saturating_duration_since(Instant::now()));
+                pinger.ping(PingSequence(seq), payload).await
+            }
+        });
+        let replies = join_all(pings).await;
+        self.judge(ip, replies)
+    }
+
+    fn judge(
+        &self,
+        ip: IpAddr,
+        replies: Vec<Result<(IcmpPacket, Duration), SurgeError>>,
+    ) -> Result<Outcome, Failure> {
+        let mut report = IcmpReport {
+            sent: 0,
+            received: 0,
+            rtts: Vec::new(),
+        };
+        let mut worst: Option<Failure> = None;
+        for reply in replies {
+            match classify(reply) {
+                Ok(rtt) => {
+                    report.sent += 1;
+                    report.received += 1;
+                    report.rtts.push(rtt);
+                }
+                Err(Some(failure)) => {
+                    report.sent += u16::from(failure.reason != Reason::Error);
+                    if failure.reason != Reason::Timeout || worst.is_none() {
+                        worst = Some(failure);
+                    }
+                }
+                Err(None) => report.sent += 1,
+            }
+        }
+        let loss = report.loss_ratio();
+        let summary = format!(
+            "{ip}: {}/{} replies, loss {:.0}%{}",
+            report.received,
+            self.count,
+            loss * 100.0,
+            average_rtt(&report.rtts)
+                .map(|rtt| format!(", avg rtt {:.3} ms", rtt.as_secs_f64() * 1e3))
+                .unwrap_or_default()
+        );
+        if report.received > 0 && loss <= self.max_loss {
+            return Ok(Outcome {
+                detail: summary,
+                report: Report::Icmp(report),
+            });
+        }
+        let (reason, why) = match worst {
+            Some(f) if report.received == 0 => (f.reason, format!(" ({})", f.detail)),
+            _ if report.received == 0 => (Reason::Timeout, String::new()),
+            _ => (
+                Reason::Loss,
+                format!(" (more than {:.0}% allowed)", self.max_loss * 100.0),
+            ),
+        };
+        Err(Failure {
+            reason,
+            detail: format!("{summary}{why}"),
+            report: Report::Icmp(report),
+        })
+    }
+}
+
+/// `Ok(rtt)` for an echo reply; `Err(None)` for a lost request; `Err(Some(_))` when the network
+/// answered with an error (only raw sockets receive those) or the request was not sent.
+fn classify(
+    reply: Result<(IcmpPacket, Duration), SurgeError>,
+) -> Result<Duration, Option<Failure>> {
+    match reply {
+        Ok((IcmpPacket::V4(packet), rtt)) => {
+            let kind = packet.get_icmp_type();
+            if kind == IcmpTypes::EchoReply {
+                Ok(rtt)
+            } else {
+                Err(Some(Failure::new(
+                    Reason::Unreachable,
+                    format!("{} answered ICMP type {}", packet.get_source(), kind.0),
+                )))
+            }
+        }
+        Ok((IcmpPacket::V6(packet), rtt)) => {
+            if packet.get_icmpv6_type() == Icmpv6Types::EchoReply {
+                Ok(rtt)
+            } else {
+                Err(Some(Failure::new(
+                    Reason::Unreachable,
+                    format!(
+                        "{} answered ICMPv6 type {}",
+                        packet.get_source(),
+                        packet.get_icmpv6_type().0
+                    ),
+                )))
+            }
+        }
+        Err(SurgeError::Timeout { .. }) => Err(None),
+        Err(SurgeError::IOError(e)) => {
+            Err(Some(Failure::new(Reason::of_io(&e), format!("send: {e}"))))
+        }
+        Err(e) => Err(Some(Failure::new(Reason::Error, e.to_string()))),
+    }
+}
+
+fn average_rtt(rtts: &[Duration]) -> Option<Duration> {
+    let n = u32::try_from(rtts.len()).ok().filter(|n| *n > 0)?;
+    Some(rtts.iter().sum::<Duration>() / n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(count: u16, max_loss: f64) -> IcmpSpec {
+        IcmpSpec {
+            target: Host::Ip("198.19.10.1".parse().unwrap()),
+            count,
+            size: 56,
+            max_loss,
+        }
+    }
+
+    fn lost() -> Result<(IcmpPacket, Duration), SurgeError> {
+        Err(SurgeError::Timeout {
+            seq: PingSequence(0),
+        })
+    }
+
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 19, 10, 1));
+
+    #[test]
+    fn all_lost_is_a_timeout_with_full_loss() {
+        let failure = spec(3, 1.0)
+            .judge(IP, vec![lost(), lost(), lost()])
+            .unwrap_err();
+        assert_eq!(failure.reason, Reason::Timeout);
+        assert!(
+            failure.detail.contains("0/3 replies, loss 100%"),
+            "{}",
+            failure.detail
+        );
+        match failure.report {
+            Report::Icmp(r) => assert_eq!((r.sent, r.received, r.loss_ratio()), (3, 0, 1.0)),
+            Report::None => panic!("missing report"),
+        }
+    }
+
+    #[test]
+    fn a_send_error_names_its_cause() {
+        let unreachable = Err(SurgeError::IOError(std::io::Error::from_raw_os_error(
+            libc::ENETUNREACH,
+        )));
+        let failure = spec(1, 1.0).judge(IP, vec![unreachable]).unwrap_err();
+        assert_eq!(failure.reason, Reason::Unreachable);
+        assert!(failure.detail.contains("send:"), "{}", failure.detail);
+    }
+
+    #[test]
+    fn count_and_ratio_are_validated() {
+        let parse = |s: &str| serde_norway::from_str::<IcmpSpec>(s).map_err(|e| e.to_string());
+        assert!(parse("{target: 198.19.10.1, count: 101}")
+            .unwrap_err()
+            .contains("between 1 and 100"));
+        assert!(parse("{target: 198.19.10.1, max_loss: 2}")
+            .unwrap_err()
+            .contains("ratio"));
+        let ok = parse("{target: gateway}").unwrap();
+        assert_eq!((ok.count, ok.size, ok.max_loss), (3, 56, 1.0));
+    }
+}

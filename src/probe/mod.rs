@@ -1,0 +1,188 @@
+//! The closed set of probe kinds, and what every probe returns: an outcome, or a failure whose
+//! reason is data.
+
+pub mod icmp;
+pub mod target;
+pub mod tcp;
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::netns::NetnsContext;
+
+/// Every kind of probe, one file each. A new kind is one file plus one variant here.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProbeKind {
+    Tcp(tcp::TcpSpec),
+    Icmp(icmp::IcmpSpec),
+}
+
+impl ProbeKind {
+    /// The config keys, in the order error messages list them.
+    pub const NAMES: &'static [&'static str] = &["tcp", "icmp"];
+
+    /// The `kind` label.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProbeKind::Tcp(_) => "tcp",
+            ProbeKind::Icmp(_) => "icmp",
+        }
+    }
+
+    /// What the probe does, for people: `tcp connect 198.19.10.1:389`.
+    pub fn describe(&self) -> String {
+        match self {
+            ProbeKind::Tcp(spec) => format!("tcp connect {}", spec.target),
+            ProbeKind::Icmp(spec) => format!("icmp echo {}", spec.target),
+        }
+    }
+
+    /// Runs one round in the namespace of `ctx`. `budget` is the time the scheduler allows: a
+    /// probe that gathers several answers uses it to stop waiting and report what it has; the
+    /// scheduler cancels the probe if it overruns.
+    pub async fn run(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
+        match self {
+            ProbeKind::Tcp(spec) => spec.run(ctx).await,
+            ProbeKind::Icmp(spec) => spec.run(ctx, budget).await,
+        }
+    }
+}
+
+/// A probe round that passed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// One line for people, e.g. `connected to 198.19.10.1:389`.
+    pub detail: String,
+    pub report: Report,
+}
+
+/// A probe round that failed, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub reason: Reason,
+    pub detail: String,
+    pub report: Report,
+}
+
+impl Failure {
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Failure {
+        Failure {
+            reason,
+            detail: detail.into(),
+            report: Report::None,
+        }
+    }
+}
+
+/// Kind-specific measurements, exported as that kind's own metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    None,
+    Icmp(icmp::IcmpReport),
+}
+
+/// Why a round failed: the fixed set of `result` label values, besides `success`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Timeout,
+    Refused,
+    Unreachable,
+    Reset,
+    /// Some, but too many, echo replies were lost.
+    Loss,
+    /// The agent lacks a privilege the probe needs (CAP_NET_RAW, ping_group_range, ...).
+    PermissionDenied,
+    /// The namespace the probe should run in cannot be entered.
+    NetnsUnavailable,
+    Error,
+}
+
+impl Reason {
+    pub const ALL: &'static [Reason] = &[
+        Reason::Timeout,
+        Reason::Refused,
+        Reason::Unreachable,
+        Reason::Reset,
+        Reason::Loss,
+        Reason::PermissionDenied,
+        Reason::NetnsUnavailable,
+        Reason::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Timeout => "timeout",
+            Reason::Refused => "refused",
+            Reason::Unreachable => "unreachable",
+            Reason::Reset => "reset",
+            Reason::Loss => "loss",
+            Reason::PermissionDenied => "permission_denied",
+            Reason::NetnsUnavailable => "netns_unavailable",
+            Reason::Error => "error",
+        }
+    }
+
+    /// Classifies a socket error the way an operator reads it.
+    pub fn of_io(error: &std::io::Error) -> Reason {
+        use std::io::ErrorKind;
+        match error.raw_os_error() {
+            Some(libc::ECONNREFUSED) => return Reason::Refused,
+            Some(libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EADDRNOTAVAIL) => {
+                return Reason::Unreachable
+            }
+            Some(libc::ECONNRESET | libc::EPIPE) => return Reason::Reset,
+            Some(libc::ETIMEDOUT) => return Reason::Timeout,
+            Some(libc::EPERM | libc::EACCES) => return Reason::PermissionDenied,
+            _ => {}
+        }
+        match error.kind() {
+            ErrorKind::ConnectionRefused => Reason::Refused,
+            ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => Reason::Reset,
+            ErrorKind::TimedOut => Reason::Timeout,
+            ErrorKind::PermissionDenied => Reason::PermissionDenied,
+            _ => Reason::Error,
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `result` label of a round.
+pub fn result_label(result: &Result<Outcome, Failure>) -> &'static str {
+    match result {
+        Ok(_) => "success",
+        Err(failure) => failure.reason.as_str(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    #[test]
+    fn socket_errors_map_to_operator_reasons() {
+        let os = io::Error::from_raw_os_error;
+        assert_eq!(Reason::of_io(&os(libc::ECONNREFUSED)), Reason::Refused);
+        assert_eq!(Reason::of_io(&os(libc::EHOSTUNREACH)), Reason::Unreachable);
+        assert_eq!(Reason::of_io(&os(libc::ENETUNREACH)), Reason::Unreachable);
+        assert_eq!(Reason::of_io(&os(libc::ECONNRESET)), Reason::Reset);
+        assert_eq!(Reason::of_io(&os(libc::ETIMEDOUT)), Reason::Timeout);
+        assert_eq!(Reason::of_io(&os(libc::EPERM)), Reason::PermissionDenied);
+        assert_eq!(Reason::of_io(&os(libc::EMFILE)), Reason::Error);
+    }
+
+    #[test]
+    fn result_labels_are_distinct() {
+        let mut labels: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        labels.push("success");
+        let count = labels.len();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), count);
+    }
+}

@@ -1,0 +1,246 @@
+//! Probe targets as written in config (`198.19.10.1:389`, `ldap.corp.example:389`, `gateway`),
+//! and their resolution inside the namespace a probe runs in.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+use super::{Failure, Reason};
+use crate::netns::NetnsContext;
+
+/// A host to probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    Ip(IpAddr),
+    /// Resolved in the probe's namespace on every round, so DNS changes are followed.
+    Name(String),
+    /// The default gateway of whichever namespace the probe runs in.
+    Gateway,
+}
+
+/// A host and a port, written `HOST:PORT` (`[v6]:PORT` for IPv6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: Host,
+    pub port: u16,
+}
+
+/// The keyword that stands for the namespace's default gateway.
+const GATEWAY: &str = "gateway";
+
+impl Host {
+    pub fn parse(text: &str) -> Option<Host> {
+        if text == GATEWAY {
+            return Some(Host::Gateway);
+        }
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Some(Host::Ip(ip));
+        }
+        valid_hostname(text).then(|| Host::Name(text.trim_end_matches('.').to_owned()))
+    }
+
+    /// The addresses to probe, looked up from inside the probe's namespace.
+    pub async fn resolve(&self, ctx: &NetnsContext) -> Result<Vec<IpAddr>, Failure> {
+        match self {
+            Host::Ip(ip) => Ok(vec![*ip]),
+            Host::Name(name) => {
+                let addrs = tokio::net::lookup_host((name.as_str(), 0))
+                    .await
+                    .map_err(|e| Failure::new(Reason::Error, format!("resolve {name}: {e}")))?;
+                let ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+                if ips.is_empty() {
+                    return Err(Failure::new(
+                        Reason::Error,
+                        format!("resolve {name}: no addresses"),
+                    ));
+                }
+                Ok(ips)
+            }
+            Host::Gateway => {
+                // /proc/thread-self/net shows the namespace of the calling thread, which is the
+                // probe's: the executor guarantees the probe runs on a thread inside it.
+                let table = tokio::fs::read_to_string("/proc/thread-self/net/route")
+                    .await
+                    .map_err(|e| {
+                        Failure::new(
+                            Reason::Error,
+                            format!("read the {} route table: {e}", ctx.id),
+                        )
+                    })?;
+                let gateway = default_gateway(&table).ok_or_else(|| {
+                    Failure::new(
+                        Reason::Unreachable,
+                        format!("no default gateway in the {} namespace", ctx.id),
+                    )
+                })?;
+                Ok(vec![IpAddr::V4(gateway)])
+            }
+        }
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Ip(ip) => write!(f, "{ip}"),
+            Host::Name(name) => f.write_str(name),
+            Host::Gateway => f.write_str(GATEWAY),
+        }
+    }
+}
+
+impl HostPort {
+    pub fn parse(text: &str) -> Option<HostPort> {
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            if addr.port() == 0 {
+                return None;
+            }
+            return Some(HostPort {
+                host: Host::Ip(addr.ip()),
+                port: addr.port(),
+            });
+        }
+        let (host, port) = text.rsplit_once(':')?;
+        let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
+        if host.contains(':') || host.starts_with('[') {
+            return None; // an IPv6 literal that did not parse above
+        }
+        Some(HostPort {
+            host: Host::parse(host)?,
+            port,
+        })
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.host {
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
+            host => write!(f, "{host}:{}", self.port),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Host {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Host::parse(&text).ok_or_else(|| {
+            de::Error::custom(format!("{text:?} is not a valid IP address or host name"))
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for HostPort {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        HostPort::parse(&text).ok_or_else(|| {
+            let hint = if text.contains(':') {
+                ""
+            } else {
+                " (expected HOST:PORT)"
+            };
+            de::Error::custom(format!("{text:?} is not a valid address{hint}"))
+        })
+    }
+}
+
+/// RFC 1123 host names. A name made only of digits and dots is a mistyped IPv4 address, not a
+/// name, so `198.19.10.300` is rejected rather than sent to DNS.
+fn valid_hostname(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let labels_ok = name.split('.').all(|label| {
+        (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    });
+    let numeric = name.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    !name.is_empty() && name.len() <= 253 && labels_ok && !numeric
+}
+
+/// Finds the default route's gateway in the text of `/proc/net/route`.
+pub fn default_gateway(route_table: &str) -> Option<Ipv4Addr> {
+    route_table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (destination, gateway, mask) = (fields.get(1)?, fields.get(2)?, fields.get(7)?);
+        if *destination != "00000000" || *mask != "00000000" {
+            return None;
+        }
+        // The kernel prints the address as a host-order (little-endian here) hex word.
+        let raw = u32::from_str_radix(gateway, 16).ok()?;
+        (raw != 0).then(|| Ipv4Addr::from(raw.to_le_bytes()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_forms() {
+        let parse = |s: &str| HostPort::parse(s).map(|hp| hp.to_string());
+        assert_eq!(parse("198.19.10.1:389").as_deref(), Some("198.19.10.1:389"));
+        assert_eq!(
+            parse("[2001:db8::1]:53").as_deref(),
+            Some("[2001:db8::1]:53")
+        );
+        assert_eq!(
+            parse("ldap.corp.example:636").as_deref(),
+            Some("ldap.corp.example:636")
+        );
+        assert_eq!(parse("gateway:22").as_deref(), Some("gateway:22"));
+        for bad in [
+            "198.19.10.300:80",
+            "198.19.10.1",
+            "198.19.10.1:0",
+            "198.19.10.1:70000",
+            "2001:db8::1:53",
+            "bad_name:80",
+            ":80",
+            "-x.example:80",
+        ] {
+            assert_eq!(HostPort::parse(bad), None, "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(Host::parse("gateway"), Some(Host::Gateway));
+        assert_eq!(
+            Host::parse("198.19.10.1"),
+            Some(Host::Ip("198.19.10.1".parse().unwrap()))
+        );
+        assert_eq!(
+            Host::parse("dc1.corp.example."),
+            Some(Host::Name("dc1.corp.example".into()))
+        );
+        assert_eq!(Host::parse("1.2.3"), None);
+        assert_eq!(Host::parse(""), None);
+    }
+
+    #[test]
+    fn default_gateway_from_proc_route() {
+        let table = "\
+Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+eth0\t000212C6\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+eth0\t00000000\t010212C6\t0003\t0\t0\t0\t00000000\t0\t0\t0
+";
+        assert_eq!(default_gateway(table), Some(Ipv4Addr::new(198, 18, 2, 1)));
+        assert_eq!(
+            default_gateway(
+                table
+                    .lines()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+                    .as_str()
+            ),
+            None
+        );
+        assert_eq!(default_gateway(""), None);
+    }
+}

@@ -1,0 +1,214 @@
+//! The built-in profile, used when no config is given: checks derived from the machine itself,
+//! so the agent is useful on its first run anywhere.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{Config, NamespaceConfig, ProbeConfig};
+use crate::netns::NetnsId;
+use crate::probe::icmp::IcmpSpec;
+use crate::probe::target::{Host, HostPort};
+use crate::probe::tcp::TcpSpec;
+use crate::probe::ProbeKind;
+
+const INTERVAL: Duration = Duration::from_secs(10);
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the profile is derived from, gathered by [`Machine::read`] or given by tests.
+#[derive(Debug, Clone, Default)]
+pub struct Machine {
+    /// Namespaces with their resolv.conf text (empty when unreadable).
+    pub namespaces: Vec<(NamespaceConfig, String)>,
+    /// `KUBERNETES_SERVICE_HOST` and `_PORT`, when running in a pod.
+    pub kubernetes: Option<(String, String)>,
+}
+
+impl Machine {
+    /// Reads the machine: the pod namespace always, the host namespace when `host_netns` is set.
+    pub fn read(namespaces: Vec<NamespaceConfig>) -> Machine {
+        let namespaces = namespaces
+            .into_iter()
+            .map(|ns| {
+                let text = std::fs::read_to_string(&ns.resolv_conf).unwrap_or_else(|e| {
+                    tracing::warn!(netns = %ns.id, path = %ns.resolv_conf.display(), error = %e, "cannot read resolv.conf; no resolver checks for this namespace");
+                    String::new()
+                });
+                (ns, text)
+            })
+            .collect();
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let kubernetes = env("KUBERNETES_SERVICE_HOST").map(|host| {
+            (
+                host,
+                env("KUBERNETES_SERVICE_PORT").unwrap_or_else(|| "443".into()),
+            )
+        });
+        Machine {
+            namespaces,
+            kubernetes,
+        }
+    }
+}
+
+/// The namespaces of the built-in profile: the agent's own and, if given, the host's.
+pub fn namespaces(host_netns: Option<PathBuf>, host_resolv_conf: PathBuf) -> Vec<NamespaceConfig> {
+    let pod = NamespaceConfig {
+        id: NetnsId::Pod,
+        path: None,
+        resolv_conf: crate::config::DEFAULT_POD_RESOLV_CONF.into(),
+    };
+    let host = host_netns.map(|path| NamespaceConfig {
+        id: NetnsId::Host,
+        path: Some(path),
+        resolv_conf: host_resolv_conf,
+    });
+    std::iter::once(pod).chain(host).collect()
+}
+
+/// Derives the checks: the default gateway by ICMP in every namespace, each namespace's
+/// resolv.conf nameservers by TCP/53, and the Kubernetes API when running in a pod.
+pub fn config(machine: &Machine) -> Config {
+    let all: Vec<NetnsId> = machine.namespaces.iter().map(|(ns, _)| ns.id).collect();
+    let probe = |name: String, netns: Vec<NetnsId>, kind: ProbeKind| ProbeConfig {
+        name,
+        interval: INTERVAL,
+        timeout: TIMEOUT,
+        netns,
+        kind,
+    };
+    let mut probes = vec![probe(
+        "gateway".into(),
+        all.clone(),
+        ProbeKind::Icmp(IcmpSpec {
+            target: Host::Gateway,
+            count: 3,
+            size: 56,
+            max_loss: 1.0,
+        }),
+    )];
+    for (ns, resolv_conf) in &machine.namespaces {
+        for (i, server) in nameservers(resolv_conf).into_iter().enumerate() {
+            probes.push(probe(
+                format!("nameserver-{}-{}", ns.id, i + 1),
+                vec![ns.id],
+                tcp(Host::Ip(server), 53),
+            ));
+        }
+    }
+    if let Some((host, port)) = &machine.kubernetes {
+        let target = Host::parse(host).zip(port.parse().ok());
+        match target {
+            Some((host, port)) => probes.push(probe("kubernetes-api".into(), all, tcp(host, port))),
+            None => {
+                tracing::warn!(%host, %port, "KUBERNETES_SERVICE_HOST/PORT unusable; no API check")
+            }
+        }
+    }
+    Config {
+        namespaces: machine
+            .namespaces
+            .iter()
+            .map(|(ns, _)| ns.clone())
+            .collect(),
+        probes,
+    }
+}
+
+fn tcp(host: Host, port: u16) -> ProbeKind {
+    ProbeKind::Tcp(TcpSpec {
+        target: HostPort { host, port },
+    })
+}
+
+/// The `nameserver` entries of a resolv.conf, in order.
+pub fn nameservers(resolv_conf: &str) -> Vec<IpAddr> {
+    resolv_conf
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some("nameserver"))
+                .then(|| words.next())
+                .flatten()
+                .and_then(|ip| ip.split('%').next()?.parse().ok())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nameservers_in_order_skipping_junk() {
+        let text = "# generated\nsearch corp.example\nnameserver 198.18.0.10\nnameserver fe80::1%eth0\nnameserver nonsense\noptions ndots:5\n";
+        assert_eq!(
+            nameservers(text),
+            vec![
+                "198.18.0.10".parse::<IpAddr>().unwrap(),
+                "fe80::1".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn profile_checks_gateway_resolvers_and_api_per_namespace() {
+        let ns = namespaces(Some("/proc/1/ns/net".into()), "/h/resolv.conf".into());
+        let machine = Machine {
+            namespaces: vec![
+                (ns[0].clone(), "nameserver 198.18.0.10\n".into()),
+                (
+                    ns[1].clone(),
+                    "nameserver 198.19.10.1\nnameserver 198.19.10.2\n".into(),
+                ),
+            ],
+            kubernetes: Some(("198.18.0.1".into(), "443".into())),
+        };
+        let config = config(&machine);
+        let summary: Vec<(String, Vec<NetnsId>, String)> = config
+            .probes
+            .iter()
+            .map(|p| (p.name.clone(), p.netns.clone(), p.kind.describe()))
+            .collect();
+        let both = vec![NetnsId::Pod, NetnsId::Host];
+        assert_eq!(
+            summary,
+            vec![
+                ("gateway".into(), both.clone(), "icmp echo gateway".into()),
+                (
+                    "nameserver-pod-1".into(),
+                    vec![NetnsId::Pod],
+                    "tcp connect 198.18.0.10:53".into()
+                ),
+                (
+                    "nameserver-host-1".into(),
+                    vec![NetnsId::Host],
+                    "tcp connect 198.19.10.1:53".into()
+                ),
+                (
+                    "nameserver-host-2".into(),
+                    vec![NetnsId::Host],
+                    "tcp connect 198.19.10.2:53".into()
+                ),
+                (
+                    "kubernetes-api".into(),
+                    both,
+                    "tcp connect 198.18.0.1:443".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn without_host_namespace_only_the_pod_is_checked() {
+        let ns = namespaces(None, "/unused".into());
+        let machine = Machine {
+            namespaces: vec![(ns[0].clone(), String::new())],
+            kubernetes: None,
+        };
+        let config = config(&machine);
+        assert_eq!(config.namespaces.len(), 1);
+        assert_eq!(config.probes.len(), 1);
+        assert_eq!(config.probes[0].netns, vec![NetnsId::Pod]);
+    }
+}

@@ -1,0 +1,220 @@
+//! The scheduler: runs every check at its interval, start times spread, under its timeout.
+//!
+//! Each check (a probe in one namespace) is its own task, so a slow check never delays another,
+//! and a check runs its rounds one after the other, so it never overlaps itself.
+
+use std::collections::hash_map::DefaultHasher;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::config::ProbeConfig;
+use crate::netns::{Executor, NetnsError, NetnsId};
+use crate::probe::{Failure, Outcome, Reason};
+use crate::state::State;
+
+/// One probe in one namespace, with the executor that reaches that namespace.
+#[derive(Clone)]
+pub struct Check {
+    pub probe: Arc<ProbeConfig>,
+    pub executor: Executor,
+}
+
+impl Check {
+    pub fn netns(&self) -> NetnsId {
+        self.executor.id()
+    }
+}
+
+/// Pairs every probe with the executors of the namespaces it runs in.
+pub fn plan(probes: &[ProbeConfig], executors: &[Executor]) -> Vec<Check> {
+    let mut checks = Vec::new();
+    for probe in probes {
+        let probe = Arc::new(probe.clone());
+        for executor in executors.iter().filter(|e| probe.netns.contains(&e.id())) {
+            checks.push(Check {
+                probe: probe.clone(),
+                executor: executor.clone(),
+            });
+        }
+    }
+    checks
+}
+
+/// Runs every check until cancelled (drop the future to stop). Returns only if a check task
+/// died, which makes the agent unhealthy for its liveness probe.
+pub async fn run(checks: Vec<Check>, state: Arc<State>) {
+    let mut tasks = JoinSet::new();
+    for check in checks {
+        tasks.spawn(check_loop(check, state.clone()));
+    }
+    while let Some(ended) = tasks.join_next().await {
+        if let Err(e) = ended {
+            tracing::error!(error = %e, "a check task died; the scheduler is no longer whole");
+            state.scheduler_stopped();
+        }
+    }
+}
+
+async fn check_loop(check: Check, state: Arc<State>) {
+    let interval = check.probe.interval;
+    tokio::time::sleep(start_offset(&check.probe.name, check.netns(), interval)).await;
+    let mut ticker = tokio::time::interval(interval);
+    // A round never overlaps the next; if one ran long, skip the missed start rather than burst.
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    loop {
+        ticker.tick().await;
+        let (result, took) = run_round(&check).await;
+        state.record(&check.probe, check.netns(), &result, took);
+    }
+}
+
+/// Spreads start times over the interval so a hundred probes do not fire in one millisecond.
+/// Derived from the check's identity, so each check keeps its slot across restarts.
+pub fn start_offset(probe: &str, netns: NetnsId, interval: Duration) -> Duration {
+    let mut hasher = DefaultHasher::new();
+    (probe, netns).hash(&mut hasher);
+    let slot = hasher.finish() % 10_000;
+    interval.mul_f64(slot as f64 / 10_000.0)
+}
+
+/// Runs one round of a check under its timeout and says how long it took.
+pub async fn run_round(check: &Check) -> (Result<Outcome, Failure>, Duration) {
+    let probe = check.probe.clone();
+    let timeout = probe.timeout;
+    // Probes that gather several answers stop a little before the hard limit, so what they
+    // did gather is reported instead of being cut off.
+    let budget = timeout.saturating_sub((timeout / 10).min(Duration::from_millis(100)));
+    let work = check
+        .executor
+        .run(move |ctx| async move { probe.kind.run(&ctx, budget).await });
+    within_timeout(&check.probe, work).await
+}
+
+/// Bounds a round by the probe's timeout: the only place rounds are timed out.
+async fn within_timeout(
+    probe: &ProbeConfig,
+    work: impl Future<Output = Result<Result<Outcome, Failure>, NetnsError>>,
+) -> (Result<Outcome, Failure>, Duration) {
+    let started = Instant::now();
+    let result = match tokio::time::timeout(probe.timeout, work).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(netns)) => Err(Failure::new(Reason::NetnsUnavailable, netns.to_string())),
+        Err(_elapsed) => Err(Failure::new(
+            Reason::Timeout,
+            format!(
+                "{}: no answer within {}",
+                probe.kind.describe(),
+                humantime::format_duration(probe.timeout)
+            ),
+        )),
+    };
+    (result, started.elapsed())
+}
+
+/// Runs every check once, concurrently, and records the results: the `check` command.
+pub async fn run_once(checks: Vec<Check>, state: Arc<State>) {
+    let mut tasks = JoinSet::new();
+    for check in checks {
+        let state = state.clone();
+        tasks.spawn(async move {
+            let (result, took) = run_round(&check).await;
+            state.record(&check.probe, check.netns(), &result, took);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::netns::NetnsContext;
+
+    fn config(yaml: &str) -> Config {
+        Config::parse(yaml, &|_| None).unwrap()
+    }
+
+    fn pod_executor() -> Executor {
+        Executor::own(NetnsContext {
+            id: NetnsId::Pod,
+            resolv_conf: "/etc/resolv.conf".into(),
+        })
+    }
+
+    #[test]
+    fn offsets_spread_over_the_interval() {
+        let interval = Duration::from_secs(10);
+        let mut offsets: Vec<Duration> = (0..100)
+            .map(|i| start_offset(&format!("probe-{i}"), NetnsId::Pod, interval))
+            .collect();
+        assert!(offsets.iter().all(|o| *o < interval));
+        offsets.sort();
+        offsets.dedup_by(|a, b| a.as_millis() == b.as_millis());
+        assert!(
+            offsets.len() > 90,
+            "100 probes share too few start milliseconds"
+        );
+        assert_eq!(
+            start_offset("a", NetnsId::Pod, interval),
+            start_offset("a", NetnsId::Pod, interval)
+        );
+    }
+
+    #[test]
+    fn plan_honours_each_probes_namespaces() {
+        let config = config(
+            "netns: {pod: {}, host: {path: /nonexistent}}\nprobes:\n - {name: a, tcp: {target: 'x:1'}}\n - {name: b, netns: [host], tcp: {target: 'x:1'}}",
+        );
+        let host = Executor::enter(
+            NetnsContext {
+                id: NetnsId::Host,
+                resolv_conf: "/etc/resolv.conf".into(),
+            },
+            std::path::Path::new("/nonexistent"),
+        );
+        let checks = plan(&config.probes, &[pod_executor(), host]);
+        let pairs: Vec<(&str, NetnsId)> = checks
+            .iter()
+            .map(|c| (c.probe.name.as_str(), c.netns()))
+            .collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("a", NetnsId::Pod),
+                ("a", NetnsId::Host),
+                ("b", NetnsId::Host)
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_round_that_never_answers_times_out_at_the_probes_timeout() {
+        let config = config(
+            "netns: {pod: {}}\nprobes: [{name: slow, timeout: 2s, tcp: {target: '198.19.10.1:389'}}]",
+        );
+        let never = std::future::pending::<Result<Result<Outcome, Failure>, NetnsError>>();
+        let (result, took) = within_timeout(&config.probes[0], never).await;
+        let failure = result.unwrap_err();
+        assert_eq!(failure.reason, Reason::Timeout);
+        assert_eq!(
+            failure.detail,
+            "tcp connect 198.19.10.1:389: no answer within 2s"
+        );
+        assert_eq!(took, Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_namespace_is_a_failure_with_its_reason() {
+        let config = config("netns: {pod: {}}\nprobes: [{name: a, tcp: {target: 'x:1'}}]");
+        let missing = async { Err(NetnsError::Unavailable("cannot open /x".into())) };
+        let (result, _) = within_timeout(&config.probes[0], missing).await;
+        let failure = result.unwrap_err();
+        assert_eq!(failure.reason, Reason::NetnsUnavailable);
+        assert_eq!(failure.detail, "cannot open /x");
+    }
+}

@@ -1,0 +1,136 @@
+//! From results to the node verdict: ok, fail or starting, each check's state, and diagnoses.
+
+use serde::Serialize;
+
+use crate::netns::NetnsId;
+use crate::state::State;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Fail,
+    /// The first round has not finished yet.
+    Starting,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Fail => "fail",
+            Status::Starting => "starting",
+        }
+    }
+}
+
+/// The node's verdict: the body of `/healthz` and the `check` command's report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub status: Status,
+    pub node: String,
+    pub checks: Vec<CheckView>,
+    pub namespaces: Vec<NetnsView>,
+    pub diagnoses: Vec<Diagnosis>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckView {
+    pub probe: String,
+    pub kind: &'static str,
+    pub netns: NetnsId,
+    pub ok: bool,
+    /// `success`, a failure reason, or `pending` before the first round.
+    pub result: &'static str,
+    pub duration_seconds: Option<f64>,
+    pub detail: String,
+    /// When the check entered its current state (RFC 3339).
+    pub since: Option<String>,
+    pub last_success: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NetnsView {
+    pub netns: NetnsId,
+    pub available: bool,
+    pub reason: Option<String>,
+}
+
+/// A likely cause, named by a fixed code, with what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnosis {
+    pub code: &'static str,
+    pub summary: String,
+    pub hint: &'static str,
+}
+
+impl Verdict {
+    pub fn failing(&self) -> usize {
+        self.checks.iter().filter(|c| !c.ok).count()
+    }
+}
+
+/// Judges the node from the current state.
+pub fn judge(state: &State) -> Verdict {
+    let checks: Vec<CheckView> = state
+        .results()
+        .in_order()
+        .into_iter()
+        .map(|(key, check)| {
+            let last = check.last.as_ref();
+            CheckView {
+                probe: key.probe.clone(),
+                kind: check.kind,
+                netns: key.netns,
+                ok: last.is_some_and(|r| r.ok),
+                result: last.map_or("pending", |r| r.result),
+                duration_seconds: last.map(|r| r.duration.as_secs_f64()),
+                detail: last.map(|r| r.detail.clone()).unwrap_or_default(),
+                since: check.since.map(rfc3339),
+                last_success: check.last_success.map(rfc3339),
+            }
+        })
+        .collect();
+    let namespaces: Vec<NetnsView> = state
+        .namespaces
+        .iter()
+        .map(|ns| NetnsView {
+            netns: ns.id,
+            available: ns.unavailable.is_none(),
+            reason: ns.unavailable.clone(),
+        })
+        .collect();
+    let diagnoses = diagnose(&namespaces);
+    let status = if !state.is_ready() {
+        Status::Starting
+    } else if checks.iter().all(|c| c.ok) && diagnoses.is_empty() {
+        Status::Ok
+    } else {
+        Status::Fail
+    };
+    Verdict {
+        status,
+        node: state.node.clone(),
+        checks,
+        namespaces,
+        diagnoses,
+    }
+}
+
+fn diagnose(namespaces: &[NetnsView]) -> Vec<Diagnosis> {
+    namespaces
+        .iter()
+        .filter(|ns| ns.netns == NetnsId::Host)
+        .filter_map(|ns| ns.reason.as_ref())
+        .map(|reason| Diagnosis {
+            code: "host_netns_unavailable",
+            summary: format!("host-side checks cannot run: {reason}"),
+            hint: "run the agent with hostPID: true and CAP_SYS_ADMIN, or list only `pod` under \
+                   netns in the config",
+        })
+        .collect()
+}
+
+fn rfc3339(at: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}

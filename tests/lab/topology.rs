@@ -1,0 +1,170 @@
+//! Building the namespaces, links, addresses and routes, and tearing namespaces down.
+
+use super::{check, run, Host, Lab};
+use std::process::Command;
+use std::sync::Mutex;
+
+static NETNS_ADD: Mutex<()> = Mutex::new(());
+
+impl Lab {
+    pub(super) fn build(&self) {
+        for h in Host::ALL {
+            let ns = self.ns_name(h);
+            // The first `ip netns add` after boot turns /run/netns into a mount point; two racing
+            // ones stack two mounts and the lower one's namespace files vanish from view.
+            let out = {
+                let _serial = NETNS_ADD.lock().unwrap_or_else(|e| e.into_inner());
+                run(cmd("ip", &["netns", "add", &ns]), None)
+            };
+            check(&out, &format!("ip netns add {ns}"), h);
+            // rp_filter defaults follow the root namespace on some distributions; the lab's
+            // routes are symmetric, but asymmetric fault scenarios must not be filtered silently.
+            // The defaults are set before any link exists so every interface inherits them.
+            self.must(
+                h,
+                "sysctl",
+                &[
+                    "-qw",
+                    "net.ipv4.ip_forward=1",
+                    "net.ipv4.conf.all.rp_filter=0",
+                    "net.ipv4.conf.default.rp_filter=0",
+                ],
+            );
+        }
+        let ns = |h| self.ns_name(h);
+        // Each veth pair is created inside the first namespace with its peer placed straight into
+        // the second, so nothing ever appears in the root namespace.
+        self.ip_batch(
+            Host::Pod,
+            &format!(
+                "link set lo up
+                 link add eth0 type veth peer name pod0 netns {node}
+                 addr add 198.18.2.10/24 dev eth0
+                 link set eth0 up
+                 route add default via 198.18.2.1",
+                node = ns(Host::Node)
+            ),
+        );
+        self.ip_batch(
+            Host::Node,
+            &format!(
+                "link set lo up
+                 addr add 198.18.2.1/24 dev pod0
+                 link set pod0 up
+                 link add eth0 type veth peer name node0 netns {vnetgw}
+                 addr add 198.18.1.4/24 dev eth0
+                 link set eth0 up
+                 route add default via 198.18.1.1",
+                vnetgw = ns(Host::VnetGw)
+            ),
+        );
+        // The underlay veth keeps MTU 1500, leaving room for the 50-byte VXLAN header; the
+        // tunnel's own MTU (1400) is what the path MTU tests see.
+        self.ip_batch(
+            Host::VnetGw,
+            &format!(
+                "link set lo up
+                 addr add 198.18.1.1/24 dev node0
+                 link set node0 up
+                 link add ul0 type veth peer name ul0 netns {onpremgw}
+                 addr add 198.18.255.1/30 dev ul0
+                 link set ul0 up
+                 link add vpn type vxlan id 42 remote 198.18.255.2 local 198.18.255.1 dstport 4789 dev ul0
+                 link set vpn mtu 1400
+                 addr add 198.18.254.1/30 dev vpn
+                 link set vpn up
+                 route add 198.19.0.0/16 via 198.18.254.2 dev vpn
+                 route add 198.18.2.0/24 via 198.18.1.4",
+                onpremgw = ns(Host::OnpremGw)
+            ),
+        );
+        self.ip_batch(
+            Host::OnpremGw,
+            &format!(
+                "link set lo up
+                 addr add 198.18.255.2/30 dev ul0
+                 link set ul0 up
+                 link add vpn type vxlan id 42 remote 198.18.255.1 local 198.18.255.2 dstport 4789 dev ul0
+                 link set vpn mtu 1400
+                 addr add 198.18.254.2/30 dev vpn
+                 link set vpn up
+                 link add lan0 type veth peer name eth0 netns {onprem}
+                 addr add 198.19.10.254/24 dev lan0
+                 link set lan0 up
+                 route add 198.18.0.0/16 via 198.18.254.1 dev vpn",
+                onprem = ns(Host::Onprem)
+            ),
+        );
+        self.ip_batch(
+            Host::Onprem,
+            "link set lo up
+             addr add 198.19.10.1/24 dev eth0
+             link set eth0 up
+             route add default via 198.19.10.254",
+        );
+    }
+
+    /// One `ip -batch` per namespace keeps the build to a handful of processes and reports the
+    /// failing line.
+    fn ip_batch(&self, h: Host, script: &str) {
+        let script: String = script
+            .lines()
+            .map(|l| l.trim().to_string() + "\n")
+            .collect();
+        let out = run(
+            cmd("ip", &["-n", &self.ns_name(h), "-batch", "-"]),
+            Some(&script),
+        );
+        check(&out, &format!("ip -batch <<'EOF'\n{script}EOF\n"), h);
+    }
+}
+
+/// Removes a namespace and kills anything still running in it (a process would otherwise keep
+/// the namespace, its sockets and its routes alive after the name is gone). Never fails: it runs
+/// from `Drop` and on leftovers that may be half gone.
+pub(super) fn remove_namespace(name: &str) {
+    if !std::path::Path::new("/var/run/netns").join(name).exists() {
+        return;
+    }
+    let pids = run(cmd("ip", &["netns", "pids", name]), None);
+    let me = std::process::id().to_string();
+    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+        if pid != me {
+            let _ = run(cmd("kill", &["-KILL", pid]), None);
+        }
+    }
+    let out = run(cmd("ip", &["netns", "delete", name]), None);
+    if !out.status.success() {
+        eprintln!(
+            "lab: could not delete namespace {name}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+}
+
+/// Deletes `hp-<test>-<pid>-<host>` namespaces whose process is gone (a killed test run cannot
+/// run its Drop), so stale labs do not pile up on CI machines.
+pub(super) fn sweep_stale_namespaces() {
+    let list = run(cmd("ip", &["netns", "list"]), None);
+    for line in String::from_utf8_lossy(&list.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let mut parts = name.rsplitn(3, '-');
+        let (Some(host), Some(pid), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let ours = rest.starts_with("hp-")
+            && Host::ALL.iter().any(|h| h.suffix() == host)
+            && pid.parse::<u32>().is_ok();
+        if ours && !std::path::Path::new("/proc").join(pid).exists() {
+            remove_namespace(name);
+        }
+    }
+}
+
+fn cmd(program: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(program);
+    c.args(args);
+    c
+}

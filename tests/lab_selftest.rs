@@ -1,0 +1,245 @@
+//! Self-test of the network-namespace lab: topology, path MTU, faults, processes and teardown.
+
+mod lab;
+
+use lab::{Host, Lab, ONPREM_IP, POD_IP, TUNNEL_MTU};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+fn onprem(port: u16) -> SocketAddr {
+    SocketAddrV4::new(ONPREM_IP, port).into()
+}
+
+fn text(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn namespaces() -> String {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn pod_reaches_onprem_through_a_1400_byte_tunnel() {
+    let Some(lab) = Lab::new("mtu") else { return };
+    let ip = ONPREM_IP.to_string();
+    let ping = |extra: &[&str]| {
+        let mut args = vec!["-n", "-c1", "-W2"];
+        args.extend(extra);
+        args.push(&ip);
+        lab.exec(Host::Pod, "ping", &args)
+    };
+    let out = ping(&[]);
+    assert!(out.status.success(), "pod -> onprem ping:\n{}", text(&out));
+
+    // 1372 bytes of ICMP payload + 8 ICMP + 20 IP = 1400: exactly the tunnel MTU.
+    let fits = (TUNNEL_MTU - 28).to_string();
+    let out = ping(&["-M", "do", "-s", &fits]);
+    assert!(
+        out.status.success(),
+        "DF ping of {fits} bytes:\n{}",
+        text(&out)
+    );
+
+    let too_big = (TUNNEL_MTU - 27).to_string();
+    let out = ping(&["-M", "do", "-s", &too_big]);
+    let said = text(&out).replace(' ', "");
+    assert!(
+        !out.status.success() && said.contains("mtu=1400"),
+        "DF ping of {too_big} bytes should get frag-needed with mtu 1400:\n{}",
+        text(&out)
+    );
+
+    // The pod's source address survives the whole path: no NAT.
+    let seen = lab.tcp_listen(Host::Onprem, onprem(8080));
+    lab.tcp_connect(Host::Pod, onprem(8080), Duration::from_secs(3))
+        .expect("pod -> onprem:8080");
+    let (_, peer) = seen.accept().expect("accept");
+    assert_eq!(peer.ip(), std::net::IpAddr::V4(POD_IP));
+}
+
+#[test]
+fn tunnel_drop_makes_tcp_time_out_and_recovers() {
+    let Some(lab) = Lab::new("tunnel-drop") else {
+        return;
+    };
+    let ldap = onprem(389);
+    lab.serve_tcp(Host::Onprem, ldap);
+    let connect = || lab.tcp_connect(Host::Pod, ldap, Duration::from_secs(2));
+    connect().expect("pod -> onprem:389 with the tunnel up");
+    let out = lab.sh(Host::Pod, "echo > /dev/tcp/198.19.10.1/389");
+    assert!(out.status.success(), "bash /dev/tcp:\n{}", text(&out));
+
+    lab.tunnel_drop(true);
+    lab.tunnel_drop(true);
+    let err = connect().expect_err("connect must fail while the tunnel drops");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::TimedOut,
+        "silent drop, not refusal: {err}"
+    );
+    let out = lab.exec(Host::Pod, "ping", &["-n", "-c1", "-W1", "198.19.10.1"]);
+    assert!(!out.status.success(), "ping must be lost:\n{}", text(&out));
+    let out = lab.must(Host::VnetGw, "nft", &["list", "table", "inet", "hplab"]);
+    let rules = out
+        .lines()
+        .filter(|l| l.trim_end().ends_with(" drop"))
+        .count();
+    assert_eq!(rules, 2, "one rule per direction, not duplicated:\n{out}");
+
+    lab.tunnel_drop(false);
+    lab.tunnel_drop(false);
+    connect().expect("pod -> onprem:389 after the tunnel is back");
+}
+
+#[test]
+fn http_get_reports_status_body_and_failure() {
+    let Some(lab) = Lab::new("http") else { return };
+    let listener = lab.tcp_listen(Host::Onprem, onprem(8080));
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.ends_with(b"\r\n\r\n") {
+            let n = conn.read(&mut buf).expect("read request");
+            assert!(n > 0, "request ended early");
+            request.extend_from_slice(&buf[..n]);
+        }
+        let json = String::from_utf8_lossy(&request).contains("Accept: application/json");
+        let body = format!("{{\"json\":{json}}}");
+        let reply = format!(
+            "HTTP/1.1 418 I'm a teapot\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(reply.as_bytes()).expect("write reply");
+    });
+    let got = lab.http_get(Host::Pod, "http://198.19.10.1:8080/x", true);
+    server.join().expect("server thread");
+    assert_eq!(got, (418, "{\"json\":true}".to_string()));
+
+    assert_eq!(
+        lab.http_get(Host::Pod, "http://198.19.10.1:8081/", false),
+        (0, String::new())
+    );
+}
+
+#[test]
+fn spawned_processes_log_and_stop_gracefully() {
+    let Some(lab) = Lab::new("spawn") else { return };
+    let script = "trap 'echo bye from $WHO; exit 3' TERM; ip -4 -o addr show eth0; \
+                  while :; do sleep 0.1; done";
+    let p = lab.spawn(Host::Onprem, "bash", &["-c", script], &[("WHO", "onprem")]);
+    lab.wait_until(
+        "the process to report its address",
+        Duration::from_secs(5),
+        || lab.logs(p).contains("198.19.10.1/24"),
+    );
+    assert!(lab.try_status(p).is_none(), "still running");
+    let status = lab.stop(p);
+    assert_eq!(status.code(), Some(3), "{}", lab.logs(p));
+    assert!(lab.logs(p).contains("bye from onprem"), "{}", lab.logs(p));
+}
+
+#[test]
+fn dropping_the_lab_removes_everything() {
+    let Some(lab) = Lab::new("teardown") else {
+        return;
+    };
+    let names: Vec<String> = Host::ALL.iter().map(|&h| lab.ns_name(h)).collect();
+    let listed = namespaces();
+    for name in &names {
+        assert!(
+            listed.contains(name.as_str()),
+            "{name} missing from:\n{listed}"
+        );
+    }
+    let tmp = lab.tmpdir().to_path_buf();
+    std::fs::write(tmp.join("config.yaml"), "x: 1").expect("write to tmpdir");
+    lab.spawn(Host::Node, "sleep", &["600"], &[]);
+    // A process the lab does not track, detached from its parent, still dies with the lab.
+    let stray = lab.must_sh(
+        Host::Pod,
+        "setsid sleep 600 >/dev/null 2>&1 < /dev/null & echo $!",
+    );
+    let stray = format!("/proc/{}", stray.trim());
+    lab.serve_tcp(Host::Onprem, onprem(389));
+    lab.tunnel_drop(true);
+
+    drop(lab);
+    let listed = namespaces();
+    for name in &names {
+        assert!(
+            !listed.contains(name.as_str()),
+            "{name} left behind:\n{listed}"
+        );
+    }
+    assert!(!tmp.exists(), "{} left behind", tmp.display());
+    let dead = || {
+        std::fs::read_to_string(format!("{stray}/stat")).map_or(true, |stat| {
+            stat.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    for _ in 0..50 {
+        if dead() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("untracked process {stray} survived the lab");
+}
+
+#[test]
+fn a_panicking_test_still_cleans_up() {
+    let mut names = Vec::new();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let Some(lab) = Lab::new("panics") else {
+            return;
+        };
+        names = Host::ALL.iter().map(|&h| lab.ns_name(h)).collect();
+        lab.must(Host::Pod, "false", &[]);
+    }));
+    if names.is_empty() {
+        return; // skipped
+    }
+    assert!(result.is_err(), "`must` should have panicked");
+    let listed = namespaces();
+    for name in &names {
+        assert!(
+            !listed.contains(name.as_str()),
+            "{name} left behind:\n{listed}"
+        );
+    }
+}
+
+#[test]
+fn concurrent_labs_do_not_interfere() {
+    let ldap = onprem(389);
+    std::thread::scope(|s| {
+        let a = s.spawn(|| Lab::new("concurrent-a"));
+        let b = s.spawn(|| Lab::new("concurrent-b"));
+        let (Some(a), Some(b)) = (a.join().unwrap(), b.join().unwrap()) else {
+            return;
+        };
+        assert_ne!(a.ns_name(Host::Pod), b.ns_name(Host::Pod));
+        // Same addresses and port in both labs; only a's tunnel goes down.
+        a.serve_tcp(Host::Onprem, ldap);
+        b.serve_tcp(Host::Onprem, ldap);
+        a.tunnel_drop(true);
+        let t = Duration::from_secs(2);
+        let (ra, rb) = std::thread::scope(|s| {
+            let ra = s.spawn(|| a.tcp_connect(Host::Pod, ldap, t));
+            let rb = s.spawn(|| b.tcp_connect(Host::Pod, ldap, t));
+            (ra.join().unwrap(), rb.join().unwrap())
+        });
+        assert!(ra.is_err(), "lab a's tunnel is down");
+        rb.expect("lab b is unaffected by lab a's fault");
+    });
+}
