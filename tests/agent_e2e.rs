@@ -1,0 +1,375 @@
+//! End to end: the agent in the lab's pod namespace probing on-prem through the VXLAN "VPN",
+//! from the pod and the host (node) namespace, through health, outage and recovery.
+
+mod lab;
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use lab::{Host, Lab, NODE_POD_GW, ONPREM_IP, VNET_GW};
+use support::{check, metric, run_cli, write_config, Agent};
+
+const LDAP_PORT: u16 = 389;
+const CLOSED_PORT: u16 = 636;
+
+fn serve_onprem(lab: &Lab) {
+    lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, LDAP_PORT)));
+}
+
+/// Fast rounds: an outage shows within a couple of seconds.
+fn config(lab: &Lab) -> String {
+    format!(
+        r#"
+netns:
+  pod: {{}}
+  host: {{ path: {host} }}
+defaults: {{ interval: 1s, timeout: 800ms }}
+probes:
+  - name: dc1-ldap
+    tcp: {{ target: "{ONPREM_IP}:{LDAP_PORT}" }}
+  - name: dc1-ping
+    icmp: {{ target: {ONPREM_IP}, count: 3 }}
+  - name: gateway
+    icmp: {{ target: gateway, count: 1 }}
+"#,
+        host = lab.ns_path(Host::Node).display()
+    )
+}
+
+const CHECKS: [(&str, &str); 6] = [
+    ("dc1-ldap", "pod"),
+    ("dc1-ldap", "host"),
+    ("dc1-ping", "pod"),
+    ("dc1-ping", "host"),
+    ("gateway", "pod"),
+    ("gateway", "host"),
+];
+
+#[test]
+fn healthy_lab_then_tunnel_outage_then_recovery() {
+    let Some(lab) = Lab::new("agent-outage") else {
+        return;
+    };
+    serve_onprem(&lab);
+    let agent = Agent::start(&lab, &config(&lab));
+    assert_eq!(agent.get("/livez").0, 200);
+    agent.wait_ready();
+
+    lab.wait_until("every check green", Duration::from_secs(10), || {
+        agent.healthz().0 == 200
+    });
+    let (code, verdict) = agent.healthz_json();
+    assert_eq!(code, 200);
+    assert_eq!(verdict["status"], "ok");
+    for (probe, netns) in CHECKS {
+        let c = check(&verdict, probe, netns);
+        assert_eq!(c["ok"], true, "{c}");
+        assert_eq!(c["result"], "success", "{c}");
+    }
+    // The gateway keyword resolves per namespace: the pod's is the node, the node's is the VNET.
+    let detail = |netns| {
+        check(&verdict, "gateway", netns)["detail"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        detail("pod").starts_with(&NODE_POD_GW.to_string()),
+        "{}",
+        detail("pod")
+    );
+    assert!(
+        detail("host").starts_with(&VNET_GW.to_string()),
+        "{}",
+        detail("host")
+    );
+
+    let metrics = agent.metrics();
+    for (probe, netns) in CHECKS {
+        let labels = [("probe", probe), ("netns", netns)];
+        assert_eq!(
+            metric(&metrics, "hybridprobe_probe_success", &labels),
+            Some(1.0),
+            "{probe}/{netns}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &metrics,
+            "hybridprobe_netns_available",
+            &[("netns", "host")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "hybridprobe_icmp_loss_ratio",
+            &[("probe", "dc1-ping"), ("netns", "pod")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(metric(&metrics, "hybridprobe_node_healthy", &[]), Some(1.0));
+
+    // The VPN silently drops everything: red within one interval plus timeout (plus slack for
+    // a busy machine), with the failing checks named and liveness untouched.
+    lab.tunnel_drop(true);
+    agent.wait_check("dc1-ldap", "pod", "timeout", Duration::from_secs(8));
+    agent.wait_check("dc1-ping", "host", "timeout", Duration::from_secs(8));
+    let (code, text) = agent.healthz();
+    assert_eq!(code, 503, "{text}");
+    assert!(text.starts_with("FAIL on "), "{text}");
+    let ldap_line = text
+        .lines()
+        .find(|l| l.contains("dc1-ldap") && l.contains(" pod "))
+        .unwrap_or_else(|| panic!("no dc1-ldap pod line in {text}"));
+    assert!(ldap_line.starts_with("FAIL"), "{ldap_line}");
+    assert!(
+        ldap_line.contains(&format!(
+            "tcp connect {ONPREM_IP}:{LDAP_PORT}: no answer within 800ms"
+        )),
+        "{ldap_line}"
+    );
+    let (_, verdict) = agent.healthz_json();
+    assert_eq!(verdict["status"], "fail");
+    assert_eq!(
+        check(&verdict, "gateway", "pod")["ok"],
+        true,
+        "the local path still works"
+    );
+    assert_eq!(
+        agent.get("/livez").0,
+        200,
+        "liveness must not follow the network"
+    );
+    let metrics = agent.metrics();
+    let ping = [("probe", "dc1-ping"), ("netns", "pod")];
+    assert_eq!(
+        metric(&metrics, "hybridprobe_icmp_loss_ratio", &ping),
+        Some(1.0)
+    );
+    assert!(
+        metric(
+            &metrics,
+            "hybridprobe_probe_runs_total",
+            &[
+                ("probe", "dc1-ldap"),
+                ("netns", "pod"),
+                ("result", "timeout")
+            ]
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert_eq!(metric(&metrics, "hybridprobe_node_healthy", &[]), Some(0.0));
+
+    lab.tunnel_drop(false);
+    lab.wait_until("recovery to green", Duration::from_secs(8), || {
+        agent.healthz().0 == 200
+    });
+    let metrics = agent.metrics();
+    let changes = metric(
+        &metrics,
+        "hybridprobe_probe_state_changes_total",
+        &[("probe", "dc1-ldap"), ("netns", "pod")],
+    );
+    assert_eq!(changes, Some(2.0), "down once and up once");
+}
+
+#[test]
+fn refused_connection_is_classified_as_refused() {
+    let Some(lab) = Lab::new("agent-refused") else {
+        return;
+    };
+    let text = format!(
+        "netns: {{pod: {{}}}}\ndefaults: {{interval: 1s, timeout: 800ms}}\nprobes:\n  - name: closed\n    tcp: {{target: \"{ONPREM_IP}:{CLOSED_PORT}\"}}\n"
+    );
+    let agent = Agent::start(&lab, &text);
+    agent.wait_check("closed", "pod", "refused", Duration::from_secs(10));
+    let (code, verdict) = agent.healthz_json();
+    assert_eq!(code, 503);
+    let detail = check(&verdict, "closed", "pod")["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(detail.contains("refused"), "{detail}");
+    let metrics = agent.metrics();
+    let refused = [("probe", "closed"), ("result", "refused")];
+    assert!(metric(&metrics, "hybridprobe_probe_runs_total", &refused).unwrap() >= 1.0);
+}
+
+#[test]
+fn missing_host_namespace_leaves_the_pod_side_running() {
+    let Some(lab) = Lab::new("agent-no-host") else {
+        return;
+    };
+    serve_onprem(&lab);
+    let text = config(&lab).replace(
+        &lab.ns_path(Host::Node).display().to_string(),
+        "/nonexistent/ns/net",
+    );
+    let agent = Agent::start(&lab, &text);
+    agent.wait_ready();
+    agent.wait_check("dc1-ldap", "pod", "success", Duration::from_secs(10));
+    let (code, verdict) = agent.healthz_json();
+    assert_eq!(code, 503, "configured host checks cannot run: {verdict}");
+    for probe in ["dc1-ldap", "dc1-ping", "gateway"] {
+        assert_eq!(
+            check(&verdict, probe, "pod")["ok"],
+            true,
+            "{probe}: {verdict}"
+        );
+        let host = check(&verdict, probe, "host");
+        assert_eq!(host["result"], "netns_unavailable", "{host}");
+        assert!(
+            host["detail"]
+                .as_str()
+                .unwrap()
+                .contains("cannot open /nonexistent/ns/net"),
+            "{host}"
+        );
+    }
+    assert_eq!(
+        verdict["diagnoses"][0]["code"], "host_netns_unavailable",
+        "{verdict}"
+    );
+    let (_, text) = agent.healthz();
+    assert!(
+        text.contains("netns host: unavailable: cannot open /nonexistent/ns/net"),
+        "{text}"
+    );
+    let metrics = agent.metrics();
+    assert_eq!(
+        metric(
+            &metrics,
+            "hybridprobe_netns_available",
+            &[("netns", "host")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&metrics, "hybridprobe_netns_available", &[("netns", "pod")]),
+        Some(1.0)
+    );
+    assert_eq!(agent.get("/livez").0, 200);
+}
+
+#[test]
+fn check_command_reads_what_is_wrong_when_the_tunnel_is_down() {
+    let Some(lab) = Lab::new("cli-check") else {
+        return;
+    };
+    serve_onprem(&lab);
+    let path = write_config(&lab, "check.yaml", &config(&lab));
+
+    let healthy = run_cli(&lab, Host::Pod, &["check", "--config", &path]);
+    let table = String::from_utf8_lossy(&healthy.stdout);
+    assert_eq!(
+        healthy.status.code(),
+        Some(0),
+        "{table}{}",
+        String::from_utf8_lossy(&healthy.stderr)
+    );
+    assert!(table.starts_with("OK on "), "{table}");
+    assert_eq!(
+        table.lines().filter(|l| l.starts_with("ok ")).count(),
+        CHECKS.len(),
+        "{table}"
+    );
+
+    lab.tunnel_drop(true);
+    let down = run_cli(&lab, Host::Pod, &["check", "--config", &path]);
+    let table = String::from_utf8_lossy(&down.stdout);
+    assert_eq!(down.status.code(), Some(1), "{table}");
+    assert!(table.starts_with("FAIL on "), "{table}");
+    let failing: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .filter(|l| l.starts_with("FAIL "))
+        .collect();
+    assert_eq!(
+        failing.len(),
+        4,
+        "ldap and ping from both namespaces:\n{table}"
+    );
+    assert!(failing.iter().all(|l| l.contains("timeout")), "{table}");
+
+    let json = run_cli(
+        &lab,
+        Host::Pod,
+        &["check", "--config", &path, "--format", "json"],
+    );
+    assert_eq!(json.status.code(), Some(1));
+    let verdict: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(verdict["status"], "fail");
+    assert_eq!(check(&verdict, "dc1-ping", "host")["result"], "timeout");
+    assert_eq!(check(&verdict, "gateway", "host")["result"], "success");
+}
+
+/// Without a config the agent derives its checks from the machine: each namespace's gateway,
+/// its resolv.conf nameservers, and the Kubernetes API.
+#[test]
+fn built_in_profile_checks_what_the_machine_has() {
+    let Some(lab) = Lab::new("cli-profile") else {
+        return;
+    };
+    // `ip netns exec` bind-mounts /etc/netns/NAME/resolv.conf over the pod's /etc/resolv.conf.
+    let etc = std::path::Path::new("/etc/netns").join(lab.ns_name(Host::Pod));
+    let _cleanup = RemoveOnDrop(etc.clone());
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("resolv.conf"), format!("nameserver {ONPREM_IP}\n")).unwrap();
+    let host_resolv = write_config(&lab, "host-resolv.conf", "nameserver 198.19.10.2\n");
+    lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, 53)));
+    lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, 443)));
+
+    let host_netns = lab.ns_path(Host::Node).display().to_string();
+    let out = lab.exec(
+        Host::Pod,
+        "env",
+        &[
+            &format!("KUBERNETES_SERVICE_HOST={ONPREM_IP}"),
+            "KUBERNETES_SERVICE_PORT=443",
+            support::BIN,
+            "check",
+            "--host-netns",
+            &host_netns,
+            "--host-resolv-conf",
+            &host_resolv,
+        ],
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    let row = |probe: &str, netns: &str| {
+        table
+            .lines()
+            .find(|l| {
+                l.split_whitespace().nth(1) == Some(probe)
+                    && l.split_whitespace().nth(3) == Some(netns)
+            })
+            .unwrap_or_else(|| panic!("no {probe}/{netns} row in\n{table}"))
+            .to_owned()
+    };
+    assert!(row("gateway", "pod").starts_with("ok "), "{table}");
+    assert!(row("gateway", "host").starts_with("ok "), "{table}");
+    assert!(
+        row("nameserver-pod-1", "pod").contains(&format!("{ONPREM_IP}:53")),
+        "{table}"
+    );
+    assert!(row("nameserver-pod-1", "pod").starts_with("ok "), "{table}");
+    // 198.19.10.2 does not exist on the on-prem LAN: that check fails, and says so.
+    assert!(
+        row("nameserver-host-1", "host").starts_with("FAIL "),
+        "{table}"
+    );
+    assert!(row("kubernetes-api", "pod").starts_with("ok "), "{table}");
+    assert!(row("kubernetes-api", "host").starts_with("ok "), "{table}");
+    assert_eq!(out.status.code(), Some(1), "{table}");
+}
+
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

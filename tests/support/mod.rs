@@ -1,0 +1,124 @@
+//! Helpers for black-box tests of the `hybridprobe` binary: start an agent inside the lab, read
+//! its endpoints, and pick values out of the Prometheus text format.
+
+// Each integration-test binary compiles this module and uses a different subset of it.
+#![allow(dead_code)]
+
+use std::process::Output;
+use std::time::Duration;
+
+use crate::lab::{Host, Lab, ProcHandle, POD_IP};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hybridprobe");
+pub const PORT: u16 = 9739;
+
+/// An agent running in the lab's pod namespace, stopped with the lab.
+pub struct Agent<'a> {
+    pub lab: &'a Lab,
+    pub handle: ProcHandle,
+}
+
+impl<'a> Agent<'a> {
+    /// Writes `config` to the lab's temp dir and starts `hybridprobe agent` with it in the pod.
+    pub fn start(lab: &'a Lab, config: &str) -> Agent<'a> {
+        let path = write_config(lab, "agent.yaml", config);
+        let listen = format!("{POD_IP}:{PORT}");
+        Agent::start_args(lab, &["agent", "--config", &path, "--listen", &listen], &[])
+    }
+
+    pub fn start_args(lab: &'a Lab, args: &[&str], envs: &[(&str, &str)]) -> Agent<'a> {
+        let handle = lab.spawn(Host::Pod, BIN, args, envs);
+        let agent = Agent { lab, handle };
+        lab.wait_until("the agent's /livez", Duration::from_secs(10), || {
+            agent.get("/livez").0 == 200
+        });
+        agent
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let url = format!("http://{POD_IP}:{PORT}{path}");
+        self.lab.http_get(Host::Pod, &url, false)
+    }
+
+    pub fn healthz(&self) -> (u16, String) {
+        self.get("/healthz")
+    }
+
+    pub fn healthz_json(&self) -> (u16, serde_json::Value) {
+        let url = format!("http://{POD_IP}:{PORT}/healthz");
+        let (code, body) = self.lab.http_get(Host::Pod, &url, true);
+        let json = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("/healthz is not JSON ({e}): {body}"));
+        (code, json)
+    }
+
+    pub fn metrics(&self) -> String {
+        let (code, body) = self.get("/metrics");
+        assert_eq!(code, 200, "/metrics failed: {body}");
+        body
+    }
+
+    /// Waits until /readyz says the first round finished.
+    pub fn wait_ready(&self) {
+        self.lab
+            .wait_until("the agent's first round", Duration::from_secs(15), || {
+                self.get("/readyz").0 == 200
+            });
+    }
+
+    /// Waits until `check` (a probe in a namespace) reports `result` in /healthz JSON.
+    pub fn wait_check(&self, probe: &str, netns: &str, result: &str, deadline: Duration) {
+        let what = format!("{probe} in {netns} to report {result}");
+        self.lab.wait_until(&what, deadline, || {
+            let (_, json) = self.healthz_json();
+            check(&json, probe, netns)["result"] == result
+        });
+    }
+}
+
+/// The entry for `probe` in `netns` of a /healthz JSON verdict.
+pub fn check<'j>(
+    verdict: &'j serde_json::Value,
+    probe: &str,
+    netns: &str,
+) -> &'j serde_json::Value {
+    verdict["checks"]
+        .as_array()
+        .and_then(|checks| {
+            checks
+                .iter()
+                .find(|c| c["probe"] == probe && c["netns"] == netns)
+        })
+        .unwrap_or_else(|| panic!("no check {probe}/{netns} in {verdict}"))
+}
+
+pub fn write_config(lab: &Lab, name: &str, text: &str) -> String {
+    let path = lab.tmpdir().join(name);
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    path.display().to_string()
+}
+
+/// Runs the CLI to completion inside a lab namespace.
+pub fn run_cli(lab: &Lab, h: Host, args: &[&str]) -> Output {
+    lab.exec(h, BIN, args)
+}
+
+/// The value of the series `name` whose labels include every pair in `labels`.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, series_labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let matches = series_name == name
+                && labels.iter().all(|(k, v)| {
+                    series_labels
+                        .split(',')
+                        .any(|pair| pair == format!("{k}=\"{v}\""))
+                });
+            matches.then(|| value.parse().ok()).flatten()
+        })
+}
