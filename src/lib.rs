@@ -39,13 +39,14 @@ use verdict::Verdict;
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         addr: SocketAddr,
+        #[source]
         source: std::io::Error,
     },
-    #[error("HTTP server failed: {0}")]
-    Serve(std::io::Error),
+    #[error("HTTP server failed")]
+    Serve(#[source] std::io::Error),
 }
 
 /// How long in-flight HTTP requests may take to finish once shutdown begins.
@@ -84,8 +85,9 @@ pub async fn run(
             source,
         })?;
     let executors = executors(&config);
-    let state = Arc::new(State::new(node, &config, &executors, Metrics::new()));
-    let checks = scheduler::plan(&config.probes, &executors);
+    let metrics = Metrics::new();
+    let checks = scheduler::plan(&config.probes, &executors, &metrics);
+    let state = Arc::new(State::new(node, &config, &executors, metrics));
     tracing::info!(
         %listen,
         probes = config.probes.len(),
@@ -120,7 +122,9 @@ pub async fn run(
 /// Runs every check once and judges the node: the `check` command.
 pub async fn check_once(config: &Config, node: String) -> Verdict {
     let executors = executors(config);
-    let state = Arc::new(State::new(node, config, &executors, Metrics::new()));
-    scheduler::run_once(scheduler::plan(&config.probes, &executors), state.clone()).await;
+    let metrics = Metrics::new();
+    let checks = scheduler::plan(&config.probes, &executors, &metrics);
+    let state = Arc::new(State::new(node, config, &executors, metrics));
+    scheduler::run_once(checks, state.clone()).await;
     verdict::judge(&state)
 }

@@ -1,16 +1,22 @@
-//! The agent's Prometheus metrics: one `Metrics` value registered on one registry, passed down.
+//! The agent's Prometheus metrics: one `Metrics` value holding every family, passed down.
 //!
 //! Labels are bounded by construction: `probe` and `kind` come from config, `netns` and `result`
 //! from closed enums. Addresses never become label values here.
 
 use std::time::{Duration, SystemTime};
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use prometheus::core::Collector;
 use prometheus::{
-    CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry, TextEncoder,
+    Counter, CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, Opts,
+    TextEncoder,
 };
 
 use crate::netns::NetnsId;
-use crate::probe::{result_label, Failure, Outcome, Reason, Report};
+use crate::probe::{Failure, Outcome, Report};
 
 /// Probe and query durations: fine steps where healthy paths land, and 5 s and 10 s where
 /// retransmitted SYNs and conntrack-race DNS delays land.
@@ -21,7 +27,11 @@ const DURATION_BUCKETS: &[f64] = &[
 /// Every series the agent exports.
 #[derive(Clone)]
 pub struct Metrics {
-    registry: Registry,
+    /// Every metric family, in exposition order. Rendered one family at a time rather than
+    /// through `Registry::gather`, which would materialise every series at once and set the
+    /// agent's peak memory.
+    families: Arc<Vec<Box<dyn Collector>>>,
+    last_render_len: Arc<AtomicUsize>,
     probe_success: GaugeVec,
     probe_duration: HistogramVec,
     probe_runs: CounterVec,
@@ -33,45 +43,39 @@ pub struct Metrics {
     node_healthy: Gauge,
 }
 
-/// Identifies one check's series.
-#[derive(Debug, Clone, Copy)]
-pub struct CheckLabels<'a> {
-    pub probe: &'a str,
-    pub kind: &'a str,
-    pub netns: NetnsId,
-}
-
-impl CheckLabels<'_> {
-    fn values(&self) -> [&str; 3] {
-        [self.probe, self.kind, self.netns.as_str()]
-    }
+/// One check's own series, resolved once so that recording a round hashes no labels.
+pub struct CheckSeries {
+    probe: String,
+    kind: &'static str,
+    netns: NetnsId,
+    success: Gauge,
+    duration: Histogram,
+    runs_success: Counter,
+    /// Created on the first success: a timestamp of 0 would read as "passed in 1970".
+    last_success: OnceLock<Gauge>,
+    state_changes: Counter,
 }
 
 const CHECK: &[&str] = &["probe", "kind", "netns"];
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let registry = Registry::new();
+        let families: RefCell<Vec<Box<dyn Collector>>> = RefCell::default();
+        let register = |c: Box<dyn Collector>| families.borrow_mut().push(c);
         let gauge = |name: &str, help: &str, labels: &[&str]| {
             let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique gauge");
+            register(Box::new(g.clone()));
             g
         };
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = CounterVec::new(Opts::new(name, help), labels).expect("valid counter");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique counter");
+            register(Box::new(c.clone()));
             c
         };
         let histogram = |name: &str, help: &str, labels: &[&str]| {
             let opts = HistogramOpts::new(name, help).buckets(DURATION_BUCKETS.to_vec());
             let h = HistogramVec::new(opts, labels).expect("valid histogram");
-            registry
-                .register(Box::new(h.clone()))
-                .expect("unique histogram");
+            register(Box::new(h.clone()));
             h
         };
         let build_info = gauge(
@@ -87,9 +91,7 @@ impl Metrics {
             "1 when every check on this node passes, 0 otherwise or before the first round.",
         )
         .expect("valid gauge");
-        registry
-            .register(Box::new(node_healthy.clone()))
-            .expect("unique gauge");
+        register(Box::new(node_healthy.clone()));
         Metrics {
             probe_success: gauge(
                 "hybridprobe_probe_success",
@@ -132,52 +134,58 @@ impl Metrics {
                 &["netns"],
             ),
             node_healthy,
-            registry,
+            families: Arc::new(families.into_inner()),
+            last_render_len: Arc::default(),
         }
     }
 
     /// Creates a check's series before its first round, so dashboards see it from the start.
-    pub fn declare_check(&self, check: CheckLabels<'_>) {
-        let labels = check.values();
-        self.probe_success.with_label_values(&labels);
-        self.probe_duration.with_label_values(&labels);
-        self.probe_state_changes.with_label_values(&labels);
-        for result in ["success"]
-            .into_iter()
-            .chain(Reason::ALL.iter().map(|r| r.as_str()))
-        {
-            let [probe, kind, netns] = labels;
-            self.probe_runs
-                .with_label_values(&[probe, kind, netns, result]);
+    pub fn check_series(&self, probe: &str, kind: &'static str, netns: NetnsId) -> CheckSeries {
+        let labels = [probe, kind, netns.as_str()];
+        CheckSeries {
+            probe: probe.to_owned(),
+            kind,
+            netns,
+            success: self.probe_success.with_label_values(&labels),
+            duration: self.probe_duration.with_label_values(&labels),
+            runs_success: self.probe_runs.with_label_values(&[
+                probe,
+                kind,
+                netns.as_str(),
+                "success",
+            ]),
+            last_success: OnceLock::new(),
+            state_changes: self.probe_state_changes.with_label_values(&labels),
         }
     }
 
     /// Records one finished round.
     pub fn observe(
         &self,
-        check: CheckLabels<'_>,
+        check: &CheckSeries,
         result: &Result<Outcome, Failure>,
         took: Duration,
         state_changed: bool,
     ) {
-        let labels = check.values();
-        let [probe, kind, netns] = labels;
-        self.probe_success
-            .with_label_values(&labels)
-            .set(if result.is_ok() { 1.0 } else { 0.0 });
-        self.probe_duration
-            .with_label_values(&labels)
-            .observe(took.as_secs_f64());
-        self.probe_runs
-            .with_label_values(&[probe, kind, netns, result_label(result)])
-            .inc();
-        if result.is_ok() {
-            self.probe_last_success
-                .with_label_values(&labels)
-                .set(unix_seconds(SystemTime::now()));
+        let (probe, netns) = (check.probe.as_str(), check.netns.as_str());
+        check.success.set(if result.is_ok() { 1.0 } else { 0.0 });
+        check.duration.observe(took.as_secs_f64());
+        match result {
+            Ok(_) => {
+                check.runs_success.inc();
+                let labels = [probe, check.kind, netns];
+                check
+                    .last_success
+                    .get_or_init(|| self.probe_last_success.with_label_values(&labels))
+                    .set(unix_seconds(SystemTime::now()));
+            }
+            Err(failure) => self
+                .probe_runs
+                .with_label_values(&[probe, check.kind, netns, failure.reason.as_str()])
+                .inc(),
         }
         if state_changed {
-            self.probe_state_changes.with_label_values(&labels).inc();
+            check.state_changes.inc();
         }
         let report = match result {
             Ok(outcome) => &outcome.report,
@@ -206,10 +214,22 @@ impl Metrics {
 
     /// The Prometheus text exposition of every series.
     pub fn render(&self) -> String {
-        let mut out = Vec::with_capacity(16 * 1024);
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
-            .expect("text encoding into a Vec cannot fail");
+        let encoder = TextEncoder::new();
+        // Sized from the last render: growing by doubling would briefly hold two copies.
+        let expected = self.last_render_len.load(Ordering::Relaxed);
+        let mut out = Vec::with_capacity(expected + expected / 8 + 4096);
+        for family in self.families.iter() {
+            let collected = family.collect();
+            // A vector with no series yet renders nothing, as the registry would.
+            let present: Vec<_> = collected
+                .into_iter()
+                .filter(|f| !f.get_metric().is_empty())
+                .collect();
+            encoder
+                .encode(&present, &mut out)
+                .expect("text encoding into a Vec cannot fail");
+        }
+        self.last_render_len.store(out.len(), Ordering::Relaxed);
         String::from_utf8(out).expect("the text format is UTF-8")
     }
 }
@@ -230,17 +250,12 @@ pub fn unix_seconds(at: SystemTime) -> f64 {
 mod tests {
     use super::*;
     use crate::probe::icmp::IcmpReport;
-
-    const DC1: CheckLabels = CheckLabels {
-        probe: "dc1",
-        kind: "icmp",
-        netns: NetnsId::Pod,
-    };
+    use crate::probe::Reason;
 
     #[test]
     fn a_round_updates_the_generic_and_kind_series() {
         let metrics = Metrics::new();
-        metrics.declare_check(DC1);
+        let dc1 = metrics.check_series("dc1", "icmp", NetnsId::Pod);
         let failure = Failure {
             reason: Reason::Timeout,
             detail: "lost".into(),
@@ -250,7 +265,7 @@ mod tests {
                 rtts: vec![Duration::from_millis(3)],
             }),
         };
-        metrics.observe(DC1, &Err(failure), Duration::from_millis(1500), true);
+        metrics.observe(&dc1, &Err(failure), Duration::from_millis(1500), true);
         let text = metrics.render();
         for line in [
             r#"hybridprobe_probe_success{kind="icmp",netns="pod",probe="dc1"} 0"#,
@@ -262,20 +277,26 @@ mod tests {
             r#"hybridprobe_icmp_loss_ratio{netns="pod",probe="dc1"} 0.75"#,
             r#"hybridprobe_icmp_rtt_seconds_count{netns="pod",probe="dc1"} 1"#,
             r#"hybridprobe_build_info{version=""#,
+            "# TYPE hybridprobe_probe_runs_total counter",
         ] {
             assert!(text.contains(line), "missing {line}\n{text}");
         }
-        assert!(!text.contains("hybridprobe_probe_last_success_timestamp_seconds{"));
+        assert!(!text.contains("hybridprobe_probe_last_success_timestamp_seconds"));
+        assert!(
+            !text.contains("hybridprobe_netns_available"),
+            "no series, no family"
+        );
     }
 
     #[test]
     fn success_sets_the_last_success_timestamp() {
         let metrics = Metrics::new();
+        let dc1 = metrics.check_series("dc1", "tcp", NetnsId::Host);
         let ok = Outcome {
             detail: "ok".into(),
             report: Report::None,
         };
-        metrics.observe(DC1, &Ok(ok), Duration::from_millis(2), false);
+        metrics.observe(&dc1, &Ok(ok), Duration::from_millis(2), false);
         let text = metrics.render();
         let line = text
             .lines()

@@ -17,13 +17,22 @@ pub struct CheckKey {
     pub netns: NetnsId,
 }
 
-/// One finished round.
+/// The latest finished round, in full.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Round {
     pub ok: bool,
     /// `success` or the failure reason: the `result` label.
     pub result: &'static str,
     pub detail: String,
+    pub duration: Duration,
+    pub at: SystemTime,
+}
+
+/// A past round, kept small: a check keeps [`HISTORY`] of them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    pub ok: bool,
+    pub result: &'static str,
     pub duration: Duration,
     pub at: SystemTime,
 }
@@ -38,7 +47,7 @@ pub struct CheckState {
     /// When the check entered its current state (passing or failing).
     pub since: Option<SystemTime>,
     pub last_success: Option<SystemTime>,
-    pub history: VecDeque<Round>,
+    pub history: VecDeque<Sample>,
 }
 
 /// The results of every configured check.
@@ -94,7 +103,12 @@ impl Results {
         if state.history.len() == HISTORY {
             state.history.pop_front();
         }
-        state.history.push_back(round.clone());
+        state.history.push_back(Sample {
+            ok: round.ok,
+            result: round.result,
+            duration,
+            at,
+        });
         state.last = Some(round);
         changed
     }

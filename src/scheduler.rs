@@ -13,30 +13,39 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::ProbeConfig;
+use crate::metrics::{CheckSeries, Metrics};
 use crate::netns::{Executor, NetnsError, NetnsId};
 use crate::probe::{Failure, Outcome, Reason};
+use crate::results::CheckKey;
 use crate::state::State;
 
-/// One probe in one namespace, with the executor that reaches that namespace.
-#[derive(Clone)]
+/// One probe in one namespace, with the executor that reaches that namespace and the check's
+/// own metric series.
 pub struct Check {
+    pub key: CheckKey,
     pub probe: Arc<ProbeConfig>,
     pub executor: Executor,
+    pub series: CheckSeries,
 }
 
 impl Check {
     pub fn netns(&self) -> NetnsId {
-        self.executor.id()
+        self.key.netns
     }
 }
 
 /// Pairs every probe with the executors of the namespaces it runs in.
-pub fn plan(probes: &[ProbeConfig], executors: &[Executor]) -> Vec<Check> {
+pub fn plan(probes: &[ProbeConfig], executors: &[Executor], metrics: &Metrics) -> Vec<Check> {
     let mut checks = Vec::new();
     for probe in probes {
         let probe = Arc::new(probe.clone());
         for executor in executors.iter().filter(|e| probe.netns.contains(&e.id())) {
             checks.push(Check {
+                key: CheckKey {
+                    probe: probe.name.clone(),
+                    netns: executor.id(),
+                },
+                series: metrics.check_series(&probe.name, probe.kind.name(), executor.id()),
                 probe: probe.clone(),
                 executor: executor.clone(),
             });
@@ -69,7 +78,7 @@ async fn check_loop(check: Check, state: Arc<State>) {
     loop {
         ticker.tick().await;
         let (result, took) = run_round(&check).await;
-        state.record(&check.probe, check.netns(), &result, took);
+        state.record(&check, &result, took);
     }
 }
 
@@ -89,9 +98,13 @@ pub async fn run_round(check: &Check) -> (Result<Outcome, Failure>, Duration) {
     // Probes that gather several answers stop a little before the hard limit, so what they
     // did gather is reported instead of being cut off.
     let budget = timeout.saturating_sub((timeout / 10).min(Duration::from_millis(100)));
-    let work = check
-        .executor
-        .run(move |ctx| async move { probe.kind.run(&ctx, budget).await });
+    // Boxed: a round's future is large (the largest probe kind's state) and a thousand idle
+    // checks should not each carry one between rounds.
+    let work = Box::pin(
+        check
+            .executor
+            .run(move |ctx| async move { probe.kind.run(&ctx, budget).await }),
+    );
     within_timeout(&check.probe, work).await
 }
 
@@ -123,7 +136,7 @@ pub async fn run_once(checks: Vec<Check>, state: Arc<State>) {
         let state = state.clone();
         tasks.spawn(async move {
             let (result, took) = run_round(&check).await;
-            state.record(&check.probe, check.netns(), &result, took);
+            state.record(&check, &result, took);
         });
     }
     while tasks.join_next().await.is_some() {}
@@ -177,7 +190,7 @@ mod tests {
             },
             std::path::Path::new("/nonexistent"),
         );
-        let checks = plan(&config.probes, &[pod_executor(), host]);
+        let checks = plan(&config.probes, &[pod_executor(), host], &Metrics::new());
         let pairs: Vec<(&str, NetnsId)> = checks
             .iter()
             .map(|c| (c.probe.name.as_str(), c.netns()))

@@ -5,11 +5,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use crate::config::{Config, ProbeConfig};
-use crate::metrics::{CheckLabels, Metrics};
+use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::netns::{Executor, NetnsId};
 use crate::probe::{Failure, Outcome};
 use crate::results::{CheckKey, Results};
+use crate::scheduler::Check;
 
 /// Whether a namespace can be used, and why not.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +44,6 @@ impl State {
         let mut results = Results::default();
         for (position, probe) in config.probes.iter().enumerate() {
             for &netns in &probe.netns {
-                metrics.declare_check(labels(probe, netns));
                 let key = CheckKey {
                     probe: probe.name.clone(),
                     netns,
@@ -63,35 +63,25 @@ impl State {
     }
 
     /// Records a finished round in the results and the metrics; logs state changes once.
-    pub fn record(
-        &self,
-        probe: &ProbeConfig,
-        netns: NetnsId,
-        result: &Result<Outcome, Failure>,
-        took: Duration,
-    ) {
-        let key = CheckKey {
-            probe: probe.name.clone(),
-            netns,
-        };
-        let (changed, all_reported) = {
+    pub fn record(&self, check: &Check, result: &Result<Outcome, Failure>, took: Duration) {
+        let (changed, first_round_done) = {
             let mut results = self.results();
-            let changed = results.record(&key, result, took, SystemTime::now());
+            let changed = results.record(&check.key, result, took, SystemTime::now());
             (changed, !self.is_ready() && results.all_reported())
         };
-        self.metrics
-            .observe(labels(probe, netns), result, took, changed);
+        self.metrics.observe(&check.series, result, took, changed);
         if changed {
+            let (probe, netns) = (&check.key.probe, check.key.netns);
             match result {
                 Ok(outcome) => {
-                    tracing::info!(probe = %probe.name, %netns, detail = %outcome.detail, "check recovered")
+                    tracing::info!(%probe, %netns, detail = %outcome.detail, "check recovered")
                 }
                 Err(failure) => {
-                    tracing::warn!(probe = %probe.name, %netns, result = %failure.reason, detail = %failure.detail, "check failing")
+                    tracing::warn!(%probe, %netns, result = %failure.reason, detail = %failure.detail, "check failing")
                 }
             }
         }
-        if all_reported {
+        if first_round_done {
             self.ready.store(true, Ordering::Release);
             tracing::info!("first round finished");
         }
@@ -114,13 +104,5 @@ impl State {
 
     pub fn scheduler_stopped(&self) {
         self.scheduler_alive.store(false, Ordering::Release);
-    }
-}
-
-fn labels(probe: &ProbeConfig, netns: NetnsId) -> CheckLabels<'_> {
-    CheckLabels {
-        probe: &probe.name,
-        kind: probe.kind.name(),
-        netns,
     }
 }
