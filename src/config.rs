@@ -52,6 +52,10 @@ pub struct ProbeConfig {
     pub name: String,
     pub interval: Duration,
     pub timeout: Duration,
+    /// Consecutive failed rounds before the check counts as failing (flap damping).
+    pub fail_after: u32,
+    /// Consecutive passing rounds before a failing check counts as recovered.
+    pub recover_after: u32,
     /// The namespaces this probe runs in: a subset of the configured ones.
     pub netns: Vec<NetnsId>,
     pub kind: ProbeKind,
@@ -244,6 +248,18 @@ struct RawDefaults {
     interval: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "rounds")]
+    fail_after: Option<u32>,
+    #[serde(default, deserialize_with = "rounds")]
+    recover_after: Option<u32>,
+}
+
+/// The `defaults` section with every value filled in.
+struct Defaults {
+    interval: Duration,
+    timeout: Duration,
+    fail_after: u32,
+    recover_after: u32,
 }
 
 /// One entry of `probes`: the common keys, then exactly one kind key.
@@ -255,6 +271,10 @@ struct RawProbe {
     interval: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "rounds")]
+    fail_after: Option<u32>,
+    #[serde(default, deserialize_with = "rounds")]
+    recover_after: Option<u32>,
     netns: Option<Vec<NetnsId>>,
     tcp: Option<TcpSpec>,
     icmp: Option<IcmpSpec>,
@@ -274,6 +294,15 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
     Ok(Some(parsed))
 }
 
+/// A count of consecutive rounds: at least one, and few enough to still mean something.
+fn rounds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let n = u32::deserialize(d)?;
+    if !(1..=100).contains(&n) {
+        return Err(de::Error::custom("must be between 1 and 100 rounds"));
+    }
+    Ok(Some(n))
+}
+
 impl RawConfig {
     fn validate(self) -> Result<Config, Vec<Problem>> {
         let mut problems = Vec::new();
@@ -286,8 +315,13 @@ impl RawConfig {
                 "at least one of pod and host must be listed",
             ));
         }
-        let interval = self.defaults.interval.unwrap_or(DEFAULT_INTERVAL);
-        let timeout = self.defaults.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        let defaults = Defaults {
+            interval: self.defaults.interval.unwrap_or(DEFAULT_INTERVAL),
+            timeout: self.defaults.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            fail_after: self.defaults.fail_after.unwrap_or(1),
+            recover_after: self.defaults.recover_after.unwrap_or(1),
+        };
+        let (interval, timeout) = (defaults.interval, defaults.timeout);
         if timeout > interval {
             problems.push(problem(
                 "defaults.timeout",
@@ -315,7 +349,7 @@ impl RawConfig {
                     ),
                 ));
             }
-            match raw.into_probe(&at, interval, timeout, &configured) {
+            match raw.into_probe(&at, &defaults, &configured) {
                 Ok(p) => probes.push(p),
                 Err(mut found) => problems.append(&mut found),
             }
@@ -361,8 +395,7 @@ impl RawProbe {
     fn into_probe(
         self,
         at: &str,
-        default_interval: Duration,
-        default_timeout: Duration,
+        defaults: &Defaults,
         configured: &[NetnsId],
     ) -> Result<ProbeConfig, Vec<Problem>> {
         let mut problems = Vec::new();
@@ -375,8 +408,8 @@ impl RawProbe {
                 ),
             ));
         }
-        let interval = self.interval.unwrap_or(default_interval);
-        let timeout = self.timeout.unwrap_or(default_timeout.min(interval));
+        let interval = self.interval.unwrap_or(defaults.interval);
+        let timeout = self.timeout.unwrap_or(defaults.timeout.min(interval));
         if timeout > interval {
             problems.push(problem(
                 format!("{at}.timeout"),
@@ -438,6 +471,8 @@ impl RawProbe {
                 name: self.name,
                 interval,
                 timeout,
+                fail_after: self.fail_after.unwrap_or(defaults.fail_after),
+                recover_after: self.recover_after.unwrap_or(defaults.recover_after),
                 netns,
                 kind,
             }),
@@ -476,7 +511,7 @@ mod tests {
 netns:
   pod: {}
   host: { path: /var/run/netns/x, resolv_conf: /tmp/resolv.conf }
-defaults: { interval: 5s, timeout: 1s }
+defaults: { interval: 5s, timeout: 1s, fail_after: 3 }
 probes:
   - name: dc1-ldap
     tcp: { target: "198.19.10.1:389" }
@@ -495,6 +530,7 @@ probes:
         let ldap = &config.probes[0];
         assert_eq!(ldap.interval, Duration::from_secs(5));
         assert_eq!(ldap.timeout, Duration::from_secs(1));
+        assert_eq!((ldap.fail_after, ldap.recover_after), (3, 1));
         assert_eq!(ldap.netns, vec![NetnsId::Pod, NetnsId::Host]);
         let ping = &config.probes[1];
         assert_eq!(ping.netns, vec![NetnsId::Host]);
@@ -547,6 +583,10 @@ probes:
                 r#"probes[0].interval: "soon" is not a duration (use e.g. 500ms, 10s, 1m)"#,
             ),
             ("probes: []", "probes: no probes are configured"),
+            (
+                "probes: [{name: a, fail_after: 0, tcp: {target: 'x:80'}}]",
+                "probes[0].fail_after: must be between 1 and 100 rounds",
+            ),
             (
                 "probes: [{name: a}]",
                 "probes[0]: no probe kind: add one of tcp, icmp",

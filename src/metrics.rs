@@ -6,6 +6,7 @@
 use std::time::{Duration, SystemTime};
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -17,11 +18,17 @@ use prometheus::{
 
 use crate::netns::NetnsId;
 use crate::probe::{Failure, Outcome, Report};
+use crate::results::Transition;
 
 /// Probe and query durations: fine steps where healthy paths land, and 5 s and 10 s where
 /// retransmitted SYNs and conntrack-race DNS delays land.
 const DURATION_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Outages: from one missed round to a day.
+const OUTAGE_BUCKETS: &[f64] = &[
+    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0,
 ];
 
 /// Every series the agent exports.
@@ -30,17 +37,60 @@ pub struct Metrics {
     /// Every metric family, in exposition order. Rendered one family at a time rather than
     /// through `Registry::gather`, which would materialise every series at once and set the
     /// agent's peak memory.
-    families: Arc<Vec<Box<dyn Collector>>>,
+    families: Arc<Vec<Family>>,
     last_render_len: Arc<AtomicUsize>,
     probe_success: GaugeVec,
     probe_duration: HistogramVec,
     probe_runs: CounterVec,
     probe_last_success: GaugeVec,
     probe_state_changes: CounterVec,
+    outage_duration: HistogramVec,
     icmp_loss_ratio: GaugeVec,
     icmp_rtt: HistogramVec,
     netns_available: GaugeVec,
     node_healthy: Gauge,
+}
+
+/// A metric family, typed so that a removed probe's series can be found and dropped.
+enum Family {
+    Gauges(GaugeVec),
+    Counters(CounterVec),
+    Histograms(HistogramVec),
+    Single(Box<dyn Collector>),
+}
+
+impl Family {
+    fn collector(&self) -> &dyn Collector {
+        match self {
+            Family::Gauges(v) => v,
+            Family::Counters(v) => v,
+            Family::Histograms(v) => v,
+            Family::Single(c) => c.as_ref(),
+        }
+    }
+
+    /// Removes every series whose labels include all of `labels`.
+    fn forget(&self, labels: &[(&str, &str)]) {
+        for family in self.collector().collect() {
+            for metric in family.get_metric() {
+                let pairs: HashMap<&str, &str> = metric
+                    .get_label()
+                    .iter()
+                    .map(|pair| (pair.name(), pair.value()))
+                    .collect();
+                if !labels.iter().all(|(k, v)| pairs.get(k) == Some(v)) {
+                    continue;
+                }
+                // Err only when the series is already gone, which is the goal.
+                let _ = match self {
+                    Family::Gauges(v) => v.remove(&pairs),
+                    Family::Counters(v) => v.remove(&pairs),
+                    Family::Histograms(v) => v.remove(&pairs),
+                    Family::Single(_) => Ok(()),
+                };
+            }
+        }
+    }
 }
 
 /// One check's own series, resolved once so that recording a round hashes no labels.
@@ -54,29 +104,33 @@ pub struct CheckSeries {
     /// Created on the first success: a timestamp of 0 would read as "passed in 1970".
     last_success: OnceLock<Gauge>,
     state_changes: Counter,
+    outage: Histogram,
 }
 
 const CHECK: &[&str] = &["probe", "kind", "netns"];
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let families: RefCell<Vec<Box<dyn Collector>>> = RefCell::default();
-        let register = |c: Box<dyn Collector>| families.borrow_mut().push(c);
+        let families: RefCell<Vec<Family>> = RefCell::default();
+        let register = |f: Family| families.borrow_mut().push(f);
         let gauge = |name: &str, help: &str, labels: &[&str]| {
             let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
-            register(Box::new(g.clone()));
+            register(Family::Gauges(g.clone()));
             g
         };
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = CounterVec::new(Opts::new(name, help), labels).expect("valid counter");
-            register(Box::new(c.clone()));
+            register(Family::Counters(c.clone()));
             c
         };
-        let histogram = |name: &str, help: &str, labels: &[&str]| {
-            let opts = HistogramOpts::new(name, help).buckets(DURATION_BUCKETS.to_vec());
+        let histogram_with = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
+            let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
             let h = HistogramVec::new(opts, labels).expect("valid histogram");
-            register(Box::new(h.clone()));
+            register(Family::Histograms(h.clone()));
             h
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            histogram_with(name, help, labels, DURATION_BUCKETS)
         };
         let build_info = gauge(
             "hybridprobe_build_info",
@@ -91,7 +145,7 @@ impl Metrics {
             "1 when every check on this node passes, 0 otherwise or before the first round.",
         )
         .expect("valid gauge");
-        register(Box::new(node_healthy.clone()));
+        register(Family::Single(Box::new(node_healthy.clone())));
         Metrics {
             probe_success: gauge(
                 "hybridprobe_probe_success",
@@ -115,8 +169,14 @@ impl Metrics {
             ),
             probe_state_changes: counter(
                 "hybridprobe_probe_state_changes_total",
-                "Times the check went from passing to failing or back.",
+                "Times the check went from passing to failing or back (after flap damping).",
                 CHECK,
+            ),
+            outage_duration: histogram_with(
+                "hybridprobe_outage_duration_seconds",
+                "How long each finished outage of the check lasted, observed at recovery.",
+                CHECK,
+                OUTAGE_BUCKETS,
             ),
             icmp_loss_ratio: gauge(
                 "hybridprobe_icmp_loss_ratio",
@@ -156,6 +216,7 @@ impl Metrics {
             ]),
             last_success: OnceLock::new(),
             state_changes: self.probe_state_changes.with_label_values(&labels),
+            outage: self.outage_duration.with_label_values(&labels),
         }
     }
 
@@ -165,7 +226,7 @@ impl Metrics {
         check: &CheckSeries,
         result: &Result<Outcome, Failure>,
         took: Duration,
-        state_changed: bool,
+        transition: Transition,
     ) {
         let (probe, netns) = (check.probe.as_str(), check.netns.as_str());
         check.success.set(if result.is_ok() { 1.0 } else { 0.0 });
@@ -184,8 +245,13 @@ impl Metrics {
                 .with_label_values(&[probe, check.kind, netns, failure.reason.as_str()])
                 .inc(),
         }
-        if state_changed {
-            check.state_changes.inc();
+        match transition {
+            Transition::None => {}
+            Transition::Failed => check.state_changes.inc(),
+            Transition::Recovered { outage } => {
+                check.state_changes.inc();
+                check.outage.observe(outage.as_secs_f64());
+            }
         }
         let report = match result {
             Ok(outcome) => &outcome.report,
@@ -199,6 +265,15 @@ impl Metrics {
             for sample in &icmp.rtts {
                 rtt.observe(sample.as_secs_f64());
             }
+        }
+    }
+
+    /// Drops every series of a check that no longer exists, so /metrics shows only the
+    /// configured checks.
+    pub fn forget_check(&self, probe: &str, netns: NetnsId) {
+        let labels = [("probe", probe), ("netns", netns.as_str())];
+        for family in self.families.iter() {
+            family.forget(&labels);
         }
     }
 
@@ -219,7 +294,7 @@ impl Metrics {
         let expected = self.last_render_len.load(Ordering::Relaxed);
         let mut out = Vec::with_capacity(expected + expected / 8 + 4096);
         for family in self.families.iter() {
-            let collected = family.collect();
+            let collected = family.collector().collect();
             // A vector with no series yet renders nothing, as the registry would.
             let present: Vec<_> = collected
                 .into_iter()
@@ -265,7 +340,12 @@ mod tests {
                 rtts: vec![Duration::from_millis(3)],
             }),
         };
-        metrics.observe(&dc1, &Err(failure), Duration::from_millis(1500), true);
+        metrics.observe(
+            &dc1,
+            &Err(failure),
+            Duration::from_millis(1500),
+            Transition::Failed,
+        );
         let text = metrics.render();
         for line in [
             r#"hybridprobe_probe_success{kind="icmp",netns="pod",probe="dc1"} 0"#,
@@ -296,7 +376,14 @@ mod tests {
             detail: "ok".into(),
             report: Report::None,
         };
-        metrics.observe(&dc1, &Ok(ok), Duration::from_millis(2), false);
+        metrics.observe(
+            &dc1,
+            &Ok(ok),
+            Duration::from_millis(2),
+            Transition::Recovered {
+                outage: Duration::from_secs(90),
+            },
+        );
         let text = metrics.render();
         let line = text
             .lines()
@@ -304,5 +391,31 @@ mod tests {
             .expect("timestamp series");
         let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
         assert!(value > 1.7e9, "{line}");
+        assert!(text.contains(r#"hybridprobe_outage_duration_seconds_bucket{kind="tcp",netns="host",probe="dc1",le="120"} 1"#));
+    }
+
+    #[test]
+    fn forgetting_a_check_removes_only_its_series() {
+        let metrics = Metrics::new();
+        let gone = metrics.check_series("gone", "icmp", NetnsId::Pod);
+        let kept = metrics.check_series("gone", "icmp", NetnsId::Host);
+        let failure = || Failure {
+            reason: Reason::Timeout,
+            detail: String::new(),
+            report: Report::Icmp(IcmpReport {
+                sent: 1,
+                received: 0,
+                rtts: vec![],
+            }),
+        };
+        metrics.observe(&gone, &Err(failure()), Duration::ZERO, Transition::None);
+        metrics.observe(&kept, &Err(failure()), Duration::ZERO, Transition::None);
+        metrics.forget_check("gone", NetnsId::Pod);
+        let text = metrics.render();
+        assert!(!text.contains(r#"netns="pod",probe="gone""#), "{text}");
+        assert!(
+            text.contains(r#"hybridprobe_probe_success{kind="icmp",netns="host",probe="gone"} 0"#)
+        );
+        assert!(text.contains(r#"hybridprobe_icmp_loss_ratio{netns="host",probe="gone"} 1"#));
     }
 }

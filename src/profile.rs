@@ -74,6 +74,8 @@ pub fn config(machine: &Machine) -> Config {
         name,
         interval: INTERVAL,
         timeout: TIMEOUT,
+        fail_after: 1,
+        recover_after: 1,
         netns,
         kind,
     };

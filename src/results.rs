@@ -1,5 +1,5 @@
-//! Recent results per check (a probe in one namespace): the last round, when the state last
-//! changed, the last success, and a short history for people to read.
+//! Recent results per check (a probe in one namespace): the last round, the check's state with
+//! flap damping, when that state last changed, the last success, and a short history.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, SystemTime};
@@ -44,10 +44,33 @@ pub struct CheckState {
     /// The order of the probe in config, so reports follow the config file.
     pub position: usize,
     pub last: Option<Round>,
+    /// The damped state: a check fails after `fail_after` failed rounds in a row and recovers
+    /// after `recover_after` passing ones. The first round sets it directly.
+    pub failing: bool,
+    /// Rounds in a row with the same outcome as the last one.
+    pub streak: u32,
     /// When the check entered its current state (passing or failing).
     pub since: Option<SystemTime>,
     pub last_success: Option<SystemTime>,
     pub history: VecDeque<Sample>,
+}
+
+/// How many rounds in a row it takes to change a check's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Damping {
+    pub fail_after: u32,
+    pub recover_after: u32,
+}
+
+/// What a round did to the check's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    None,
+    Failed,
+    /// Back to passing after failing for `outage`.
+    Recovered {
+        outage: Duration,
+    },
 }
 
 /// The results of every configured check.
@@ -65,6 +88,8 @@ impl Results {
                 kind,
                 position,
                 last: None,
+                failing: false,
+                streak: 0,
                 since: None,
                 last_success: None,
                 history: VecDeque::with_capacity(HISTORY),
@@ -72,19 +97,55 @@ impl Results {
         );
     }
 
-    /// Records a round; returns true when it changed the check's state (pass to fail or back).
+    /// Records a round and says what it did to the check's state.
     pub fn record(
         &mut self,
         key: &CheckKey,
         result: &Result<Outcome, Failure>,
         duration: Duration,
         at: SystemTime,
-    ) -> bool {
+        damping: Damping,
+    ) -> Transition {
         let Some(state) = self.checks.get_mut(key) else {
-            return false;
+            return Transition::None;
         };
-        let round = Round {
-            ok: result.is_ok(),
+        let ok = result.is_ok();
+        state.streak = match &state.last {
+            Some(last) if last.ok == ok => state.streak.saturating_add(1),
+            _ => 1,
+        };
+        let transition = if state.last.is_none() {
+            state.failing = !ok;
+            state.since = Some(at);
+            Transition::None
+        } else if state.failing && ok && state.streak >= damping.recover_after {
+            let started = state.since.unwrap_or(at);
+            state.failing = false;
+            state.since = Some(at);
+            Transition::Recovered {
+                outage: at.duration_since(started).unwrap_or_default(),
+            }
+        } else if !state.failing && !ok && state.streak >= damping.fail_after {
+            state.failing = true;
+            state.since = Some(at);
+            Transition::Failed
+        } else {
+            Transition::None
+        };
+        if ok {
+            state.last_success = Some(at);
+        }
+        if state.history.len() == HISTORY {
+            state.history.pop_front();
+        }
+        state.history.push_back(Sample {
+            ok,
+            result: result_label(result),
+            duration,
+            at,
+        });
+        state.last = Some(Round {
+            ok,
             result: result_label(result),
             detail: match result {
                 Ok(outcome) => outcome.detail.clone(),
@@ -92,25 +153,8 @@ impl Results {
             },
             duration,
             at,
-        };
-        let changed = state.last.as_ref().is_some_and(|last| last.ok != round.ok);
-        if changed || state.last.is_none() {
-            state.since = Some(at);
-        }
-        if round.ok {
-            state.last_success = Some(at);
-        }
-        if state.history.len() == HISTORY {
-            state.history.pop_front();
-        }
-        state.history.push_back(Sample {
-            ok: round.ok,
-            result: round.result,
-            duration,
-            at,
         });
-        state.last = Some(round);
-        changed
+        transition
     }
 
     /// True once every check has finished at least one round.
@@ -153,25 +197,85 @@ mod tests {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
     }
 
+    const IMMEDIATE: Damping = Damping {
+        fail_after: 1,
+        recover_after: 1,
+    };
+
     #[test]
     fn state_changes_and_since_follow_pass_fail_transitions() {
         let mut results = Results::default();
         results.declare(key(), "tcp", 0);
         assert!(!results.all_reported());
         let d = Duration::from_millis(1);
-        assert!(
-            !results.record(&key(), &ok(), d, at(1)),
+        let mut record =
+            |r: &Result<Outcome, Failure>, t| results.record(&key(), r, d, at(t), IMMEDIATE);
+        assert_eq!(
+            record(&ok(), 1),
+            Transition::None,
             "the first round is no change"
         );
+        assert_eq!(record(&ok(), 2), Transition::None);
+        assert_eq!(record(&failed(), 3), Transition::Failed);
+        assert_eq!(record(&failed(), 4), Transition::None);
+        assert_eq!(
+            record(&ok(), 7),
+            Transition::Recovered {
+                outage: Duration::from_secs(4)
+            }
+        );
         assert!(results.all_reported());
-        assert!(!results.record(&key(), &ok(), d, at(2)));
-        assert!(results.record(&key(), &failed(), d, at(3)));
-        assert!(!results.record(&key(), &failed(), d, at(4)));
         let (_, state) = results.in_order()[0];
-        assert_eq!(state.since, Some(at(3)));
-        assert_eq!(state.last_success, Some(at(2)));
+        assert_eq!(state.since, Some(at(7)));
+        assert_eq!(state.last_success, Some(at(7)));
+    }
+
+    #[test]
+    fn damping_ignores_short_blips_in_both_directions() {
+        let mut results = Results::default();
+        results.declare(key(), "tcp", 0);
+        let damping = Damping {
+            fail_after: 3,
+            recover_after: 2,
+        };
+        let rounds = [
+            (ok(), Transition::None),
+            (failed(), Transition::None),
+            (failed(), Transition::None),
+            (ok(), Transition::None),
+            (failed(), Transition::None),
+            (failed(), Transition::None),
+            (failed(), Transition::Failed),
+            (ok(), Transition::None),
+            (failed(), Transition::None),
+            (ok(), Transition::None),
+            (
+                ok(),
+                Transition::Recovered {
+                    outage: Duration::from_secs(4),
+                },
+            ),
+        ];
+        for (t, (result, want)) in rounds.iter().enumerate() {
+            let got = results.record(&key(), result, Duration::ZERO, at(t as u64), damping);
+            assert_eq!(got, *want, "round {t}");
+            let (_, state) = results.in_order()[0];
+            assert_eq!(state.last.as_ref().unwrap().ok, result.is_ok());
+        }
+    }
+
+    #[test]
+    fn a_first_round_that_fails_counts_at_once() {
+        let mut results = Results::default();
+        results.declare(key(), "tcp", 0);
+        let damping = Damping {
+            fail_after: 5,
+            recover_after: 5,
+        };
+        results.record(&key(), &failed(), Duration::ZERO, at(1), damping);
+        let (_, state) = results.in_order()[0];
+        assert!(state.failing);
         assert_eq!(state.last.as_ref().unwrap().result, "refused");
-        assert!(results.record(&key(), &ok(), d, at(5)));
     }
 
     #[test]
@@ -179,7 +283,7 @@ mod tests {
         let mut results = Results::default();
         results.declare(key(), "tcp", 0);
         for i in 0..(HISTORY as u64 + 10) {
-            results.record(&key(), &ok(), Duration::ZERO, at(i));
+            results.record(&key(), &ok(), Duration::ZERO, at(i), IMMEDIATE);
         }
         let (_, state) = results.in_order()[0];
         assert_eq!(state.history.len(), HISTORY);

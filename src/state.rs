@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::netns::{Executor, NetnsId};
 use crate::probe::{Failure, Outcome};
-use crate::results::{CheckKey, Results};
+use crate::results::{CheckKey, Damping, Results, Transition};
 use crate::scheduler::Check;
 
 /// Whether a namespace can be used, and why not.
@@ -64,22 +64,26 @@ impl State {
 
     /// Records a finished round in the results and the metrics; logs state changes once.
     pub fn record(&self, check: &Check, result: &Result<Outcome, Failure>, took: Duration) {
-        let (changed, first_round_done) = {
-            let mut results = self.results();
-            let changed = results.record(&check.key, result, took, SystemTime::now());
-            (changed, !self.is_ready() && results.all_reported())
+        let damping = Damping {
+            fail_after: check.probe.fail_after,
+            recover_after: check.probe.recover_after,
         };
-        self.metrics.observe(&check.series, result, took, changed);
-        if changed {
-            let (probe, netns) = (&check.key.probe, check.key.netns);
-            match result {
-                Ok(outcome) => {
-                    tracing::info!(%probe, %netns, detail = %outcome.detail, "check recovered")
-                }
-                Err(failure) => {
-                    tracing::warn!(%probe, %netns, result = %failure.reason, detail = %failure.detail, "check failing")
-                }
+        let (transition, first_round_done) = {
+            let mut results = self.results();
+            let transition = results.record(&check.key, result, took, SystemTime::now(), damping);
+            (transition, !self.is_ready() && results.all_reported())
+        };
+        self.metrics
+            .observe(&check.series, result, took, transition);
+        let (probe, netns) = (&check.key.probe, check.key.netns);
+        match (transition, result) {
+            (Transition::Failed, Err(failure)) => {
+                tracing::warn!(%probe, %netns, result = %failure.reason, detail = %failure.detail, "check failing")
             }
+            (Transition::Recovered { outage }, Ok(outcome)) => {
+                tracing::info!(%probe, %netns, outage_seconds = outage.as_secs_f64(), detail = %outcome.detail, "check recovered")
+            }
+            _ => {}
         }
         if first_round_done {
             self.ready.store(true, Ordering::Release);

@@ -39,8 +39,10 @@ pub struct CheckView {
     pub probe: String,
     pub kind: &'static str,
     pub netns: NetnsId,
+    /// The check's state after flap damping; false until its first round.
     pub ok: bool,
-    /// `success`, a failure reason, or `pending` before the first round.
+    /// The last round's result: `success`, a failure reason, or `pending` before the first.
+    /// With flap damping it may disagree with `ok` for a few rounds.
     pub result: &'static str,
     pub duration_seconds: Option<f64>,
     pub detail: String,
@@ -64,6 +66,10 @@ pub struct Diagnosis {
     pub hint: &'static str,
 }
 
+/// The result of a check that has not finished a round: one added by a reload does not fail
+/// the node before it has run.
+const PENDING: &str = "pending";
+
 impl Verdict {
     pub fn failing(&self) -> usize {
         self.checks.iter().filter(|c| !c.ok).count()
@@ -82,8 +88,8 @@ pub fn judge(state: &State) -> Verdict {
                 probe: key.probe.clone(),
                 kind: check.kind,
                 netns: key.netns,
-                ok: last.is_some_and(|r| r.ok),
-                result: last.map_or("pending", |r| r.result),
+                ok: last.is_some() && !check.failing,
+                result: last.map_or(PENDING, |r| r.result),
                 duration_seconds: last.map(|r| r.duration.as_secs_f64()),
                 detail: last.map(|r| r.detail.clone()).unwrap_or_default(),
                 since: check.since.map(rfc3339),
@@ -103,7 +109,7 @@ pub fn judge(state: &State) -> Verdict {
     let diagnoses = diagnose(&namespaces);
     let status = if !state.is_ready() {
         Status::Starting
-    } else if checks.iter().all(|c| c.ok) && diagnoses.is_empty() {
+    } else if checks.iter().all(|c| c.ok || c.result == PENDING) && diagnoses.is_empty() {
         Status::Ok
     } else {
         Status::Fail
