@@ -11,6 +11,7 @@
 //! - [`verdict`]: from results to the node's verdict; [`report`]: that verdict for people.
 //! - [`metrics`]: the one `Metrics` value; [`http`]: `/metrics`, `/livez`, `/readyz`, `/healthz`.
 //! - [`signal`]: SIGTERM and SIGINT as a shutdown future.
+//! - [`stun`]: the RFC 5389 Binding codec shared by the source-IP probe and the reflector.
 
 pub mod config;
 pub mod http;
@@ -23,6 +24,7 @@ pub mod results;
 pub mod scheduler;
 pub mod signal;
 pub mod state;
+pub mod stun;
 pub mod verdict;
 
 use std::future::Future;
