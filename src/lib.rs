@@ -12,6 +12,7 @@
 //! - [`metrics`]: the one `Metrics` value; [`http`]: `/metrics`, `/livez`, `/readyz`, `/healthz`.
 //! - [`signal`]: SIGTERM and SIGINT as a shutdown future.
 //! - [`stun`]: the RFC 5389 Binding codec shared by the source-IP probe and the reflector.
+//! - [`reflect`]: `hybridprobe reflect`, the on-prem server that tells a client its source address.
 
 pub mod config;
 pub mod http;
@@ -19,6 +20,7 @@ pub mod metrics;
 pub mod netns;
 pub mod probe;
 pub mod profile;
+pub mod reflect;
 pub mod report;
 pub mod results;
 pub mod scheduler;
