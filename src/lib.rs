@@ -3,6 +3,7 @@
 //! # Layout
 //!
 //! - [`config`]: YAML to a validated, typed [`Config`](config::Config); errors name the path.
+//! - [`conntrack`]: SNAT evidence from the host's connection tracking, over netlink.
 //! - [`profile`]: the built-in checks used when no config is given.
 //! - [`netns`]: the only code that enters network namespaces; an executor per namespace.
 //! - [`probe`]: the closed set of probe kinds, one file each; `Result<Outcome, Failure>`.
@@ -15,6 +16,7 @@
 //! - [`reflect`]: `hybridprobe reflect`, the on-prem server that tells a client its source address.
 
 pub mod config;
+pub mod conntrack;
 pub mod http;
 pub mod metrics;
 pub mod netns;
@@ -36,7 +38,7 @@ use std::time::Duration;
 
 use config::Config;
 use metrics::Metrics;
-use netns::{Executor, NetnsContext};
+use netns::{Executor, NetnsContext, NetnsId};
 use state::State;
 use verdict::Verdict;
 
@@ -56,20 +58,26 @@ pub enum Error {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// One executor per configured namespace. A namespace that cannot be entered still gets one,
-/// which reports why on every use.
+/// which reports why on every use. The host's is made first, so probes elsewhere can reach it.
 pub fn executors(config: &Config) -> Vec<Executor> {
+    let make = |ns: &config::NamespaceConfig, host: Option<Executor>| {
+        let context = NetnsContext {
+            id: ns.id,
+            resolv_conf: ns.resolv_conf.clone(),
+            host,
+        };
+        match &ns.path {
+            None => Executor::own(context),
+            Some(path) => Executor::enter(context, path),
+        }
+    };
+    let host = config.namespace(NetnsId::Host).map(|ns| make(ns, None));
     config
         .namespaces
         .iter()
-        .map(|ns| {
-            let context = NetnsContext {
-                id: ns.id,
-                resolv_conf: ns.resolv_conf.clone(),
-            };
-            match &ns.path {
-                None => Executor::own(context),
-                Some(path) => Executor::enter(context, path),
-            }
+        .map(|ns| match (&host, ns.id) {
+            (Some(host), NetnsId::Host) => host.clone(),
+            _ => make(ns, host.clone()),
         })
         .collect()
 }
