@@ -405,6 +405,29 @@ mod tests {
         );
     }
 
+    /// coturn 4.6.1's answers, captured on loopback and kept in the fuzz corpus: XOR-MAPPED-ADDRESS
+    /// with MAPPED-ADDRESS, RESPONSE-ORIGIN and SOFTWARE beside it; and a 420 for a request with
+    /// an unknown comprehension-required attribute.
+    #[test]
+    fn coturn_answers_decode() {
+        let id = [
+            0x0c, 0x0f, 0x7e, 0x3a, 0x9d, 0x51, 0xb2, 0xc4, 0xe6, 0xf8, 0x0a, 0x1b,
+        ];
+        let success = include_bytes!("../fuzz/corpus/stun_decode/coturn-4.6.1-success");
+        assert_eq!(
+            decode_response(success, &id),
+            Ok("127.0.0.1:55229".parse().unwrap())
+        );
+        let error = include_bytes!("../fuzz/corpus/stun_decode/coturn-4.6.1-error-420");
+        assert_eq!(
+            decode_response(error, &id),
+            Err(StunError::ErrorResponse {
+                code: 420,
+                reason: "Unknown Attribute".into()
+            })
+        );
+    }
+
     #[test]
     fn crc32_check_value() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
