@@ -594,3 +594,61 @@ fn conntrack_evidence_is_skipped_without_cap_net_admin() {
         Some(1.0)
     );
 }
+
+#[test]
+fn reflect_flags_are_checked_before_anything_listens() {
+    let out = std::process::Command::new(BIN)
+        .args(["reflect", "--allow", "198.19.0.0/33"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a bad flag is a usage error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(r#""198.19.0.0/33" is not a CIDR"#),
+        "{stderr}"
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["reflect", "--rate", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// The README's `source_ip` examples are valid config.
+#[test]
+fn documented_source_ip_examples_validate() {
+    let dir = std::env::temp_dir().join(format!("hp-srcip-doc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("source-ip.yaml");
+    std::fs::write(
+        &path,
+        r#"
+probes:
+  - name: pod-ip-preserved
+    source_ip: { stun: "198.19.10.1:3478", masquerade: forbidden }
+  - name: pod-ip-masqueraded
+    netns: [pod]
+    source_ip: { stun: "198.19.10.1:3478", masquerade: expected, to: "${HOST_IP}" }
+  - name: whoami
+    source_ip: { http: "http://198.19.10.1:8080/whoami", masquerade: any }
+  - name: stun-tcp
+    source_ip: { stun: "198.19.10.1:3478", stun_transport: tcp, expect: 198.18.2.10 }
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(&path)
+        .env("HOST_IP", "198.18.1.4")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok (4 probes, 7 checks)"), "{stdout}");
+}
