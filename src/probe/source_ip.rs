@@ -188,7 +188,10 @@ impl SourceIpSpec {
             .in_host(move || async move { conntrack::lookup(&flow) })
             .await;
         let (snat_observed, conntrack_note) = match evidence {
-            Ok(Ok(evidence)) => (Some(evidence.snat_observed()), describe(evidence, &flow)),
+            Ok(Ok(evidence)) => (
+                Some(evidence.snat_observed()),
+                conntrack_note(evidence, &flow),
+            ),
             Ok(Err(e)) => (None, format!("skipped: {e}")),
             Err(e) => (None, format!("skipped: {e}")),
         };
@@ -262,7 +265,7 @@ impl SourceIpSpec {
     }
 }
 
-fn describe(evidence: Evidence, flow: &Flow) -> String {
+fn conntrack_note(evidence: Evidence, flow: &Flow) -> String {
     match evidence {
         Evidence::Translated { to } => format!("this node SNAT'd {} to {to}", flow.source),
         Evidence::NotTranslated => "this node did not SNAT the flow".into(),
