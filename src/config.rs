@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 use crate::netns::NetnsId;
-use crate::probe::{icmp::IcmpSpec, tcp::TcpSpec, ProbeKind};
+use crate::probe::{icmp::IcmpSpec, source_ip::SourceIpSpec, tcp::TcpSpec, ProbeKind};
 
 /// Where the host network namespace is entered from, unless the config says otherwise.
 pub const DEFAULT_HOST_NETNS: &str = "/proc/1/ns/net";
@@ -278,6 +278,7 @@ struct RawProbe {
     netns: Option<Vec<NetnsId>>,
     tcp: Option<TcpSpec>,
     icmp: Option<IcmpSpec>,
+    source_ip: Option<SourceIpSpec>,
 }
 
 /// Accepts `10s`, `500ms`, `1m30s`: a YAML string, since bare numbers have no unit.
@@ -445,6 +446,7 @@ impl RawProbe {
         let mut kinds: Vec<ProbeKind> = Vec::new();
         kinds.extend(self.tcp.map(ProbeKind::Tcp));
         kinds.extend(self.icmp.map(ProbeKind::Icmp));
+        kinds.extend(self.source_ip.map(ProbeKind::SourceIp));
         let kind = match kinds.len() {
             1 => kinds.pop(),
             0 => {
@@ -589,7 +591,7 @@ probes:
             ),
             (
                 "probes: [{name: a}]",
-                "probes[0]: no probe kind: add one of tcp, icmp",
+                "probes[0]: no probe kind: add one of tcp, icmp, source_ip",
             ),
             (
                 "probes: [{name: a, tcp: {target: 'x:80'}, icmp: {target: x}}]",

@@ -16,8 +16,8 @@ use crate::report;
 use crate::state::State;
 use crate::verdict::{self, Status};
 
-const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
-const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
+pub(crate) const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
 
 pub fn router(state: Arc<State>) -> Router {
     Router::new()

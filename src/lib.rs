@@ -3,6 +3,7 @@
 //! # Layout
 //!
 //! - [`config`]: YAML to a validated, typed [`Config`](config::Config); errors name the path.
+//! - [`conntrack`]: SNAT evidence from the host's connection tracking, over netlink.
 //! - [`profile`]: the built-in checks used when no config is given.
 //! - [`netns`]: the only code that enters network namespaces; an executor per namespace.
 //! - [`probe`]: the closed set of probe kinds, one file each; `Result<Outcome, Failure>`.
@@ -11,18 +12,23 @@
 //! - [`verdict`]: from results to the node's verdict; [`report`]: that verdict for people.
 //! - [`metrics`]: the one `Metrics` value; [`http`]: `/metrics`, `/livez`, `/readyz`, `/healthz`.
 //! - [`signal`]: SIGTERM and SIGINT as a shutdown future.
+//! - [`stun`]: the RFC 5389 Binding codec shared by the source-IP probe and the reflector.
+//! - [`reflect`]: `hybridprobe reflect`, the on-prem server that tells a client its source address.
 
 pub mod config;
+pub mod conntrack;
 pub mod http;
 pub mod metrics;
 pub mod netns;
 pub mod probe;
 pub mod profile;
+pub mod reflect;
 pub mod report;
 pub mod results;
 pub mod scheduler;
 pub mod signal;
 pub mod state;
+pub mod stun;
 pub mod verdict;
 
 use std::future::Future;
@@ -32,7 +38,7 @@ use std::time::Duration;
 
 use config::Config;
 use metrics::Metrics;
-use netns::{Executor, NetnsContext};
+use netns::{Executor, NetnsContext, NetnsId};
 use state::State;
 use verdict::Verdict;
 
@@ -53,20 +59,26 @@ pub enum Error {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// One executor per configured namespace. A namespace that cannot be entered still gets one,
-/// which reports why on every use.
+/// which reports why on every use. The host's is made first, so probes elsewhere can reach it.
 pub fn executors(config: &Config) -> Vec<Executor> {
+    let make = |ns: &config::NamespaceConfig, host: Option<Executor>| {
+        let context = NetnsContext {
+            id: ns.id,
+            resolv_conf: ns.resolv_conf.clone(),
+            host,
+        };
+        match &ns.path {
+            None => Executor::own(context),
+            Some(path) => Executor::enter(context, path),
+        }
+    };
+    let host = config.namespace(NetnsId::Host).map(|ns| make(ns, None));
     config
         .namespaces
         .iter()
-        .map(|ns| {
-            let context = NetnsContext {
-                id: ns.id,
-                resolv_conf: ns.resolv_conf.clone(),
-            };
-            match &ns.path {
-                None => Executor::own(context),
-                Some(path) => Executor::enter(context, path),
-            }
+        .map(|ns| match (&host, ns.id) {
+            (Some(host), NetnsId::Host) => host.clone(),
+            _ => make(ns, host.clone()),
         })
         .collect()
 }

@@ -1,4 +1,4 @@
-//! The `hybridprobe` command line: agent, check and validate.
+//! The `hybridprobe` command line: agent, check, validate and reflect.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hybridprobe::config::{Config, ConfigError, DEFAULT_HOST_NETNS, DEFAULT_HOST_RESOLV_CONF};
-use hybridprobe::{profile, report, verdict::Status};
+use hybridprobe::{profile, reflect, report, verdict::Status};
 
 /// Connectivity diagnostics for Kubernetes joined to on-premises networks.
 ///
@@ -36,6 +36,9 @@ enum Command {
     Check(CheckArgs),
     /// Parse and check a config file; print every problem with its path; exit 2 if any.
     Validate(ValidateArgs),
+    /// Run the on-prem reflector: answer STUN Binding requests (UDP and TCP) and, with --http,
+    /// GET /whoami with the source address each client was seen from.
+    Reflect(ReflectArgs),
 }
 
 #[derive(Args)]
@@ -86,6 +89,26 @@ struct ValidateArgs {
     config: PathBuf,
 }
 
+#[derive(Args)]
+struct ReflectArgs {
+    /// UDP and TCP address for STUN Binding requests.
+    #[arg(long, env = "HYBRIDPROBE_REFLECT_LISTEN", default_value = reflect::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Address for GET /whoami and the reflector's /metrics; no HTTP without it.
+    #[arg(long, env = "HYBRIDPROBE_REFLECT_HTTP")]
+    http: Option<SocketAddr>,
+    /// A source network (CIDR or address) that may ask; repeat it, or separate with commas in
+    /// the environment variable. Without any, every source may ask.
+    #[arg(long = "allow", env = "HYBRIDPROBE_REFLECT_ALLOW", value_delimiter = ',', value_parser = reflect::parse_cidr)]
+    allow: Vec<ipnet::IpNet>,
+    /// Requests per second each source may make, on average.
+    #[arg(long, env = "HYBRIDPROBE_REFLECT_RATE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    rate: u32,
+    /// Requests a quiet source may make at once.
+    #[arg(long, env = "HYBRIDPROBE_REFLECT_BURST", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    burst: u32,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Table,
@@ -112,7 +135,23 @@ fn main() -> ExitCode {
         Command::Agent(args) => with_config(&args.source, |config, node| {
             agent(config, node, args.listen)
         }),
+        Command::Reflect(args) => reflect(args).unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }),
     }
+}
+
+fn reflect(args: ReflectArgs) -> anyhow::Result<ExitCode> {
+    let config = reflect::ReflectConfig {
+        listen: args.listen,
+        http: args.http,
+        allow: args.allow,
+        rate: args.rate,
+        burst: args.burst,
+    };
+    runtime()?.block_on(reflect::run(config, hybridprobe::signal::shutdown()))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn validate(args: &ValidateArgs) -> ExitCode {

@@ -3,12 +3,11 @@
 //! Labels are bounded by construction: `probe` and `kind` come from config, `netns` and `result`
 //! from closed enums. Addresses never become label values here.
 
-use std::time::{Duration, SystemTime};
-
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -17,6 +16,7 @@ use prometheus::{
 };
 
 use crate::netns::NetnsId;
+use crate::probe::source_ip::SourceIpReport;
 use crate::probe::{Failure, Outcome, Report};
 use crate::results::Transition;
 
@@ -47,6 +47,11 @@ pub struct Metrics {
     outage_duration: HistogramVec,
     icmp_loss_ratio: GaugeVec,
     icmp_rtt: HistogramVec,
+    source_ip_preserved: GaugeVec,
+    source_ip_info: GaugeVec,
+    /// The addresses on each check's `_info` series, so a change can remove the old series.
+    source_ip_info_current: Arc<Mutex<HashMap<(String, NetnsId), SourceAddresses>>>,
+    snat_observed: GaugeVec,
     netns_available: GaugeVec,
     node_healthy: Gauge,
 }
@@ -108,6 +113,9 @@ pub struct CheckSeries {
 }
 
 const CHECK: &[&str] = &["probe", "kind", "netns"];
+
+/// The `expected` and `observed` labels of a source-IP `_info` series.
+type SourceAddresses = [String; 2];
 
 impl Metrics {
     pub fn new() -> Metrics {
@@ -188,6 +196,25 @@ impl Metrics {
                 "Round-trip time of each echo reply.",
                 &["probe", "netns"],
             ),
+            source_ip_preserved: gauge(
+                "hybridprobe_source_ip_preserved",
+                "1 if on-prem saw the namespace's own source address in the last observation, 0 if \
+                 it saw another (masquerade).",
+                &["probe", "netns"],
+            ),
+            source_ip_info: gauge(
+                "hybridprobe_source_ip_info",
+                "Always 1: the source address the namespace sends from and the one on-prem saw, \
+                 as of the last observation.",
+                &["probe", "netns", "expected", "observed"],
+            ),
+            source_ip_info_current: Arc::default(),
+            snat_observed: gauge(
+                "hybridprobe_snat_observed",
+                "1 if the host's conntrack shows this node SNAT'd the probe's flow, 0 if not; \
+                 absent when conntrack could not be read.",
+                &["probe", "netns"],
+            ),
             netns_available: gauge(
                 "hybridprobe_netns_available",
                 "1 if the agent can run probes in the namespace, 0 if it cannot enter it.",
@@ -257,14 +284,18 @@ impl Metrics {
             Ok(outcome) => &outcome.report,
             Err(failure) => &failure.report,
         };
-        if let Report::Icmp(icmp) = report {
-            self.icmp_loss_ratio
-                .with_label_values(&[probe, netns])
-                .set(icmp.loss_ratio());
-            let rtt = self.icmp_rtt.with_label_values(&[probe, netns]);
-            for sample in &icmp.rtts {
-                rtt.observe(sample.as_secs_f64());
+        match report {
+            Report::None => {}
+            Report::Icmp(icmp) => {
+                self.icmp_loss_ratio
+                    .with_label_values(&[probe, netns])
+                    .set(icmp.loss_ratio());
+                let rtt = self.icmp_rtt.with_label_values(&[probe, netns]);
+                for sample in &icmp.rtts {
+                    rtt.observe(sample.as_secs_f64());
+                }
             }
+            Report::SourceIp(source_ip) => self.observe_source_ip(probe, check.netns, source_ip),
         }
     }
 
@@ -274,6 +305,46 @@ impl Metrics {
         let labels = [("probe", probe), ("netns", netns.as_str())];
         for family in self.families.iter() {
             family.forget(&labels);
+        }
+        self.source_ip_info_current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(probe.to_owned(), netns));
+    }
+
+    /// Keeps one `_info` series per check: a new pair of addresses replaces the old series.
+    fn observe_source_ip(&self, probe: &str, netns: NetnsId, report: &SourceIpReport) {
+        let labels = [probe, netns.as_str()];
+        self.source_ip_preserved
+            .with_label_values(&labels)
+            .set(if report.preserved() { 1.0 } else { 0.0 });
+        let addresses = [report.expected.to_string(), report.observed.to_string()];
+        let previous = self
+            .source_ip_info_current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((probe.to_owned(), netns), addresses.clone());
+        if let Some([expected, observed]) = previous.filter(|p| *p != addresses) {
+            let _ = self.source_ip_info.remove_label_values(&[
+                probe,
+                netns.as_str(),
+                &expected,
+                &observed,
+            ]);
+        }
+        let [expected, observed] = &addresses;
+        self.source_ip_info
+            .with_label_values(&[probe, netns.as_str(), expected, observed])
+            .set(1.0);
+        match report.snat_observed {
+            Some(snat) => {
+                self.snat_observed
+                    .with_label_values(&labels)
+                    .set(if snat { 1.0 } else { 0.0 })
+            }
+            None => {
+                let _ = self.snat_observed.remove_label_values(&labels);
+            }
         }
     }
 
@@ -365,6 +436,47 @@ mod tests {
         assert!(
             !text.contains("hybridprobe_netns_available"),
             "no series, no family"
+        );
+    }
+
+    #[test]
+    fn source_ip_keeps_one_info_series_per_check() {
+        let metrics = Metrics::new();
+        let check = metrics.check_series("pod-ip", "source_ip", NetnsId::Pod);
+        let round = |observed: &str, snat: Option<bool>| {
+            let report = Report::SourceIp(SourceIpReport {
+                expected: "198.18.2.10".parse().unwrap(),
+                observed: observed.parse().unwrap(),
+                snat_observed: snat,
+            });
+            let failure = Failure {
+                reason: Reason::Masqueraded,
+                detail: String::new(),
+                report,
+            };
+            metrics.observe(
+                &check,
+                &Err(failure),
+                Duration::from_millis(3),
+                Transition::None,
+            );
+            metrics.render()
+        };
+        let text = round("198.18.1.4", Some(true));
+        assert!(text.contains(r#"hybridprobe_source_ip_info{expected="198.18.2.10",netns="pod",observed="198.18.1.4",probe="pod-ip"} 1"#), "{text}");
+        assert!(text.contains(r#"hybridprobe_source_ip_preserved{netns="pod",probe="pod-ip"} 0"#));
+        assert!(text.contains(r#"hybridprobe_snat_observed{netns="pod",probe="pod-ip"} 1"#));
+        let text = round("198.18.2.10", None);
+        assert_eq!(
+            text.matches("hybridprobe_source_ip_info{").count(),
+            1,
+            "{text}"
+        );
+        assert!(text.contains(r#"observed="198.18.2.10""#));
+        assert!(text.contains(r#"hybridprobe_source_ip_preserved{netns="pod",probe="pod-ip"} 1"#));
+        assert!(
+            !text.contains("hybridprobe_snat_observed{"),
+            "unknown evidence is absent"
         );
     }
 

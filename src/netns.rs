@@ -47,6 +47,28 @@ pub struct NetnsContext {
     pub id: NetnsId,
     /// The resolver configuration applications in this namespace use.
     pub resolv_conf: PathBuf,
+    /// Reaches the host namespace from a probe running elsewhere, for evidence only the host
+    /// holds (its conntrack table). `None` in the host namespace itself, where such work runs
+    /// inline, and when no host namespace is configured. Use [`NetnsContext::in_host`].
+    pub host: Option<Executor>,
+}
+
+impl NetnsContext {
+    /// Runs `work` in the host namespace: inline when this is it, else on the host's executor.
+    pub async fn in_host<F, Fut, T>(&self, work: F) -> Result<T, NetnsError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        match (self.id, &self.host) {
+            (NetnsId::Host, _) => Ok(work().await),
+            (_, Some(host)) => host.run(|_| work()).await,
+            (_, None) => Err(NetnsError::Unavailable(
+                "no host namespace is configured".into(),
+            )),
+        }
+    }
 }
 
 /// Why work could not be run in a namespace.
@@ -65,6 +87,14 @@ type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 pub struct Executor {
     context: Arc<NetnsContext>,
     place: Place,
+}
+
+impl fmt::Debug for Executor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Executor")
+            .field("netns", &self.context.id)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone)]
@@ -205,6 +235,7 @@ mod tests {
         NetnsContext {
             id,
             resolv_conf: "/etc/resolv.conf".into(),
+            host: None,
         }
     }
 
@@ -214,6 +245,21 @@ mod tests {
         let id = executor.run(|ctx| async move { ctx.id }).await.unwrap();
         assert_eq!(id, NetnsId::Pod);
         assert!(executor.availability().is_ok());
+    }
+
+    #[tokio::test]
+    async fn host_work_runs_inline_in_the_host_and_via_the_executor_elsewhere() {
+        let host = Executor::own(context(NetnsId::Host));
+        let mut pod = context(NetnsId::Pod);
+        assert_eq!(
+            pod.in_host(|| async { 1 }).await,
+            Err(NetnsError::Unavailable(
+                "no host namespace is configured".into()
+            ))
+        );
+        pod.host = Some(host);
+        assert_eq!(pod.in_host(|| async { 2 }).await, Ok(2));
+        assert_eq!(context(NetnsId::Host).in_host(|| async { 3 }).await, Ok(3));
     }
 
     #[tokio::test]

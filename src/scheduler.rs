@@ -156,6 +156,7 @@ mod tests {
         Executor::own(NetnsContext {
             id: NetnsId::Pod,
             resolv_conf: "/etc/resolv.conf".into(),
+            host: None,
         })
     }
 
@@ -187,6 +188,7 @@ mod tests {
             NetnsContext {
                 id: NetnsId::Host,
                 resolv_conf: "/etc/resolv.conf".into(),
+                host: None,
             },
             std::path::Path::new("/nonexistent"),
         );

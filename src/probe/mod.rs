@@ -2,6 +2,7 @@
 //! reason is data.
 
 pub mod icmp;
+pub mod source_ip;
 pub mod target;
 pub mod tcp;
 
@@ -15,17 +16,19 @@ use crate::netns::NetnsContext;
 pub enum ProbeKind {
     Tcp(tcp::TcpSpec),
     Icmp(icmp::IcmpSpec),
+    SourceIp(source_ip::SourceIpSpec),
 }
 
 impl ProbeKind {
     /// The config keys, in the order error messages list them.
-    pub const NAMES: &'static [&'static str] = &["tcp", "icmp"];
+    pub const NAMES: &'static [&'static str] = &["tcp", "icmp", "source_ip"];
 
     /// The `kind` label.
     pub fn name(&self) -> &'static str {
         match self {
             ProbeKind::Tcp(_) => "tcp",
             ProbeKind::Icmp(_) => "icmp",
+            ProbeKind::SourceIp(_) => "source_ip",
         }
     }
 
@@ -34,6 +37,7 @@ impl ProbeKind {
         match self {
             ProbeKind::Tcp(spec) => format!("tcp connect {}", spec.target),
             ProbeKind::Icmp(spec) => format!("icmp echo {}", spec.target),
+            ProbeKind::SourceIp(spec) => format!("source address via {}", spec.reflector),
         }
     }
 
@@ -44,6 +48,7 @@ impl ProbeKind {
         match self {
             ProbeKind::Tcp(spec) => spec.run(ctx).await,
             ProbeKind::Icmp(spec) => spec.run(ctx, budget).await,
+            ProbeKind::SourceIp(spec) => spec.run(ctx, budget).await,
         }
     }
 }
@@ -79,6 +84,7 @@ impl Failure {
 pub enum Report {
     None,
     Icmp(icmp::IcmpReport),
+    SourceIp(source_ip::SourceIpReport),
 }
 
 /// Why a round failed: the fixed set of `result` label values, besides `success`.
@@ -94,6 +100,12 @@ pub enum Reason {
     PermissionDenied,
     /// The namespace the probe should run in cannot be entered.
     NetnsUnavailable,
+    /// On-prem saw another source address than ours, and masquerade is forbidden.
+    Masqueraded,
+    /// On-prem saw our own source address, and masquerade is expected.
+    NotMasqueraded,
+    /// Masquerade happened, but to another address than the one expected.
+    UnexpectedSource,
     Error,
 }
 
@@ -106,6 +118,9 @@ impl Reason {
         Reason::Loss,
         Reason::PermissionDenied,
         Reason::NetnsUnavailable,
+        Reason::Masqueraded,
+        Reason::NotMasqueraded,
+        Reason::UnexpectedSource,
         Reason::Error,
     ];
 
@@ -118,6 +133,9 @@ impl Reason {
             Reason::Loss => "loss",
             Reason::PermissionDenied => "permission_denied",
             Reason::NetnsUnavailable => "netns_unavailable",
+            Reason::Masqueraded => "masqueraded",
+            Reason::NotMasqueraded => "not_masqueraded",
+            Reason::UnexpectedSource => "unexpected_source",
             Reason::Error => "error",
         }
     }

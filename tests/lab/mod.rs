@@ -16,6 +16,7 @@ mod http;
 mod preflight;
 mod procs;
 mod sockets;
+mod stun;
 mod topology;
 
 use std::io::Write;

@@ -1,0 +1,279 @@
+//! SNAT evidence from connection tracking: where does this namespace send a flow's replies?
+//!
+//! One targeted conntrack GET over netlink on a flow's original tuple (cheap even on a node with
+//! 100k entries, where a dump is not). If the entry's reply tuple is addressed to anything but
+//! the flow's own source, this namespace rewrote the source on the way out: SNAT or MASQUERADE.
+//! Must run on a thread inside the namespace whose table is read (the host's, where pod traffic
+//! is masqueraded); needs CAP_NET_ADMIN there.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+use netlink_packet_netfilter::conntrack::{
+    ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Protocol, Tuple,
+};
+use netlink_packet_netfilter::{
+    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
+};
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
+
+/// The transport of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    fn protocol(self) -> Protocol {
+        match self {
+            Transport::Udp => Protocol::Udp,
+            Transport::Tcp => Protocol::Tcp,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// A flow as its originator sees it: its own socket's address and the peer's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    pub transport: Transport,
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+}
+
+impl fmt::Display for Flow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} -> {}",
+            self.transport.as_str(),
+            self.source,
+            self.destination
+        )
+    }
+}
+
+/// What the table says about a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evidence {
+    /// The source was rewritten: replies come back to `to`.
+    Translated { to: SocketAddr },
+    /// Replies go back to the flow's own source.
+    NotTranslated,
+    /// No entry: the namespace does not track the flow, so it cannot have translated it.
+    NotTracked,
+}
+
+impl Evidence {
+    pub fn snat_observed(self) -> bool {
+        matches!(self, Evidence::Translated { .. })
+    }
+}
+
+/// Why the table could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConntrackError {
+    #[error("reading conntrack needs CAP_NET_ADMIN in the host namespace")]
+    PermissionDenied,
+    #[error("conntrack netlink {step}: {message}")]
+    Netlink { step: &'static str, message: String },
+}
+
+fn netlink(step: &'static str) -> impl Fn(std::io::Error) -> ConntrackError {
+    move |e| match e.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES) => ConntrackError::PermissionDenied,
+        _ => ConntrackError::Netlink {
+            step,
+            message: e.to_string(),
+        },
+    }
+}
+
+/// Looks `flow` up in the conntrack table of the calling thread's namespace.
+pub fn lookup(flow: &Flow) -> Result<Evidence, ConntrackError> {
+    let mut socket = Socket::new(NETLINK_NETFILTER).map_err(netlink("socket"))?;
+    socket.bind_auto().map_err(netlink("bind"))?;
+    let request = encode_get(flow);
+    socket.send(&request, 0).map_err(netlink("send"))?;
+    // The kernel answers a GET while handling the send, so the reply is already queued; not
+    // waiting means a missing answer is an error, never a hang on the namespace's only thread.
+    let mut buf = vec![0u8; 8192];
+    let len = socket
+        .recv(&mut &mut buf[..], libc::MSG_DONTWAIT)
+        .map_err(netlink("receive"))?;
+    decode_reply(&buf[..len.min(buf.len())], flow)
+}
+
+fn encode_get(flow: &Flow) -> Vec<u8> {
+    let family = if flow.source.is_ipv4() {
+        NetfilterProtoFamily::IPv4
+    } else {
+        NetfilterProtoFamily::IPv6
+    };
+    let tuple = vec![
+        Tuple::Ip(vec![
+            IPTuple::SourceAddress(flow.source.ip()),
+            IPTuple::DestinationAddress(flow.destination.ip()),
+        ]),
+        Tuple::Proto(vec![
+            ProtoTuple::Protocol(flow.transport.protocol()),
+            ProtoTuple::SourcePort(flow.source.port()),
+            ProtoTuple::DestinationPort(flow.destination.port()),
+        ]),
+    ];
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST;
+    let mut message = NetlinkMessage::new(
+        header,
+        NetlinkPayload::from(NetfilterMessage::new(
+            NetfilterHeader::new(family, 0, 0),
+            ConntrackMessage::Get(vec![ConntrackAttribute::CtaTupleOrig(tuple)]),
+        )),
+    );
+    message.finalize();
+    let mut buf = vec![0u8; message.buffer_len()];
+    message.serialize(&mut buf);
+    buf
+}
+
+fn decode_reply(buf: &[u8], flow: &Flow) -> Result<Evidence, ConntrackError> {
+    let bad = |message: String| ConntrackError::Netlink {
+        step: "answer",
+        message,
+    };
+    let message = NetlinkMessage::<NetfilterMessage>::deserialize(buf)
+        .map_err(|e| bad(format!("cannot decode: {e}")))?;
+    let attributes = match message.payload {
+        NetlinkPayload::Error(e) if e.raw_code() == -libc::ENOENT => {
+            return Ok(Evidence::NotTracked)
+        }
+        NetlinkPayload::Error(e) => return Err(netlink("answer")(e.to_io())),
+        NetlinkPayload::InnerMessage(NetfilterMessage {
+            inner: NetfilterMessageInner::Conntrack(ConntrackMessage::New(attributes)),
+            ..
+        }) => attributes,
+        other => return Err(bad(format!("unexpected message {other:?}"))),
+    };
+    let reply = attributes
+        .iter()
+        .find_map(|a| match a {
+            ConntrackAttribute::CtaTupleReply(tuple) => Some(tuple),
+            _ => None,
+        })
+        .ok_or_else(|| bad("the entry has no reply tuple".into()))?;
+    let ip = reply.iter().find_map(|t| match t {
+        Tuple::Ip(parts) => parts.iter().find_map(|p| match p {
+            IPTuple::DestinationAddress(ip) => Some(*ip),
+            _ => None,
+        }),
+        _ => None,
+    });
+    let port = reply.iter().find_map(|t| match t {
+        Tuple::Proto(parts) => parts.iter().find_map(|p| match p {
+            ProtoTuple::DestinationPort(port) => Some(*port),
+            _ => None,
+        }),
+        _ => None,
+    });
+    let (Some(ip), Some(port)) = (ip, port) else {
+        return Err(bad("the reply tuple has no destination".into()));
+    };
+    let to = SocketAddr::new(ip, port);
+    Ok(if to.ip() == flow.source.ip() {
+        Evidence::NotTranslated
+    } else {
+        Evidence::Translated { to }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FLOW: Flow = Flow {
+        transport: Transport::Udp,
+        source: SocketAddr::new(
+            std::net::IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 2, 10)),
+            40000,
+        ),
+        destination: SocketAddr::new(
+            std::net::IpAddr::V4(std::net::Ipv4Addr::new(198, 19, 10, 1)),
+            3478,
+        ),
+    };
+
+    /// What the kernel sends back for a GET: a NEW message with both tuples.
+    fn kernel_answer(reply_destination: SocketAddr) -> Vec<u8> {
+        let tuple = |src: SocketAddr, dst: SocketAddr| {
+            vec![
+                Tuple::Ip(vec![
+                    IPTuple::SourceAddress(src.ip()),
+                    IPTuple::DestinationAddress(dst.ip()),
+                ]),
+                Tuple::Proto(vec![
+                    ProtoTuple::Protocol(Protocol::Udp),
+                    ProtoTuple::SourcePort(src.port()),
+                    ProtoTuple::DestinationPort(dst.port()),
+                ]),
+            ]
+        };
+        let mut message = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::from(NetfilterMessage::new(
+                NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
+                ConntrackMessage::New(vec![
+                    ConntrackAttribute::CtaTupleOrig(tuple(FLOW.source, FLOW.destination)),
+                    ConntrackAttribute::CtaTupleReply(tuple(FLOW.destination, reply_destination)),
+                ]),
+            )),
+        );
+        message.finalize();
+        let mut buf = vec![0u8; message.buffer_len()];
+        message.serialize(&mut buf);
+        buf
+    }
+
+    #[test]
+    fn a_reply_to_another_address_is_snat() {
+        let node = "198.18.1.4:40000".parse().unwrap();
+        assert_eq!(
+            decode_reply(&kernel_answer(node), &FLOW),
+            Ok(Evidence::Translated { to: node })
+        );
+        assert_eq!(
+            decode_reply(&kernel_answer(FLOW.source), &FLOW),
+            Ok(Evidence::NotTranslated)
+        );
+    }
+
+    #[test]
+    fn the_request_round_trips_through_the_crate() {
+        let request = encode_get(&FLOW);
+        let parsed = NetlinkMessage::<NetfilterMessage>::deserialize(&request).unwrap();
+        let NetlinkPayload::InnerMessage(NetfilterMessage {
+            inner: NetfilterMessageInner::Conntrack(ConntrackMessage::Get(attributes)),
+            ..
+        }) = parsed.payload
+        else {
+            panic!("not a conntrack GET: {parsed:?}");
+        };
+        assert_eq!(attributes.len(), 1);
+        assert_eq!(parsed.header.flags, NLM_F_REQUEST);
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(decode_reply(&[1, 2, 3], &FLOW).is_err());
+        let mut truncated = kernel_answer(FLOW.source);
+        truncated.truncate(truncated.len() - 6);
+        assert!(decode_reply(&truncated, &FLOW).is_err());
+    }
+}

@@ -1,0 +1,571 @@
+//! `hybridprobe reflect`: the on-prem reflector, which tells a client the source address it saw.
+//!
+//! It answers STUN Binding requests over UDP and TCP on one port and, when an HTTP address is
+//! given, `GET /whoami` and its own `/metrics`. It faces networks we do not control, so: sources
+//! outside the allow-list get nothing; each source is rate limited in a fixed-size table, so
+//! memory does not grow with the number of sources; a malformed request gets no answer; and an
+//! answer is never longer than [`stun::MAX_RESPONSE_LEN`], so the reflector amplifies nothing.
+
+use std::collections::hash_map::RandomState;
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Query, State as Shared};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use ipnet::IpNet;
+use prometheus::{CounterVec, Encoder, Opts, Registry, TextEncoder};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::http::{PLAIN_TEXT, PROMETHEUS_TEXT};
+use crate::stun;
+
+/// The default STUN port (RFC 5389), UDP and TCP.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:3478";
+
+/// Sources tracked by the rate limiter at once. A new source takes over its slot, so a flood of
+/// sources costs nothing but fresh buckets.
+const RATE_SLOTS: usize = 4096;
+/// TCP connections served at once; more are closed on accept.
+const MAX_TCP_CONNECTIONS: usize = 256;
+/// Requests one TCP connection may make before it is closed.
+const MAX_REQUESTS_PER_CONNECTION: usize = 16;
+/// How long a TCP connection may sit between requests, or take to send one.
+const TCP_IDLE: Duration = Duration::from_secs(5);
+/// A full Ethernet frame; longer datagrams are cut short and then fail the length check.
+const DATAGRAM_BUFFER: usize = 1500;
+
+/// How the reflector runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReflectConfig {
+    /// UDP and TCP address for STUN.
+    pub listen: SocketAddr,
+    /// Address for `GET /whoami` and `/metrics`; none without it.
+    pub http: Option<SocketAddr>,
+    /// Source networks that may ask; everyone when empty.
+    pub allow: Vec<IpNet>,
+    /// Requests per second each source may make, on average.
+    pub rate: u32,
+    /// Requests a source may make at once after being quiet.
+    pub burst: u32,
+}
+
+/// Why the reflector could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReflectError {
+    #[error("cannot listen on {addr} ({transport}): {source}")]
+    Listen {
+        addr: SocketAddr,
+        transport: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// `198.19.0.0/16`, or a bare address for one host: an `--allow` value.
+pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    text.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("{text:?} is not a CIDR (e.g. 198.19.0.0/16) or an IP address"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Udp,
+    Tcp,
+    Http,
+}
+
+impl Transport {
+    const ALL: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Http];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Http => "http",
+        }
+    }
+}
+
+/// What became of one request: the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Answered,
+    Malformed,
+    /// The source is outside the allow-list.
+    Rejected,
+    RateLimited,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 4] = [
+        Outcome::Answered,
+        Outcome::Malformed,
+        Outcome::Rejected,
+        Outcome::RateLimited,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Answered => "answered",
+            Outcome::Malformed => "malformed",
+            Outcome::Rejected => "rejected",
+            Outcome::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// What every listener shares: the policy, the rate table and the counters.
+struct Reflector {
+    allow: Vec<IpNet>,
+    limiter: Mutex<RateLimiter>,
+    registry: Registry,
+    requests: CounterVec,
+}
+
+impl Reflector {
+    fn new(config: &ReflectConfig) -> Reflector {
+        let registry = Registry::new();
+        let requests = CounterVec::new(
+            Opts::new(
+                "hybridprobe_reflect_requests_total",
+                "Requests the reflector received, by transport and what became of them.",
+            ),
+            &["transport", "outcome"],
+        )
+        .expect("valid counter");
+        registry
+            .register(Box::new(requests.clone()))
+            .expect("unique counter");
+        for transport in Transport::ALL {
+            for outcome in Outcome::ALL {
+                requests.with_label_values(&[transport.as_str(), outcome.as_str()]);
+            }
+        }
+        Reflector {
+            allow: config.allow.clone(),
+            limiter: Mutex::new(RateLimiter::new(config.rate, config.burst)),
+            registry,
+            requests,
+        }
+    }
+
+    fn allowed(&self, ip: IpAddr) -> bool {
+        self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&ip))
+    }
+
+    fn within_rate(&self, ip: IpAddr) -> bool {
+        // A panic elsewhere cannot leave the table inconsistent (each update is one slot write).
+        let mut limiter = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        limiter.allow(ip, Instant::now())
+    }
+
+    /// The allow-list, then the rate limit: `Err` says why the request gets no answer.
+    fn admit(&self, ip: IpAddr) -> Result<(), Outcome> {
+        if !self.allowed(ip) {
+            return Err(Outcome::Rejected);
+        }
+        if !self.within_rate(ip) {
+            return Err(Outcome::RateLimited);
+        }
+        Ok(())
+    }
+
+    fn count(&self, transport: Transport, outcome: Outcome) {
+        self.requests
+            .with_label_values(&[transport.as_str(), outcome.as_str()])
+            .inc();
+    }
+
+    /// Answers one STUN message from `from`, or says why not.
+    fn answer(&self, message: &[u8], from: SocketAddr) -> Result<stun::Response, Outcome> {
+        self.admit(from.ip())?;
+        let id = stun::decode_request(message).map_err(|_| Outcome::Malformed)?;
+        Ok(stun::encode_response(&id, from))
+    }
+}
+
+/// Token buckets for recently seen sources, in a fixed table indexed by a keyed hash of the
+/// address: memory is fixed, and a source cannot choose whose slot it takes.
+struct RateLimiter {
+    slots: Vec<Option<Bucket>>,
+    hasher: RandomState,
+    rate: f64,
+    burst: f64,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    ip: IpAddr,
+    tokens: f64,
+    at: Instant,
+}
+
+impl RateLimiter {
+    fn new(rate: u32, burst: u32) -> RateLimiter {
+        RateLimiter {
+            slots: vec![None; RATE_SLOTS],
+            hasher: RandomState::new(),
+            rate: f64::from(rate.max(1)),
+            burst: f64::from(burst.max(1)),
+        }
+    }
+
+    /// Takes a token from `ip`'s bucket, if it has one.
+    fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let index = (self.hasher.hash_one(ip) % RATE_SLOTS as u64) as usize;
+        let slot = &mut self.slots[index];
+        let bucket = match slot {
+            Some(bucket) if bucket.ip == ip => {
+                let refill = now.saturating_duration_since(bucket.at).as_secs_f64() * self.rate;
+                bucket.tokens = (bucket.tokens + refill).min(self.burst);
+                bucket.at = now;
+                bucket
+            }
+            _ => slot.insert(Bucket {
+                ip,
+                tokens: self.burst,
+                at: now,
+            }),
+        };
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Runs the reflector until `shutdown` completes.
+pub async fn run(
+    config: ReflectConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ReflectError> {
+    let listen_error = |addr, transport| {
+        move |source| ReflectError::Listen {
+            addr,
+            transport,
+            source,
+        }
+    };
+    let udp = UdpSocket::bind(config.listen)
+        .await
+        .map_err(listen_error(config.listen, "udp"))?;
+    // With port 0 the kernel picks UDP's port; TCP then takes the same one.
+    let stun_addr = udp
+        .local_addr()
+        .map_err(listen_error(config.listen, "udp"))?;
+    let tcp = TcpListener::bind(stun_addr)
+        .await
+        .map_err(listen_error(stun_addr, "tcp"))?;
+    let http = match config.http {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(listen_error(addr, "http"))?,
+        ),
+        None => None,
+    };
+    let reflector = Arc::new(Reflector::new(&config));
+    tracing::info!(
+        stun = %stun_addr,
+        http = ?http.as_ref().and_then(|l| l.local_addr().ok()),
+        allow = ?config.allow,
+        rate = config.rate,
+        burst = config.burst,
+        "reflector started"
+    );
+    let http_server = async {
+        match http {
+            Some(listener) => {
+                let app =
+                    router(reflector.clone()).into_make_service_with_connect_info::<SocketAddr>();
+                axum::serve(listener, app).await.map_err(ReflectError::Http)
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = serve_udp(udp, reflector.clone()) => Ok(()),
+        () = serve_tcp(tcp, reflector.clone()) => Ok(()),
+        served = http_server => served,
+        () = shutdown => {
+            tracing::info!("reflector stopping");
+            Ok(())
+        }
+    }
+}
+
+async fn serve_udp(socket: UdpSocket, reflector: Arc<Reflector>) {
+    let mut buf = [0u8; DATAGRAM_BUFFER];
+    loop {
+        let (len, peer) = match socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            Err(e) => {
+                // ICMP errors for earlier answers can surface here; they concern one peer only.
+                tracing::debug!(error = %e, "udp receive");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let from = canonical(peer);
+        match reflector.answer(&buf[..len], from) {
+            Ok(response) => {
+                if let Err(e) = socket.send_to(response.as_bytes(), peer).await {
+                    tracing::debug!(%peer, error = %e, "udp send");
+                }
+                reflector.count(Transport::Udp, Outcome::Answered);
+            }
+            Err(outcome) => reflector.count(Transport::Udp, outcome),
+        }
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, reflector: Arc<Reflector>) {
+    let permits = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, most likely: back off instead of spinning.
+                tracing::warn!(error = %e, "tcp accept");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let from = canonical(peer);
+        if !reflector.allowed(from.ip()) {
+            reflector.count(Transport::Tcp, Outcome::Rejected);
+            continue;
+        }
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            reflector.count(Transport::Tcp, Outcome::RateLimited);
+            continue;
+        };
+        let reflector = reflector.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            serve_connection(stream, from, &reflector).await;
+        });
+    }
+}
+
+/// Answers framed requests on one connection until it closes, idles, misbehaves or has asked
+/// its share.
+async fn serve_connection(mut stream: TcpStream, from: SocketAddr, reflector: &Reflector) {
+    let mut buf = [0u8; stun::MAX_MESSAGE_LEN];
+    for _ in 0..MAX_REQUESTS_PER_CONNECTION {
+        let read = async {
+            stream.read_exact(&mut buf[..stun::HEADER_LEN]).await?;
+            let Ok(body) = stun::body_len(&buf[..stun::HEADER_LEN]) else {
+                return Ok(None);
+            };
+            let end = stun::HEADER_LEN + body;
+            stream.read_exact(&mut buf[stun::HEADER_LEN..end]).await?;
+            Ok::<_, std::io::Error>(Some(end))
+        };
+        let end = match tokio::time::timeout(TCP_IDLE, read).await {
+            Ok(Ok(Some(end))) => end,
+            Ok(Ok(None)) => {
+                // A bad header leaves the stream unframed: nothing after it can be trusted.
+                reflector.count(Transport::Tcp, Outcome::Malformed);
+                return;
+            }
+            Ok(Err(_)) | Err(_) => return,
+        };
+        match reflector.answer(&buf[..end], from) {
+            Ok(response) => {
+                let write = stream.write_all(response.as_bytes());
+                if !matches!(tokio::time::timeout(TCP_IDLE, write).await, Ok(Ok(()))) {
+                    return;
+                }
+                reflector.count(Transport::Tcp, Outcome::Answered);
+            }
+            Err(outcome) => {
+                reflector.count(Transport::Tcp, outcome);
+                return;
+            }
+        }
+    }
+}
+
+/// A dual-stack socket reports IPv4 peers as `::ffff:a.b.c.d`; the peer's address is the IPv4
+/// one, for the allow-list and for the answer.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+// === HTTP ===
+
+fn router(reflector: Arc<Reflector>) -> Router {
+    Router::new()
+        .route("/whoami", get(whoami))
+        .route("/metrics", get(metrics))
+        .with_state(reflector)
+}
+
+#[derive(Deserialize)]
+struct WhoamiQuery {
+    format: Option<String>,
+}
+
+/// The JSON body of `/whoami`.
+#[derive(Serialize)]
+struct Seen {
+    address: IpAddr,
+    port: u16,
+}
+
+async fn whoami(
+    Shared(reflector): Shared<Arc<Reflector>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<WhoamiQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let from = canonical(peer);
+    if let Err(outcome) = reflector.admit(from.ip()) {
+        reflector.count(Transport::Http, outcome);
+        let code = match outcome {
+            Outcome::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            _ => StatusCode::FORBIDDEN,
+        };
+        return (code, [(header::CONTENT_TYPE, PLAIN_TEXT)], "").into_response();
+    }
+    reflector.count(Transport::Http, Outcome::Answered);
+    let wants_json = query.format.as_deref() == Some("json")
+        || headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|accept| accept.contains("application/json"));
+    if wants_json {
+        axum::Json(Seen {
+            address: from.ip(),
+            port: from.port(),
+        })
+        .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, PLAIN_TEXT)],
+            format!("{}\n", from.ip()),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(Shared(reflector): Shared<Arc<Reflector>>) -> Response {
+    let mut out = Vec::with_capacity(4096);
+    TextEncoder::new()
+        .encode(&reflector.registry.gather(), &mut out)
+        .expect("text encoding into a Vec cannot fail");
+    ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(allow: &[&str], rate: u32, burst: u32) -> ReflectConfig {
+        ReflectConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            http: None,
+            allow: allow.iter().map(|a| parse_cidr(a).unwrap()).collect(),
+            rate,
+            burst,
+        }
+    }
+
+    fn from(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn allow_list_parsing() {
+        assert_eq!(
+            parse_cidr("198.19.10.7/16").unwrap().to_string(),
+            "198.19.0.0/16"
+        );
+        assert_eq!(
+            parse_cidr("198.18.2.10").unwrap().to_string(),
+            "198.18.2.10/32"
+        );
+        assert!(parse_cidr("198.19.0.0/33")
+            .unwrap_err()
+            .contains("is not a CIDR"));
+    }
+
+    #[test]
+    fn answers_only_allowed_sources_and_only_binding_requests() {
+        let reflector = Reflector::new(&config(&["198.18.2.0/24"], 100, 100));
+        let id = [9u8; 12];
+        let request = stun::encode_request(&id);
+        let pod = from("198.18.2.10:40000");
+        let response = reflector.answer(&request, pod).unwrap();
+        assert_eq!(stun::decode_response(response.as_bytes(), &id), Ok(pod));
+        assert_eq!(
+            reflector.answer(&request, from("198.18.1.4:40000")),
+            Err(Outcome::Rejected)
+        );
+        assert_eq!(
+            reflector.answer(response.as_bytes(), pod),
+            Err(Outcome::Malformed)
+        );
+        assert_eq!(reflector.answer(&[0u8; 3], pod), Err(Outcome::Malformed));
+    }
+
+    #[test]
+    fn dual_stack_peers_are_answered_with_their_ipv4_address() {
+        assert_eq!(
+            canonical(from("[::ffff:198.18.2.10]:5")),
+            from("198.18.2.10:5")
+        );
+        assert_eq!(canonical(from("[2001:db8::1]:5")), from("[2001:db8::1]:5"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_source_gets_its_burst_then_its_rate() {
+        let mut limiter = RateLimiter::new(2, 3);
+        let (a, b) = (
+            "198.18.2.10".parse().unwrap(),
+            "198.18.2.11".parse().unwrap(),
+        );
+        let now = Instant::now();
+        let granted = (0..10).filter(|_| limiter.allow(a, now)).count();
+        assert_eq!(granted, 3);
+        assert!(limiter.allow(b, now), "another source has its own bucket");
+        let later = now + Duration::from_millis(1000);
+        let granted = (0..10).filter(|_| limiter.allow(a, later)).count();
+        assert_eq!(granted, 2, "two tokens per second refill");
+    }
+
+    #[test]
+    fn the_rate_table_never_grows() {
+        let mut limiter = RateLimiter::new(1, 1);
+        let now = Instant::now();
+        for i in 0..20_000u32 {
+            limiter.allow(IpAddr::from(i.to_be_bytes()), now);
+        }
+        assert_eq!(limiter.slots.len(), RATE_SLOTS);
+    }
+
+    #[test]
+    fn every_label_combination_is_declared_up_front() {
+        let reflector = Reflector::new(&config(&[], 1, 1));
+        let families = reflector.registry.gather();
+        assert_eq!(families[0].get_metric().len(), 12);
+    }
+}
