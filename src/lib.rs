@@ -11,6 +11,7 @@
 //! - [`results`]: recent rounds per check; [`state`]: what the agent knows now.
 //! - [`verdict`]: from results to the node's verdict; [`report`]: that verdict for people.
 //! - [`metrics`]: the one `Metrics` value; [`http`]: `/metrics`, `/livez`, `/readyz`, `/healthz`.
+//! - [`reload`]: watches the config file and hands valid new configs to the scheduler.
 //! - [`signal`]: SIGTERM and SIGINT as a shutdown future.
 //! - [`stun`]: the RFC 5389 Binding codec shared by the source-IP probe and the reflector.
 //! - [`reflect`]: `hybridprobe reflect`, the on-prem server that tells a client its source address.
@@ -23,6 +24,7 @@ pub mod netns;
 pub mod probe;
 pub mod profile;
 pub mod reflect;
+pub mod reload;
 pub mod report;
 pub mod results;
 pub mod scheduler;
@@ -33,12 +35,14 @@ pub mod verdict;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use config::Config;
 use metrics::Metrics;
 use netns::{Executor, NetnsContext, NetnsId};
+use scheduler::Scheduler;
 use state::State;
 use verdict::Verdict;
 
@@ -83,9 +87,17 @@ pub fn executors(config: &Config) -> Vec<Executor> {
         .collect()
 }
 
+/// Where the agent's config comes from.
+pub enum ConfigSource {
+    /// A file, watched for changes (a ConfigMap update swaps a symlink) and re-read on SIGHUP.
+    File(PathBuf, Config),
+    /// A fixed config, such as the built-in profile.
+    Fixed(Config),
+}
+
 /// Runs the agent: the scheduler and the HTTP server on `listen`, until `shutdown` completes.
 pub async fn run(
-    config: Config,
+    source: ConfigSource,
     node: String,
     listen: SocketAddr,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -96,17 +108,26 @@ pub async fn run(
             addr: listen,
             source,
         })?;
-    let executors = executors(&config);
-    let metrics = Metrics::new();
-    let checks = scheduler::plan(&config.probes, &executors, &metrics);
-    let state = Arc::new(State::new(node, &config, &executors, metrics));
-    tracing::info!(
-        %listen,
-        probes = config.probes.len(),
-        checks = checks.len(),
-        "agent started"
-    );
-    let scheduler = tokio::spawn(scheduler::run(checks, state.clone()));
+    let state = Arc::new(State::new(node, Metrics::new()));
+    let mut scheduler = Scheduler::new(state.clone());
+    let (reloads_tx, reloads) = tokio::sync::mpsc::channel(1);
+    let watcher = match source {
+        ConfigSource::Fixed(config) => {
+            scheduler.apply(&config);
+            None
+        }
+        ConfigSource::File(path, config) => {
+            scheduler.apply(&config);
+            Some(tokio::spawn(reload::watch(
+                path,
+                config,
+                reloads_tx,
+                state.clone(),
+            )))
+        }
+    };
+    tracing::info!(%listen, "agent started");
+    let scheduler = tokio::spawn(scheduler.run(reloads));
 
     let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -128,15 +149,21 @@ pub async fn run(
         }
     };
     scheduler.abort();
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
     result
 }
 
 /// Runs every check once and judges the node: the `check` command.
 pub async fn check_once(config: &Config, node: String) -> Verdict {
     let executors = executors(config);
-    let metrics = Metrics::new();
-    let checks = scheduler::plan(&config.probes, &executors, &metrics);
-    let state = Arc::new(State::new(node, config, &executors, metrics));
+    let state = Arc::new(State::new(node, Metrics::new()));
+    state.set_namespaces(&executors);
+    let checks = scheduler::plan(&config.probes, &executors, &state.metrics);
+    for check in &checks {
+        state.track(check);
+    }
     scheduler::run_once(checks, state.clone()).await;
     verdict::judge(&state)
 }

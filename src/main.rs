@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hybridprobe::config::{Config, ConfigError, DEFAULT_HOST_NETNS, DEFAULT_HOST_RESOLV_CONF};
-use hybridprobe::{profile, reflect, report, verdict::Status};
+use hybridprobe::{profile, reflect, report, verdict::Status, ConfigSource};
 
 /// Connectivity diagnostics for Kubernetes joined to on-premises networks.
 ///
@@ -177,17 +177,17 @@ fn config_error(e: &ConfigError) -> ExitCode {
 /// Loads the config (or the built-in profile) and runs `then` with it.
 fn with_config(
     source: &Source,
-    then: impl FnOnce(Config, String) -> anyhow::Result<ExitCode>,
+    then: impl FnOnce(ConfigSource, String) -> anyhow::Result<ExitCode>,
 ) -> ExitCode {
     let config = match &source.config {
         Some(path) => match Config::load(path) {
-            Ok(config) => config,
+            Ok(config) => ConfigSource::File(path.clone(), config),
             Err(e) => return config_error(&e),
         },
         None => {
             let host = (source.host_netns != "none").then(|| PathBuf::from(&source.host_netns));
             let namespaces = profile::namespaces(host, source.host_resolv_conf.clone());
-            profile::config(&profile::Machine::read(namespaces))
+            ConfigSource::Fixed(profile::config(&profile::Machine::read(namespaces)))
         }
     };
     let node = source.node.clone().unwrap_or_else(node_name);
@@ -197,9 +197,9 @@ fn with_config(
     })
 }
 
-fn agent(config: Config, node: String, listen: SocketAddr) -> anyhow::Result<ExitCode> {
+fn agent(source: ConfigSource, node: String, listen: SocketAddr) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(hybridprobe::run(
-        config,
+        source,
         node,
         listen,
         hybridprobe::signal::shutdown(),
@@ -207,7 +207,8 @@ fn agent(config: Config, node: String, listen: SocketAddr) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(config: Config, node: String, format: Format) -> anyhow::Result<ExitCode> {
+fn check(source: ConfigSource, node: String, format: Format) -> anyhow::Result<ExitCode> {
+    let (ConfigSource::File(_, config) | ConfigSource::Fixed(config)) = source;
     let verdict = runtime()?.block_on(hybridprobe::check_once(&config, node));
     match format {
         Format::Table => print!("{}", report::table(&verdict)),

@@ -54,6 +54,8 @@ pub struct Metrics {
     snat_observed: GaugeVec,
     netns_available: GaugeVec,
     node_healthy: Gauge,
+    config_reload_ok: Gauge,
+    config_reload_time: Gauge,
 }
 
 /// A metric family, typed so that a removed probe's series can be found and dropped.
@@ -148,12 +150,15 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1.0);
-        let node_healthy = Gauge::new(
+        let single = |name: &str, help: &str| {
+            let g = Gauge::new(name, help).expect("valid gauge");
+            register(Family::Single(Box::new(g.clone())));
+            g
+        };
+        let node_healthy = single(
             "hybridprobe_node_healthy",
             "1 when every check on this node passes, 0 otherwise or before the first round.",
-        )
-        .expect("valid gauge");
-        register(Family::Single(Box::new(node_healthy.clone())));
+        );
         Metrics {
             probe_success: gauge(
                 "hybridprobe_probe_success",
@@ -221,6 +226,14 @@ impl Metrics {
                 &["netns"],
             ),
             node_healthy,
+            config_reload_ok: single(
+                "hybridprobe_config_last_reload_successful",
+                "1 if the config file last read is the one running, 0 if it was rejected.",
+            ),
+            config_reload_time: single(
+                "hybridprobe_config_last_reload_success_timestamp_seconds",
+                "Unix time of the last successful config load.",
+            ),
             families: Arc::new(families.into_inner()),
             last_render_len: Arc::default(),
         }
@@ -352,6 +365,13 @@ impl Metrics {
         self.netns_available
             .with_label_values(&[netns.as_str()])
             .set(if available { 1.0 } else { 0.0 });
+    }
+
+    pub fn set_config_reloaded(&self, ok: bool) {
+        self.config_reload_ok.set(if ok { 1.0 } else { 0.0 });
+        if ok {
+            self.config_reload_time.set(unix_seconds(SystemTime::now()));
+        }
     }
 
     pub fn set_node_healthy(&self, healthy: bool) {

@@ -11,7 +11,7 @@ use crate::probe::{result_label, Failure, Outcome};
 pub const HISTORY: usize = 30;
 
 /// A check is one probe in one namespace.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CheckKey {
     pub probe: String,
     pub netns: NetnsId,
@@ -80,8 +80,12 @@ pub struct Results {
 }
 
 impl Results {
-    /// Starts tracking a check that has not run yet.
+    /// Starts tracking a check that has not run yet; a known check only moves to `position`.
     pub fn declare(&mut self, key: CheckKey, kind: &'static str, position: usize) {
+        if let Some(known) = self.checks.get_mut(&key) {
+            known.position = position;
+            return;
+        }
         self.checks.insert(
             key,
             CheckState {
@@ -97,7 +101,12 @@ impl Results {
         );
     }
 
-    /// Records a round and says what it did to the check's state.
+    /// Forgets a check that is no longer configured.
+    pub fn remove(&mut self, key: &CheckKey) {
+        self.checks.remove(key);
+    }
+
+    /// Records a round and says what it did to the check's state; `None` for an unknown check.
     pub fn record(
         &mut self,
         key: &CheckKey,
@@ -105,10 +114,8 @@ impl Results {
         duration: Duration,
         at: SystemTime,
         damping: Damping,
-    ) -> Transition {
-        let Some(state) = self.checks.get_mut(key) else {
-            return Transition::None;
-        };
+    ) -> Option<Transition> {
+        let state = self.checks.get_mut(key)?;
         let ok = result.is_ok();
         state.streak = match &state.last {
             Some(last) if last.ok == ok => state.streak.saturating_add(1),
@@ -154,7 +161,7 @@ impl Results {
             duration,
             at,
         });
-        transition
+        Some(transition)
     }
 
     /// True once every check has finished at least one round.
@@ -208,8 +215,9 @@ mod tests {
         results.declare(key(), "tcp", 0);
         assert!(!results.all_reported());
         let d = Duration::from_millis(1);
-        let mut record =
-            |r: &Result<Outcome, Failure>, t| results.record(&key(), r, d, at(t), IMMEDIATE);
+        let mut record = |r: &Result<Outcome, Failure>, t| {
+            results.record(&key(), r, d, at(t), IMMEDIATE).unwrap()
+        };
         assert_eq!(
             record(&ok(), 1),
             Transition::None,
@@ -257,7 +265,9 @@ mod tests {
             ),
         ];
         for (t, (result, want)) in rounds.iter().enumerate() {
-            let got = results.record(&key(), result, Duration::ZERO, at(t as u64), damping);
+            let got = results
+                .record(&key(), result, Duration::ZERO, at(t as u64), damping)
+                .unwrap();
             assert_eq!(got, *want, "round {t}");
             let (_, state) = results.in_order()[0];
             assert_eq!(state.last.as_ref().unwrap().ok, result.is_ok());

@@ -4,15 +4,17 @@
 //! and a check runs its rounds one after the other, so it never overlaps itself.
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::config::ProbeConfig;
+use crate::config::{Config, NamespaceConfig, ProbeConfig};
 use crate::metrics::{CheckSeries, Metrics};
 use crate::netns::{Executor, NetnsError, NetnsId};
 use crate::probe::{Failure, Outcome, Reason};
@@ -24,6 +26,8 @@ use crate::state::State;
 pub struct Check {
     pub key: CheckKey,
     pub probe: Arc<ProbeConfig>,
+    /// The probe's place in the config file, so reports follow the file's order.
+    pub position: usize,
     pub executor: Executor,
     pub series: CheckSeries,
 }
@@ -34,19 +38,40 @@ impl Check {
     }
 }
 
+/// A check a config asks for, before it has metric series.
+struct Wanted {
+    key: CheckKey,
+    probe: Arc<ProbeConfig>,
+    position: usize,
+    executor: Executor,
+}
+
+impl Wanted {
+    fn into_check(self, metrics: &Metrics) -> Check {
+        let netns = self.key.netns;
+        Check {
+            series: metrics.check_series(&self.probe.name, self.probe.kind.name(), netns),
+            key: self.key,
+            probe: self.probe,
+            position: self.position,
+            executor: self.executor,
+        }
+    }
+}
+
 /// Pairs every probe with the executors of the namespaces it runs in.
-pub fn plan(probes: &[ProbeConfig], executors: &[Executor], metrics: &Metrics) -> Vec<Check> {
+fn wanted(probes: &[ProbeConfig], executors: &[Executor]) -> Vec<Wanted> {
     let mut checks = Vec::new();
-    for probe in probes {
+    for (position, probe) in probes.iter().enumerate() {
         let probe = Arc::new(probe.clone());
         for executor in executors.iter().filter(|e| probe.netns.contains(&e.id())) {
-            checks.push(Check {
+            checks.push(Wanted {
                 key: CheckKey {
                     probe: probe.name.clone(),
                     netns: executor.id(),
                 },
-                series: metrics.check_series(&probe.name, probe.kind.name(), executor.id()),
                 probe: probe.clone(),
+                position,
                 executor: executor.clone(),
             });
         }
@@ -54,17 +79,102 @@ pub fn plan(probes: &[ProbeConfig], executors: &[Executor], metrics: &Metrics) -
     checks
 }
 
-/// Runs every check until cancelled (drop the future to stop). Returns only if a check task
-/// died, which makes the agent unhealthy for its liveness probe.
-pub async fn run(checks: Vec<Check>, state: Arc<State>) {
-    let mut tasks = JoinSet::new();
-    for check in checks {
-        tasks.spawn(check_loop(check, state.clone()));
+/// Every check of `probes`, with its series created.
+pub fn plan(probes: &[ProbeConfig], executors: &[Executor], metrics: &Metrics) -> Vec<Check> {
+    wanted(probes, executors)
+        .into_iter()
+        .map(|w| w.into_check(metrics))
+        .collect()
+}
+
+/// Runs the checks of the current config and swaps in new configs without a restart.
+pub struct Scheduler {
+    state: Arc<State>,
+    namespaces: Vec<NamespaceConfig>,
+    executors: Vec<Executor>,
+    running: HashMap<CheckKey, Running>,
+    tasks: JoinSet<()>,
+}
+
+struct Running {
+    probe: Arc<ProbeConfig>,
+    task: AbortHandle,
+}
+
+impl Scheduler {
+    pub fn new(state: Arc<State>) -> Scheduler {
+        Scheduler {
+            state,
+            namespaces: Vec::new(),
+            executors: Vec::new(),
+            running: HashMap::new(),
+            tasks: JoinSet::new(),
+        }
     }
-    while let Some(ended) = tasks.join_next().await {
-        if let Err(e) = ended {
-            tracing::error!(error = %e, "a check task died; the scheduler is no longer whole");
-            state.scheduler_stopped();
+
+    /// Makes the running checks match `config`. Checks whose probe is unchanged keep running
+    /// with their history and series; changed and removed ones stop and their series go; new
+    /// ones start. A change of namespaces restarts every check on fresh executors.
+    pub fn apply(&mut self, config: &Config) {
+        let renew_namespaces = self.namespaces != config.namespaces;
+        if renew_namespaces {
+            self.executors = crate::executors(config);
+            self.namespaces = config.namespaces.clone();
+            self.state.set_namespaces(&self.executors);
+        }
+        let wanted = wanted(&config.probes, &self.executors);
+        let keep = |key: &CheckKey, running: &Running| {
+            !renew_namespaces
+                && wanted
+                    .iter()
+                    .any(|w| w.key == *key && *w.probe == *running.probe)
+        };
+        let stale: Vec<CheckKey> = self
+            .running
+            .iter()
+            .filter(|(key, running)| !keep(key, running))
+            .map(|(key, _)| key.clone())
+            .collect();
+        // Old series go before new ones are made, or a changed check would lose its new ones.
+        for key in &stale {
+            if let Some(old) = self.running.remove(key) {
+                old.task.abort();
+            }
+            self.state.untrack(key);
+        }
+        let (mut started, mut kept) = (0, 0);
+        for w in wanted {
+            let check = w.into_check(&self.state.metrics);
+            self.state.track(&check);
+            if self.running.contains_key(&check.key) {
+                kept += 1;
+                continue;
+            }
+            started += 1;
+            let key = check.key.clone();
+            let probe = check.probe.clone();
+            let task = self.tasks.spawn(check_loop(check, self.state.clone()));
+            self.running.insert(key, Running { probe, task });
+        }
+        tracing::info!(started, kept, stopped = stale.len(), "checks applied");
+    }
+
+    /// Runs until cancelled (drop the future to stop), applying each config from `reloads`.
+    /// A check task that dies marks the scheduler dead, which fails the liveness probe.
+    pub async fn run(mut self, mut reloads: mpsc::Receiver<Config>) {
+        loop {
+            tokio::select! {
+                Some(ended) = self.tasks.join_next() => {
+                    if let Err(e) = ended {
+                        if e.is_panic() {
+                            tracing::error!(error = %e, "a check task died; the scheduler is no longer whole");
+                            self.state.scheduler_stopped();
+                        }
+                    }
+                }
+                Some(config) = reloads.recv() => self.apply(&config),
+                else => return,
+            }
         }
     }
 }

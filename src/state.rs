@@ -1,11 +1,11 @@
-//! What the agent knows right now: results per check, which namespaces work, and whether the
-//! first round and the scheduler are done and alive. Shared by the scheduler and the HTTP server.
+//! What the agent knows right now: results per check, which namespaces work, whether the first
+//! round is done, whether the scheduler lives, and the last config reload's outcome. Shared by
+//! the scheduler, the config watcher and the HTTP server.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::netns::{Executor, NetnsId};
 use crate::probe::{Failure, Outcome};
@@ -23,43 +23,65 @@ pub struct State {
     /// The node this agent reports for (NODE_NAME from the downward API, else the host name).
     pub node: String,
     pub metrics: Metrics,
-    pub namespaces: Vec<NetnsStatus>,
+    namespaces: Mutex<Vec<NetnsStatus>>,
     results: Mutex<Results>,
+    /// Why the newest config file was rejected; `None` when it is the one running.
+    config_error: Mutex<Option<String>>,
     ready: AtomicBool,
     scheduler_alive: AtomicBool,
 }
 
+/// Locks that stay usable after a panic elsewhere: every update under them is a single insert
+/// or assignment, so the data is consistent even if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl State {
-    pub fn new(node: String, config: &Config, executors: &[Executor], metrics: Metrics) -> State {
-        let namespaces: Vec<NetnsStatus> = executors
+    pub fn new(node: String, metrics: Metrics) -> State {
+        metrics.set_node_healthy(false);
+        metrics.set_config_reloaded(true);
+        State {
+            node,
+            metrics,
+            namespaces: Mutex::default(),
+            results: Mutex::default(),
+            config_error: Mutex::default(),
+            ready: AtomicBool::new(false),
+            scheduler_alive: AtomicBool::new(true),
+        }
+    }
+
+    /// Takes note of which namespaces the executors could enter.
+    pub fn set_namespaces(&self, executors: &[Executor]) {
+        let statuses: Vec<NetnsStatus> = executors
             .iter()
             .map(|e| NetnsStatus {
                 id: e.id(),
                 unavailable: e.availability().err(),
             })
             .collect();
-        for ns in &namespaces {
-            metrics.set_netns_available(ns.id, ns.unavailable.is_none());
+        for ns in &statuses {
+            self.metrics
+                .set_netns_available(ns.id, ns.unavailable.is_none());
         }
-        let mut results = Results::default();
-        for (position, probe) in config.probes.iter().enumerate() {
-            for &netns in &probe.netns {
-                let key = CheckKey {
-                    probe: probe.name.clone(),
-                    netns,
-                };
-                results.declare(key, probe.kind.name(), position);
-            }
-        }
-        metrics.set_node_healthy(false);
-        State {
-            node,
-            metrics,
-            namespaces,
-            results: Mutex::new(results),
-            ready: AtomicBool::new(false),
-            scheduler_alive: AtomicBool::new(true),
-        }
+        *lock(&self.namespaces) = statuses;
+    }
+
+    pub fn namespaces(&self) -> Vec<NetnsStatus> {
+        lock(&self.namespaces).clone()
+    }
+
+    /// Starts reporting a check, before its first round.
+    pub fn track(&self, check: &Check) {
+        self.results()
+            .declare(check.key.clone(), check.probe.kind.name(), check.position);
+    }
+
+    /// Stops reporting a check: its results and every series it had are dropped.
+    pub fn untrack(&self, key: &CheckKey) {
+        self.results().remove(key);
+        self.metrics.forget_check(&key.probe, key.netns);
     }
 
     /// Records a finished round in the results and the metrics; logs state changes once.
@@ -70,7 +92,13 @@ impl State {
         };
         let (transition, first_round_done) = {
             let mut results = self.results();
-            let transition = results.record(&check.key, result, took, SystemTime::now(), damping);
+            // A round that finishes after its check was removed by a reload is dropped, so it
+            // cannot bring back the series that were just forgotten.
+            let Some(transition) =
+                results.record(&check.key, result, took, SystemTime::now(), damping)
+            else {
+                return;
+            };
             (transition, !self.is_ready() && results.all_reported())
         };
         self.metrics
@@ -92,12 +120,20 @@ impl State {
     }
 
     pub fn results(&self) -> MutexGuard<'_, Results> {
-        // A panic while holding the lock leaves consistent data (each update is one insert), so
-        // a poisoned lock is still safe to read.
-        self.results.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.results)
     }
 
-    /// True once every check finished its first round.
+    /// Notes the outcome of reading a changed config file.
+    pub fn config_reloaded(&self, outcome: Result<(), String>) {
+        self.metrics.set_config_reloaded(outcome.is_ok());
+        *lock(&self.config_error) = outcome.err();
+    }
+
+    pub fn config_error(&self) -> Option<String> {
+        lock(&self.config_error).clone()
+    }
+
+    /// True once every check finished its first round; stays true across reloads.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }

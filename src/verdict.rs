@@ -98,7 +98,7 @@ pub fn judge(state: &State) -> Verdict {
         })
         .collect();
     let namespaces: Vec<NetnsView> = state
-        .namespaces
+        .namespaces()
         .iter()
         .map(|ns| NetnsView {
             netns: ns.id,
@@ -106,7 +106,17 @@ pub fn judge(state: &State) -> Verdict {
             reason: ns.unavailable.clone(),
         })
         .collect();
-    let diagnoses = diagnose(&namespaces);
+    let mut diagnoses = diagnose(&namespaces);
+    if let Some(error) = state.config_error() {
+        diagnoses.push(Diagnosis {
+            code: "config_reload_failed",
+            summary: format!(
+                "the new config was rejected; the last good one keeps running: {error}"
+            ),
+            hint: "fix the ConfigMap (hybridprobe validate --config FILE names each problem); \
+                   the agent picks up the fix within seconds",
+        });
+    }
     let status = if !state.is_ready() {
         Status::Starting
     } else if checks.iter().all(|c| c.ok || c.result == PENDING) && diagnoses.is_empty() {
