@@ -1,6 +1,7 @@
 //! The closed set of probe kinds, and what every probe returns: an outcome, or a failure whose
 //! reason is data.
 
+pub mod dns;
 pub mod icmp;
 pub mod target;
 pub mod tcp;
@@ -15,17 +16,19 @@ use crate::netns::NetnsContext;
 pub enum ProbeKind {
     Tcp(tcp::TcpSpec),
     Icmp(icmp::IcmpSpec),
+    Dns(dns::DnsSpec),
 }
 
 impl ProbeKind {
     /// The config keys, in the order error messages list them.
-    pub const NAMES: &'static [&'static str] = &["tcp", "icmp"];
+    pub const NAMES: &'static [&'static str] = &["tcp", "icmp", "dns"];
 
     /// The `kind` label.
     pub fn name(&self) -> &'static str {
         match self {
             ProbeKind::Tcp(_) => "tcp",
             ProbeKind::Icmp(_) => "icmp",
+            ProbeKind::Dns(_) => "dns",
         }
     }
 
@@ -34,6 +37,7 @@ impl ProbeKind {
         match self {
             ProbeKind::Tcp(spec) => format!("tcp connect {}", spec.target),
             ProbeKind::Icmp(spec) => format!("icmp echo {}", spec.target),
+            ProbeKind::Dns(spec) => spec.describe(),
         }
     }
 
@@ -44,6 +48,7 @@ impl ProbeKind {
         match self {
             ProbeKind::Tcp(spec) => spec.run(ctx).await,
             ProbeKind::Icmp(spec) => spec.run(ctx, budget).await,
+            ProbeKind::Dns(spec) => spec.run(ctx, budget).await,
         }
     }
 }
@@ -79,6 +84,7 @@ impl Failure {
 pub enum Report {
     None,
     Icmp(icmp::IcmpReport),
+    Dns(dns::DnsReport),
 }
 
 /// Why a round failed: the fixed set of `result` label values, besides `success`.
@@ -94,6 +100,16 @@ pub enum Reason {
     PermissionDenied,
     /// The namespace the probe should run in cannot be entered.
     NetnsUnavailable,
+    /// The name does not exist (DNS NXDOMAIN).
+    Nxdomain,
+    /// The name exists, but has no record of the asked type.
+    Nodata,
+    /// The DNS server failed to answer (SERVFAIL), e.g. its upstream is unreachable.
+    Servfail,
+    /// The DNS server refused the query (REFUSED), e.g. it does not serve this client.
+    DnsRefused,
+    /// An answer came, but not the expected one.
+    Mismatch,
     Error,
 }
 
@@ -106,6 +122,11 @@ impl Reason {
         Reason::Loss,
         Reason::PermissionDenied,
         Reason::NetnsUnavailable,
+        Reason::Nxdomain,
+        Reason::Nodata,
+        Reason::Servfail,
+        Reason::DnsRefused,
+        Reason::Mismatch,
         Reason::Error,
     ];
 
@@ -118,6 +139,11 @@ impl Reason {
             Reason::Loss => "loss",
             Reason::PermissionDenied => "permission_denied",
             Reason::NetnsUnavailable => "netns_unavailable",
+            Reason::Nxdomain => "nxdomain",
+            Reason::Nodata => "nodata",
+            Reason::Servfail => "servfail",
+            Reason::DnsRefused => "dns_refused",
+            Reason::Mismatch => "mismatch",
             Reason::Error => "error",
         }
     }
