@@ -574,9 +574,7 @@ impl DnsSpec {
         let asked = join_all(queries).await;
         self.judge(&asked)
     }
-}
 
-impl DnsSpec {
     /// One query to one nameserver over one transport, from the calling thread's namespace;
     /// with a search list, one query per candidate name until one has an answer.
     async fn ask(
@@ -587,7 +585,8 @@ impl DnsSpec {
         deadline: Instant,
     ) -> (Duration, Reply) {
         let started = Instant::now();
-        let exchange = self.exchange(at, transport, search, deadline - started);
+        let budget = deadline.saturating_duration_since(started);
+        let exchange = self.exchange(at, transport, search, budget);
         let reply = match tokio::time::timeout_at(deadline, exchange).await {
             Ok(reply) => reply,
             Err(_elapsed) => Reply::Failed(Reason::Timeout, "timeout".into()),
@@ -646,6 +645,7 @@ impl DnsSpec {
         }
         negative
     }
+
     /// Judges every reply and sums the round up: it passes only if every pair did, and the
     /// failure reason is that of the first failing pair in config order.
     fn judge(&self, asked: &[Asked]) -> Result<Outcome, Failure> {
@@ -870,7 +870,7 @@ impl Reply {
                     .answers
                     .iter()
                     .map(|record| Answer {
-                        owner: record.name.to_string(),
+                        owner: printable(&record.name),
                         record_type: record.record_type(),
                         text: printable(&record.data),
                         ip: record.data.ip_addr(),
