@@ -15,7 +15,9 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 use crate::netns::NetnsId;
-use crate::probe::{icmp::IcmpSpec, source_ip::SourceIpSpec, tcp::TcpSpec, ProbeKind};
+use crate::probe::{
+    dns::DnsSpec, icmp::IcmpSpec, source_ip::SourceIpSpec, tcp::TcpSpec, ProbeKind,
+};
 
 /// Where the host network namespace is entered from, unless the config says otherwise.
 pub const DEFAULT_HOST_NETNS: &str = "/proc/1/ns/net";
@@ -279,6 +281,7 @@ struct RawProbe {
     tcp: Option<TcpSpec>,
     icmp: Option<IcmpSpec>,
     source_ip: Option<SourceIpSpec>,
+    dns: Option<DnsSpec>,
 }
 
 /// Accepts `10s`, `500ms`, `1m30s`: a YAML string, since bare numbers have no unit.
@@ -446,6 +449,7 @@ impl RawProbe {
         let mut kinds: Vec<ProbeKind> = Vec::new();
         kinds.extend(self.tcp.map(ProbeKind::Tcp));
         kinds.extend(self.icmp.map(ProbeKind::Icmp));
+        kinds.extend(self.dns.map(ProbeKind::Dns));
         kinds.extend(self.source_ip.map(ProbeKind::SourceIp));
         let kind = match kinds.len() {
             1 => kinds.pop(),
@@ -591,7 +595,7 @@ probes:
             ),
             (
                 "probes: [{name: a}]",
-                "probes[0]: no probe kind: add one of tcp, icmp, source_ip",
+                "probes[0]: no probe kind: add one of tcp, icmp, dns, source_ip",
             ),
             (
                 "probes: [{name: a, tcp: {target: 'x:80'}, icmp: {target: x}}]",

@@ -52,6 +52,8 @@ pub struct Metrics {
     /// The addresses on each check's `_info` series, so a change can remove the old series.
     source_ip_info_current: Arc<Mutex<HashMap<(String, NetnsId), SourceAddresses>>>,
     snat_observed: GaugeVec,
+    dns_success: GaugeVec,
+    dns_query_duration: HistogramVec,
     netns_available: GaugeVec,
     node_healthy: Gauge,
     config_reload_ok: Gauge,
@@ -115,6 +117,8 @@ pub struct CheckSeries {
 }
 
 const CHECK: &[&str] = &["probe", "kind", "netns"];
+/// `server` is `system` or an address from config, so it stays bounded.
+const DNS_PAIR: &[&str] = &["probe", "netns", "server", "transport"];
 
 /// The `expected` and `observed` labels of a source-IP `_info` series.
 type SourceAddresses = [String; 2];
@@ -220,6 +224,17 @@ impl Metrics {
                  absent when conntrack could not be read.",
                 &["probe", "netns"],
             ),
+            dns_success: gauge(
+                "hybridprobe_dns_success",
+                "1 if every nameserver of the pair answered as expected in the last round; \
+                 server is `system` for the namespace's resolv.conf nameservers.",
+                DNS_PAIR,
+            ),
+            dns_query_duration: histogram(
+                "hybridprobe_dns_query_duration_seconds",
+                "How long each DNS query took, answered or not.",
+                DNS_PAIR,
+            ),
             netns_available: gauge(
                 "hybridprobe_netns_available",
                 "1 if the agent can run probes in the namespace, 0 if it cannot enter it.",
@@ -309,6 +324,20 @@ impl Metrics {
                 }
             }
             Report::SourceIp(source_ip) => self.observe_source_ip(probe, check.netns, source_ip),
+            Report::Dns(dns) => {
+                for pair in &dns.pairs {
+                    let labels = [probe, netns, pair.server.as_str(), pair.transport.as_str()];
+                    self.dns_success.with_label_values(&labels).set(if pair.ok {
+                        1.0
+                    } else {
+                        0.0
+                    });
+                    let duration = self.dns_query_duration.with_label_values(&labels);
+                    for took in &pair.durations {
+                        duration.observe(took.as_secs_f64());
+                    }
+                }
+            }
         }
     }
 
@@ -498,6 +527,46 @@ mod tests {
             !text.contains("hybridprobe_snat_observed{"),
             "unknown evidence is absent"
         );
+    }
+
+    #[test]
+    fn dns_pairs_get_their_own_series() {
+        use crate::probe::dns::{DnsPair, DnsReport, Transport};
+        let metrics = Metrics::new();
+        let check = metrics.check_series("corp-db", "dns", NetnsId::Host);
+        let pair = |server: &str, transport, ok, ms: &[u64]| DnsPair {
+            server: server.into(),
+            transport,
+            ok,
+            durations: ms.iter().map(|m| Duration::from_millis(*m)).collect(),
+        };
+        let failure = Failure {
+            reason: Reason::Timeout,
+            detail: "x".into(),
+            report: Report::Dns(DnsReport {
+                pairs: vec![
+                    pair("system", Transport::Udp, true, &[2, 3]),
+                    pair("198.19.10.1", Transport::Tcp, false, &[1900]),
+                ],
+            }),
+        };
+        metrics.observe(
+            &check,
+            &Err(failure),
+            Duration::from_secs(2),
+            Transition::None,
+        );
+        let text = metrics.render();
+        for line in [
+            r#"hybridprobe_dns_success{netns="host",probe="corp-db",server="system",transport="udp"} 1"#,
+            r#"hybridprobe_dns_success{netns="host",probe="corp-db",server="198.19.10.1",transport="tcp"} 0"#,
+            r#"hybridprobe_dns_query_duration_seconds_count{netns="host",probe="corp-db",server="system",transport="udp"} 2"#,
+            r#"hybridprobe_dns_query_duration_seconds_bucket{netns="host",probe="corp-db",server="198.19.10.1",transport="tcp",le="1"} 0"#,
+            r#"hybridprobe_dns_query_duration_seconds_bucket{netns="host",probe="corp-db",server="198.19.10.1",transport="tcp",le="2.5"} 1"#,
+            r#"hybridprobe_dns_query_duration_seconds_bucket{netns="host",probe="corp-db",server="198.19.10.1",transport="tcp",le="10"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line}\n{text}");
+        }
     }
 
     #[test]

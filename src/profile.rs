@@ -1,12 +1,12 @@
 //! The built-in profile, used when no config is given: checks derived from the machine itself,
 //! so the agent is useful on its first run anywhere.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{Config, NamespaceConfig, ProbeConfig};
 use crate::netns::NetnsId;
+use crate::probe::dns::{DnsSpec, ResolvConf};
 use crate::probe::icmp::IcmpSpec;
 use crate::probe::target::{Host, HostPort};
 use crate::probe::tcp::TcpSpec;
@@ -67,7 +67,8 @@ pub fn namespaces(host_netns: Option<PathBuf>, host_resolv_conf: PathBuf) -> Vec
 }
 
 /// Derives the checks: the default gateway by ICMP in every namespace, each namespace's
-/// resolv.conf nameservers by TCP/53, and the Kubernetes API when running in a pod.
+/// resolv.conf nameservers by a DNS query over UDP and TCP, and the Kubernetes API when running
+/// in a pod.
 pub fn config(machine: &Machine) -> Config {
     let all: Vec<NetnsId> = machine.namespaces.iter().map(|(ns, _)| ns.id).collect();
     let probe = |name: String, netns: Vec<NetnsId>, kind: ProbeKind| ProbeConfig {
@@ -90,11 +91,13 @@ pub fn config(machine: &Machine) -> Config {
         }),
     )];
     for (ns, resolv_conf) in &machine.namespaces {
-        for (i, server) in nameservers(resolv_conf).into_iter().enumerate() {
+        let conf = ResolvConf::parse(resolv_conf);
+        let domain = conf.search.first().map(String::as_str);
+        for (i, server) in conf.nameservers.iter().enumerate() {
             probes.push(probe(
                 format!("nameserver-{}-{}", ns.id, i + 1),
                 vec![ns.id],
-                tcp(Host::Ip(server), 53),
+                ProbeKind::Dns(DnsSpec::nameserver_check(*server, domain)),
             ));
         }
     }
@@ -123,35 +126,9 @@ fn tcp(host: Host, port: u16) -> ProbeKind {
     })
 }
 
-/// The `nameserver` entries of a resolv.conf, in order.
-pub fn nameservers(resolv_conf: &str) -> Vec<IpAddr> {
-    resolv_conf
-        .lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            (words.next() == Some("nameserver"))
-                .then(|| words.next())
-                .flatten()
-                .and_then(|ip| ip.split('%').next()?.parse().ok())
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nameservers_in_order_skipping_junk() {
-        let text = "# generated\nsearch corp.example\nnameserver 198.18.0.10\nnameserver fe80::1%eth0\nnameserver nonsense\noptions ndots:5\n";
-        assert_eq!(
-            nameservers(text),
-            vec![
-                "198.18.0.10".parse::<IpAddr>().unwrap(),
-                "fe80::1".parse().unwrap()
-            ]
-        );
-    }
 
     #[test]
     fn profile_checks_gateway_resolvers_and_api_per_namespace() {
@@ -161,7 +138,7 @@ mod tests {
                 (ns[0].clone(), "nameserver 198.18.0.10\n".into()),
                 (
                     ns[1].clone(),
-                    "nameserver 198.19.10.1\nnameserver 198.19.10.2\n".into(),
+                    "search corp.example\nnameserver 198.19.10.1\nnameserver 198.19.10.2\n".into(),
                 ),
             ],
             kubernetes: Some(("198.18.0.1".into(), "443".into())),
@@ -180,17 +157,17 @@ mod tests {
                 (
                     "nameserver-pod-1".into(),
                     vec![NetnsId::Pod],
-                    "tcp connect 198.18.0.10:53".into()
+                    "dns NS . via 198.18.0.10 over udp, tcp".into()
                 ),
                 (
                     "nameserver-host-1".into(),
                     vec![NetnsId::Host],
-                    "tcp connect 198.19.10.1:53".into()
+                    "dns SOA corp.example via 198.19.10.1 over udp, tcp".into()
                 ),
                 (
                     "nameserver-host-2".into(),
                     vec![NetnsId::Host],
-                    "tcp connect 198.19.10.2:53".into()
+                    "dns SOA corp.example via 198.19.10.2 over udp, tcp".into()
                 ),
                 (
                     "kubernetes-api".into(),

@@ -308,19 +308,28 @@ fn check_command_reads_what_is_wrong_when_the_tunnel_is_down() {
 }
 
 /// Without a config the agent derives its checks from the machine: each namespace's gateway,
-/// its resolv.conf nameservers, and the Kubernetes API.
+/// its resolv.conf nameservers (asked a real DNS query), and the Kubernetes API.
 #[test]
 fn built_in_profile_checks_what_the_machine_has() {
+    if !lab::dns::dnsmasq_available("cli-profile") {
+        return;
+    }
     let Some(lab) = Lab::new("cli-profile") else {
         return;
     };
+    lab.onprem_dns();
+    lab.cluster_dns(lab::dns::Forward::Onprem);
     // `ip netns exec` bind-mounts /etc/netns/NAME/resolv.conf over the pod's /etc/resolv.conf.
     let etc = std::path::Path::new("/etc/netns").join(lab.ns_name(Host::Pod));
     let _cleanup = RemoveOnDrop(etc.clone());
     std::fs::create_dir_all(&etc).unwrap();
-    std::fs::write(etc.join("resolv.conf"), format!("nameserver {ONPREM_IP}\n")).unwrap();
-    let host_resolv = write_config(&lab, "host-resolv.conf", "nameserver 198.19.10.2\n");
-    lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, 53)));
+    let pod_resolv = lab.resolv_conf("pod-resolv.conf", &[lab::dns::CLUSTER_DNS_IP]);
+    std::fs::copy(&pod_resolv, etc.join("resolv.conf")).unwrap();
+    // 198.19.10.2 does not exist on the on-prem LAN.
+    let host_resolv = lab.resolv_conf(
+        "host-resolv.conf",
+        &[ONPREM_IP, std::net::Ipv4Addr::new(198, 19, 10, 2)],
+    );
     lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, 443)));
 
     let host_netns = lab.ns_path(Host::Node).display().to_string();
@@ -351,14 +360,25 @@ fn built_in_profile_checks_what_the_machine_has() {
     };
     assert!(row("gateway", "pod").starts_with("ok "), "{table}");
     assert!(row("gateway", "host").starts_with("ok "), "{table}");
+    // Each nameserver is asked for the first search domain's SOA, over UDP and TCP.
+    let pod_ns = row("nameserver-pod-1", "pod");
+    assert!(pod_ns.starts_with("ok "), "{table}");
     assert!(
-        row("nameserver-pod-1", "pod").contains(&format!("{ONPREM_IP}:53")),
+        pod_ns.contains(&format!(
+            "SOA corp.example: {} udp: SOA ns1.corp.example.",
+            lab::dns::CLUSTER_DNS_IP
+        )),
         "{table}"
     );
-    assert!(row("nameserver-pod-1", "pod").starts_with("ok "), "{table}");
-    // 198.19.10.2 does not exist on the on-prem LAN: that check fails, and says so.
+    assert!(pod_ns.contains("; tcp: SOA ns1.corp.example."), "{table}");
     assert!(
-        row("nameserver-host-1", "host").starts_with("FAIL "),
+        row("nameserver-host-1", "host").starts_with("ok "),
+        "{table}"
+    );
+    let dead = row("nameserver-host-2", "host");
+    assert!(dead.starts_with("FAIL "), "{table}");
+    assert!(
+        dead.contains("198.19.10.2 udp: timeout; tcp: timeout"),
         "{table}"
     );
     assert!(row("kubernetes-api", "pod").starts_with("ok "), "{table}");

@@ -256,7 +256,7 @@ mod tests {
         );
         match failure.report {
             Report::Icmp(r) => assert_eq!((r.sent, r.received, r.loss_ratio()), (3, 0, 1.0)),
-            other => panic!("missing report: {other:?}"),
+            other => panic!("expected an icmp report, got {other:?}"),
         }
     }
 

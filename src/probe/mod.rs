@@ -1,6 +1,7 @@
 //! The closed set of probe kinds, and what every probe returns: an outcome, or a failure whose
 //! reason is data.
 
+pub mod dns;
 pub mod icmp;
 pub mod source_ip;
 pub mod target;
@@ -17,11 +18,12 @@ pub enum ProbeKind {
     Tcp(tcp::TcpSpec),
     Icmp(icmp::IcmpSpec),
     SourceIp(source_ip::SourceIpSpec),
+    Dns(dns::DnsSpec),
 }
 
 impl ProbeKind {
     /// The config keys, in the order error messages list them.
-    pub const NAMES: &'static [&'static str] = &["tcp", "icmp", "source_ip"];
+    pub const NAMES: &'static [&'static str] = &["tcp", "icmp", "dns", "source_ip"];
 
     /// The `kind` label.
     pub fn name(&self) -> &'static str {
@@ -29,6 +31,7 @@ impl ProbeKind {
             ProbeKind::Tcp(_) => "tcp",
             ProbeKind::Icmp(_) => "icmp",
             ProbeKind::SourceIp(_) => "source_ip",
+            ProbeKind::Dns(_) => "dns",
         }
     }
 
@@ -38,6 +41,7 @@ impl ProbeKind {
             ProbeKind::Tcp(spec) => format!("tcp connect {}", spec.target),
             ProbeKind::Icmp(spec) => format!("icmp echo {}", spec.target),
             ProbeKind::SourceIp(spec) => format!("source address via {}", spec.reflector),
+            ProbeKind::Dns(spec) => spec.describe(),
         }
     }
 
@@ -49,6 +53,7 @@ impl ProbeKind {
             ProbeKind::Tcp(spec) => spec.run(ctx).await,
             ProbeKind::Icmp(spec) => spec.run(ctx, budget).await,
             ProbeKind::SourceIp(spec) => spec.run(ctx, budget).await,
+            ProbeKind::Dns(spec) => spec.run(ctx, budget).await,
         }
     }
 }
@@ -85,6 +90,7 @@ pub enum Report {
     None,
     Icmp(icmp::IcmpReport),
     SourceIp(source_ip::SourceIpReport),
+    Dns(dns::DnsReport),
 }
 
 /// Why a round failed: the fixed set of `result` label values, besides `success`.
@@ -106,6 +112,16 @@ pub enum Reason {
     NotMasqueraded,
     /// Masquerade happened, but to another address than the one expected.
     UnexpectedSource,
+    /// The name does not exist (DNS NXDOMAIN).
+    Nxdomain,
+    /// The name exists, but has no record of the asked type.
+    Nodata,
+    /// The DNS server failed to answer (SERVFAIL), e.g. its upstream is unreachable.
+    Servfail,
+    /// The DNS server refused the query (REFUSED), e.g. it does not serve this client.
+    DnsRefused,
+    /// An answer came, but not the expected one.
+    Mismatch,
     Error,
 }
 
@@ -121,6 +137,11 @@ impl Reason {
         Reason::Masqueraded,
         Reason::NotMasqueraded,
         Reason::UnexpectedSource,
+        Reason::Nxdomain,
+        Reason::Nodata,
+        Reason::Servfail,
+        Reason::DnsRefused,
+        Reason::Mismatch,
         Reason::Error,
     ];
 
@@ -136,6 +157,11 @@ impl Reason {
             Reason::Masqueraded => "masqueraded",
             Reason::NotMasqueraded => "not_masqueraded",
             Reason::UnexpectedSource => "unexpected_source",
+            Reason::Nxdomain => "nxdomain",
+            Reason::Nodata => "nodata",
+            Reason::Servfail => "servfail",
+            Reason::DnsRefused => "dns_refused",
+            Reason::Mismatch => "mismatch",
             Reason::Error => "error",
         }
     }

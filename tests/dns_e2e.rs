@@ -1,0 +1,329 @@
+//! End to end: `dns` probes from the pod and the host namespace against real DNS servers in the
+//! lab: dnsmasq on-prem, authoritative for corp.example, and dnsmasq as the cluster DNS in the
+//! node namespace, forwarding that zone on-prem. The pod's resolv.conf points at the cluster
+//! DNS, the host's at the on-prem server, as on an AKS node joined to an on-prem domain.
+
+mod lab;
+mod support;
+
+use std::time::Duration;
+
+use lab::dns::{
+    dnsmasq_available, Forward, CLUSTER_DNS_IP, DB_IP, DB_NAME, LEAK_IP, LEAK_NAME, MISSING_NAME,
+};
+use lab::{Host, Lab, ProcHandle, NFT_TABLE, ONPREM_IP};
+use support::{check, metric, run_cli, write_config, Agent};
+
+/// A lab with both DNS servers running.
+struct DnsLab {
+    lab: Lab,
+    onprem: ProcHandle,
+    cluster: ProcHandle,
+}
+
+fn dns_lab(test_name: &str) -> Option<DnsLab> {
+    if !dnsmasq_available(test_name) {
+        return None;
+    }
+    let lab = Lab::new(test_name)?;
+    let onprem = lab.onprem_dns();
+    let cluster = lab.cluster_dns(Forward::Onprem);
+    Some(DnsLab {
+        lab,
+        onprem,
+        cluster,
+    })
+}
+
+/// The agent's namespaces: the pod asks the cluster DNS, the host asks on-prem.
+fn namespaces(lab: &Lab) -> String {
+    let pod = lab.resolv_conf("pod-resolv.conf", &[CLUSTER_DNS_IP]);
+    let host = lab.resolv_conf("host-resolv.conf", &[ONPREM_IP]);
+    format!(
+        "netns:\n  pod: {{ resolv_conf: {pod} }}\n  host: {{ path: {}, resolv_conf: {host} }}\n",
+        lab.ns_path(Host::Node).display()
+    )
+}
+
+/// Each (server, transport) pair of the corporate name, both namespaces, plus a negative check.
+fn agent_config(lab: &Lab) -> String {
+    format!(
+        r#"{}defaults: {{ interval: 1s, timeout: 800ms }}
+probes:
+  - name: corp-db
+    dns: {{ query: {DB_NAME}, servers: [system, "{ONPREM_IP}"], transport: [udp, tcp],
+           expect: {{ within: [198.19.0.0/16] }} }}
+  - name: corp-gone
+    dns: {{ query: {MISSING_NAME}, expect: {{ rcode: NXDOMAIN }} }}
+"#,
+        namespaces(lab)
+    )
+}
+
+/// One `check` round with `probes` (YAML list items), as JSON.
+fn check_once(lab: &Lab, probes: &str) -> serde_json::Value {
+    let text = format!(
+        "{}defaults: {{ interval: 2s, timeout: 1s }}\nprobes:\n{probes}",
+        namespaces(lab)
+    );
+    let path = write_config(lab, "check.yaml", &text);
+    let out = run_cli(
+        lab,
+        Host::Pod,
+        &["check", "--config", &path, "--format", "json"],
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "check printed no JSON ({e}):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn detail(verdict: &serde_json::Value, probe: &str, netns: &str) -> String {
+    check(verdict, probe, netns)["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn dns_success(metrics: &str, netns: &str, server: &str, transport: &str) -> Option<f64> {
+    let labels = [
+        ("probe", "corp-db"),
+        ("netns", netns),
+        ("server", server),
+        ("transport", transport),
+    ];
+    metric(metrics, "hybridprobe_dns_success", &labels)
+}
+
+#[test]
+fn healthy_answers_over_udp_and_tcp_from_both_namespaces() {
+    let Some(DnsLab { lab, .. }) = dns_lab("dns-healthy") else {
+        return;
+    };
+    let agent = Agent::start(&lab, &agent_config(&lab));
+    agent.wait_ready();
+    lab.wait_until("every check green", Duration::from_secs(10), || {
+        agent.healthz().0 == 200
+    });
+    let (_, verdict) = agent.healthz_json();
+    let onprem = format!("{ONPREM_IP} udp: A {DB_IP}; tcp: A {DB_IP}");
+    assert_eq!(
+        detail(&verdict, "corp-db", "pod"),
+        format!("A {DB_NAME}: system {CLUSTER_DNS_IP} udp: A {DB_IP}; tcp: A {DB_IP} | {onprem}")
+    );
+    assert_eq!(
+        detail(&verdict, "corp-db", "host"),
+        format!("A {DB_NAME}: system {ONPREM_IP} udp: A {DB_IP}; tcp: A {DB_IP} | {onprem}")
+    );
+    // The negative check passes because the name really is missing.
+    for (netns, server) in [("pod", CLUSTER_DNS_IP), ("host", ONPREM_IP)] {
+        let gone = check(&verdict, "corp-gone", netns);
+        assert_eq!(gone["result"], "success", "{gone}");
+        assert_eq!(
+            gone["detail"],
+            format!("A {MISSING_NAME}: system {server} udp: NXDOMAIN")
+        );
+    }
+    let (_, text) = agent.healthz();
+    assert!(
+        text.contains(&format!("system {CLUSTER_DNS_IP} udp: A {DB_IP}")),
+        "{text}"
+    );
+
+    let metrics = agent.metrics();
+    for netns in ["pod", "host"] {
+        for server in ["system", "198.19.10.1"] {
+            for transport in ["udp", "tcp"] {
+                let labels = [
+                    ("probe", "corp-db"),
+                    ("netns", netns),
+                    ("server", server),
+                    ("transport", transport),
+                ];
+                assert_eq!(
+                    metric(&metrics, "hybridprobe_dns_success", &labels),
+                    Some(1.0),
+                    "{netns} {server} {transport}"
+                );
+                let queries = metric(
+                    &metrics,
+                    "hybridprobe_dns_query_duration_seconds_count",
+                    &labels,
+                );
+                assert!(
+                    queries.unwrap_or(0.0) >= 1.0,
+                    "{netns} {server} {transport}"
+                );
+            }
+        }
+    }
+    let runs = [("probe", "corp-gone"), ("result", "success")];
+    assert!(metric(&metrics, "hybridprobe_probe_runs_total", &runs).unwrap() >= 1.0);
+}
+
+/// CoreDNS loses the stub zone: the pod's own resolver answers NXDOMAIN for the corporate name,
+/// while on-prem itself, asked directly from the same pod, still answers, and the host (which
+/// asks on-prem) stays green. Each pair shows on its own in /healthz and the metrics.
+#[test]
+fn cluster_dns_losing_the_forward_fails_only_the_pods_system_resolver() {
+    let Some(DnsLab { lab, cluster, .. }) = dns_lab("dns-lost-forward") else {
+        return;
+    };
+    let agent = Agent::start(&lab, &agent_config(&lab));
+    agent.wait_check("corp-db", "pod", "success", Duration::from_secs(10));
+
+    lab.stop(cluster);
+    lab.cluster_dns(Forward::Lost);
+    agent.wait_check("corp-db", "pod", "nxdomain", Duration::from_secs(8));
+    let (code, verdict) = agent.healthz_json();
+    assert_eq!(code, 503);
+    assert_eq!(
+        detail(&verdict, "corp-db", "pod"),
+        format!(
+            "A {DB_NAME}: system {CLUSTER_DNS_IP} udp: NXDOMAIN; tcp: NXDOMAIN | \
+             {ONPREM_IP} udp: A {DB_IP}; tcp: A {DB_IP}"
+        )
+    );
+    let host = check(&verdict, "corp-db", "host");
+    assert_eq!(host["result"], "success", "{host}");
+
+    let metrics = agent.metrics();
+    for transport in ["udp", "tcp"] {
+        assert_eq!(dns_success(&metrics, "pod", "system", transport), Some(0.0));
+        assert_eq!(
+            dns_success(&metrics, "pod", "198.19.10.1", transport),
+            Some(1.0)
+        );
+        assert_eq!(
+            dns_success(&metrics, "host", "system", transport),
+            Some(1.0)
+        );
+    }
+    let nx = [
+        ("probe", "corp-db"),
+        ("netns", "pod"),
+        ("result", "nxdomain"),
+    ];
+    assert!(metric(&metrics, "hybridprobe_probe_runs_total", &nx).unwrap() >= 1.0);
+}
+
+/// The on-prem server is down: UDP queries go unanswered until the budget runs out, and TCP is
+/// refused by the host, from both namespaces.
+#[test]
+fn onprem_dns_down_times_out() {
+    let Some(DnsLab { lab, onprem, .. }) = dns_lab("dns-onprem-down") else {
+        return;
+    };
+    lab.stop(onprem);
+    let verdict = check_once(
+        &lab,
+        &format!(
+            "  - name: corp-db\n    dns: {{ query: {DB_NAME}, servers: [system, \"{ONPREM_IP}\"], transport: [udp, tcp] }}\n"
+        ),
+    );
+    assert_eq!(verdict["status"], "fail", "{verdict}");
+    let host = check(&verdict, "corp-db", "host");
+    assert_eq!(host["result"], "timeout", "{host}");
+    let host_detail = detail(&verdict, "corp-db", "host");
+    assert!(
+        host_detail.starts_with(&format!(
+            "A {DB_NAME}: system {ONPREM_IP} udp: timeout; tcp: refused ("
+        )),
+        "{host_detail}"
+    );
+    let pod_detail = detail(&verdict, "corp-db", "pod");
+    assert!(
+        pod_detail.contains(&format!("| {ONPREM_IP} udp: timeout; tcp: refused (")),
+        "{pod_detail}"
+    );
+    // The cluster DNS cannot reach its upstream either; the pod's resolver fails too.
+    assert!(
+        !pod_detail.contains(&format!("system {CLUSTER_DNS_IP} udp: A")),
+        "{pod_detail}"
+    );
+    assert_ne!(check(&verdict, "corp-db", "pod")["result"], "success");
+}
+
+/// TCP/53 is dropped across the tunnel (large answers would fail): TCP times out, UDP passes.
+#[test]
+fn tcp_53_dropped_across_the_tunnel_fails_tcp_only() {
+    let Some(DnsLab { lab, .. }) = dns_lab("dns-tcp-drop") else {
+        return;
+    };
+    lab.nft(
+        Host::VnetGw,
+        &format!(
+            "table inet {NFT_TABLE} {{\n  chain dns_tcp {{\n    type filter hook forward priority 0; policy accept;\n    tcp dport 53 drop\n  }}\n}}\n"
+        ),
+    );
+    let verdict = check_once(
+        &lab,
+        &format!(
+            "  - name: onprem-dns\n    dns: {{ query: {DB_NAME}, servers: [\"{ONPREM_IP}\"], transport: [udp, tcp] }}\n"
+        ),
+    );
+    for netns in ["pod", "host"] {
+        let c = check(&verdict, "onprem-dns", netns);
+        assert_eq!(c["result"], "timeout", "{c}");
+        assert_eq!(
+            c["detail"],
+            format!("A {DB_NAME}: {ONPREM_IP} udp: A {DB_IP}; tcp: timeout")
+        );
+    }
+}
+
+/// A split-horizon answer outside the on-prem range is a mismatch, and the detail says what was
+/// answered.
+#[test]
+fn an_answer_outside_the_expected_range_is_a_mismatch() {
+    let Some(DnsLab { lab, .. }) = dns_lab("dns-mismatch") else {
+        return;
+    };
+    let verdict = check_once(
+        &lab,
+        &format!(
+            "  - name: corp-web\n    dns: {{ query: {LEAK_NAME}, expect: {{ within: [198.19.0.0/16] }} }}\n"
+        ),
+    );
+    for (netns, server) in [("pod", CLUSTER_DNS_IP), ("host", ONPREM_IP)] {
+        let c = check(&verdict, "corp-web", netns);
+        assert_eq!(c["result"], "mismatch", "{c}");
+        assert_eq!(
+            c["detail"],
+            format!(
+                "A {LEAK_NAME}: system {server} udp: A {LEAK_IP} ({LEAK_IP} not within 198.19.0.0/16)"
+            )
+        );
+    }
+}
+
+/// One query is one packet: when the answer is lost, the probe does not quietly ask again.
+#[test]
+fn a_lost_answer_is_not_asked_again() {
+    let Some(DnsLab { lab, onprem, .. }) = dns_lab("dns-one-packet") else {
+        return;
+    };
+    // Answers leaving on-prem are dropped at its gateway; the queries still arrive.
+    lab.nft(
+        Host::OnpremGw,
+        &format!(
+            "table inet {NFT_TABLE} {{\n  chain dns_answers {{\n    type filter hook forward priority 0; policy accept;\n    udp sport 53 drop\n  }}\n}}\n"
+        ),
+    );
+    let verdict = check_once(
+        &lab,
+        &format!(
+            "  - name: onprem-udp\n    netns: [pod]\n    dns: {{ query: {DB_NAME}, servers: [\"{ONPREM_IP}\"] }}\n"
+        ),
+    );
+    assert_eq!(check(&verdict, "onprem-udp", "pod")["result"], "timeout");
+    let log = lab.logs(onprem);
+    let asked = log
+        .lines()
+        .filter(|l| l.contains(&format!("auth[A] {DB_NAME} from 198.18.2.10")))
+        .count();
+    assert_eq!(asked, 1, "one query for a round of one pair:\n{log}");
+}

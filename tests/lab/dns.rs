@@ -1,0 +1,122 @@
+//! DNS servers in the lab, both dnsmasq: the on-prem server, authoritative for the corporate
+//! zone, and the cluster DNS in the node namespace (the CoreDNS stand-in), which forwards that
+//! zone on-prem. Neither ever asks the machine's own resolvers: no resolv.conf, no hosts file, no
+//! upstream besides the explicit on-prem forward, and each listens on its lab address only.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Command;
+use std::time::Duration;
+
+use super::{preflight, Host, Lab, ProcHandle, NODE_IP, ONPREM_IP};
+
+pub const CORP_ZONE: &str = "corp.example";
+/// The cluster DNS listens on the node's address, where pods reach it through their gateway.
+pub const CLUSTER_DNS_IP: Ipv4Addr = NODE_IP;
+pub const DB_NAME: &str = "db.corp.example";
+pub const DB_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 10, 5);
+/// A name whose answer lies outside the on-prem range, as a split-horizon server handing out
+/// the wrong view would give. Only ever an answer: nothing is sent to it.
+pub const LEAK_NAME: &str = "web.corp.example";
+pub const LEAK_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 99, 7);
+/// A name the zone does not have.
+pub const MISSING_NAME: &str = "gone.corp.example";
+
+/// What the cluster DNS does with the corporate zone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forward {
+    /// Forwards it on-prem, as a CoreDNS stub zone does.
+    Onprem,
+    /// Lost the stub zone: answers NXDOMAIN, as the default upstream does for a private zone.
+    Lost,
+}
+
+/// Whether dnsmasq can run here. Under CI a missing dnsmasq fails the test; elsewhere the test
+/// skips with one line saying why, like [`Lab::new`].
+pub fn dnsmasq_available(test_name: &str) -> bool {
+    let found = Command::new("dnsmasq").arg("--version").output().is_ok();
+    if !found && preflight::under_ci() {
+        panic!("{test_name}: dnsmasq is required under CI (see .ci/packages.txt)");
+    }
+    if !found {
+        eprintln!("skipping {test_name}: dnsmasq not found (apt-get install dnsmasq-base)");
+    }
+    found
+}
+
+impl Lab {
+    /// Starts the on-prem DNS on `ONPREM_IP:53`, authoritative for `corp.example`; it refuses
+    /// every other name.
+    pub fn onprem_dns(&self) -> ProcHandle {
+        let records = [
+            ("ns1.corp.example", ONPREM_IP),
+            (DB_NAME, DB_IP),
+            (LEAK_NAME, LEAK_IP),
+        ];
+        let mut args = vec![
+            format!("--auth-server=ns1.{CORP_ZONE},{ONPREM_IP}"),
+            format!("--auth-zone={CORP_ZONE}"),
+        ];
+        args.extend(
+            records
+                .iter()
+                .map(|(name, ip)| format!("--host-record={name},{ip}")),
+        );
+        self.dnsmasq(Host::Onprem, "onprem-dns", ONPREM_IP, &args)
+    }
+
+    /// Starts the cluster DNS on `CLUSTER_DNS_IP:53`. It caches nothing, so a change on-prem or
+    /// in its forwarding shows in the very next query.
+    pub fn cluster_dns(&self, forward: Forward) -> ProcHandle {
+        let zone = match forward {
+            Forward::Onprem => format!("--server=/{CORP_ZONE}/{ONPREM_IP}"),
+            Forward::Lost => format!("--local=/{CORP_ZONE}/"),
+        };
+        let args = ["--cache-size=0".to_owned(), zone];
+        self.dnsmasq(Host::Node, "cluster-dns", CLUSTER_DNS_IP, &args)
+    }
+
+    /// Writes a resolv.conf into the lab's temp dir and returns its path.
+    pub fn resolv_conf(&self, file: &str, nameservers: &[Ipv4Addr]) -> String {
+        let mut text = format!("search {CORP_ZONE}\n");
+        for ns in nameservers {
+            text.push_str(&format!("nameserver {ns}\n"));
+        }
+        let path = self.tmpdir().join(file);
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        path.display().to_string()
+    }
+
+    /// Runs dnsmasq in the foreground, bound to `listen` only, with its pid file in the temp
+    /// dir and its log on stderr; returns once it accepts TCP on port 53.
+    fn dnsmasq(&self, h: Host, name: &str, listen: Ipv4Addr, extra: &[String]) -> ProcHandle {
+        let pid_file = self.tmpdir().join(format!("{name}.pid"));
+        let mut args = vec![
+            "--keep-in-foreground".to_owned(),
+            "--conf-file=/dev/null".to_owned(),
+            "--no-resolv".to_owned(),
+            "--no-hosts".to_owned(),
+            "--no-poll".to_owned(),
+            "--bind-interfaces".to_owned(),
+            format!("--listen-address={listen}"),
+            format!("--pid-file={}", pid_file.display()),
+            "--log-facility=-".to_owned(),
+            "--log-queries".to_owned(),
+        ];
+        args.extend(extra.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let handle = self.spawn(h, "dnsmasq", &args, &[]);
+        let addr = SocketAddr::from((listen, 53));
+        self.wait_until(
+            &format!("{name} on {addr}"),
+            Duration::from_secs(10),
+            || {
+                if let Some(status) = self.try_status(handle) {
+                    panic!("{name} exited ({status}):\n{}", self.logs(handle));
+                }
+                self.tcp_connect(h, addr, Duration::from_millis(200))
+                    .is_ok()
+            },
+        );
+        handle
+    }
+}
