@@ -15,7 +15,10 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 use crate::netns::NetnsId;
-use crate::probe::{icmp::IcmpSpec, tcp::TcpSpec, ProbeKind};
+use crate::probe::{
+    icmp::IcmpSpec, path_mtu::PathMtuSpec, route::RouteSpec, tcp::TcpSpec,
+    traceroute::TracerouteSpec, ProbeKind,
+};
 
 /// Where the host network namespace is entered from, unless the config says otherwise.
 pub const DEFAULT_HOST_NETNS: &str = "/proc/1/ns/net";
@@ -258,6 +261,9 @@ struct RawProbe {
     netns: Option<Vec<NetnsId>>,
     tcp: Option<TcpSpec>,
     icmp: Option<IcmpSpec>,
+    route: Option<RouteSpec>,
+    path_mtu: Option<PathMtuSpec>,
+    traceroute: Option<TracerouteSpec>,
 }
 
 /// Accepts `10s`, `500ms`, `1m30s`: a YAML string, since bare numbers have no unit.
@@ -412,6 +418,9 @@ impl RawProbe {
         let mut kinds: Vec<ProbeKind> = Vec::new();
         kinds.extend(self.tcp.map(ProbeKind::Tcp));
         kinds.extend(self.icmp.map(ProbeKind::Icmp));
+        kinds.extend(self.route.map(ProbeKind::Route));
+        kinds.extend(self.path_mtu.map(ProbeKind::PathMtu));
+        kinds.extend(self.traceroute.map(ProbeKind::Traceroute));
         let kind = match kinds.len() {
             1 => kinds.pop(),
             0 => {
@@ -549,7 +558,7 @@ probes:
             ("probes: []", "probes: no probes are configured"),
             (
                 "probes: [{name: a}]",
-                "probes[0]: no probe kind: add one of tcp, icmp",
+                "probes[0]: no probe kind: add one of tcp, icmp, route, path_mtu, traceroute",
             ),
             (
                 "probes: [{name: a, tcp: {target: 'x:80'}, icmp: {target: x}}]",

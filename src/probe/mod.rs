@@ -2,8 +2,12 @@
 //! reason is data.
 
 pub mod icmp;
+pub mod path_mtu;
+pub mod raw;
+pub mod route;
 pub mod target;
 pub mod tcp;
+pub mod traceroute;
 
 use std::fmt;
 use std::time::Duration;
@@ -15,17 +19,23 @@ use crate::netns::NetnsContext;
 pub enum ProbeKind {
     Tcp(tcp::TcpSpec),
     Icmp(icmp::IcmpSpec),
+    Route(route::RouteSpec),
+    PathMtu(path_mtu::PathMtuSpec),
+    Traceroute(traceroute::TracerouteSpec),
 }
 
 impl ProbeKind {
     /// The config keys, in the order error messages list them.
-    pub const NAMES: &'static [&'static str] = &["tcp", "icmp"];
+    pub const NAMES: &'static [&'static str] = &["tcp", "icmp", "route", "path_mtu", "traceroute"];
 
     /// The `kind` label.
     pub fn name(&self) -> &'static str {
         match self {
             ProbeKind::Tcp(_) => "tcp",
             ProbeKind::Icmp(_) => "icmp",
+            ProbeKind::Route(_) => "route",
+            ProbeKind::PathMtu(_) => "path_mtu",
+            ProbeKind::Traceroute(_) => "traceroute",
         }
     }
 
@@ -34,6 +44,9 @@ impl ProbeKind {
         match self {
             ProbeKind::Tcp(spec) => format!("tcp connect {}", spec.target),
             ProbeKind::Icmp(spec) => format!("icmp echo {}", spec.target),
+            ProbeKind::Route(spec) => format!("route lookup {}", spec.destination),
+            ProbeKind::PathMtu(spec) => format!("path MTU to {}", spec.target),
+            ProbeKind::Traceroute(spec) => format!("traceroute to {}", spec.target),
         }
     }
 
@@ -44,6 +57,9 @@ impl ProbeKind {
         match self {
             ProbeKind::Tcp(spec) => spec.run(ctx).await,
             ProbeKind::Icmp(spec) => spec.run(ctx, budget).await,
+            ProbeKind::Route(spec) => spec.run(ctx).await,
+            ProbeKind::PathMtu(spec) => spec.run(ctx, budget).await,
+            ProbeKind::Traceroute(spec) => spec.run(ctx, budget).await,
         }
     }
 }
@@ -79,6 +95,9 @@ impl Failure {
 pub enum Report {
     None,
     Icmp(icmp::IcmpReport),
+    Route(route::RouteReport),
+    PathMtu(path_mtu::PathMtuReport),
+    Traceroute(traceroute::TracerouteReport),
 }
 
 /// Why a round failed: the fixed set of `result` label values, besides `success`.
@@ -94,6 +113,12 @@ pub enum Reason {
     PermissionDenied,
     /// The namespace the probe should run in cannot be entered.
     NetnsUnavailable,
+    /// The answer differs from what the config expects (a route's gateway, a traceroute hop).
+    Mismatch,
+    /// Larger don't-fragment packets vanish without a fragmentation-needed reply.
+    Blackhole,
+    /// The path MTU is below the configured minimum.
+    MtuLow,
     Error,
 }
 
@@ -106,6 +131,9 @@ impl Reason {
         Reason::Loss,
         Reason::PermissionDenied,
         Reason::NetnsUnavailable,
+        Reason::Mismatch,
+        Reason::Blackhole,
+        Reason::MtuLow,
         Reason::Error,
     ];
 
@@ -118,6 +146,9 @@ impl Reason {
             Reason::Loss => "loss",
             Reason::PermissionDenied => "permission_denied",
             Reason::NetnsUnavailable => "netns_unavailable",
+            Reason::Mismatch => "mismatch",
+            Reason::Blackhole => "blackhole",
+            Reason::MtuLow => "mtu_low",
             Reason::Error => "error",
         }
     }
