@@ -45,7 +45,7 @@ pub struct PathMtuReport {
 }
 
 /// The smallest IP packet every IPv4 path must carry unfragmented (RFC 791's 576).
-pub const FLOOR: u16 = 576;
+const FLOOR: u16 = 576;
 /// Sizes tried per round: the interval shrinks fivefold each round when nothing answers.
 const SIZES_PER_ROUND: usize = 4;
 /// Echo requests per size and round, so one lost packet is not taken for a too-big size.
@@ -364,7 +364,11 @@ impl PathMtuSpec {
             );
         }
         if !search.converged() {
-            let _ = write!(detail, "; out of time: somewhere below {}", search.too_big);
+            let _ = write!(
+                detail,
+                "; the timeout cut the search short: at most {}",
+                search.too_big - 1
+            );
         }
         detail.push(')');
         if let Some((addr, mss)) = tcp_mss {
@@ -674,6 +678,77 @@ mod tests {
             ..sent
         };
         assert!(classify(&frag, &elsewhere).is_none());
+    }
+
+    #[test]
+    fn judged_rounds_name_the_problem() {
+        let spec = |min| PathMtuSpec {
+            target: Host::Ip(IpAddr::V4(THEM)),
+            min,
+            tcp_mss: None,
+        };
+        let egress = route::Route {
+            destination: IpAddr::V4(THEM).into(),
+            gateway: Some(GW.into()),
+            dev: "eth0".into(),
+            src: None,
+            dev_mtu: 1500,
+        };
+        let (clean, _) = simulate(1500, 1400, true);
+        let ok = spec(Some(1400)).judge(THEM, &egress, &clean, None).unwrap();
+        assert_eq!(
+            ok.detail,
+            "198.19.10.1: path MTU 1400 (egress eth0 MTU 1500; fragmentation-needed from \
+             198.18.1.1: next-hop MTU 1400)"
+        );
+        let low = spec(Some(1500))
+            .judge(THEM, &egress, &clean, None)
+            .unwrap_err();
+        assert_eq!(low.reason, Reason::MtuLow);
+        assert!(
+            low.detail.ends_with(": below the minimum 1500"),
+            "{}",
+            low.detail
+        );
+
+        let (hole, _) = simulate(1500, 1400, false);
+        let failure = spec(None).judge(THEM, &egress, &hole, None).unwrap_err();
+        assert_eq!(failure.reason, Reason::Blackhole);
+        assert_eq!(
+            failure.report,
+            Report::PathMtu(PathMtuReport {
+                mtu: Some(1400),
+                blackhole: true,
+                tcp_mss: None
+            })
+        );
+
+        let mut cut_short = Search::new(FLOOR, 1500);
+        let answers = [(576, Answer::Fits), (1500, Answer::Lost)]
+            .into_iter()
+            .collect();
+        cut_short.record(&answers);
+        let failure = spec(None)
+            .judge(THEM, &egress, &cut_short, None)
+            .unwrap_err();
+        assert!(
+            failure
+                .detail
+                .contains("the timeout cut the search short: at most 1499"),
+            "{}",
+            failure.detail
+        );
+
+        let refused = Failure::new(Reason::Refused, "TCP MSS: connect refused");
+        let failure = spec(None)
+            .judge(THEM, &egress, &clean, Some(Err(refused)))
+            .unwrap_err();
+        assert_eq!(failure.reason, Reason::Refused);
+        assert!(
+            failure.detail.starts_with("198.19.10.1: path MTU 1400"),
+            "{}",
+            failure.detail
+        );
     }
 
     #[test]
