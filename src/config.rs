@@ -16,7 +16,8 @@ use serde_norway::Value;
 
 use crate::netns::NetnsId;
 use crate::probe::{
-    dns::DnsSpec, icmp::IcmpSpec, source_ip::SourceIpSpec, tcp::TcpSpec, ProbeKind,
+    dns::DnsSpec, icmp::IcmpSpec, path_mtu::PathMtuSpec, route::RouteSpec, source_ip::SourceIpSpec,
+    tcp::TcpSpec, traceroute::TracerouteSpec, ProbeKind,
 };
 
 /// Where the host network namespace is entered from, unless the config says otherwise.
@@ -282,6 +283,9 @@ struct RawProbe {
     icmp: Option<IcmpSpec>,
     source_ip: Option<SourceIpSpec>,
     dns: Option<DnsSpec>,
+    route: Option<RouteSpec>,
+    path_mtu: Option<PathMtuSpec>,
+    traceroute: Option<TracerouteSpec>,
 }
 
 /// Accepts `10s`, `500ms`, `1m30s`: a YAML string, since bare numbers have no unit.
@@ -451,6 +455,9 @@ impl RawProbe {
         kinds.extend(self.icmp.map(ProbeKind::Icmp));
         kinds.extend(self.dns.map(ProbeKind::Dns));
         kinds.extend(self.source_ip.map(ProbeKind::SourceIp));
+        kinds.extend(self.route.map(ProbeKind::Route));
+        kinds.extend(self.path_mtu.map(ProbeKind::PathMtu));
+        kinds.extend(self.traceroute.map(ProbeKind::Traceroute));
         let kind = match kinds.len() {
             1 => kinds.pop(),
             0 => {
@@ -595,7 +602,7 @@ probes:
             ),
             (
                 "probes: [{name: a}]",
-                "probes[0]: no probe kind: add one of tcp, icmp, dns, source_ip",
+                "probes[0]: no probe kind: add one of tcp, icmp, dns, source_ip, route, path_mtu, traceroute",
             ),
             (
                 "probes: [{name: a, tcp: {target: 'x:80'}, icmp: {target: x}}]",

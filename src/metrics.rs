@@ -1,7 +1,8 @@
 //! The agent's Prometheus metrics: one `Metrics` value holding every family, passed down.
 //!
 //! Labels are bounded by construction: `probe` and `kind` come from config, `netns` and `result`
-//! from closed enums. Addresses never become label values here.
+//! from closed enums. Addresses appear only on `_info` series, one per check, replaced when the
+//! address changes.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -16,7 +17,10 @@ use prometheus::{
 };
 
 use crate::netns::NetnsId;
+use crate::probe::path_mtu::PathMtuReport;
+use crate::probe::route::RouteReport;
 use crate::probe::source_ip::SourceIpReport;
+use crate::probe::traceroute::TracerouteReport;
 use crate::probe::{Failure, Outcome, Report};
 use crate::results::Transition;
 
@@ -49,11 +53,18 @@ pub struct Metrics {
     icmp_rtt: HistogramVec,
     source_ip_preserved: GaugeVec,
     source_ip_info: GaugeVec,
-    /// The addresses on each check's `_info` series, so a change can remove the old series.
-    source_ip_info_current: Arc<Mutex<HashMap<(String, NetnsId), SourceAddresses>>>,
     snat_observed: GaugeVec,
     dns_success: GaugeVec,
     dns_query_duration: HistogramVec,
+    route_info: GaugeVec,
+    path_mtu_bytes: GaugeVec,
+    path_mtu_blackhole: GaugeVec,
+    tcp_mss_bytes: GaugeVec,
+    traceroute_hops: GaugeVec,
+    traceroute_expected_hop_seen: GaugeVec,
+    traceroute_path_changes: CounterVec,
+    /// What the last round of each check saw, where a series depends on the one before.
+    previous: Arc<Mutex<Previous>>,
     netns_available: GaugeVec,
     node_healthy: Gauge,
     config_reload_ok: Gauge,
@@ -120,8 +131,25 @@ const CHECK: &[&str] = &["probe", "kind", "netns"];
 /// `server` is `system` or an address from config, so it stays bounded.
 const DNS_PAIR: &[&str] = &["probe", "netns", "server", "transport"];
 
-/// The `expected` and `observed` labels of a source-IP `_info` series.
-type SourceAddresses = [String; 2];
+const PROBE_NETNS: &[&str] = &["probe", "netns"];
+
+/// Per check (probe and namespace): the labels of its `_info` series, so a change replaces the
+/// series instead of adding one, and the last hop list, to count path changes.
+#[derive(Default)]
+struct Previous {
+    route_labels: HashMap<(String, NetnsId), [String; 2]>,
+    /// The `expected` and `observed` addresses of a source-IP check.
+    source_ip_labels: HashMap<(String, NetnsId), [String; 2]>,
+    hops: HashMap<(String, NetnsId), TracerouteReport>,
+}
+
+impl Previous {
+    fn forget(&mut self, key: &(String, NetnsId)) {
+        self.route_labels.remove(key);
+        self.source_ip_labels.remove(key);
+        self.hops.remove(key);
+    }
+}
 
 impl Metrics {
     pub fn new() -> Metrics {
@@ -217,7 +245,6 @@ impl Metrics {
                  as of the last observation.",
                 &["probe", "netns", "expected", "observed"],
             ),
-            source_ip_info_current: Arc::default(),
             snat_observed: gauge(
                 "hybridprobe_snat_observed",
                 "1 if the host's conntrack shows this node SNAT'd the probe's flow, 0 if not; \
@@ -235,6 +262,44 @@ impl Metrics {
                 "How long each DNS query took, answered or not.",
                 DNS_PAIR,
             ),
+            route_info: gauge(
+                "hybridprobe_route_info",
+                "Always 1; the gateway and dev labels say where the kernel routes the \
+                 destination (gateway empty when on-link).",
+                &["probe", "netns", "gateway", "dev"],
+            ),
+            path_mtu_bytes: gauge(
+                "hybridprobe_path_mtu_bytes",
+                "The largest IP packet that crossed the path without fragmentation.",
+                PROBE_NETNS,
+            ),
+            path_mtu_blackhole: gauge(
+                "hybridprobe_path_mtu_blackhole",
+                "1 when larger don't-fragment packets vanish without a fragmentation-needed \
+                 reply while smaller ones pass.",
+                PROBE_NETNS,
+            ),
+            tcp_mss_bytes: gauge(
+                "hybridprobe_tcp_mss_bytes",
+                "The TCP maximum segment size the kernel settled on for a test connection.",
+                PROBE_NETNS,
+            ),
+            traceroute_hops: gauge(
+                "hybridprobe_traceroute_hops",
+                "Hops to the target, or to the last hop that answered when it was not reached.",
+                PROBE_NETNS,
+            ),
+            traceroute_expected_hop_seen: gauge(
+                "hybridprobe_traceroute_expected_hop_seen",
+                "1 when a hop of the last traceroute was in expect_hop, 0 when none was.",
+                PROBE_NETNS,
+            ),
+            traceroute_path_changes: counter(
+                "hybridprobe_traceroute_path_changes_total",
+                "Rounds whose hop list differed from the round before (silent hops aside).",
+                PROBE_NETNS,
+            ),
+            previous: Arc::default(),
             netns_available: gauge(
                 "hybridprobe_netns_available",
                 "1 if the agent can run probes in the namespace, 0 if it cannot enter it.",
@@ -257,6 +322,11 @@ impl Metrics {
     /// Creates a check's series before its first round, so dashboards see it from the start.
     pub fn check_series(&self, probe: &str, kind: &'static str, netns: NetnsId) -> CheckSeries {
         let labels = [probe, kind, netns.as_str()];
+        if kind == "traceroute" {
+            // A counter of path changes exists from the start, so increase() sees the first one.
+            self.traceroute_path_changes
+                .with_label_values(&[probe, netns.as_str()]);
+        }
         CheckSeries {
             probe: probe.to_owned(),
             kind,
@@ -338,6 +408,9 @@ impl Metrics {
                     }
                 }
             }
+            Report::Route(route) => self.observe_route(probe, check.netns, route),
+            Report::PathMtu(path) => self.observe_path_mtu(probe, netns, path),
+            Report::Traceroute(trace) => self.observe_traceroute(probe, check.netns, trace),
         }
     }
 
@@ -348,10 +421,7 @@ impl Metrics {
         for family in self.families.iter() {
             family.forget(&labels);
         }
-        self.source_ip_info_current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(probe.to_owned(), netns));
+        self.previous().forget(&(probe.to_owned(), netns));
     }
 
     /// Keeps one `_info` series per check: a new pair of addresses replaces the old series.
@@ -362,9 +432,8 @@ impl Metrics {
             .set(if report.preserved() { 1.0 } else { 0.0 });
         let addresses = [report.expected.to_string(), report.observed.to_string()];
         let previous = self
-            .source_ip_info_current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .previous()
+            .source_ip_labels
             .insert((probe.to_owned(), netns), addresses.clone());
         if let Some([expected, observed]) = previous.filter(|p| *p != addresses) {
             let _ = self.source_ip_info.remove_label_values(&[
@@ -388,6 +457,83 @@ impl Metrics {
                 let _ = self.snat_observed.remove_label_values(&labels);
             }
         }
+    }
+
+    /// One `_info` series per check: a new route replaces the old series; no route removes it.
+    fn observe_route(&self, probe: &str, netns: NetnsId, report: &RouteReport) {
+        let labels = report.route.as_ref().map(|route| {
+            [
+                route.gateway.map(|g| g.to_string()).unwrap_or_default(),
+                route.dev.clone(),
+            ]
+        });
+        let mut previous = self.previous();
+        let key = (probe.to_owned(), netns);
+        if let Some([gateway, dev]) = previous.route_labels.get(&key) {
+            if labels.as_ref() != Some(&[gateway.clone(), dev.clone()]) {
+                let _ = self
+                    .route_info
+                    .remove_label_values(&[probe, netns.as_str(), gateway, dev]);
+            }
+        }
+        match labels {
+            Some(labels) => {
+                let [gateway, dev] = &labels;
+                self.route_info
+                    .with_label_values(&[probe, netns.as_str(), gateway, dev])
+                    .set(1.0);
+                previous.route_labels.insert(key, labels);
+            }
+            None => {
+                previous.route_labels.remove(&key);
+            }
+        }
+    }
+
+    fn observe_path_mtu(&self, probe: &str, netns: &str, report: &PathMtuReport) {
+        let labels = [probe, netns];
+        // Without a single reply nothing was measured: the last known values stand.
+        if let Some(mtu) = report.mtu {
+            self.path_mtu_bytes
+                .with_label_values(&labels)
+                .set(f64::from(mtu));
+            self.path_mtu_blackhole
+                .with_label_values(&labels)
+                .set(if report.blackhole { 1.0 } else { 0.0 });
+        }
+        if let Some(mss) = report.tcp_mss {
+            self.tcp_mss_bytes
+                .with_label_values(&labels)
+                .set(f64::from(mss));
+        }
+    }
+
+    fn observe_traceroute(&self, probe: &str, netns: NetnsId, report: &TracerouteReport) {
+        let labels = [probe, netns.as_str()];
+        self.traceroute_hops
+            .with_label_values(&labels)
+            .set(report.hop_count() as f64);
+        if let Some(seen) = report.expected_hop_seen {
+            self.traceroute_expected_hop_seen
+                .with_label_values(&labels)
+                .set(if seen { 1.0 } else { 0.0 });
+        }
+        let mut previous = self.previous();
+        if let Some(before) = previous
+            .hops
+            .insert((probe.to_owned(), netns), report.clone())
+        {
+            if report.path_changed(&before) {
+                self.traceroute_path_changes
+                    .with_label_values(&labels)
+                    .inc();
+            }
+        }
+    }
+
+    fn previous(&self) -> std::sync::MutexGuard<'_, Previous> {
+        // Each update is one insert or remove, so a poisoned lock still holds consistent data.
+        self.previous.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn set_netns_available(&self, netns: NetnsId, available: bool) {
@@ -567,6 +713,108 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line}\n{text}");
         }
+    }
+
+    fn round(report: Report) -> Result<Outcome, Failure> {
+        Ok(Outcome {
+            detail: String::new(),
+            report,
+        })
+    }
+
+    #[test]
+    fn a_changed_route_replaces_its_info_series_and_no_route_removes_it() {
+        use crate::probe::route::{Route, RouteReport};
+        let metrics = Metrics::new();
+        let check = &metrics.check_series("onprem-route", "route", NetnsId::Host);
+        let via = |gateway: Option<&str>, dev: &str| {
+            round(Report::Route(RouteReport {
+                route: Some(Route {
+                    destination: "198.19.0.0/16".parse().unwrap(),
+                    gateway: gateway.map(|g| g.parse().unwrap()),
+                    dev: dev.into(),
+                    src: None,
+                    dev_mtu: 1500,
+                }),
+            }))
+        };
+        let info = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.starts_with("hybridprobe_route_info{"))
+                .map(str::to_owned)
+                .collect()
+        };
+        metrics.observe(
+            check,
+            &via(Some("198.18.1.1"), "eth0"),
+            Duration::ZERO,
+            Transition::None,
+        );
+        metrics.observe(
+            check,
+            &via(Some("198.18.1.1"), "eth0"),
+            Duration::ZERO,
+            Transition::None,
+        );
+        assert_eq!(
+            info(&metrics.render()),
+            vec![
+                r#"hybridprobe_route_info{dev="eth0",gateway="198.18.1.1",netns="host",probe="onprem-route"} 1"#
+            ]
+        );
+        metrics.observe(check, &via(None, "vpn"), Duration::ZERO, Transition::None);
+        assert_eq!(
+            info(&metrics.render()),
+            vec![
+                r#"hybridprobe_route_info{dev="vpn",gateway="",netns="host",probe="onprem-route"} 1"#
+            ]
+        );
+        let gone = Err(Failure {
+            reason: Reason::Unreachable,
+            detail: "no route".into(),
+            report: Report::Route(RouteReport { route: None }),
+        });
+        metrics.observe(check, &gone, Duration::ZERO, Transition::None);
+        assert!(info(&metrics.render()).is_empty());
+    }
+
+    #[test]
+    fn path_changes_are_counted_from_the_second_round() {
+        use crate::probe::traceroute::{Hop, TracerouteReport};
+        let metrics = Metrics::new();
+        let check = &metrics.check_series("trace", "traceroute", NetnsId::Pod);
+        let path = |hops: &[&str]| {
+            round(Report::Traceroute(TracerouteReport {
+                hops: hops
+                    .iter()
+                    .map(|h| Some(Hop::Transit(h.parse().unwrap())))
+                    .collect(),
+                expected_hop_seen: Some(true),
+            }))
+        };
+        let changes = |metrics: &Metrics| {
+            let text = metrics.render();
+            let line = r#"hybridprobe_traceroute_path_changes_total{netns="pod",probe="trace"}"#;
+            text.lines()
+                .find_map(|l| l.strip_prefix(line))
+                .map(|v| v.trim().to_owned())
+        };
+        assert_eq!(changes(&metrics).as_deref(), Some("0"), "declared at zero");
+        for hops in [
+            &["198.18.2.1", "198.18.1.1"][..],
+            &["198.18.2.1", "198.18.1.1"],
+            &["198.18.2.1", "198.18.1.9"],
+        ] {
+            metrics.observe(check, &path(hops), Duration::ZERO, Transition::None);
+        }
+        assert_eq!(changes(&metrics).as_deref(), Some("1"));
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"hybridprobe_traceroute_hops{netns="pod",probe="trace"} 2"#),
+            "{text}"
+        );
+        assert!(text
+            .contains(r#"hybridprobe_traceroute_expected_hop_seen{netns="pod",probe="trace"} 1"#));
     }
 
     #[test]

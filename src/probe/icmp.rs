@@ -1,7 +1,6 @@
 //! The `icmp` probe: several echo requests per round, with loss ratio and round-trip times.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -12,6 +11,7 @@ use serde::Deserialize;
 use surge_ping::{Client, Config, IcmpPacket, PingIdentifier, PingSequence, SurgeError, ICMP};
 use tokio::time::Instant;
 
+use super::raw;
 use super::target::Host;
 use super::{Failure, Outcome, Reason, Report};
 use crate::netns::NetnsContext;
@@ -81,9 +81,6 @@ fn ratio<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 /// Spacing between the requests of one round, shrunk when the budget is tight.
 const SPACING: Duration = Duration::from_millis(100);
 
-/// Identifiers keep concurrent probes' replies apart on raw sockets.
-static NEXT_IDENT: AtomicU16 = AtomicU16::new(0);
-
 impl IcmpSpec {
     pub async fn run(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
         let deadline = Instant::now() + budget;
@@ -101,9 +98,7 @@ impl IcmpSpec {
             let first_line = e.to_string().lines().next().unwrap_or_default().to_owned();
             Failure::new(reason, format!("open an ICMP socket: {first_line}{hint}"))
         })?;
-        let ident = PingIdentifier(
-            (std::process::id() as u16).wrapping_add(NEXT_IDENT.fetch_add(1, Ordering::Relaxed)),
-        );
+        let ident = PingIdentifier(raw::next_ident());
         let spacing = SPACING.min(budget / (2 * u32::from(self.count)));
         let payload = vec![0u8; usize::from(self.size)];
         let pings = (0..self.count).map(|seq| {

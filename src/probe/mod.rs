@@ -3,9 +3,13 @@
 
 pub mod dns;
 pub mod icmp;
+pub mod path_mtu;
+pub mod raw;
+pub mod route;
 pub mod source_ip;
 pub mod target;
 pub mod tcp;
+pub mod traceroute;
 
 use std::fmt;
 use std::time::Duration;
@@ -19,11 +23,22 @@ pub enum ProbeKind {
     Icmp(icmp::IcmpSpec),
     SourceIp(source_ip::SourceIpSpec),
     Dns(dns::DnsSpec),
+    Route(route::RouteSpec),
+    PathMtu(path_mtu::PathMtuSpec),
+    Traceroute(traceroute::TracerouteSpec),
 }
 
 impl ProbeKind {
     /// The config keys, in the order error messages list them.
-    pub const NAMES: &'static [&'static str] = &["tcp", "icmp", "dns", "source_ip"];
+    pub const NAMES: &'static [&'static str] = &[
+        "tcp",
+        "icmp",
+        "dns",
+        "source_ip",
+        "route",
+        "path_mtu",
+        "traceroute",
+    ];
 
     /// The `kind` label.
     pub fn name(&self) -> &'static str {
@@ -32,6 +47,9 @@ impl ProbeKind {
             ProbeKind::Icmp(_) => "icmp",
             ProbeKind::SourceIp(_) => "source_ip",
             ProbeKind::Dns(_) => "dns",
+            ProbeKind::Route(_) => "route",
+            ProbeKind::PathMtu(_) => "path_mtu",
+            ProbeKind::Traceroute(_) => "traceroute",
         }
     }
 
@@ -42,6 +60,9 @@ impl ProbeKind {
             ProbeKind::Icmp(spec) => format!("icmp echo {}", spec.target),
             ProbeKind::SourceIp(spec) => format!("source address via {}", spec.reflector),
             ProbeKind::Dns(spec) => spec.describe(),
+            ProbeKind::Route(spec) => format!("route lookup {}", spec.destination),
+            ProbeKind::PathMtu(spec) => format!("path MTU to {}", spec.target),
+            ProbeKind::Traceroute(spec) => format!("traceroute to {}", spec.target),
         }
     }
 
@@ -54,6 +75,9 @@ impl ProbeKind {
             ProbeKind::Icmp(spec) => spec.run(ctx, budget).await,
             ProbeKind::SourceIp(spec) => spec.run(ctx, budget).await,
             ProbeKind::Dns(spec) => spec.run(ctx, budget).await,
+            ProbeKind::Route(spec) => spec.run(ctx).await,
+            ProbeKind::PathMtu(spec) => spec.run(ctx, budget).await,
+            ProbeKind::Traceroute(spec) => spec.run(ctx, budget).await,
         }
     }
 }
@@ -91,6 +115,9 @@ pub enum Report {
     Icmp(icmp::IcmpReport),
     SourceIp(source_ip::SourceIpReport),
     Dns(dns::DnsReport),
+    Route(route::RouteReport),
+    PathMtu(path_mtu::PathMtuReport),
+    Traceroute(traceroute::TracerouteReport),
 }
 
 /// Why a round failed: the fixed set of `result` label values, besides `success`.
@@ -120,8 +147,12 @@ pub enum Reason {
     Servfail,
     /// The DNS server refused the query (REFUSED), e.g. it does not serve this client.
     DnsRefused,
-    /// An answer came, but not the expected one.
+    /// An answer came, but not the expected one (a DNS answer, a route's gateway, a hop).
     Mismatch,
+    /// Larger don't-fragment packets vanish without a fragmentation-needed reply.
+    Blackhole,
+    /// The path MTU is below the configured minimum.
+    MtuLow,
     Error,
 }
 
@@ -142,6 +173,8 @@ impl Reason {
         Reason::Servfail,
         Reason::DnsRefused,
         Reason::Mismatch,
+        Reason::Blackhole,
+        Reason::MtuLow,
         Reason::Error,
     ];
 
@@ -162,6 +195,8 @@ impl Reason {
             Reason::Servfail => "servfail",
             Reason::DnsRefused => "dns_refused",
             Reason::Mismatch => "mismatch",
+            Reason::Blackhole => "blackhole",
+            Reason::MtuLow => "mtu_low",
             Reason::Error => "error",
         }
     }

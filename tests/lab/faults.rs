@@ -15,26 +15,41 @@ impl Lab {
     /// The gateway's MTU check runs before the forward hook, so an oversized DF packet still gets
     /// "frag needed" from vnetgw while the tunnel is down, as a real gateway would send.
     pub fn tunnel_drop(&self, on: bool) {
-        let rules = if on {
-            format!(
-                "add rule inet {NFT_TABLE} tunnel_drop oifname \"vpn\" drop\n\
-                 add rule inet {NFT_TABLE} tunnel_drop iifname \"vpn\" drop\n"
-            )
+        let rules: &[&str] = if on {
+            &["oifname \"vpn\" drop", "iifname \"vpn\" drop"]
         } else {
-            String::new()
+            &[]
         };
-        // Declaring the chain is a no-op when it exists; flushing it makes the call idempotent.
-        let ruleset = format!(
+        for h in [Host::VnetGw, Host::OnpremGw] {
+            self.nft_chain(h, "tunnel_drop", "forward", rules);
+        }
+    }
+
+    /// A PMTU black hole: the VNET gateway's "fragmentation needed" never leaves it, as where an
+    /// NSG or firewall filters ICMP, so oversized don't-fragment packets vanish silently.
+    pub fn frag_needed_drop(&self, on: bool) {
+        let rules: &[&str] = if on {
+            &["icmp type destination-unreachable icmp code frag-needed drop"]
+        } else {
+            &[]
+        };
+        self.nft_chain(Host::VnetGw, "frag_needed_drop", "output", rules);
+    }
+
+    /// Makes `rules` the whole content of filter chain `chain` on `hook` in the lab's table.
+    /// Declaring the chain is a no-op when it exists; flushing it makes every call idempotent.
+    fn nft_chain(&self, h: Host, chain: &str, hook: &str, rules: &[&str]) {
+        let mut ruleset = format!(
             "table inet {NFT_TABLE} {{\n\
-             \x20 chain tunnel_drop {{\n\
-             \x20   type filter hook forward priority 0; policy accept;\n\
+             \x20 chain {chain} {{\n\
+             \x20   type filter hook {hook} priority 0; policy accept;\n\
              \x20 }}\n\
              }}\n\
-             flush chain inet {NFT_TABLE} tunnel_drop\n\
-             {rules}"
+             flush chain inet {NFT_TABLE} {chain}\n"
         );
-        for h in [Host::VnetGw, Host::OnpremGw] {
-            self.nft(h, &ruleset);
+        for rule in rules {
+            ruleset.push_str(&format!("add rule inet {NFT_TABLE} {chain} {rule}\n"));
         }
+        self.nft(h, &ruleset);
     }
 }

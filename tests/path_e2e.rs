@@ -1,0 +1,442 @@
+//! End to end: the path itself. Route lookups, path MTU through the 1400-byte VXLAN "VPN" (and
+//! the black hole when the gateway's fragmentation-needed is filtered), and traceroute through
+//! the gateways, from the pod and the host (node) namespace.
+
+mod lab;
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use lab::{Host, Lab, NODE_IP, NODE_POD_GW, ONPREM_IP, POD_IP, VNET_GW, VPN_REMOTE};
+use support::{check, metric, run_cli, write_config, Agent, BIN};
+
+const LDAP_PORT: u16 = 389;
+
+/// The hops from each namespace to on-prem, as traceroute lists them.
+fn pod_hops() -> String {
+    format!("1 {NODE_POD_GW}, 2 {VNET_GW}, 3 {VPN_REMOTE}, 4 {ONPREM_IP}")
+}
+
+fn host_hops() -> String {
+    format!("1 {VNET_GW}, 2 {VPN_REMOTE}, 3 {ONPREM_IP}")
+}
+
+/// A config running `probes` (YAML list items) in the pod and the host (node) namespace.
+fn with_namespaces(lab: &Lab, probes: &str) -> String {
+    format!(
+        "netns:\n  pod: {{}}\n  host: {{ path: {host} }}\n\
+         defaults: {{ interval: 3s, timeout: 2500ms }}\nprobes:{probes}",
+        host = lab.ns_path(Host::Node).display()
+    )
+}
+
+/// Route, path MTU and traceroute probes, passing and failing on purpose.
+fn config(lab: &Lab) -> String {
+    let probes = format!(
+        r#"
+  - name: route-pod
+    netns: [pod]
+    route: {{ destination: 198.19.0.0/16, via: {NODE_POD_GW}, dev: eth0, src: {POD_IP} }}
+  - name: route-host
+    netns: [host]
+    route: {{ destination: 198.19.0.0/16, via: {VNET_GW}, dev: eth0, src: {NODE_IP} }}
+  - name: route-via-firewall
+    netns: [host]
+    route: {{ destination: {ONPREM_IP}, via: 198.18.1.254 }}
+  - name: route-wrong-dev-src
+    netns: [pod]
+    route: {{ destination: {ONPREM_IP}, dev: vpn, src: {NODE_IP} }}
+  - name: route-none
+    netns: [pod]
+    route: {{ destination: 198.19.99.0/24 }}
+  - name: tunnel-mtu
+    path_mtu: {{ target: {ONPREM_IP}, min: 1400, tcp_mss: "{ONPREM_IP}:{LDAP_PORT}" }}
+  - name: tunnel-mtu-jumbo
+    netns: [host]
+    path_mtu: {{ target: {ONPREM_IP}, min: 1500 }}
+  - name: trace-icmp
+    traceroute: {{ target: {ONPREM_IP}, expect_hop: {VPN_REMOTE} }}
+  - name: trace-udp
+    netns: [pod]
+    traceroute: {{ target: {ONPREM_IP}, protocol: udp, expect_hop: 198.18.254.0/30, max_hops: 8 }}
+  - name: trace-tcp
+    netns: [host]
+    traceroute: {{ target: {ONPREM_IP}, protocol: tcp, port: {LDAP_PORT}, expect_hop: {VNET_GW} }}
+  - name: trace-via-appliance
+    netns: [pod]
+    traceroute: {{ target: {ONPREM_IP}, expect_hop: 198.18.3.0/24 }}
+"#
+    );
+    with_namespaces(lab, &probes)
+}
+
+fn detail(verdict: &serde_json::Value, probe: &str, netns: &str) -> String {
+    check(verdict, probe, netns)["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn assert_result(verdict: &serde_json::Value, probe: &str, netns: &str, result: &str) {
+    let c = check(verdict, probe, netns);
+    assert_eq!(c["result"], result, "{probe}/{netns}: {c}");
+}
+
+#[test]
+fn routes_path_mtu_and_traceroute_through_the_tunnel() {
+    let Some(lab) = Lab::new("path-agent") else {
+        return;
+    };
+    lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, LDAP_PORT)));
+    // A prefix the pod has an explicit "unreachable" route for: the kernel has no way there.
+    lab.must(
+        Host::Pod,
+        "ip",
+        &["route", "add", "unreachable", "198.19.99.0/24"],
+    );
+    let agent = Agent::start(&lab, &config(&lab));
+    agent.wait_ready();
+    // The first round may race the first fragmentation-needed; the second sees settled state.
+    agent.wait_check("trace-udp", "pod", "success", Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(4));
+    let (_, verdict) = agent.healthz_json();
+
+    // Routes: where each namespace sends on-prem traffic, right and wrong expectations; and
+    // traceroute: every gateway on the way, by ICMP, UDP and TCP.
+    let expected = [
+        (
+            "route-pod",
+            "pod",
+            "success",
+            format!("198.19.0.0/16 via {NODE_POD_GW} dev eth0 src {POD_IP}"),
+        ),
+        (
+            "route-host",
+            "host",
+            "success",
+            format!("198.19.0.0/16 via {VNET_GW} dev eth0 src {NODE_IP}"),
+        ),
+        (
+            "route-via-firewall",
+            "host",
+            "mismatch",
+            format!("{ONPREM_IP} via {VNET_GW} dev eth0 src {NODE_IP} (expected via 198.18.1.254)"),
+        ),
+        (
+            "route-wrong-dev-src",
+            "pod",
+            "mismatch",
+            format!("(expected dev vpn, src {NODE_IP})"),
+        ),
+        (
+            "route-none",
+            "pod",
+            "unreachable",
+            "no route to 198.19.99.0 in the pod namespace".to_owned(),
+        ),
+        ("trace-icmp", "pod", "success", pod_hops()),
+        ("trace-icmp", "host", "success", host_hops()),
+        ("trace-udp", "pod", "success", pod_hops()),
+        ("trace-tcp", "host", "success", host_hops()),
+        (
+            "trace-via-appliance",
+            "pod",
+            "mismatch",
+            format!("{} (expected a hop in 198.18.3.0/24)", pod_hops()),
+        ),
+    ];
+    for (probe, netns, result, ends) in expected {
+        assert_result(&verdict, probe, netns, result);
+        let text = detail(&verdict, probe, netns);
+        assert!(text.ends_with(&ends), "{probe}/{netns}: {text}");
+    }
+
+    // Path MTU: the tunnel's 1400 from both namespaces, found through fragmentation-needed.
+    for netns in ["pod", "host"] {
+        assert_result(&verdict, "tunnel-mtu", netns, "success");
+        let text = detail(&verdict, "tunnel-mtu", netns);
+        assert!(text.contains("path MTU 1400"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "fragmentation-needed from {VNET_GW}: next-hop MTU 1400"
+            )),
+            "{text}"
+        );
+    }
+    assert_result(&verdict, "tunnel-mtu-jumbo", "host", "mtu_low");
+    assert!(
+        detail(&verdict, "tunnel-mtu-jumbo", "host").ends_with("below the minimum 1500"),
+        "{verdict}"
+    );
+
+    let metrics = agent.metrics();
+    let value = |name: &str, probe: &str, netns: &str| {
+        metric(&metrics, name, &[("probe", probe), ("netns", netns)])
+    };
+    for netns in ["pod", "host"] {
+        assert_eq!(
+            value("hybridprobe_path_mtu_bytes", "tunnel-mtu", netns),
+            Some(1400.0)
+        );
+        assert_eq!(
+            value("hybridprobe_path_mtu_blackhole", "tunnel-mtu", netns),
+            Some(0.0)
+        );
+        // With the PMTU cached at 1400 the kernel sizes segments for it: 1400 - 40 - options.
+        let mss = value("hybridprobe_tcp_mss_bytes", "tunnel-mtu", netns).unwrap();
+        assert!((1300.0..=1360.0).contains(&mss), "{netns}: MSS {mss}");
+    }
+    assert_eq!(
+        value("hybridprobe_traceroute_hops", "trace-icmp", "pod"),
+        Some(4.0)
+    );
+    assert_eq!(
+        value("hybridprobe_traceroute_hops", "trace-icmp", "host"),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(
+            "hybridprobe_traceroute_expected_hop_seen",
+            "trace-icmp",
+            "pod"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            "hybridprobe_traceroute_expected_hop_seen",
+            "trace-via-appliance",
+            "pod"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            "hybridprobe_traceroute_path_changes_total",
+            "trace-icmp",
+            "pod"
+        ),
+        Some(0.0),
+        "the same path every round"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "hybridprobe_route_info",
+            &[
+                ("probe", "route-host"),
+                ("netns", "host"),
+                ("gateway", &VNET_GW.to_string()),
+                ("dev", "eth0")
+            ]
+        ),
+        Some(1.0)
+    );
+    // A probe limited to the host namespace never runs in the pod's: no series, no check.
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.contains(r#"probe="route-host""#) && l.contains(r#"netns="pod""#)),
+        "pod series for a host-only probe:\n{metrics}"
+    );
+    let pod_checks: Vec<&serde_json::Value> = verdict["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["probe"] == "route-host" && c["netns"] == "pod")
+        .collect();
+    assert!(pod_checks.is_empty(), "{pod_checks:?}");
+
+    // The on-prem prefix now goes through an "appliance": the route probe says where, its
+    // `_info` series follows (one per probe and namespace), and the hop list changes.
+    lab.must(
+        Host::Node,
+        "ip",
+        &["route", "add", "198.19.0.0/16", "via", "198.18.1.254"],
+    );
+    agent.wait_check("route-host", "host", "mismatch", Duration::from_secs(10));
+    let metrics = agent.metrics();
+    let infos: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("hybridprobe_route_info{")
+                && l.contains(r#"probe="route-host""#)
+                && l.contains(r#"netns="host""#)
+        })
+        .collect();
+    assert_eq!(infos.len(), 1, "{infos:?}");
+    assert!(infos[0].contains(r#"gateway="198.18.1.254""#), "{infos:?}");
+    let (_, verdict) = agent.healthz_json();
+    assert_eq!(
+        detail(&verdict, "route-host", "host"),
+        format!("198.19.0.0/16 via 198.18.1.254 dev eth0 src {NODE_IP} (expected via {VNET_GW})")
+    );
+}
+
+/// Fragmentation-needed dropped at the VNET gateway: small packets pass, DF packets over 1400
+/// vanish, and the probe says black hole, until the filter goes.
+#[test]
+fn filtered_fragmentation_needed_is_a_black_hole() {
+    let Some(lab) = Lab::new("path-blackhole") else {
+        return;
+    };
+    lab.frag_needed_drop(true);
+    let text = with_namespaces(
+        &lab,
+        &format!(
+            r#"
+  - name: tunnel-mtu
+    path_mtu: {{ target: {ONPREM_IP}, min: 1400 }}
+  - name: dc1-ping
+    icmp: {{ target: {ONPREM_IP}, count: 2 }}
+"#
+        ),
+    );
+    let agent = Agent::start(&lab, &text);
+    agent.wait_check("tunnel-mtu", "pod", "blackhole", Duration::from_secs(15));
+    agent.wait_check("tunnel-mtu", "host", "blackhole", Duration::from_secs(10));
+    let (code, verdict) = agent.healthz_json();
+    assert_eq!(code, 503);
+    for netns in ["pod", "host"] {
+        assert_result(&verdict, "dc1-ping", netns, "success");
+        let text = detail(&verdict, "tunnel-mtu", netns);
+        assert!(
+            text.starts_with(&format!(
+                "{ONPREM_IP}: black hole: don't-fragment packets over 1400 bytes vanish"
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("fragmentation-needed from"), "{text}");
+    }
+    let metrics = agent.metrics();
+    for netns in ["pod", "host"] {
+        let labels = [("probe", "tunnel-mtu"), ("netns", netns)];
+        assert_eq!(
+            metric(&metrics, "hybridprobe_path_mtu_blackhole", &labels),
+            Some(1.0)
+        );
+        assert_eq!(
+            metric(&metrics, "hybridprobe_path_mtu_bytes", &labels),
+            Some(1400.0)
+        );
+    }
+
+    // The check command, in the same state, says so too.
+    let path = write_config(&lab, "check.yaml", &text);
+    let out = run_cli(&lab, Host::Pod, &["check", "--config", &path]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    let row = row(&table, "tunnel-mtu", "pod");
+    assert!(row.starts_with("FAIL"), "{table}");
+    assert!(
+        row.contains("blackhole") && row.contains("black hole"),
+        "{table}"
+    );
+
+    lab.frag_needed_drop(false);
+    agent.wait_check("tunnel-mtu", "pod", "success", Duration::from_secs(10));
+    agent.wait_check("tunnel-mtu", "host", "success", Duration::from_secs(10));
+    let metrics = agent.metrics();
+    let labels = [("probe", "tunnel-mtu"), ("netns", "pod")];
+    assert_eq!(
+        metric(&metrics, "hybridprobe_path_mtu_blackhole", &labels),
+        Some(0.0)
+    );
+}
+
+/// `hybridprobe check` shows what a person needs: path MTU 1400 and where the route goes.
+/// Without CAP_NET_RAW the raw-socket probes fail with permission_denied and say what to grant.
+#[test]
+fn check_command_shows_the_path() {
+    let Some(lab) = Lab::new("path-check") else {
+        return;
+    };
+    let text = with_namespaces(
+        &lab,
+        &format!(
+            r#"
+  - name: tunnel-mtu
+    path_mtu: {{ target: {ONPREM_IP}, min: 1400 }}
+  - name: onprem-route
+    route: {{ destination: 198.19.0.0/16 }}
+  - name: trace
+    traceroute: {{ target: {ONPREM_IP}, expect_hop: {VPN_REMOTE} }}
+"#
+        ),
+    );
+    let path = write_config(&lab, "check.yaml", &text);
+    let out = run_cli(&lab, Host::Pod, &["check", "--config", &path]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for netns in ["pod", "host"] {
+        assert!(
+            row(&table, "tunnel-mtu", netns).contains("path MTU 1400"),
+            "{table}"
+        );
+    }
+    assert!(
+        row(&table, "onprem-route", "pod").ends_with(&format!(
+            "198.19.0.0/16 via {NODE_POD_GW} dev eth0 src {POD_IP}"
+        )),
+        "{table}"
+    );
+    assert!(
+        row(&table, "onprem-route", "host").ends_with(&format!(
+            "198.19.0.0/16 via {VNET_GW} dev eth0 src {NODE_IP}"
+        )),
+        "{table}"
+    );
+    assert!(
+        row(&table, "trace", "pod").ends_with(&pod_hops()),
+        "{table}"
+    );
+
+    // setpriv drops CAP_NET_RAW from the bounding set, so the exec'd agent runs without it.
+    let out = lab.exec(
+        Host::Pod,
+        "setpriv",
+        &[
+            "--bounding-set=-net_raw",
+            "--inh-caps=-net_raw",
+            "--",
+            BIN,
+            "check",
+            "--config",
+            &path,
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verdict: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for probe in ["tunnel-mtu", "trace"] {
+        assert_result(&verdict, probe, "pod", "permission_denied");
+        assert!(
+            detail(&verdict, probe, "pod").contains("needs CAP_NET_RAW"),
+            "{verdict}"
+        );
+    }
+    assert_result(&verdict, "onprem-route", "pod", "success");
+}
+
+fn row(table: &str, probe: &str, netns: &str) -> String {
+    table
+        .lines()
+        .find(|l| {
+            let mut words = l.split_whitespace();
+            words.nth(1) == Some(probe) && words.nth(1) == Some(netns)
+        })
+        .unwrap_or_else(|| panic!("no {probe}/{netns} row in\n{table}"))
+        .to_owned()
+}
