@@ -11,6 +11,7 @@
 //! - [`verdict`]: from results to the node's verdict; [`report`]: that verdict for people.
 //! - [`metrics`]: the one `Metrics` value; [`http`]: `/metrics`, `/livez`, `/readyz`, `/healthz`.
 //! - [`signal`]: SIGTERM and SIGINT as a shutdown future.
+//! - [`smoke`]: the post-deploy check that asks every agent behind a name for its verdict.
 
 pub mod config;
 pub mod http;
@@ -22,6 +23,7 @@ pub mod report;
 pub mod results;
 pub mod scheduler;
 pub mod signal;
+pub mod smoke;
 pub mod state;
 pub mod verdict;
 

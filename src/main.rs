@@ -1,12 +1,14 @@
-//! The `hybridprobe` command line: agent, check and validate.
+//! The `hybridprobe` command line: agent, check, validate and smoke.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hybridprobe::config::{Config, ConfigError, DEFAULT_HOST_NETNS, DEFAULT_HOST_RESOLV_CONF};
+use hybridprobe::smoke::AgentsTarget;
 use hybridprobe::{profile, report, verdict::Status};
 
 /// Connectivity diagnostics for Kubernetes joined to on-premises networks.
@@ -36,6 +38,9 @@ enum Command {
     Check(CheckArgs),
     /// Parse and check a config file; print every problem with its path; exit 2 if any.
     Validate(ValidateArgs),
+    /// Ask every agent behind a name (a headless Service) for its verdict; print one line per
+    /// agent; exit 1 if any is red or unreachable, or fewer than --expect-nodes answer.
+    Smoke(SmokeArgs),
 }
 
 #[derive(Args)]
@@ -86,6 +91,19 @@ struct ValidateArgs {
     config: PathBuf,
 }
 
+#[derive(Args)]
+struct SmokeArgs {
+    /// NAME:PORT of the agents; NAME resolves to every agent's address.
+    #[arg(long, env = "HYBRIDPROBE_AGENTS")]
+    agents: AgentsTarget,
+    /// Fail unless at least this many agents answer with a verdict.
+    #[arg(long, env = "HYBRIDPROBE_EXPECT_NODES", default_value_t = 1)]
+    expect_nodes: usize,
+    /// How long each agent gets to answer.
+    #[arg(long, env = "HYBRIDPROBE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Table,
@@ -112,7 +130,25 @@ fn main() -> ExitCode {
         Command::Agent(args) => with_config(&args.source, |config, node| {
             agent(config, node, args.listen)
         }),
+        Command::Smoke(args) => smoke(&args).unwrap_or_else(|e| {
+            eprintln!("smoke FAIL: {e:#}");
+            ExitCode::FAILURE
+        }),
     }
+}
+
+fn smoke(args: &SmokeArgs) -> anyhow::Result<ExitCode> {
+    let summary = runtime()?.block_on(hybridprobe::smoke::run(
+        &args.agents,
+        args.expect_nodes,
+        args.timeout,
+    ))?;
+    print!("{}", summary.render());
+    Ok(if summary.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn validate(args: &ValidateArgs) -> ExitCode {
