@@ -265,6 +265,20 @@ impl PodRun {
         lab.spawn(h, "env", &args, &[])
     }
 
+    /// Runs the container as specified to completion in `h` (a Job's container).
+    pub fn run(&self, lab: &Lab, h: Host) -> std::process::Output {
+        let args: Vec<&str> = self.argv[1..].iter().map(String::as_str).collect();
+        self.run_with(lab, h, &args, &self.privileges)
+    }
+
+    /// Sets `name` as `kubectl set env` would.
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        match self.env.iter_mut().find(|(k, _)| k == name) {
+            Some((_, v)) => *v = value.to_owned(),
+            None => self.env.push((name.to_owned(), value.to_owned())),
+        }
+    }
+
     /// Runs the container's binary with other arguments, the same env, and `privileges`
     /// (`setpriv` options) to completion in `h`.
     pub fn run_with(
@@ -407,15 +421,17 @@ pub struct EtcOverlay {
 }
 
 impl EtcOverlay {
-    pub fn new(lab: &Lab, h: Host, files: &[(&str, &str)]) -> EtcOverlay {
+    pub fn new(lab: &Lab, h: Host) -> EtcOverlay {
         let dir = Path::new("/etc/netns").join(lab.ns_name(h));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        let overlay = EtcOverlay { dir };
-        for (name, text) in files {
-            let path = overlay.dir.join(name);
-            std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        }
-        overlay
+        EtcOverlay { dir }
+    }
+
+    /// Writes (or rewrites) /etc/NAME as the namespace's processes will see it from their next
+    /// start on.
+    pub fn write(&self, name: &str, text: &str) {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
 }
 
