@@ -255,12 +255,17 @@ fn every_added_capability_is_needed() {
         ("SYS_PTRACE", "dc1-ldap", "netns_unavailable"),
         ("NET_RAW", "dc1-ping", "permission_denied"),
     ] {
+        let named = format!("CAP_{capability}");
         let privileges = run.without_capability(capability);
         assert_ne!(privileges, run.privileges, "the base adds {capability}");
         let (code, verdict) = check_json(&privileges);
         assert_eq!(code, Some(1), "without {capability}: {verdict}");
         let host = check(&verdict, probe, "host");
         assert_eq!(host["result"], result, "without {capability}: {host}");
+        assert!(
+            str_of(&host["detail"]).contains(&named),
+            "the detail names what is missing: {host}"
+        );
         assert_eq!(
             check(&verdict, probe, "pod")["result"],
             "success",

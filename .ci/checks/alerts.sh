@@ -38,6 +38,6 @@ promtool test rules "$out/tests.yaml"
 # Every alert in the file has at least one unit test, and a runbook section in the README.
 for alert in $(grep -o 'alert: [A-Za-z]*' "$out/rules.yaml" | cut -d' ' -f2 | sort -u); do
   grep -q "alertname: $alert\$" deploy/alerts/tests.yaml || { echo "alerts: $alert has no unit test" >&2; exit 1; }
-  : grep -q "^### $alert\$" README.md || { echo "alerts: $alert has no runbook section (### $alert) in README.md" >&2; exit 1; }
+  grep -q "^### $alert\$" README.md || { echo "alerts: $alert has no runbook section (### $alert) in README.md" >&2; exit 1; }
 done
 echo "alerts: every alert is tested and has a runbook"
