@@ -15,6 +15,7 @@
 //! - [`signal`]: SIGTERM and SIGINT as a shutdown future.
 //! - [`stun`]: the RFC 5389 Binding codec shared by the source-IP probe and the reflector.
 //! - [`reflect`]: `hybridprobe reflect`, the on-prem server that tells a client its source address.
+//! - [`smoke`]: the post-deploy check that asks every agent behind a name for its verdict.
 
 pub mod config;
 pub mod conntrack;
@@ -29,6 +30,7 @@ pub mod report;
 pub mod results;
 pub mod scheduler;
 pub mod signal;
+pub mod smoke;
 pub mod state;
 pub mod stun;
 pub mod verdict;

@@ -1,12 +1,14 @@
-//! The `hybridprobe` command line: agent, check, validate and reflect.
+//! The `hybridprobe` command line: agent, check, validate, smoke and reflect.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hybridprobe::config::{Config, ConfigError, DEFAULT_HOST_NETNS, DEFAULT_HOST_RESOLV_CONF};
+use hybridprobe::smoke::AgentsTarget;
 use hybridprobe::{profile, reflect, report, verdict::Status, ConfigSource};
 
 /// Connectivity diagnostics for Kubernetes joined to on-premises networks.
@@ -39,6 +41,9 @@ enum Command {
     /// Run the on-prem reflector: answer STUN Binding requests (UDP and TCP) and, with --http,
     /// GET /whoami with the source address each client was seen from.
     Reflect(ReflectArgs),
+    /// Ask every agent behind a name (a headless Service) for its verdict; print one line per
+    /// agent; exit 1 if any is red or unreachable, or fewer than --expect-nodes answer.
+    Smoke(SmokeArgs),
 }
 
 #[derive(Args)]
@@ -109,6 +114,19 @@ struct ReflectArgs {
     burst: u32,
 }
 
+#[derive(Args)]
+struct SmokeArgs {
+    /// NAME:PORT of the agents; NAME resolves to every agent's address.
+    #[arg(long, env = "HYBRIDPROBE_AGENTS")]
+    agents: AgentsTarget,
+    /// Fail unless at least this many agents answer with a verdict.
+    #[arg(long, env = "HYBRIDPROBE_EXPECT_NODES", default_value_t = 1)]
+    expect_nodes: usize,
+    /// How long each agent gets to answer.
+    #[arg(long, env = "HYBRIDPROBE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Table,
@@ -135,6 +153,10 @@ fn main() -> ExitCode {
         Command::Agent(args) => with_config(&args.source, |config, node| {
             agent(config, node, args.listen)
         }),
+        Command::Smoke(args) => smoke(&args).unwrap_or_else(|e| {
+            eprintln!("smoke FAIL: {e:#}");
+            ExitCode::FAILURE
+        }),
         Command::Reflect(args) => reflect(args).unwrap_or_else(|e| {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -152,6 +174,20 @@ fn reflect(args: ReflectArgs) -> anyhow::Result<ExitCode> {
     };
     runtime()?.block_on(reflect::run(config, hybridprobe::signal::shutdown()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn smoke(args: &SmokeArgs) -> anyhow::Result<ExitCode> {
+    let summary = runtime()?.block_on(hybridprobe::smoke::run(
+        &args.agents,
+        args.expect_nodes,
+        args.timeout,
+    ))?;
+    print!("{}", summary.render());
+    Ok(if summary.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn validate(args: &ValidateArgs) -> ExitCode {

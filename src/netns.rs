@@ -215,7 +215,16 @@ fn spawn_worker(id: NetnsId, path: &Path) -> Result<mpsc::UnboundedSender<Job>, 
 
 /// Moves the calling thread into the network namespace at `path`.
 fn enter(path: &Path) -> Result<(), String> {
-    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let file = File::open(path).map_err(|e| {
+        // /proc/PID/ns/* opens only for a process holding every capability PID has, or this one.
+        let why = match e.kind() {
+            std::io::ErrorKind::PermissionDenied => {
+                " (opening another process's namespace needs CAP_SYS_PTRACE)"
+            }
+            _ => "",
+        };
+        format!("cannot open {}: {e}{why}", path.display())
+    })?;
     nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(|errno| {
         let why = match errno {
             nix::errno::Errno::EPERM => " (entering a namespace needs CAP_SYS_ADMIN)",

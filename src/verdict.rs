@@ -141,7 +141,7 @@ fn diagnose(namespaces: &[NetnsView]) -> Vec<Diagnosis> {
         .map(|reason| Diagnosis {
             code: "host_netns_unavailable",
             summary: format!("host-side checks cannot run: {reason}"),
-            hint: "run the agent with hostPID: true and CAP_SYS_ADMIN, or list only `pod` under \
+            hint: "run the agent with hostPID: true, CAP_SYS_ADMIN and CAP_SYS_PTRACE, or list only `pod` under \
                    netns in the config",
         })
         .collect()

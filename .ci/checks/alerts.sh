@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Extracts the alerting and recording rules from the PrometheusRule of the base and of every
+# overlay (so a patched rule is checked too), runs `promtool check rules` on each, and runs the
+# unit tests in deploy/alerts/tests.yaml against the base's rules.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+for tool in kubectl promtool python3; do
+  command -v "$tool" >/dev/null || { echo "alerts: $tool not found (see .ci/packages.txt, .ci/requirements.txt)" >&2; exit 1; }
+done
+
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+# The `spec` of the one PrometheusRule in a rendered kustomization is a plain rules file.
+extract_rules() {
+  kubectl kustomize "$1" | python3 -c '
+import sys, yaml
+rules = [d for d in yaml.safe_load_all(sys.stdin) if d and d.get("kind") == "PrometheusRule"]
+if len(rules) != 1:
+    sys.exit(f"expected one PrometheusRule, found {len(rules)}")
+yaml.safe_dump(rules[0]["spec"], sys.stdout, sort_keys=False)
+'
+}
+
+for dir in deploy/base deploy/overlays/*/; do
+  dir=${dir%/}
+  name=$(echo "$dir" | tr / -)
+  extract_rules "$dir" > "$out/$name.rules.yaml"
+  promtool check rules "$out/$name.rules.yaml"
+done
+
+# The tests name their rule file `rules.yaml`, relative to the test file.
+cp "$out/deploy-base.rules.yaml" "$out/rules.yaml"
+cp deploy/alerts/tests.yaml "$out/tests.yaml"
+promtool test rules "$out/tests.yaml"
+
+# Every alert in the file has at least one unit test, and a runbook section in the README.
+for alert in $(grep -o 'alert: [A-Za-z]*' "$out/rules.yaml" | cut -d' ' -f2 | sort -u); do
+  grep -q "alertname: $alert\$" deploy/alerts/tests.yaml || { echo "alerts: $alert has no unit test" >&2; exit 1; }
+  grep -q "^### $alert\$" README.md || { echo "alerts: $alert has no runbook section (### $alert) in README.md" >&2; exit 1; }
+done
+echo "alerts: every alert is tested and has a runbook"

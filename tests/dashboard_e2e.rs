@@ -1,0 +1,319 @@
+//! The dashboard and the alert rules against live data: the base DaemonSet runs in the lab's pod
+//! namespace, a real Prometheus in the node namespace scrapes it with the PodMonitor's own
+//! relabelings and loads the PrometheusRule's own rules, and every panel query of
+//! dashboards/hybridprobe.json must be valid and return data.
+
+mod deploy;
+mod lab;
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use deploy::{str_of, Manifests, PodRun, LAB_NODE_NAME};
+use lab::{Host, Lab, NODE_IP, ONPREM_IP, POD_IP};
+use serde_json::{json, Value};
+
+const PROMETHEUS_PORT: u16 = 9090;
+/// What Grafana would substitute for `$__rate_interval` at a 1 s scrape interval, with slack
+/// for the agent's 10 s probe interval.
+const RATE_INTERVAL: &str = "30s";
+
+/// A Prometheus in the lab's node namespace, queried from inside it.
+struct Prometheus<'a> {
+    lab: &'a Lab,
+}
+
+impl Prometheus<'_> {
+    fn api(&self, path: &str, params: &[(&str, &str)]) -> Value {
+        let query: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", encode(v)))
+            .collect();
+        let url = format!(
+            "http://{NODE_IP}:{PROMETHEUS_PORT}/api/v1/{path}?{}",
+            query.join("&")
+        );
+        let (code, body) = self.lab.http_get(Host::Node, &url, false);
+        if code == 0 {
+            return json!({"status": "unreachable"});
+        }
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"))
+    }
+
+    fn instant(&self, expr: &str) -> Value {
+        self.api("query", &[("query", expr)])
+    }
+
+    fn range(&self, expr: &str) -> Value {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let (start, end) = ((now - 60).to_string(), now.to_string());
+        self.api(
+            "query_range",
+            &[
+                ("query", expr),
+                ("start", &start),
+                ("end", &end),
+                ("step", "5"),
+            ],
+        )
+    }
+
+    fn has_data(&self, expr: &str) -> bool {
+        let answer = self.instant(expr);
+        answer["status"] == "success"
+            && answer["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+    }
+}
+
+/// Percent-encoding for a query parameter: everything but RFC 3986 unreserved characters.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The Prometheus operator's camelCase relabeling keys in Prometheus's own snake_case.
+fn snake_keys(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let mut key = String::new();
+                    for c in k.chars() {
+                        if c.is_ascii_uppercase() {
+                            key.push('_');
+                        }
+                        key.push(c.to_ascii_lowercase());
+                    }
+                    (key, snake_keys(v))
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(snake_keys).collect()),
+        other => other.clone(),
+    }
+}
+
+/// A scrape config equivalent to what the operator generates for the PodMonitor: the pod's
+/// address as the target, Kubernetes discovery's node label, then the PodMonitor's relabelings.
+fn scrape_config(manifests: &Manifests, port: u16) -> Value {
+    let endpoint = &manifests.one("PodMonitor")["spec"]["podMetricsEndpoints"][0];
+    json!({
+        "job_name": "podmonitor",
+        "scrape_interval": "1s",
+        "scrape_timeout": "1s",
+        "metrics_path": endpoint["path"],
+        "static_configs": [{
+            "targets": [format!("{POD_IP}:{port}")],
+            "labels": {"__meta_kubernetes_pod_node_name": LAB_NODE_NAME},
+        }],
+        "relabel_configs": snake_keys(&endpoint["relabelings"]),
+    })
+}
+
+/// Substitutes the dashboard's variables as Grafana would; panics on any left over.
+fn substitute(expr: &str, node_regex: &str) -> String {
+    let out = expr
+        .replace("${node}", node_regex)
+        .replace("$node", node_regex)
+        .replace("$__rate_interval", RATE_INTERVAL);
+    assert!(!out.contains('$'), "unknown variable in {expr}");
+    out
+}
+
+#[test]
+fn every_panel_and_rule_evaluates_against_a_live_agent() {
+    if !support_tool("prometheus") {
+        return;
+    }
+    let Some(lab) = Lab::new("dashboard") else {
+        return;
+    };
+    let Some(manifests) = Manifests::render("deploy/base") else {
+        return;
+    };
+    lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, 389)));
+    let run = PodRun::prepare(&lab, &manifests, manifests.pod_spec("DaemonSet"));
+    run.spawn(&lab, Host::Pod);
+    let port = run.port(&Value::from("http"));
+
+    let rules = lab.tmpdir().join("rules.yaml");
+    std::fs::write(&rules, manifests.one("PrometheusRule")["spec"].to_string()).unwrap();
+    // JSON is YAML, so both files are written as JSON.
+    let config = json!({
+        "global": {"evaluation_interval": "1s"},
+        "rule_files": [rules.display().to_string()],
+        "scrape_configs": [scrape_config(&manifests, port)],
+    });
+    let config_path = lab.tmpdir().join("prometheus.yml");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let storage = lab.tmpdir().join("prometheus-data");
+    lab.spawn(
+        Host::Node,
+        "prometheus",
+        &[
+            &format!("--config.file={}", config_path.display()),
+            &format!("--storage.tsdb.path={}", storage.display()),
+            &format!("--web.listen-address={NODE_IP}:{PROMETHEUS_PORT}"),
+            "--log.level=warn",
+        ],
+        &[],
+    );
+    let prom = Prometheus { lab: &lab };
+
+    lab.wait_until(
+        "Prometheus scraping the agent",
+        Duration::from_secs(30),
+        || {
+            prom.has_data(&format!(
+                r#"up{{job="hybridprobe", node="{LAB_NODE_NAME}"}} == 1"#
+            ))
+        },
+    );
+    // Two rounds of every check (10 s apart in the base config), so rates have data.
+    lab.wait_until("two rounds of every check", Duration::from_secs(45), || {
+        prom.has_data(
+            r#"min(sum by (probe, netns) (hybridprobe_probe_runs_total{job="hybridprobe", result="success"})) >= 2"#,
+        )
+    });
+
+    // Every rule evaluates without error against live series, and a healthy lab fires nothing.
+    lab.wait_until("every rule evaluated", Duration::from_secs(10), || {
+        let rules = prom.api("rules", &[]);
+        all_rules(&rules).iter().all(|r| r["health"] == "ok")
+    });
+    let rules = prom.api("rules", &[]);
+    assert_eq!(all_rules(&rules).len(), 8, "{rules}");
+    let alerts = prom.api("alerts", &[]);
+    assert_eq!(alerts["data"]["alerts"], json!([]), "healthy lab: {alerts}");
+
+    // A dead tunnel on the only node: the node-level alert starts pending, with the labels the
+    // PodMonitor's relabeling gives the series.
+    lab.tunnel_drop(true);
+    lab.wait_until(
+        "HybridprobeCheckFailing pending",
+        Duration::from_secs(30),
+        || {
+            let alerts = prom.api("alerts", &[]);
+            alerts["data"]["alerts"].as_array().is_some_and(|alerts| {
+                alerts.iter().any(|a| {
+                    let l = &a["labels"];
+                    l["alertname"] == "HybridprobeCheckFailing"
+                        && l["node"] == LAB_NODE_NAME
+                        && l["probe"] == "dc1-ldap"
+                        && l["netns"] == "pod"
+                        && a["state"] == "pending"
+                })
+            })
+        },
+    );
+
+    // Panels are evaluated last, once the outage above has put failed rounds into the series:
+    // a healthy lab has no failure series, and every panel must show data.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(deploy::repo_path("dashboards/hybridprobe.json")).unwrap(),
+    )
+    .expect("dashboards/hybridprobe.json is JSON");
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables");
+    let variable = |name: &str| {
+        variables
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no ${name} variable"))
+    };
+    assert_eq!(variable("datasource")["type"], "datasource");
+    assert_eq!(variable("datasource")["query"], "prometheus");
+    let node_query = str_of(&variable("node")["query"]["query"]);
+    let selector = node_query
+        .strip_prefix("label_values(")
+        .and_then(|q| q.strip_suffix(", node)"))
+        .unwrap_or_else(|| panic!("unexpected node variable query {node_query}"));
+    let nodes = prom.api("label/node/values", &[("match[]", selector)]);
+    let nodes: Vec<&str> = nodes["data"]
+        .as_array()
+        .expect("node values")
+        .iter()
+        .map(str_of)
+        .collect();
+    assert_eq!(
+        nodes,
+        [LAB_NODE_NAME],
+        "the node variable lists the lab's node"
+    );
+    let node_regex = nodes.join("|");
+
+    let mut failures = Vec::new();
+    let mut evaluated = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        let title = str_of(&panel["title"]);
+        if panel["type"] == "row" {
+            continue;
+        }
+        assert_eq!(
+            panel["datasource"]["uid"], "${datasource}",
+            "{title}: panels use the datasource variable"
+        );
+        let targets = panel["targets"].as_array().filter(|t| !t.is_empty());
+        let targets = targets.unwrap_or_else(|| panic!("{title}: no queries"));
+        for target in targets {
+            assert_eq!(target["datasource"]["uid"], "${datasource}", "{title}");
+            let expr = substitute(str_of(&target["expr"]), &node_regex);
+            let answer = if target["instant"] == true {
+                prom.instant(&expr)
+            } else {
+                prom.range(&expr)
+            };
+            evaluated += 1;
+            let empty = answer["data"]["result"]
+                .as_array()
+                .is_none_or(|r| r.is_empty());
+            if answer["status"] != "success" || empty {
+                failures.push(format!("{title}: {expr}\n  -> {answer}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "panel queries without data:\n{}",
+        failures.join("\n")
+    );
+    assert!(evaluated >= 15, "only {evaluated} queries evaluated");
+}
+
+fn all_rules(answer: &Value) -> Vec<&Value> {
+    answer["data"]["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .collect()
+}
+
+/// Whether `tool` is installed; under CI its absence fails the test.
+fn support_tool(tool: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        let why = format!("{tool} not found (see .ci/packages.txt)");
+        if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+            panic!("{why}");
+        }
+        eprintln!("skipping: {why} (set CI=true to fail instead)");
+    }
+    found
+}

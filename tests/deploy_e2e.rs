@@ -1,0 +1,288 @@
+//! The manifests themselves, tested: each kustomization in deploy/ is rendered, checked for the
+//! settings the agent depends on, and its DaemonSet's container is run in the namespace lab
+//! with its own command, args, env, user, capabilities, sysctls and ConfigMap.
+
+mod deploy;
+mod lab;
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use deploy::{memory_bytes, str_of, Manifests, PodRun, LAB_NODE_NAME};
+use lab::{Host, Lab, ONPREM_IP, POD_IP};
+use serde_json::Value;
+use support::{check, metric};
+
+const CONFIG_MAP: &str = "hybridprobe-config";
+const MEMORY_LIMIT_MAX: u64 = 64 << 20;
+
+/// The settings every variant must keep, whatever else an overlay changes.
+fn check_invariants(m: &Manifests) {
+    let pod = m.pod_spec("DaemonSet");
+    let container = &pod["containers"][0];
+    let src = &m.source;
+    assert_eq!(
+        pod["hostNetwork"], false,
+        "{src}: the agent must run in the pod network"
+    );
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+        "{src}"
+    );
+    assert!(
+        pod["tolerations"].as_array().is_some_and(|t| t
+            .iter()
+            .any(|t| t["operator"] == "Exists" && t.get("key").is_none())),
+        "{src}: every node must get an agent, tainted or not"
+    );
+    let priority = str_of(&pod["priorityClassName"]);
+    assert_eq!(
+        m.one("PriorityClass")["metadata"]["name"],
+        priority,
+        "{src}"
+    );
+    assert_eq!(
+        container["livenessProbe"]["httpGet"]["path"], "/livez",
+        "{src}"
+    );
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"], "/readyz",
+        "{src}"
+    );
+    let sc = &container["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true, "{src}");
+    assert_eq!(sc["privileged"], false, "{src}");
+    let limit = memory_bytes(str_of(&container["resources"]["limits"]["memory"]));
+    assert!(
+        limit <= MEMORY_LIMIT_MAX,
+        "{src}: memory limit {limit} above 64Mi"
+    );
+    for (name, field) in [
+        ("NODE_NAME", "spec.nodeName"),
+        ("POD_IP", "status.podIP"),
+        ("HOST_IP", "status.hostIP"),
+    ] {
+        let var = container["env"]
+            .as_array()
+            .and_then(|env| env.iter().find(|e| e["name"] == name))
+            .unwrap_or_else(|| panic!("{src}: no env {name}"));
+        assert_eq!(var["valueFrom"]["fieldRef"]["fieldPath"], field, "{src}");
+    }
+
+    let service = m.one("Service");
+    assert_eq!(
+        service["spec"]["clusterIP"], "None",
+        "{src}: the smoke check needs a headless Service"
+    );
+    let labels = &m.one("DaemonSet")["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in service["spec"]["selector"].as_object().expect("selector") {
+        assert_eq!(&labels[k], v, "{src}: the Service must select the agents");
+    }
+    let relabelings = &m.one("PodMonitor")["spec"]["podMetricsEndpoints"][0]["relabelings"];
+    assert!(
+        relabelings
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["targetLabel"] == "node"
+                && r["sourceLabels"][0] == "__meta_kubernetes_pod_node_name")),
+        "{src}: the PodMonitor must add the node label"
+    );
+}
+
+/// Renders `dir`, runs its DaemonSet's container in the lab's pod namespace with on-prem up,
+/// and checks what the kubelet and an operator would see.
+fn run_rendered_daemonset(test: &str, dir: &str) -> Option<()> {
+    let lab = Lab::new(test)?;
+    let manifests = Manifests::render(dir)?;
+    check_invariants(&manifests);
+    lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, 389)));
+    let pod = manifests.pod_spec("DaemonSet");
+    let container = &pod["containers"][0];
+    let run = PodRun::prepare(&lab, &manifests, pod);
+    assert_eq!(run.env_value("HYBRIDPROBE_NODE"), Some(LAB_NODE_NAME));
+    let agent = run.spawn(&lab, Host::Pod);
+
+    let probe = |which: &str| {
+        let get = &container[which]["httpGet"];
+        let url = format!(
+            "http://{POD_IP}:{}{}",
+            run.port(&get["port"]),
+            str_of(&get["path"])
+        );
+        lab.http_get(Host::Pod, &url, false).0
+    };
+    lab.wait_until("the liveness probe", Duration::from_secs(10), || {
+        probe("livenessProbe") == 200
+    });
+    // The base interval is 10 s and first rounds are spread across it.
+    lab.wait_until("the readiness probe", Duration::from_secs(30), || {
+        probe("readinessProbe") == 200
+    });
+
+    let port = run.port(&Value::from("http"));
+    let (code, body) = lab.http_get(Host::Pod, &format!("http://{POD_IP}:{port}/healthz"), true);
+    let verdict: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(
+        code, 200,
+        "every configured check passes in the lab: {verdict}"
+    );
+    assert_eq!(
+        verdict["node"], LAB_NODE_NAME,
+        "HYBRIDPROBE_NODE from the downward API"
+    );
+    let config = manifests.config_map_file(CONFIG_MAP, "config.yaml");
+    let expect_host = pod["hostPID"] == true;
+    assert_eq!(
+        config.contains("host:"),
+        expect_host,
+        "{dir}: host checks need hostPID"
+    );
+    for probe in ["dc1-ldap", "dc1-ping"] {
+        assert_eq!(
+            check(&verdict, probe, "pod")["result"],
+            "success",
+            "{verdict}"
+        );
+        if expect_host {
+            assert_eq!(
+                check(&verdict, probe, "host")["result"],
+                "success",
+                "{verdict}"
+            );
+        }
+    }
+    let checks = verdict["checks"].as_array().unwrap().len();
+    assert_eq!(checks, if expect_host { 4 } else { 2 }, "{verdict}");
+
+    let (_, metrics) = lab.http_get(Host::Pod, &format!("http://{POD_IP}:{port}/metrics"), false);
+    let runs = metric(
+        &metrics,
+        "hybridprobe_probe_runs_total",
+        &[
+            ("probe", "dc1-ping"),
+            ("netns", "pod"),
+            ("result", "success"),
+        ],
+    );
+    assert!(runs.unwrap_or(0.0) >= 1.0, "{metrics}");
+
+    // The agent runs as the manifest's user, with exactly the capabilities it adds (none take
+    // effect for a non-root user), and fits in the manifest's memory limit.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", lab.pid(agent))).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().next().unwrap_or_default().to_owned())
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
+    };
+    let uid: i64 = field("Uid:").parse().unwrap();
+    let sc = &pod["securityContext"];
+    assert_eq!(uid, sc["runAsUser"].as_i64().unwrap(), "{status}");
+    let cap_eff = u64::from_str_radix(&field("CapEff:"), 16).unwrap();
+    let added = container["securityContext"]["capabilities"]["add"]
+        .as_array()
+        .map_or(0, |caps| caps.len());
+    let expected = if uid == 0 { added } else { 0 };
+    assert_eq!(
+        cap_eff.count_ones() as usize,
+        expected,
+        "CapEff {cap_eff:x}"
+    );
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS");
+    let limit = memory_bytes(str_of(&container["resources"]["limits"]["memory"]));
+    eprintln!("{dir}: agent RSS {rss_kib} KiB, limit {} KiB", limit / 1024);
+    assert!(rss_kib * 1024 < limit, "RSS {rss_kib} KiB over the limit");
+    Some(())
+}
+
+#[test]
+fn base_daemonset_runs_green_in_the_lab() {
+    run_rendered_daemonset("deploy-base", "deploy/base");
+}
+
+#[test]
+fn azure_cni_overlay_runs_green_in_the_lab() {
+    run_rendered_daemonset("deploy-azure-cni", "deploy/overlays/azure-cni");
+}
+
+#[test]
+fn kubenet_overlay_runs_green_in_the_lab() {
+    run_rendered_daemonset("deploy-kubenet", "deploy/overlays/kubenet");
+}
+
+/// Non-root, no capabilities, no hostPID: the pod side still works, ICMP included, through the
+/// manifest's ping_group_range sysctl.
+#[test]
+fn no_host_privileges_overlay_runs_green_without_privileges() {
+    run_rendered_daemonset("deploy-no-host", "deploy/overlays/no-host-privileges");
+}
+
+/// Each capability the base adds is needed: without it a named check fails the way the README
+/// says, and with all of them every check passes.
+#[test]
+fn every_added_capability_is_needed() {
+    let Some(lab) = Lab::new("deploy-caps") else {
+        return;
+    };
+    let Some(manifests) = Manifests::render("deploy/base") else {
+        return;
+    };
+    lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, 389)));
+    let run = PodRun::prepare(&lab, &manifests, manifests.pod_spec("DaemonSet"));
+    let config = run.arg("--config").to_owned();
+    let check_json = |privileges: &[String]| {
+        let out = run.run_with(
+            &lab,
+            Host::Pod,
+            &["check", "--config", &config, "--format", "json"],
+            privileges,
+        );
+        let verdict: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), verdict)
+    };
+
+    let (code, verdict) = check_json(&run.privileges);
+    assert_eq!(code, Some(0), "with the manifest's capabilities: {verdict}");
+
+    for (capability, probe, result) in [
+        ("SYS_ADMIN", "dc1-ldap", "netns_unavailable"),
+        ("SYS_PTRACE", "dc1-ldap", "netns_unavailable"),
+        ("NET_RAW", "dc1-ping", "permission_denied"),
+    ] {
+        let named = format!("CAP_{capability}");
+        let privileges = run.without_capability(capability);
+        assert_ne!(privileges, run.privileges, "the base adds {capability}");
+        let (code, verdict) = check_json(&privileges);
+        assert_eq!(code, Some(1), "without {capability}: {verdict}");
+        let host = check(&verdict, probe, "host");
+        assert_eq!(host["result"], result, "without {capability}: {host}");
+        assert!(
+            str_of(&host["detail"]).contains(&named),
+            "the detail names what is missing: {host}"
+        );
+        assert_eq!(
+            check(&verdict, probe, "pod")["result"],
+            "success",
+            "the pod side needs no {capability}: {verdict}"
+        );
+    }
+}
+
+#[test]
+fn kubernetes_variable_expansion() {
+    let env = vec![("NODE_NAME".to_owned(), "n1".to_owned())];
+    assert_eq!(deploy::expand("$(NODE_NAME)", &env), "n1");
+    assert_eq!(
+        deploy::expand("a-$(NODE_NAME)-$(OTHER)", &env),
+        "a-n1-$(OTHER)"
+    );
+    assert_eq!(deploy::expand("$$(NODE_NAME) $x", &env), "$(NODE_NAME) $x");
+    assert_eq!(memory_bytes("64Mi"), 64 << 20);
+    assert_eq!(memory_bytes("100M"), 100_000_000);
+}
