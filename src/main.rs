@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hybridprobe::config::{Config, ConfigError, DEFAULT_HOST_NETNS, DEFAULT_HOST_RESOLV_CONF};
+use hybridprobe::report::{ColorChoice, Style};
 use hybridprobe::smoke::AgentsTarget;
 use hybridprobe::{profile, reflect, report, verdict::Status, ConfigSource};
 
@@ -85,6 +86,9 @@ struct CheckArgs {
     /// Output format.
     #[arg(long, env = "HYBRIDPROBE_FORMAT", value_enum, default_value_t = Format::Table)]
     format: Format,
+    /// Color the table: `auto` on a terminal unless NO_COLOR is set.
+    #[arg(long, env = "HYBRIDPROBE_COLOR", value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
 }
 
 #[derive(Args)]
@@ -148,7 +152,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate(args) => validate(&args),
         Command::Check(args) => with_config(&args.source, |config, node| {
-            check(config, node, args.format)
+            check(config, node, args.format, args.color)
         }),
         Command::Agent(args) => with_config(&args.source, |config, node| {
             agent(config, node, args.listen)
@@ -243,11 +247,19 @@ fn agent(source: ConfigSource, node: String, listen: SocketAddr) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(source: ConfigSource, node: String, format: Format) -> anyhow::Result<ExitCode> {
+fn check(
+    source: ConfigSource,
+    node: String,
+    format: Format,
+    color: ColorChoice,
+) -> anyhow::Result<ExitCode> {
     let (ConfigSource::File(_, config) | ConfigSource::Fixed(config)) = source;
     let verdict = runtime()?.block_on(hybridprobe::check_once(&config, node));
     match format {
-        Format::Table => print!("{}", report::table(&verdict)),
+        Format::Table => {
+            let style = color.for_stream(&std::io::stdout());
+            print!("{}", report::styled_table(&verdict, style));
+        }
         Format::Json => println!("{}", serde_json::to_string_pretty(&verdict)?),
     }
     Ok(if verdict.status == Status::Ok {
@@ -278,8 +290,11 @@ fn node_name() -> String {
 fn init_logging(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Container logs are files: escape codes there only garble `kubectl logs`.
+    let ansi = ColorChoice::Auto.for_stream(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi == Style::Color)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -117,3 +117,134 @@ fn config_is_also_taken_from_the_environment() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A config whose only namespace cannot be entered: `check` fails every check at once without
+/// sending a packet, which is all the output tests below need.
+/// Written once: tests run in parallel, and rewriting the file could hand one a torn read.
+fn unreachable_config() -> &'static std::path::Path {
+    static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        temp_config(
+            "no-netns.yaml",
+            "netns: {host: {path: /nonexistent/hybridprobe-netns}}\nprobes:\n  - {name: dc1-ldap, tcp: {target: '198.19.10.1:389'}}\n",
+        )
+    })
+}
+
+fn check_output(extra: &[&str], envs: &[(&str, &str)]) -> Output {
+    let config = unreachable_config();
+    let mut args = vec![
+        "check",
+        "--node",
+        "cli-node",
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("NO_COLOR")
+        .env_remove("HYBRIDPROBE_COLOR")
+        .envs(envs.iter().copied())
+        .output()
+        .expect("run hybridprobe");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+const ESC: char = '\x1b';
+
+#[test]
+fn check_table_is_plain_when_piped_and_colored_on_request() {
+    let piped = String::from_utf8(check_output(&[], &[]).stdout).unwrap();
+    assert!(!piped.contains(ESC), "{piped:?}");
+    assert!(
+        piped.starts_with("FAIL on cli-node: 1 of 1 checks fail\n"),
+        "{piped}"
+    );
+    let never = String::from_utf8(check_output(&["--color", "never"], &[]).stdout).unwrap();
+    assert_eq!(never, piped);
+
+    let always = String::from_utf8(check_output(&["--color", "always"], &[]).stdout).unwrap();
+    assert!(
+        always.starts_with("\x1b[1;31mFAIL\x1b[0m \x1b[1mon cli-node: 1 of 1 checks fail\x1b[0m\n"),
+        "{always:?}"
+    );
+    assert!(
+        always.contains("\n\x1b[1;31mFAIL\x1b[0m  dc1-ldap"),
+        "{always:?}"
+    );
+    let from_env = check_output(&[], &[("HYBRIDPROBE_COLOR", "always"), ("NO_COLOR", "1")]);
+    assert_eq!(
+        String::from_utf8(from_env.stdout).unwrap(),
+        always,
+        "an explicit choice beats NO_COLOR"
+    );
+}
+
+/// Runs `check` on a pseudo-terminal with `script`, stdout and stderr both on it.
+fn check_on_a_terminal(envs: &[(&str, &str)]) -> String {
+    let config = unreachable_config();
+    let command = format!(
+        "'{BIN}' check --node cli-node --config '{}'",
+        config.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("NO_COLOR")
+        .env_remove("HYBRIDPROBE_COLOR")
+        .env("TERM", "xterm-256color")
+        .envs(envs.iter().copied())
+        .output()
+        .expect("run script(1) from bsdutils");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn check_colors_a_terminal_unless_no_color_is_set() {
+    let colored = check_on_a_terminal(&[]);
+    assert!(colored.contains("\x1b[1;31mFAIL\x1b[0m"), "{colored:?}");
+    let plain = check_on_a_terminal(&[("NO_COLOR", "1")]);
+    assert!(
+        plain.contains("FAIL on cli-node: 1 of 1 checks fail"),
+        "{plain:?}"
+    );
+    assert!(
+        !plain.contains(ESC),
+        "NO_COLOR covers the logs too: {plain:?}"
+    );
+}
+
+#[test]
+fn log_format_json_writes_one_object_per_line_and_text_stays_plain_when_piped() {
+    let json = check_output(&["--log-format", "json"], &[]);
+    let stderr = String::from_utf8(json.stderr).unwrap();
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let unavailable = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "namespace unavailable")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert_eq!(unavailable["level"], "WARN");
+    assert_eq!(unavailable["fields"]["netns"], "host");
+    assert!(unavailable["timestamp"].is_string(), "{unavailable}");
+
+    let text = check_output(&["--log-format", "text"], &[]);
+    let stderr = String::from_utf8(text.stderr).unwrap();
+    assert!(stderr.contains(" WARN "), "{stderr}");
+    assert!(
+        stderr.contains("namespace unavailable netns=host"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(ESC),
+        "no escape codes in a log file: {stderr:?}"
+    );
+}
