@@ -1,5 +1,5 @@
-//! The HTTP surface: `/metrics` for Prometheus, `/livez` and `/readyz` for the kubelet, and
-//! `/healthz`, the node verdict for people and smoke checks.
+//! The HTTP surface: `/metrics` for Prometheus, `/livez` and `/readyz` for the kubelet,
+//! `/healthz`, the node verdict for people and smoke checks, and the status page at `/`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::report;
 use crate::state::State;
+use crate::status;
 use crate::verdict::{self, Status};
 
 pub(crate) const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -21,6 +22,7 @@ pub(crate) const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
 
 pub fn router(state: Arc<State>) -> Router {
     Router::new()
+        .route("/", get(status::page))
         .route("/metrics", get(metrics))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))

@@ -11,6 +11,7 @@
 //! - [`results`]: recent rounds per check; [`state`]: what the agent knows now.
 //! - [`verdict`]: from results to the node's verdict; [`report`]: that verdict for people.
 //! - [`metrics`]: the one `Metrics` value; [`http`]: `/metrics`, `/livez`, `/readyz`, `/healthz`.
+//! - [`status`]: the HTML status page at `/`, self-contained.
 //! - [`reload`]: watches the config file and hands valid new configs to the scheduler.
 //! - [`signal`]: SIGTERM and SIGINT as a shutdown future.
 //! - [`stun`]: the RFC 5389 Binding codec shared by the source-IP probe and the reflector.
@@ -32,6 +33,7 @@ pub mod scheduler;
 pub mod signal;
 pub mod smoke;
 pub mod state;
+pub mod status;
 pub mod stun;
 pub mod verdict;
 

@@ -92,6 +92,15 @@ pub fn check<'j>(
         .unwrap_or_else(|| panic!("no check {probe}/{netns} in {verdict}"))
 }
 
+/// A config that runs `probes` (YAML list items) with `defaults` (a YAML flow mapping) in the pod
+/// namespace and in the lab's node namespace as the host.
+pub fn pod_and_host_config(lab: &Lab, defaults: &str, probes: &str) -> String {
+    format!(
+        "netns:\n  pod: {{}}\n  host: {{ path: {} }}\ndefaults: {defaults}\nprobes:\n{probes}",
+        lab.ns_path(Host::Node).display()
+    )
+}
+
 pub fn write_config(lab: &Lab, name: &str, text: &str) -> String {
     let path = lab.tmpdir().join(name);
     std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
