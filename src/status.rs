@@ -135,7 +135,7 @@ pub fn render(snapshot: &Snapshot) -> String {
     checks(&mut out, snapshot);
     agent(&mut out, snapshot);
     out.push_str(
-        r#"<footer>Also: <a href="/healthz">/healthz</a> · <a href="/healthz?format=json">/healthz?format=json</a> · <a href="/metrics">/metrics</a></footer>
+        r#"<footer>Also: <a href="healthz">/healthz</a> · <a href="healthz?format=json">/healthz?format=json</a> · <a href="metrics">/metrics</a></footer>
 </main>
 </body>
 </html>
@@ -591,7 +591,8 @@ mod tests {
         assert!(rows[1].contains(r#"<td class="cell none">not checked here</td>"#));
         assert!(rows[1].contains("no rounds yet"), "no history kept for it");
         assert!(html.contains(r#"<dt>config</dt><dd><span class="tag ok">loaded</span>"#));
-        for link in ["/healthz", "/metrics"] {
+        // Relative, so they also work through `kubectl proxy`'s path prefix.
+        for link in ["healthz", "metrics"] {
             assert!(html.contains(&format!("href=\"{link}\"")));
         }
     }
