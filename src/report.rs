@@ -107,7 +107,13 @@ pub fn styled_table(verdict: &Verdict, style: Style) -> String {
         .iter()
         .map(|c| {
             [
-                if c.ok { "ok" } else { "FAIL" }.to_owned(),
+                match (c.ok, c.duration_seconds) {
+                    (true, _) => "ok",
+                    // Not run yet (the agent is starting, or a reload just added it).
+                    (false, None) => "wait",
+                    (false, Some(_)) => "FAIL",
+                }
+                .to_owned(),
                 c.probe.clone(),
                 c.kind.to_owned(),
                 c.netns.to_string(),
