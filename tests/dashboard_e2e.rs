@@ -1,24 +1,28 @@
 //! The dashboard and the alert rules against live data: the base DaemonSet runs in the lab's pod
-//! namespace, a real Prometheus in the node namespace scrapes it with the PodMonitor's own
-//! relabelings and loads the PrometheusRule's own rules, and every panel query of
-//! dashboards/hybridprobe.json must be valid and return data.
+//! namespace with its own config (every probe kind, against the lab's servers), a real Prometheus
+//! in the node namespace scrapes it with the PodMonitor's own relabelings and loads the
+//! PrometheusRule's own rules, and after the tunnel has failed, recovered and failed again every
+//! panel query of dashboards/hybridprobe.json must be valid and return data.
 
 mod deploy;
 mod lab;
 mod support;
 
-use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use deploy::{str_of, Manifests, PodRun, LAB_NODE_NAME};
-use lab::{Host, Lab, NODE_IP, ONPREM_IP, POD_IP};
+use deploy::{str_of, ConfigTargets, Manifests, PodRun, LAB_NODE_NAME};
+use lab::{Host, Lab, NODE_IP, POD_IP};
 use serde_json::{json, Value};
 
 const PROMETHEUS_PORT: u16 = 9090;
 /// What Grafana would substitute for `$__rate_interval` at a 1 s scrape interval, with slack
 /// for the agent's 10 s probe interval.
 const RATE_INTERVAL: &str = "30s";
-
+/// What Grafana would substitute for `$__range`, and the span of range queries: the whole test.
+const RANGE: &str = "5m";
+const RANGE_SECONDS: u64 = 300;
+/// Alerting and recording rules in deploy/base/prometheusrule.yaml.
+const RULES: usize = 27;
 /// A Prometheus in the lab's node namespace, queried from inside it.
 struct Prometheus<'a> {
     lab: &'a Lab,
@@ -50,7 +54,7 @@ impl Prometheus<'_> {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let (start, end) = ((now - 60).to_string(), now.to_string());
+        let (start, end) = ((now - RANGE_SECONDS).to_string(), now.to_string());
         self.api(
             "query_range",
             &[
@@ -127,7 +131,8 @@ fn substitute(expr: &str, node_regex: &str) -> String {
     let out = expr
         .replace("${node}", node_regex)
         .replace("$node", node_regex)
-        .replace("$__rate_interval", RATE_INTERVAL);
+        .replace("$__rate_interval", RATE_INTERVAL)
+        .replace("$__range", RANGE);
     assert!(!out.contains('$'), "unknown variable in {expr}");
     out
 }
@@ -143,7 +148,9 @@ fn every_panel_and_rule_evaluates_against_a_live_agent() {
     let Some(manifests) = Manifests::render("deploy/base") else {
         return;
     };
-    lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, 389)));
+    let Some(_targets) = ConfigTargets::start(&lab, "dashboard", false) else {
+        return;
+    };
     let run = PodRun::prepare(&lab, &manifests, manifests.pod_spec("DaemonSet"));
     run.spawn(&lab, Host::Pod);
     let port = run.port(&Value::from("http"));
@@ -194,32 +201,56 @@ fn every_panel_and_rule_evaluates_against_a_live_agent() {
         all_rules(&rules).iter().all(|r| r["health"] == "ok")
     });
     let rules = prom.api("rules", &[]);
-    assert_eq!(all_rules(&rules).len(), 8, "{rules}");
+    assert_eq!(all_rules(&rules).len(), RULES, "{rules}");
     let alerts = prom.api("alerts", &[]);
     assert_eq!(alerts["data"]["alerts"], json!([]), "healthy lab: {alerts}");
 
-    // A dead tunnel on the only node: the node-level alert starts pending, with the labels the
-    // PodMonitor's relabeling gives the series.
+    // TODO(merge): hybridprobe_diagnosis arrives with the verdict branch. Once it is on main,
+    // drop `diagnosing` and its fallbacks: expect the diagnosis alert, and evaluate every query.
+    let diagnosing = prom.has_data(r#"hybridprobe_diagnosis{job="hybridprobe"}"#);
+
+    // A dead tunnel on the only node: the agent diagnoses it, and that one alert starts pending
+    // (the failing checks it explains raise none), with the labels the PodMonitor's relabeling
+    // gives the series. An agent without diagnoses leaves it to the per-check alert.
     lab.tunnel_drop(true);
+    let (alert, label, value) = if diagnosing {
+        ("HybridprobeDiagnosis", "code", "onprem_unreachable")
+    } else {
+        ("HybridprobeCheckFailing", "probe", "dc1-ldap")
+    };
     lab.wait_until(
-        "HybridprobeCheckFailing pending",
+        &format!("{alert} {label}={value} pending"),
         Duration::from_secs(30),
         || {
             let alerts = prom.api("alerts", &[]);
             alerts["data"]["alerts"].as_array().is_some_and(|alerts| {
                 alerts.iter().any(|a| {
                     let l = &a["labels"];
-                    l["alertname"] == "HybridprobeCheckFailing"
+                    l["alertname"] == alert
                         && l["node"] == LAB_NODE_NAME
-                        && l["probe"] == "dc1-ldap"
-                        && l["netns"] == "pod"
+                        && l[label] == value
                         && a["state"] == "pending"
                 })
             })
         },
     );
 
-    // Panels are evaluated last, once the outage above has put failed rounds into the series:
+    // The tunnel comes back, so the outage ends and is measured; then it fails again, so the
+    // panels of active failures and diagnoses have something to show.
+    lab.tunnel_drop(false);
+    lab.wait_until("the outage measured", Duration::from_secs(30), || {
+        prom.has_data(
+            r#"hybridprobe_outage_duration_seconds_count{job="hybridprobe", probe="dc1-ldap", netns="pod"} >= 1"#,
+        )
+    });
+    lab.tunnel_drop(true);
+    lab.wait_until("the second outage", Duration::from_secs(30), || {
+        prom.has_data(
+            r#"hybridprobe_probe_success{job="hybridprobe", probe="dc1-ldap", netns="pod"} == 0"#,
+        )
+    });
+
+    // Panels are evaluated last, once the outages above have put failed rounds into the series:
     // a healthy lab has no failure series, and every panel must show data.
     let dashboard: Value = serde_json::from_str(
         &std::fs::read_to_string(deploy::repo_path("dashboards/hybridprobe.json")).unwrap(),
@@ -255,8 +286,7 @@ fn every_panel_and_rule_evaluates_against_a_live_agent() {
     );
     let node_regex = nodes.join("|");
 
-    let mut failures = Vec::new();
-    let mut evaluated = 0;
+    let mut queries = Vec::new();
     for panel in dashboard["panels"].as_array().expect("panels") {
         let title = str_of(&panel["title"]);
         if panel["type"] == "row" {
@@ -271,12 +301,26 @@ fn every_panel_and_rule_evaluates_against_a_live_agent() {
         for target in targets {
             assert_eq!(target["datasource"]["uid"], "${datasource}", "{title}");
             let expr = substitute(str_of(&target["expr"]), &node_regex);
-            let answer = if target["instant"] == true {
-                prom.instant(&expr)
+            // TODO(merge): remove with `diagnosing` above.
+            if !diagnosing && expr.contains("hybridprobe_diagnosis") {
+                eprintln!("not evaluated, hybridprobe_diagnosis not exported yet: {title}: {expr}");
+                continue;
+            }
+            queries.push((title, expr, target["instant"] == true));
+        }
+    }
+    assert!(queries.len() >= 30, "only {} queries", queries.len());
+    // Series arrive at the agent's pace (a round every 10 s): ask again until every query has
+    // data, or say which never did.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut failures = Vec::new();
+        for (title, expr, instant) in &queries {
+            let answer = if *instant {
+                prom.instant(expr)
             } else {
-                prom.range(&expr)
+                prom.range(expr)
             };
-            evaluated += 1;
             let empty = answer["data"]["result"]
                 .as_array()
                 .is_none_or(|r| r.is_empty());
@@ -284,13 +328,16 @@ fn every_panel_and_rule_evaluates_against_a_live_agent() {
                 failures.push(format!("{title}: {expr}\n  -> {answer}"));
             }
         }
+        if failures.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "panel queries without data:\n{}",
+            failures.join("\n")
+        );
+        std::thread::sleep(Duration::from_secs(2));
     }
-    assert!(
-        failures.is_empty(),
-        "panel queries without data:\n{}",
-        failures.join("\n")
-    );
-    assert!(evaluated >= 15, "only {evaluated} queries evaluated");
 }
 
 fn all_rules(answer: &Value) -> Vec<&Value> {

@@ -1,20 +1,25 @@
 //! The manifests themselves, tested: each kustomization in deploy/ is rendered, checked for the
 //! settings the agent depends on, and its DaemonSet's container is run in the namespace lab
-//! with its own command, args, env, user, capabilities, sysctls and ConfigMap.
+//! with its own command, args, env, user, capabilities, sysctls and ConfigMap, against lab
+//! servers at the config's own example addresses: every configured check must pass.
 
 mod deploy;
 mod lab;
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use deploy::{memory_bytes, str_of, Manifests, PodRun, LAB_NODE_NAME};
-use lab::{Host, Lab, ONPREM_IP, POD_IP};
+use deploy::{
+    configured_checks, memory_bytes, str_of, ConfigTargets, Manifests, PodRun, LAB_NODE_NAME,
+};
+use hybridprobe::probe::ProbeKind;
+use lab::{Host, Lab, NODE_IP, POD_IP};
 use serde_json::Value;
 use support::{check, metric};
 
 const CONFIG_MAP: &str = "hybridprobe-config";
+/// The shipped configs' source_ip check.
+const SOURCE_IP_PROBE: &str = "onprem-source-ip";
 const MEMORY_LIMIT_MAX: u64 = 64 << 20;
 
 /// The settings every variant must keep, whatever else an overlay changes.
@@ -89,13 +94,22 @@ fn check_invariants(m: &Manifests) {
     );
 }
 
-/// Renders `dir`, runs its DaemonSet's container in the lab's pod namespace with on-prem up,
-/// and checks what the kubelet and an operator would see.
-fn run_rendered_daemonset(test: &str, dir: &str) -> Option<()> {
+/// How the lab's node treats pod traffic to on-prem, as the overlay's network plugin would.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Node {
+    /// Pods keep their address toward on-prem (Azure CNI with nonMasqueradeCIDRs).
+    KeepsPodIp,
+    /// Pods are SNAT'd to the node's address (kubenet).
+    Masquerades,
+}
+
+/// Renders `dir`, runs its DaemonSet's container in the lab's pod namespace with everything its
+/// config talks to up, and checks what the kubelet and an operator would see.
+fn run_rendered_daemonset(test: &str, dir: &str, node: Node) -> Option<()> {
     let lab = Lab::new(test)?;
     let manifests = Manifests::render(dir)?;
     check_invariants(&manifests);
-    lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, 389)));
+    let _targets = ConfigTargets::start(&lab, test, node == Node::Masquerades)?;
     let pod = manifests.pod_spec("DaemonSet");
     let container = &pod["containers"][0];
     let run = PodRun::prepare(&lab, &manifests, pod);
@@ -137,22 +151,30 @@ fn run_rendered_daemonset(test: &str, dir: &str) -> Option<()> {
         expect_host,
         "{dir}: host checks need hostPID"
     );
-    for probe in ["dc1-ldap", "dc1-ping"] {
-        assert_eq!(
-            check(&verdict, probe, "pod")["result"],
-            "success",
-            "{verdict}"
-        );
-        if expect_host {
-            assert_eq!(
-                check(&verdict, probe, "host")["result"],
-                "success",
-                "{verdict}"
-            );
-        }
+    let checks = verdict["checks"].as_array().unwrap();
+    let mut ran: Vec<(String, String)> = checks
+        .iter()
+        .map(|c| {
+            (
+                str_of(&c["probe"]).to_owned(),
+                str_of(&c["netns"]).to_owned(),
+            )
+        })
+        .collect();
+    ran.sort();
+    assert_eq!(ran, configured_checks(&config), "{dir}: {verdict}");
+    for c in checks {
+        assert_eq!(c["result"], "success", "{c}");
     }
-    let checks = verdict["checks"].as_array().unwrap().len();
-    assert_eq!(checks, if expect_host { 4 } else { 2 }, "{verdict}");
+    // With host privileges the shipped config exercises every probe kind.
+    let mut kinds: Vec<&str> = checks.iter().map(|c| str_of(&c["kind"])).collect();
+    kinds.sort();
+    kinds.dedup();
+    if expect_host {
+        let mut all = ProbeKind::NAMES.to_vec();
+        all.sort();
+        assert_eq!(kinds, all, "{dir}: a probe kind missing from the config");
+    }
 
     let (_, metrics) = lab.http_get(Host::Pod, &format!("http://{POD_IP}:{port}/metrics"), false);
     let runs = metric(
@@ -165,6 +187,30 @@ fn run_rendered_daemonset(test: &str, dir: &str) -> Option<()> {
         ],
     );
     assert!(runs.unwrap_or(0.0) >= 1.0, "{metrics}");
+
+    // What on-prem saw from the pod, and the node's own account of it: conntrack, read with
+    // NET_ADMIN in the host namespace. Without a host namespace there is no such evidence.
+    let source_ip = check(&verdict, SOURCE_IP_PROBE, "pod");
+    let detail = str_of(&source_ip["detail"]);
+    let snat = metric(
+        &metrics,
+        "hybridprobe_snat_observed",
+        &[("probe", SOURCE_IP_PROBE), ("netns", "pod")],
+    );
+    let seen = if node == Node::Masquerades {
+        NODE_IP
+    } else {
+        POD_IP
+    };
+    assert!(detail.contains(&format!("on-prem saw {seen}")), "{detail}");
+    if expect_host {
+        assert!(detail.contains("conntrack: this node"), "{detail}");
+        let snat_expected = if node == Node::Masquerades { 1.0 } else { 0.0 };
+        assert_eq!(snat, Some(snat_expected), "{metrics}");
+    } else {
+        assert!(detail.contains("conntrack: skipped"), "{detail}");
+        assert_eq!(snat, None, "{metrics}");
+    }
 
     // The agent runs as the manifest's user, with exactly the capabilities it adds (none take
     // effect for a non-root user), and fits in the manifest's memory limit.
@@ -202,28 +248,42 @@ fn run_rendered_daemonset(test: &str, dir: &str) -> Option<()> {
 
 #[test]
 fn base_daemonset_runs_green_in_the_lab() {
-    run_rendered_daemonset("deploy-base", "deploy/base");
+    run_rendered_daemonset("deploy-base", "deploy/base", Node::KeepsPodIp);
 }
 
 #[test]
 fn azure_cni_overlay_runs_green_in_the_lab() {
-    run_rendered_daemonset("deploy-azure-cni", "deploy/overlays/azure-cni");
+    run_rendered_daemonset(
+        "deploy-azure-cni",
+        "deploy/overlays/azure-cni",
+        Node::KeepsPodIp,
+    );
 }
 
+/// The pod's traffic to on-prem leaves as the node's, as the overlay's source_ip check expects.
 #[test]
 fn kubenet_overlay_runs_green_in_the_lab() {
-    run_rendered_daemonset("deploy-kubenet", "deploy/overlays/kubenet");
+    run_rendered_daemonset(
+        "deploy-kubenet",
+        "deploy/overlays/kubenet",
+        Node::Masquerades,
+    );
 }
 
 /// Non-root, no capabilities, no hostPID: the pod side still works, ICMP included, through the
 /// manifest's ping_group_range sysctl.
 #[test]
 fn no_host_privileges_overlay_runs_green_without_privileges() {
-    run_rendered_daemonset("deploy-no-host", "deploy/overlays/no-host-privileges");
+    run_rendered_daemonset(
+        "deploy-no-host",
+        "deploy/overlays/no-host-privileges",
+        Node::KeepsPodIp,
+    );
 }
 
-/// Each capability the base adds is needed: without it a named check fails the way the README
-/// says, and with all of them every check passes.
+/// Each capability the base adds is needed: without it a named check fails (or, for
+/// NET_ADMIN, loses its evidence) the way the README says, and with all of them every check
+/// passes.
 #[test]
 fn every_added_capability_is_needed() {
     let Some(lab) = Lab::new("deploy-caps") else {
@@ -232,7 +292,9 @@ fn every_added_capability_is_needed() {
     let Some(manifests) = Manifests::render("deploy/base") else {
         return;
     };
-    lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, 389)));
+    let Some(_targets) = ConfigTargets::start(&lab, "deploy-caps", false) else {
+        return;
+    };
     let run = PodRun::prepare(&lab, &manifests, manifests.pod_spec("DaemonSet"));
     let config = run.arg("--config").to_owned();
     let check_json = |privileges: &[String]| {
@@ -249,6 +311,11 @@ fn every_added_capability_is_needed() {
 
     let (code, verdict) = check_json(&run.privileges);
     assert_eq!(code, Some(0), "with the manifest's capabilities: {verdict}");
+    let with_all = check(&verdict, SOURCE_IP_PROBE, "pod");
+    assert!(
+        str_of(&with_all["detail"]).contains("conntrack: this node"),
+        "{with_all}"
+    );
 
     for (capability, probe, result) in [
         ("SYS_ADMIN", "dc1-ldap", "netns_unavailable"),
@@ -271,7 +338,46 @@ fn every_added_capability_is_needed() {
             "success",
             "the pod side needs no {capability}: {verdict}"
         );
+        if capability == "NET_RAW" {
+            // Raw sockets, in every namespace: only they see fragmentation-needed and
+            // time-exceeded.
+            for probe in ["tunnel-mtu", "onprem-trace"] {
+                let pod = check(&verdict, probe, "pod");
+                assert_eq!(pod["result"], "permission_denied", "{pod}");
+            }
+        }
     }
+
+    // Without NET_ADMIN every check still passes, but the source_ip check loses the node's
+    // conntrack evidence: the detail says so and the metric is gone.
+    let privileges = run.without_capability("NET_ADMIN");
+    assert_ne!(privileges, run.privileges, "the base adds NET_ADMIN");
+    let (code, verdict) = check_json(&privileges);
+    assert_eq!(code, Some(0), "without NET_ADMIN: {verdict}");
+    for netns in ["pod", "host"] {
+        let source_ip = check(&verdict, SOURCE_IP_PROBE, netns);
+        assert!(
+            str_of(&source_ip["detail"])
+                .contains("conntrack: skipped: reading conntrack needs CAP_NET_ADMIN"),
+            "{source_ip}"
+        );
+    }
+    run.spawn_with(&lab, Host::Pod, &privileges);
+    let port = run.port(&Value::from("http"));
+    let url = |path: &str| format!("http://{POD_IP}:{port}{path}");
+    lab.wait_until(
+        "the agent without NET_ADMIN ready",
+        Duration::from_secs(30),
+        || lab.http_get(Host::Pod, &url("/readyz"), false).0 == 200,
+    );
+    let (_, metrics) = lab.http_get(Host::Pod, &url("/metrics"), false);
+    let labels = [("probe", SOURCE_IP_PROBE), ("netns", "pod")];
+    assert_eq!(
+        metric(&metrics, "hybridprobe_source_ip_preserved", &labels),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("hybridprobe_snat_observed{"), "{metrics}");
 }
 
 #[test]

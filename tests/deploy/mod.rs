@@ -2,16 +2,20 @@
 //! a kubelet would run them: the container's command, args and env (downward API values
 //! replaced by lab values), its user and capabilities (through `setpriv`), the pod's sysctls,
 //! the ConfigMap as files, and the node's PID 1 played by a process in the lab's node namespace.
+//! The shipped configs' example addresses are the lab's, and [`ConfigTargets`] starts what they
+//! talk to.
 
 // Each integration-test binary compiles this module and uses a different subset of it.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
 
-use crate::lab::{Host, Lab, ProcHandle, NODE_IP, POD_IP};
+use crate::lab::dns::{self, Forward, CLUSTER_DNS_IP};
+use crate::lab::{Host, Lab, ProcHandle, NODE_IP, ONPREM_IP, POD_IP};
 use crate::support::BIN;
 
 /// Where the Dockerfile puts the binary; the manifests must run exactly that.
@@ -259,8 +263,13 @@ impl PodRun {
 
     /// Applies the pod's sysctls to `h` and starts the container there, as the kubelet would.
     pub fn spawn(&self, lab: &Lab, h: Host) -> ProcHandle {
+        self.spawn_with(lab, h, &self.privileges)
+    }
+
+    /// [`PodRun::spawn`] with other `privileges` (`setpriv` options).
+    pub fn spawn_with(&self, lab: &Lab, h: Host, privileges: &[String]) -> ProcHandle {
         self.apply_sysctls(lab, h);
-        let args = self.command_line(&self.argv, &self.privileges);
+        let args = self.command_line(&self.argv, privileges);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         lab.spawn(h, "env", &args, &[])
     }
@@ -412,6 +421,68 @@ pub fn memory_bytes(quantity: &str) -> u64 {
         }
     }
     quantity.parse().expect("memory quantity")
+}
+
+/// The STUN port of the shipped configs' `source_ip` checks.
+pub const STUN_PORT: u16 = 3478;
+
+/// What the shipped configs (deploy/base/config.yaml and the overlays') talk to, at their example
+/// addresses, which are the lab's: TCP on on-prem's port 389, the on-prem DNS and the cluster
+/// DNS forwarding the corporate zone to it, coturn as the on-prem STUN server, and a resolv.conf
+/// naming the cluster DNS for the pod and for the node (whose `/proc/1/root/etc/resolv.conf` is
+/// the stand-in init's), so no query leaves the lab. The node tracks connections as a real node
+/// does, and masquerades pod traffic to on-prem when `masquerade` is set (kubenet).
+///
+/// Start it before [`PodRun::prepare`]: the stand-in init must start with the node's
+/// resolv.conf in place. `None` (after one line saying why) when dnsmasq is missing outside CI.
+pub struct ConfigTargets {
+    _etc: [EtcOverlay; 2],
+}
+
+impl ConfigTargets {
+    pub fn start(lab: &Lab, test: &str, masquerade: bool) -> Option<ConfigTargets> {
+        if !dns::dnsmasq_available(test) {
+            return None;
+        }
+        lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, 389)));
+        lab.onprem_dns();
+        lab.cluster_dns(Forward::Onprem);
+        lab.start_coturn(STUN_PORT);
+        lab.masquerade(masquerade);
+        let resolv = std::fs::read_to_string(lab.resolv_conf("resolv.conf", &[CLUSTER_DNS_IP]))
+            .expect("the lab's resolv.conf");
+        let _etc = [Host::Pod, Host::Node].map(|h| {
+            let etc = EtcOverlay::new(lab, h);
+            etc.write("resolv.conf", &resolv);
+            etc
+        });
+        Some(ConfigTargets { _etc })
+    }
+}
+
+/// Every `(probe, netns)` check a config defines: each probe in its `netns` list, or in every
+/// namespace of the `netns` section (both when there is none).
+pub fn configured_checks(config: &str) -> Vec<(String, String)> {
+    let config: Value = serde_norway::from_str(config).expect("the config is YAML");
+    let all: Vec<String> = match config["netns"].as_object() {
+        Some(netns) => netns.keys().cloned().collect(),
+        None => vec!["pod".to_owned(), "host".to_owned()],
+    };
+    let mut checks: Vec<(String, String)> = config["probes"]
+        .as_array()
+        .expect("probes")
+        .iter()
+        .flat_map(|probe| {
+            let name = str_of(&probe["name"]).to_owned();
+            let netns = match probe["netns"].as_array() {
+                Some(list) => list.iter().map(|n| str_of(n).to_owned()).collect(),
+                None => all.clone(),
+            };
+            netns.into_iter().map(move |n| (name.clone(), n))
+        })
+        .collect();
+    checks.sort();
+    checks
 }
 
 /// Files bind-mounted over /etc inside a lab namespace: `ip netns exec` mounts each file in
