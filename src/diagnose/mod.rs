@@ -22,7 +22,7 @@ mod evidence;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use serde::Serialize;
@@ -287,14 +287,15 @@ fn pod_source_address(checks: &[Observed], reason: Reason) -> Option<String> {
 
 /// Targets that fail from the pod but answer the same check from the host.
 fn pod_path_blocked(reach: &[Reach]) -> Option<Diagnosis> {
-    let answered_by_host = |r: &Reach| {
-        reach.iter().any(|h| {
-            h.netns == NetnsId::Host && h.answered && h.probe == r.probe && h.target == r.target
-        })
-    };
+    let answered_by_host: HashSet<(&str, &str)> = reach
+        .iter()
+        .filter(|h| h.netns == NetnsId::Host && h.answered)
+        .map(|h| (h.probe, h.target.as_str()))
+        .collect();
     let blocked: Vec<&Reach> = reach
         .iter()
-        .filter(|r| r.netns == NetnsId::Pod && !r.answered && answered_by_host(r))
+        .filter(|r| r.netns == NetnsId::Pod && !r.answered)
+        .filter(|r| answered_by_host.contains(&(r.probe, r.target.as_str())))
         .collect();
     (!blocked.is_empty()).then(|| {
         Code::PodPathBlocked.with(format!(
@@ -341,13 +342,12 @@ fn onprem_dns_down(pairs: &[Pair], pod_blocked: bool) -> Option<Diagnosis> {
 
 /// On-prem servers that answer over UDP but not over TCP, in the same check and namespace.
 fn dns_tcp_blocked(pairs: &[Pair]) -> Option<Diagnosis> {
-    let udp_answers = |tcp: &Pair| {
-        pairs.iter().any(|p| {
-            p.transport == Transport::Udp
-                && (p.probe, p.netns, &p.server) == (tcp.probe, tcp.netns, &tcp.server)
-                && p.failure.map_or(Some(true), evidence::answered) == Some(true)
-        })
-    };
+    let udp_answers: HashSet<(&str, NetnsId, &str)> = pairs
+        .iter()
+        .filter(|p| p.transport == Transport::Udp)
+        .filter(|p| p.failure.map_or(Some(true), evidence::answered) == Some(true))
+        .map(|p| (p.probe, p.netns, p.server.as_str()))
+        .collect();
     let blocked: Vec<&Pair> = pairs
         .iter()
         .filter(|p| p.asked == Asked::Onprem && p.transport == Transport::Tcp)
@@ -359,7 +359,7 @@ fn dns_tcp_blocked(pairs: &[Pair]) -> Option<Diagnosis> {
                 )
             })
         })
-        .filter(|p| udp_answers(p))
+        .filter(|p| udp_answers.contains(&(p.probe, p.netns, p.server.as_str())))
         .collect();
     (!blocked.is_empty()).then(|| {
         Code::DnsTcpBlocked.with(format!(
@@ -374,14 +374,14 @@ fn dns_tcp_blocked(pairs: &[Pair]) -> Option<Diagnosis> {
 /// which fails the cluster DNS's own TCP forwarding too, out of this.
 fn cluster_dns_forwarding(pairs: &[Pair]) -> Option<Diagnosis> {
     let pod = |p: &&Pair| p.netns == NetnsId::Pod;
-    let answered_directly = |system: &Pair| {
-        pairs.iter().filter(pod).find(|p| {
-            p.probe == system.probe
-                && p.transport == system.transport
-                && p.asked == Asked::Onprem
-                && p.failure.is_none()
-        })
-    };
+    let mut answered_directly: HashMap<(&str, &str), &str> = HashMap::new();
+    for p in pairs.iter().filter(pod) {
+        if p.asked == Asked::Onprem && p.failure.is_none() {
+            answered_directly
+                .entry((p.probe, p.transport.as_str()))
+                .or_insert(&p.server);
+        }
+    }
     let mut failing: BTreeMap<(&str, &str, &str), Vec<&Pair>> = BTreeMap::new();
     for system in pairs
         .iter()
@@ -391,9 +391,9 @@ fn cluster_dns_forwarding(pairs: &[Pair]) -> Option<Diagnosis> {
         if system.failure.is_none() {
             continue;
         }
-        if let Some(direct) = answered_directly(system) {
+        if let Some(direct) = answered_directly.get(&(system.probe, system.transport.as_str())) {
             failing
-                .entry((system.probe, system.query, direct.server.as_str()))
+                .entry((system.probe, system.query, direct))
                 .or_default()
                 .push(system);
         }
