@@ -10,6 +10,7 @@
 //! - [`scheduler`]: intervals with spread start times, timeouts, one task per check.
 //! - [`results`]: recent rounds per check; [`state`]: what the agent knows now.
 //! - [`verdict`]: from results to the node's verdict; [`report`]: that verdict for people.
+//! - [`diagnose`]: from the checks of both namespaces to likely causes, one per root cause.
 //! - [`metrics`]: the one `Metrics` value; [`http`]: `/metrics`, `/livez`, `/readyz`, `/healthz`.
 //! - [`status`]: the HTML status page at `/`, self-contained.
 //! - [`reload`]: watches the config file and hands valid new configs to the scheduler.
@@ -20,6 +21,7 @@
 
 pub mod config;
 pub mod conntrack;
+pub mod diagnose;
 pub mod http;
 pub mod metrics;
 pub mod netns;

@@ -16,6 +16,7 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::diagnose::Code;
 use crate::netns::NetnsId;
 use crate::probe::path_mtu::PathMtuReport;
 use crate::probe::route::RouteReport;
@@ -67,6 +68,8 @@ pub struct Metrics {
     previous: Arc<Mutex<Previous>>,
     netns_available: GaugeVec,
     node_healthy: Gauge,
+    /// One series per diagnosis code, always present: 1 while the diagnosis holds.
+    diagnosis: GaugeVec,
     config_reload_ok: Gauge,
     config_reload_time: Gauge,
 }
@@ -191,6 +194,15 @@ impl Metrics {
             "hybridprobe_node_healthy",
             "1 when every check on this node passes, 0 otherwise or before the first round.",
         );
+        let diagnosis = gauge(
+            "hybridprobe_diagnosis",
+            "1 while the diagnosis `code` holds on this node, 0 otherwise; every code is always \
+             present.",
+            &["code"],
+        );
+        for code in Code::ALL {
+            diagnosis.with_label_values(&[code.as_str()]).set(0.0);
+        }
         Metrics {
             probe_success: gauge(
                 "hybridprobe_probe_success",
@@ -306,6 +318,7 @@ impl Metrics {
                 &["netns"],
             ),
             node_healthy,
+            diagnosis,
             config_reload_ok: single(
                 "hybridprobe_config_last_reload_successful",
                 "1 if the config file last read is the one running, 0 if it was rejected.",
@@ -397,11 +410,9 @@ impl Metrics {
             Report::Dns(dns) => {
                 for pair in &dns.pairs {
                     let labels = [probe, netns, pair.server.as_str(), pair.transport.as_str()];
-                    self.dns_success.with_label_values(&labels).set(if pair.ok {
-                        1.0
-                    } else {
-                        0.0
-                    });
+                    self.dns_success
+                        .with_label_values(&labels)
+                        .set(if pair.ok() { 1.0 } else { 0.0 });
                     let duration = self.dns_query_duration.with_label_values(&labels);
                     for took in &pair.durations {
                         duration.observe(took.as_secs_f64());
@@ -553,6 +564,12 @@ impl Metrics {
         self.node_healthy.set(if healthy { 1.0 } else { 0.0 });
     }
 
+    pub fn set_diagnosis(&self, code: Code, active: bool) {
+        self.diagnosis
+            .with_label_values(&[code.as_str()])
+            .set(if active { 1.0 } else { 0.0 });
+    }
+
     /// The Prometheus text exposition of every series.
     pub fn render(&self) -> String {
         let encoder = TextEncoder::new();
@@ -592,6 +609,19 @@ mod tests {
     use super::*;
     use crate::probe::icmp::IcmpReport;
     use crate::probe::Reason;
+
+    /// Dashboards and alerts need a series for every code from the first scrape on.
+    #[test]
+    fn every_diagnosis_code_is_exported_from_the_start() {
+        let metrics = Metrics::new();
+        metrics.set_diagnosis(Code::PmtuBlackhole, true);
+        let text = metrics.render();
+        for code in Code::ALL {
+            let on = if *code == Code::PmtuBlackhole { 1 } else { 0 };
+            let line = format!("hybridprobe_diagnosis{{code=\"{code}\"}} {on}");
+            assert!(text.contains(&line), "missing {line}\n{text}");
+        }
+    }
 
     #[test]
     fn a_round_updates_the_generic_and_kind_series() {
@@ -680,10 +710,10 @@ mod tests {
         use crate::probe::dns::{DnsPair, DnsReport, Transport};
         let metrics = Metrics::new();
         let check = metrics.check_series("corp-db", "dns", NetnsId::Host);
-        let pair = |server: &str, transport, ok, ms: &[u64]| DnsPair {
+        let pair = |server: &str, transport, failure, ms: &[u64]| DnsPair {
             server: server.into(),
             transport,
-            ok,
+            failure,
             durations: ms.iter().map(|m| Duration::from_millis(*m)).collect(),
         };
         let failure = Failure {
@@ -691,8 +721,13 @@ mod tests {
             detail: "x".into(),
             report: Report::Dns(DnsReport {
                 pairs: vec![
-                    pair("system", Transport::Udp, true, &[2, 3]),
-                    pair("198.19.10.1", Transport::Tcp, false, &[1900]),
+                    pair("system", Transport::Udp, None, &[2, 3]),
+                    pair(
+                        "198.19.10.1",
+                        Transport::Tcp,
+                        Some(Reason::Timeout),
+                        &[1900],
+                    ),
                 ],
             }),
         };

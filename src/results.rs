@@ -2,8 +2,10 @@
 //! flap damping, when that state last changed, the last success, and a short history.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::config::ProbeConfig;
 use crate::netns::NetnsId;
 use crate::probe::{result_label, Failure, Outcome};
 
@@ -41,6 +43,8 @@ pub struct Sample {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckState {
     pub kind: &'static str,
+    /// The probe as configured: what the diagnoses compare (targets, servers, policies).
+    pub probe: Arc<ProbeConfig>,
     /// The order of the probe in config, so reports follow the config file.
     pub position: usize,
     pub last: Option<Round>,
@@ -52,6 +56,9 @@ pub struct CheckState {
     /// When the check entered its current state (passing or failing).
     pub since: Option<SystemTime>,
     pub last_success: Option<SystemTime>,
+    /// The latest failed round, kept after passing rounds: while flap damping still counts the
+    /// check as failing, it is the evidence the diagnoses read.
+    pub last_failure: Option<Failure>,
     pub history: VecDeque<Sample>,
 }
 
@@ -81,7 +88,7 @@ pub struct Results {
 
 impl Results {
     /// Starts tracking a check that has not run yet; a known check only moves to `position`.
-    pub fn declare(&mut self, key: CheckKey, kind: &'static str, position: usize) {
+    pub fn declare(&mut self, key: CheckKey, probe: Arc<ProbeConfig>, position: usize) {
         if let Some(known) = self.checks.get_mut(&key) {
             known.position = position;
             return;
@@ -89,13 +96,15 @@ impl Results {
         self.checks.insert(
             key,
             CheckState {
-                kind,
+                kind: probe.kind.name(),
+                probe,
                 position,
                 last: None,
                 failing: false,
                 streak: 0,
                 since: None,
                 last_success: None,
+                last_failure: None,
                 history: VecDeque::with_capacity(HISTORY),
             },
         );
@@ -139,8 +148,9 @@ impl Results {
         } else {
             Transition::None
         };
-        if ok {
-            state.last_success = Some(at);
+        match result {
+            Ok(_) => state.last_success = Some(at),
+            Err(failure) => state.last_failure = Some(failure.clone()),
         }
         if state.history.len() == HISTORY {
             state.history.pop_front();
@@ -189,6 +199,15 @@ mod tests {
         }
     }
 
+    fn tcp() -> Arc<ProbeConfig> {
+        let config = crate::config::Config::parse(
+            "probes: [{name: dc1, tcp: {target: '198.19.10.1:389'}}]",
+            &|_| None,
+        )
+        .unwrap();
+        Arc::new(config.probes[0].clone())
+    }
+
     fn ok() -> Result<Outcome, Failure> {
         Ok(Outcome {
             detail: "fine".into(),
@@ -212,7 +231,7 @@ mod tests {
     #[test]
     fn state_changes_and_since_follow_pass_fail_transitions() {
         let mut results = Results::default();
-        results.declare(key(), "tcp", 0);
+        results.declare(key(), tcp(), 0);
         assert!(!results.all_reported());
         let d = Duration::from_millis(1);
         let mut record = |r: &Result<Outcome, Failure>, t| {
@@ -241,7 +260,7 @@ mod tests {
     #[test]
     fn damping_ignores_short_blips_in_both_directions() {
         let mut results = Results::default();
-        results.declare(key(), "tcp", 0);
+        results.declare(key(), tcp(), 0);
         let damping = Damping {
             fail_after: 3,
             recover_after: 2,
@@ -277,7 +296,7 @@ mod tests {
     #[test]
     fn a_first_round_that_fails_counts_at_once() {
         let mut results = Results::default();
-        results.declare(key(), "tcp", 0);
+        results.declare(key(), tcp(), 0);
         let damping = Damping {
             fail_after: 5,
             recover_after: 5,
@@ -291,7 +310,7 @@ mod tests {
     #[test]
     fn history_is_bounded() {
         let mut results = Results::default();
-        results.declare(key(), "tcp", 0);
+        results.declare(key(), tcp(), 0);
         for i in 0..(HISTORY as u64 + 10) {
             results.record(&key(), &ok(), Duration::ZERO, at(i), IMMEDIATE);
         }
@@ -307,9 +326,9 @@ mod tests {
             probe: probe.into(),
             netns,
         };
-        results.declare(k("zeta", NetnsId::Host), "tcp", 0);
-        results.declare(k("alpha", NetnsId::Host), "tcp", 1);
-        results.declare(k("zeta", NetnsId::Pod), "tcp", 0);
+        results.declare(k("zeta", NetnsId::Host), tcp(), 0);
+        results.declare(k("alpha", NetnsId::Host), tcp(), 1);
+        results.declare(k("zeta", NetnsId::Pod), tcp(), 0);
         let order: Vec<_> = results
             .in_order()
             .into_iter()

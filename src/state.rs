@@ -75,7 +75,7 @@ impl State {
     /// Starts reporting a check, before its first round.
     pub fn track(&self, check: &Check) {
         self.results()
-            .declare(check.key.clone(), check.probe.kind.name(), check.position);
+            .declare(check.key.clone(), check.probe.clone(), check.position);
     }
 
     /// Stops reporting a check: its results and every series it had are dropped.

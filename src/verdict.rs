@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+pub use crate::diagnose::Diagnosis;
+use crate::diagnose::{self, Code, Observed, Seen};
 use crate::netns::NetnsId;
 use crate::state::State;
 
@@ -58,14 +60,6 @@ pub struct NetnsView {
     pub reason: Option<String>,
 }
 
-/// A likely cause, named by a fixed code, with what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Diagnosis {
-    pub code: &'static str,
-    pub summary: String,
-    pub hint: &'static str,
-}
-
 /// The result of a check that has not finished a round: one added by a reload does not fail
 /// the node before it has run.
 const PENDING: &str = "pending";
@@ -76,12 +70,13 @@ impl Verdict {
     }
 }
 
-/// Judges the node from the current state.
+/// Judges the node from the current state, and publishes the diagnoses as
+/// `hybridprobe_diagnosis`, so every scrape of `/metrics` sees the current ones.
 pub fn judge(state: &State) -> Verdict {
-    let checks: Vec<CheckView> = state
-        .results()
-        .in_order()
-        .into_iter()
+    let results = state.results();
+    let in_order = results.in_order();
+    let checks: Vec<CheckView> = in_order
+        .iter()
         .map(|(key, check)| {
             let last = check.last.as_ref();
             CheckView {
@@ -106,16 +101,23 @@ pub fn judge(state: &State) -> Verdict {
             reason: ns.unavailable.clone(),
         })
         .collect();
-    let mut diagnoses = diagnose(&namespaces);
-    if let Some(error) = state.config_error() {
-        diagnoses.push(Diagnosis {
-            code: "config_reload_failed",
-            summary: format!(
-                "the new config was rejected; the last good one keeps running: {error}"
-            ),
-            hint: "fix the ConfigMap (hybridprobe validate --config FILE names each problem); \
-                   the agent picks up the fix within seconds",
-        });
+    let observed: Vec<Observed> = in_order
+        .iter()
+        .map(|(key, check)| Observed {
+            probe: &check.probe,
+            netns: key.netns,
+            seen: Seen::of(check),
+        })
+        .collect();
+    let diagnoses = diagnose::diagnose(
+        &observed,
+        &state.namespaces(),
+        state.config_error().as_deref(),
+    );
+    drop(results);
+    for code in Code::ALL {
+        let active = diagnoses.iter().any(|d| d.code == code.as_str());
+        state.metrics.set_diagnosis(*code, active);
     }
     let status = if !state.is_ready() {
         Status::Starting
@@ -131,20 +133,6 @@ pub fn judge(state: &State) -> Verdict {
         namespaces,
         diagnoses,
     }
-}
-
-fn diagnose(namespaces: &[NetnsView]) -> Vec<Diagnosis> {
-    namespaces
-        .iter()
-        .filter(|ns| ns.netns == NetnsId::Host)
-        .filter_map(|ns| ns.reason.as_ref())
-        .map(|reason| Diagnosis {
-            code: "host_netns_unavailable",
-            summary: format!("host-side checks cannot run: {reason}"),
-            hint: "run the agent with hostPID: true, CAP_SYS_ADMIN and CAP_SYS_PTRACE, or list only `pod` under \
-                   netns in the config",
-        })
-        .collect()
 }
 
 fn rfc3339(at: std::time::SystemTime) -> String {

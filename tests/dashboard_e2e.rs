@@ -205,19 +205,11 @@ fn every_panel_and_rule_evaluates_against_a_live_agent() {
     let alerts = prom.api("alerts", &[]);
     assert_eq!(alerts["data"]["alerts"], json!([]), "healthy lab: {alerts}");
 
-    // TODO(merge): hybridprobe_diagnosis arrives with the verdict branch. Once it is on main,
-    // drop `diagnosing` and its fallbacks: expect the diagnosis alert, and evaluate every query.
-    let diagnosing = prom.has_data(r#"hybridprobe_diagnosis{job="hybridprobe"}"#);
-
     // A dead tunnel on the only node: the agent diagnoses it, and that one alert starts pending
     // (the failing checks it explains raise none), with the labels the PodMonitor's relabeling
-    // gives the series. An agent without diagnoses leaves it to the per-check alert.
+    // gives the series.
     lab.tunnel_drop(true);
-    let (alert, label, value) = if diagnosing {
-        ("HybridprobeDiagnosis", "code", "onprem_unreachable")
-    } else {
-        ("HybridprobeCheckFailing", "probe", "dc1-ldap")
-    };
+    let (alert, label, value) = ("HybridprobeDiagnosis", "code", "onprem_unreachable");
     lab.wait_until(
         &format!("{alert} {label}={value} pending"),
         Duration::from_secs(30),
@@ -301,11 +293,6 @@ fn every_panel_and_rule_evaluates_against_a_live_agent() {
         for target in targets {
             assert_eq!(target["datasource"]["uid"], "${datasource}", "{title}");
             let expr = substitute(str_of(&target["expr"]), &node_regex);
-            // TODO(merge): remove with `diagnosing` above.
-            if !diagnosing && expr.contains("hybridprobe_diagnosis") {
-                eprintln!("not evaluated, hybridprobe_diagnosis not exported yet: {title}: {expr}");
-                continue;
-            }
             queries.push((title, expr, target["instant"] == true));
         }
     }

@@ -123,8 +123,16 @@ pub struct DnsPair {
     /// `system` or the configured address: a bounded label value.
     pub server: String,
     pub transport: Transport,
-    pub ok: bool,
+    /// Why the pair failed (its first failing nameserver's reason); `None` when it passed. The
+    /// diagnoses tell a server that never answered from one that answered wrongly by it.
+    pub failure: Option<Reason>,
     pub durations: Vec<Duration>,
+}
+
+impl DnsPair {
+    pub fn ok(&self) -> bool {
+        self.failure.is_none()
+    }
 }
 
 // === config ===
@@ -658,13 +666,13 @@ impl DnsSpec {
                 .find(|p| p.server == server && p.transport == a.transport)
             {
                 Some(pair) => {
-                    pair.ok &= verdict.is_ok();
+                    pair.failure = pair.failure.or(failure_reason(verdict));
                     pair.durations.extend(a.took);
                 }
                 None => pairs.push(DnsPair {
                     server,
                     transport: a.transport,
-                    ok: verdict.is_ok(),
+                    failure: failure_reason(verdict),
                     durations: a.took.into_iter().collect(),
                 }),
             }
@@ -776,6 +784,10 @@ impl DnsSpec {
 
 /// `Ok(text)` for a reply that meets the expectations, else the reason and the text.
 type Verdict = Result<String, (Reason, String)>;
+
+fn failure_reason(verdict: &Verdict) -> Option<Reason> {
+    verdict.as_ref().err().map(|(reason, _)| *reason)
+}
 
 /// `A 198.19.10.5 A 198.19.10.6`, at most [`SHOWN_ANSWERS`] records, then `(+3 more)`. With a
 /// search list each record carries its name, which says which candidate answered.
@@ -1151,14 +1163,14 @@ mod tests {
         let Report::Dns(report) = failure.report else {
             panic!("expected a dns report");
         };
-        let pairs: Vec<(&str, &str, bool, usize)> = report
+        let pairs: Vec<(&str, &str, Option<Reason>, usize)> = report
             .pairs
             .iter()
             .map(|p| {
                 (
                     p.server.as_str(),
                     p.transport.as_str(),
-                    p.ok,
+                    p.failure,
                     p.durations.len(),
                 )
             })
@@ -1166,10 +1178,10 @@ mod tests {
         assert_eq!(
             pairs,
             vec![
-                ("system", "udp", true, 2),
-                ("system", "tcp", false, 2),
-                ("198.19.10.1", "udp", false, 1),
-                ("198.19.10.1", "tcp", false, 1),
+                ("system", "udp", None, 2),
+                ("system", "tcp", Some(Reason::Timeout), 2),
+                ("198.19.10.1", "udp", Some(Reason::Mismatch), 1),
+                ("198.19.10.1", "tcp", Some(Reason::Nxdomain), 1),
             ]
         );
     }

@@ -1,6 +1,9 @@
-//! Faults injected with nftables, all in the `hplab` table of the namespace concerned.
+//! Faults injected with nftables, all in the `hplab` table of the namespace concerned, and one
+//! injected with a route.
 
-use super::{check, run, Host, Lab, NFT_TABLE};
+use std::net::Ipv4Addr;
+
+use super::{check, run, Host, Lab, NFT_TABLE, ONPREM_NET, POD_IP};
 
 impl Lab {
     /// Loads `ruleset` with `nft -f -` in the namespace; panics with nft's error otherwise.
@@ -34,6 +37,39 @@ impl Lab {
             &[]
         };
         self.nft_chain(Host::VnetGw, "frag_needed_drop", "output", rules);
+    }
+
+    /// TCP/53 dropped across the tunnel, as a firewall that allows only UDP DNS does: answers
+    /// too large for UDP then fail.
+    pub fn dns_tcp_drop(&self, on: bool) {
+        let rules: &[&str] = if on { &["tcp dport 53 drop"] } else { &[] };
+        self.nft_chain(Host::VnetGw, "dns_tcp_drop", "forward", rules);
+    }
+
+    /// The node drops what the pod sends on-prem while its own traffic passes, as an NSG rule or
+    /// IPsec traffic selector that leaves out the pod range does.
+    pub fn pod_forward_drop(&self, on: bool) {
+        let rule = format!("ip saddr {POD_IP} ip daddr {ONPREM_NET} drop");
+        let rules: &[&str] = if on { &[rule.as_str()] } else { &[] };
+        self.nft_chain(Host::Node, "pod_forward_drop", "forward", rules);
+    }
+
+    /// A wrong route on the node: on-prem goes via `via` (a gateway that is not there) instead of
+    /// the VNET gateway; `None` removes it again.
+    pub fn node_onprem_route(&self, via: Option<Ipv4Addr>) {
+        match via {
+            Some(via) => {
+                let via = via.to_string();
+                self.must(
+                    Host::Node,
+                    "ip",
+                    &["route", "replace", ONPREM_NET, "via", &via],
+                );
+            }
+            None => {
+                self.must(Host::Node, "ip", &["route", "del", ONPREM_NET]);
+            }
+        }
     }
 
     /// Makes `rules` the whole content of filter chain `chain` on `hook` in the lab's table.

@@ -1,0 +1,537 @@
+//! Diagnoses: from the current state of every check, in both namespaces, to the likely causes,
+//! one per root cause, each with a fixed code and a hint at the fix.
+//!
+//! # Precedence
+//!
+//! A broken path fails many checks at once; only its cause is reported, not each symptom:
+//!
+//! 1. `config_reload_failed` and `host_netns_unavailable` are about the agent itself and are
+//!    always reported.
+//! 2. `route_mismatch`: the local route is wrong. It explains `onprem_unreachable`,
+//!    `pod_path_blocked` and `onprem_dns_down`, which are then not reported.
+//! 3. `onprem_unreachable`: no on-prem target answers from any namespace. Every other diagnosis
+//!    below is a symptom of that and is not reported.
+//! 4. `pod_ip_masqueraded` and `masquerade_missing`: the pod's source address is not what
+//!    on-prem expects. They explain `pod_path_blocked`.
+//! 5. `pod_path_blocked`: targets fail from the pod but answer the host. A DNS server that only
+//!    the pod asks is then not called down.
+//! 6. `onprem_dns_down`, `dns_tcp_blocked`, `cluster_dns_forwarding`, `pmtu_blackhole`: each from
+//!    its own evidence; they cannot be symptoms of one another.
+
+mod evidence;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+
+use serde::Serialize;
+
+use evidence::{dns_pairs, reaches, Asked, Pair, Reach};
+pub use evidence::{Observed, Seen};
+
+use crate::netns::NetnsId;
+use crate::probe::dns::Transport;
+use crate::probe::{ProbeKind, Reason, Report};
+use crate::state::NetnsStatus;
+
+/// A likely cause, named by a fixed code, with what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnosis {
+    pub code: &'static str,
+    /// One line naming the probes, namespaces and addresses involved.
+    pub summary: String,
+    pub hint: &'static str,
+}
+
+/// Every diagnosis the agent can make: a closed set, since `code` is a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Code {
+    ConfigReloadFailed,
+    HostNetnsUnavailable,
+    RouteMismatch,
+    OnpremUnreachable,
+    PodIpMasqueraded,
+    MasqueradeMissing,
+    PodPathBlocked,
+    OnpremDnsDown,
+    DnsTcpBlocked,
+    ClusterDnsForwarding,
+    PmtuBlackhole,
+}
+
+impl Code {
+    /// In precedence order, which is also the order diagnoses are listed in.
+    pub const ALL: &'static [Code] = &[
+        Code::ConfigReloadFailed,
+        Code::HostNetnsUnavailable,
+        Code::RouteMismatch,
+        Code::OnpremUnreachable,
+        Code::PodIpMasqueraded,
+        Code::MasqueradeMissing,
+        Code::PodPathBlocked,
+        Code::OnpremDnsDown,
+        Code::DnsTcpBlocked,
+        Code::ClusterDnsForwarding,
+        Code::PmtuBlackhole,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::ConfigReloadFailed => "config_reload_failed",
+            Code::HostNetnsUnavailable => "host_netns_unavailable",
+            Code::RouteMismatch => "route_mismatch",
+            Code::OnpremUnreachable => "onprem_unreachable",
+            Code::PodIpMasqueraded => "pod_ip_masqueraded",
+            Code::MasqueradeMissing => "masquerade_missing",
+            Code::PodPathBlocked => "pod_path_blocked",
+            Code::OnpremDnsDown => "onprem_dns_down",
+            Code::DnsTcpBlocked => "dns_tcp_blocked",
+            Code::ClusterDnsForwarding => "cluster_dns_forwarding",
+            Code::PmtuBlackhole => "pmtu_blackhole",
+        }
+    }
+
+    /// The likely fix, for the person on call.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Code::ConfigReloadFailed => {
+                "fix the ConfigMap (hybridprobe validate --config FILE names each problem); the \
+                 agent picks up the fix within seconds"
+            }
+            Code::HostNetnsUnavailable => {
+                "run the agent with hostPID: true, CAP_SYS_ADMIN and CAP_SYS_PTRACE, or list only \
+                 `pod` under netns in the config"
+            }
+            Code::RouteMismatch => {
+                "on-prem traffic takes the wrong route: compare `ip route get <target>` on the node \
+                 with the expected gateway, then the route table (UDR) on the AKS subnet: a missing \
+                 on-prem prefix, BGP route propagation disabled, or 0.0.0.0/0 to an appliance"
+            }
+            Code::OnpremUnreachable => {
+                "the site-to-site VPN or ExpressRoute is down: check the connection status of the \
+                 VPN gateway and the IKE/IPsec security associations on both ends, then the route \
+                 table (UDR) on the AKS subnet and BGP route propagation"
+            }
+            Code::PodIpMasqueraded => {
+                "add the on-prem ranges to nonMasqueradeCIDRs in the azure-ip-masq-agent-config \
+                 ConfigMap (kube-system); if this node did not SNAT the flow \
+                 (hybridprobe_snat_observed 0), an appliance on the path (NVA, Azure Firewall) \
+                 translates it"
+            }
+            Code::MasqueradeMissing => {
+                "kubenet pod addresses are not routable on-prem: keep the on-prem ranges out of \
+                 nonMasqueradeCIDRs in azure-ip-masq-agent-config (only the pod CIDR belongs there) \
+                 and keep ipMasq on in the bridge CNI config"
+            }
+            Code::PodPathBlocked => {
+                "the path filters pod addresses while node addresses pass: allow the pod CIDR in \
+                 the NSG rules and on-prem firewalls and add it to the IPsec traffic selectors \
+                 (the local network gateway's address space); with kubenet, pods must be \
+                 masqueraded"
+            }
+            Code::OnpremDnsDown => {
+                "the on-prem DNS server does not serve queries: check the DNS service and its \
+                 host's health, and on-prem firewall rules for port 53; other on-prem traffic \
+                 passes"
+            }
+            Code::DnsTcpBlocked => {
+                "allow TCP/53 through the tunnel firewall, NSGs and on-prem ACLs: answers too \
+                 large for UDP (many records, DNSSEC) fall back to TCP and fail"
+            }
+            Code::ClusterDnsForwarding => {
+                "the cluster DNS does not forward the corporate zone: add a stub zone to the \
+                 coredns-custom ConfigMap (a <zone>.server key with `forward . <on-prem DNS>`), \
+                 check the CoreDNS pods, and let the on-prem DNS answer pod addresses"
+            }
+            Code::PmtuBlackhole => {
+                "clamp TCP MSS at 1350 on the VPN device (or set the tunnel interface MTU to 1400) \
+                 and let ICMP type 3 code 4 (fragmentation needed) through NSGs and firewalls"
+            }
+        }
+    }
+
+    fn with(self, summary: String) -> Diagnosis {
+        Diagnosis {
+            code: self.as_str(),
+            summary,
+            hint: self.hint(),
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Diagnoses the node, in [`Code::ALL`] order, each code at most once.
+pub fn diagnose(
+    checks: &[Observed],
+    namespaces: &[NetnsStatus],
+    config_error: Option<&str>,
+) -> Vec<Diagnosis> {
+    let mut found = Vec::new();
+    if let Some(error) = config_error {
+        found.push(Code::ConfigReloadFailed.with(format!(
+            "the new config was rejected; the last good one keeps running: {error}"
+        )));
+    }
+    for ns in namespaces.iter().filter(|ns| ns.id == NetnsId::Host) {
+        if let Some(reason) = &ns.unavailable {
+            found.push(
+                Code::HostNetnsUnavailable.with(format!("host-side checks cannot run: {reason}")),
+            );
+        }
+    }
+    let reach: Vec<Reach> = checks.iter().flat_map(reaches).collect();
+    let pairs: Vec<Pair> = checks.iter().flat_map(dns_pairs).collect();
+
+    let route = route_mismatch(checks);
+    let routed = route.is_some();
+    let nothing_answers = !reach.is_empty() && reach.iter().all(|r| !r.answered);
+    found.extend(route);
+    if nothing_answers && !routed {
+        found.push(onprem_unreachable(&reach));
+    }
+    if nothing_answers {
+        return found;
+    }
+    let masqueraded = pod_source_address(checks, Reason::Masqueraded);
+    let missing = pod_source_address(checks, Reason::NotMasqueraded);
+    // Pod-only failures, whatever explains them, make a server only the pod asks no evidence.
+    let pod_only = pod_path_blocked(&reach);
+    let dns_down = onprem_dns_down(&pairs, pod_only.is_some()).filter(|_| !routed);
+    let blocked = pod_only.filter(|_| !routed && masqueraded.is_none() && missing.is_none());
+    found.extend(masqueraded.map(|s| Code::PodIpMasqueraded.with(s)));
+    found.extend(missing.map(|s| Code::MasqueradeMissing.with(s)));
+    found.extend(blocked);
+    found.extend(dns_down);
+    found.extend(dns_tcp_blocked(&pairs));
+    found.extend(cluster_dns_forwarding(&pairs));
+    found.extend(pmtu_blackhole(checks));
+    found
+}
+
+/// A route check that finds the wrong route or none, or a traceroute that reached its target,
+/// every hop answering, without the hop it must pass.
+fn route_mismatch(checks: &[Observed]) -> Option<Diagnosis> {
+    let wrong: Vec<String> = checks
+        .iter()
+        .filter_map(|check| {
+            let failure = check.failure()?;
+            let wrong = match (&check.probe.kind, &failure.report) {
+                (ProbeKind::Route(_), _) => {
+                    matches!(failure.reason, Reason::Mismatch | Reason::Unreachable)
+                }
+                // A silent hop may have been the expected one (routers rate-limit time
+                // exceeded), so only a path that answered at every hop shows another way.
+                (ProbeKind::Traceroute(_), Report::Traceroute(trace)) => {
+                    failure.reason == Reason::Mismatch
+                        && trace.reached()
+                        && trace.hops.iter().all(Option::is_some)
+                }
+                _ => false,
+            };
+            wrong.then(|| format!("{} ({}): {}", check.probe.name, check.netns, failure.detail))
+        })
+        .collect();
+    (!wrong.is_empty()).then(|| Code::RouteMismatch.with(wrong.join("; ")))
+}
+
+fn onprem_unreachable(reach: &[Reach]) -> Diagnosis {
+    let from = namespaces(reach.iter().map(|r| r.netns));
+    Code::OnpremUnreachable.with(format!(
+        "no on-prem target answers from {from}: {}",
+        by_target(reach.iter())
+    ))
+}
+
+/// The pod's source-address checks failing with `reason`: what on-prem saw instead. The host's
+/// own traffic is the node address whatever the masquerade policy, so only the pod's count.
+fn pod_source_address(checks: &[Observed], reason: Reason) -> Option<String> {
+    let mut seen: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for check in checks.iter().filter(|c| c.netns == NetnsId::Pod) {
+        let Some(failure) = check.failure().filter(|f| f.reason == reason) else {
+            continue;
+        };
+        let Report::SourceIp(report) = &failure.report else {
+            continue;
+        };
+        let what = match reason {
+            Reason::NotMasqueraded => format!(
+                "on-prem sees the pod's own {} though masquerade is expected",
+                report.observed
+            ),
+            _ => {
+                let snat = match report.snat_observed {
+                    Some(true) => "; this node SNAT'd the flow",
+                    Some(false) => "; this node did not SNAT the flow",
+                    None => "",
+                };
+                format!(
+                    "on-prem sees {} instead of the pod's own {}{snat}",
+                    report.observed, report.expected
+                )
+            }
+        };
+        seen.entry(what).or_default().push(&check.probe.name);
+    }
+    let parts: Vec<String> = seen
+        .into_iter()
+        .map(|(what, probes)| format!("{what} ({})", probes.join(", ")))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+/// Targets that fail from the pod but answer the same check from the host.
+fn pod_path_blocked(reach: &[Reach]) -> Option<Diagnosis> {
+    let answered_by_host: HashSet<(&str, &str)> = reach
+        .iter()
+        .filter(|h| h.netns == NetnsId::Host && h.answered)
+        .map(|h| (h.probe, h.target.as_str()))
+        .collect();
+    let blocked: Vec<&Reach> = reach
+        .iter()
+        .filter(|r| r.netns == NetnsId::Pod && !r.answered)
+        .filter(|r| answered_by_host.contains(&(r.probe, r.target.as_str())))
+        .collect();
+    (!blocked.is_empty()).then(|| {
+        Code::PodPathBlocked.with(format!(
+            "from the pod no answer, from the host an answer: {}",
+            by_target(blocked.into_iter())
+        ))
+    })
+}
+
+/// Whether a pair's failure means the server is not serving: no answer, a refused connection,
+/// SERVFAIL or REFUSED. A wrong or negative answer is the zone's content, not the server's health.
+fn not_serving(reason: Reason) -> bool {
+    matches!(
+        reason,
+        Reason::Timeout
+            | Reason::Unreachable
+            | Reason::Refused
+            | Reason::Reset
+            | Reason::Servfail
+            | Reason::DnsRefused
+    )
+}
+
+/// On-prem servers that serve no pair from any namespace that asks them. With the pod path
+/// blocked, a server counts only if the host asks it too.
+fn onprem_dns_down(pairs: &[Pair], pod_blocked: bool) -> Option<Diagnosis> {
+    let mut servers: BTreeMap<&str, Vec<&Pair>> = BTreeMap::new();
+    for pair in pairs.iter().filter(|p| p.asked == Asked::Onprem) {
+        servers.entry(&pair.server).or_default().push(pair);
+    }
+    let down: Vec<String> = servers
+        .into_iter()
+        .filter(|(_, pairs)| pairs.iter().all(|p| p.failure.is_some_and(not_serving)))
+        .filter(|(_, pairs)| !pod_blocked || pairs.iter().any(|p| p.netns == NetnsId::Host))
+        .map(|(server, pairs)| {
+            let from = namespaces(pairs.iter().map(|p| p.netns));
+            format!("{server} from {from} ({})", pair_results(&pairs))
+        })
+        .collect();
+    (!down.is_empty()).then(|| {
+        Code::OnpremDnsDown.with(format!("on-prem DNS does not serve: {}", down.join("; ")))
+    })
+}
+
+/// On-prem servers that answer over UDP but not over TCP, in the same check and namespace.
+fn dns_tcp_blocked(pairs: &[Pair]) -> Option<Diagnosis> {
+    let udp_answers: HashSet<(&str, NetnsId, &str)> = pairs
+        .iter()
+        .filter(|p| p.transport == Transport::Udp)
+        .filter(|p| p.failure.map_or(Some(true), evidence::answered) == Some(true))
+        .map(|p| (p.probe, p.netns, p.server.as_str()))
+        .collect();
+    let blocked: Vec<&Pair> = pairs
+        .iter()
+        .filter(|p| p.asked == Asked::Onprem && p.transport == Transport::Tcp)
+        .filter(|p| {
+            p.failure.is_some_and(|r| {
+                matches!(
+                    r,
+                    Reason::Timeout | Reason::Unreachable | Reason::Refused | Reason::Reset
+                )
+            })
+        })
+        .filter(|p| udp_answers.contains(&(p.probe, p.netns, p.server.as_str())))
+        .collect();
+    (!blocked.is_empty()).then(|| {
+        Code::DnsTcpBlocked.with(format!(
+            "DNS over TCP fails while UDP answers: {}",
+            pairs_by_server(&blocked)
+        ))
+    })
+}
+
+/// The pod's own resolver fails a name that an on-prem server, asked directly by the same check
+/// from the pod over the same transport, answers. Comparing like with like keeps a TCP/53 block,
+/// which fails the cluster DNS's own TCP forwarding too, out of this.
+fn cluster_dns_forwarding(pairs: &[Pair]) -> Option<Diagnosis> {
+    let pod = |p: &&Pair| p.netns == NetnsId::Pod;
+    let mut answered_directly: HashMap<(&str, &str), &str> = HashMap::new();
+    for p in pairs.iter().filter(pod) {
+        if p.asked == Asked::Onprem && p.failure.is_none() {
+            answered_directly
+                .entry((p.probe, p.transport.as_str()))
+                .or_insert(&p.server);
+        }
+    }
+    let mut failing: BTreeMap<(&str, &str, &str), Vec<&Pair>> = BTreeMap::new();
+    for system in pairs
+        .iter()
+        .filter(pod)
+        .filter(|p| p.asked == Asked::System)
+    {
+        if system.failure.is_none() {
+            continue;
+        }
+        if let Some(direct) = answered_directly.get(&(system.probe, system.transport.as_str())) {
+            failing
+                .entry((system.probe, system.query, direct))
+                .or_default()
+                .push(system);
+        }
+    }
+    let parts: Vec<String> = failing
+        .into_iter()
+        .map(|((probe, query, direct), system)| {
+            format!(
+                "the pod's resolver fails {query} ({}) while {direct} answers it directly ({probe})",
+                pair_results(&system)
+            )
+        })
+        .collect();
+    (!parts.is_empty()).then(|| Code::ClusterDnsForwarding.with(parts.join("; ")))
+}
+
+fn pmtu_blackhole(checks: &[Observed]) -> Option<Diagnosis> {
+    let mut holes: BTreeMap<(String, Option<u16>), Witnesses> = BTreeMap::new();
+    for check in checks {
+        let (ProbeKind::PathMtu(spec), Some(failure)) = (&check.probe.kind, check.failure()) else {
+            continue;
+        };
+        match &failure.report {
+            Report::PathMtu(report) if report.blackhole => holes
+                .entry((spec.target.to_string(), report.mtu))
+                .or_default()
+                .add(check.netns, &check.probe.name),
+            _ => {}
+        }
+    }
+    let parts: Vec<String> = holes
+        .into_iter()
+        .map(|((target, mtu), witnesses)| {
+            let over = mtu.map(|m| format!(" over {m} bytes")).unwrap_or_default();
+            format!(
+                "don't-fragment packets to {target}{over} vanish without fragmentation-needed, \
+                 {witnesses}"
+            )
+        })
+        .collect();
+    (!parts.is_empty()).then(|| Code::PmtuBlackhole.with(parts.join("; ")))
+}
+
+// === summaries ===
+
+/// At most this many targets or servers are named in a summary; the rest are counted.
+const NAMED: usize = 5;
+
+/// `pod and host`, `pod`.
+fn namespaces(ids: impl Iterator<Item = NetnsId>) -> String {
+    let mut ids: Vec<NetnsId> = ids.collect();
+    ids.sort();
+    ids.dedup();
+    let names: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
+    names.join(" and ")
+}
+
+/// `198.19.10.1:389 (dc1-ldap), 198.19.10.1 (dc1-ping, corp-db)`, in the order first seen.
+fn by_target<'a>(reach: impl Iterator<Item = &'a Reach<'a>>) -> String {
+    let mut targets: Vec<(&str, Vec<&str>)> = Vec::new();
+    for r in reach {
+        match targets.iter_mut().find(|(t, _)| *t == r.target) {
+            Some((_, probes)) if probes.contains(&r.probe) => {}
+            Some((_, probes)) => probes.push(r.probe),
+            None => targets.push((&r.target, vec![r.probe])),
+        }
+    }
+    named(
+        targets
+            .into_iter()
+            .map(|(target, probes)| format!("{target} ({})", probes.join(", ")))
+            .collect(),
+    )
+}
+
+/// `198.19.10.1 from pod and host (onprem-dns)`, one entry per server.
+fn pairs_by_server(pairs: &[&Pair]) -> String {
+    let mut servers: BTreeMap<&str, Witnesses> = BTreeMap::new();
+    for p in pairs {
+        servers.entry(&p.server).or_default().add(p.netns, p.probe);
+    }
+    named(
+        servers
+            .into_iter()
+            .map(|(server, witnesses)| format!("{server} {witnesses}"))
+            .collect(),
+    )
+}
+
+/// The namespaces and probes that showed one thing: `from pod and host (mtu)`.
+#[derive(Default)]
+struct Witnesses<'a> {
+    netns: Vec<NetnsId>,
+    probes: Vec<&'a str>,
+}
+
+impl<'a> Witnesses<'a> {
+    fn add(&mut self, netns: NetnsId, probe: &'a str) {
+        self.netns.push(netns);
+        if !self.probes.contains(&probe) {
+            self.probes.push(probe);
+        }
+    }
+}
+
+impl fmt::Display for Witnesses<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "from {} ({})",
+            namespaces(self.netns.iter().copied()),
+            self.probes.join(", ")
+        )
+    }
+}
+
+/// `udp: timeout, tcp: refused`: each transport's first failure.
+fn pair_results(pairs: &[&Pair]) -> String {
+    let mut seen: Vec<(Transport, &str)> = Vec::new();
+    for p in pairs {
+        if seen.iter().any(|(t, _)| *t == p.transport) {
+            continue;
+        }
+        seen.push((p.transport, p.failure.map_or("success", Reason::as_str)));
+    }
+    let parts: Vec<String> = seen
+        .into_iter()
+        .map(|(t, result)| format!("{}: {result}", t.as_str()))
+        .collect();
+    parts.join(", ")
+}
+
+fn named(mut items: Vec<String>) -> String {
+    let more = items.len().saturating_sub(NAMED);
+    items.truncate(NAMED);
+    let mut text = items.join(", ");
+    if more > 0 {
+        text.push_str(&format!(" (+{more} more)"));
+    }
+    text
+}

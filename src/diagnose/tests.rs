@@ -1,0 +1,651 @@
+//! Table-driven tests: result sets, as the lab's faults and their mixtures produce them, and the
+//! diagnoses each must yield.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::config::{Config, ProbeConfig};
+use crate::probe::dns::{DnsPair, DnsReport};
+use crate::probe::path_mtu::PathMtuReport;
+use crate::probe::route::{Route, RouteReport};
+use crate::probe::source_ip::SourceIpReport;
+use crate::probe::traceroute::{Hop, TracerouteReport};
+use crate::probe::{Failure, Outcome};
+use crate::results::{CheckKey, Damping, Results};
+
+use NetnsId::{Host, Pod};
+
+/// The lab's probes: every on-prem target from both namespaces, the pod's resolver next to the
+/// on-prem DNS, source-address policies, the path.
+const CONFIG: &str = r#"
+netns: { pod: {}, host: { path: /nonexistent } }
+probes:
+  - { name: ldap, tcp: { target: "198.19.10.1:389" } }
+  - { name: ping, icmp: { target: 198.19.10.1 } }
+  - { name: gw, icmp: { target: gateway } }
+  - name: corp-db
+    dns: { query: db.corp.example, servers: [system, 198.19.10.1], transport: [udp, tcp] }
+  - name: pod-dns
+    netns: [pod]
+    dns: { query: db.corp.example, servers: ["198.19.10.53"] }
+  - { name: pod-ip, source_ip: { stun: "198.19.10.1:3478" } }
+  - { name: kubenet, netns: [pod], source_ip: { stun: "198.19.10.1:3478", masquerade: expected } }
+  - { name: mtu, path_mtu: { target: 198.19.10.1 } }
+  - { name: route, netns: [host], route: { destination: 198.19.0.0/16, via: 198.18.1.1 } }
+  - { name: trace, traceroute: { target: 198.19.10.1, expect_hop: 198.18.254.2 } }
+"#;
+
+fn probes() -> Vec<ProbeConfig> {
+    Config::parse(CONFIG, &|_| None).unwrap().probes
+}
+
+fn fail(reason: Reason) -> Failure {
+    Failure::new(reason, format!("failed: {reason}"))
+}
+
+fn timeout() -> Failure {
+    fail(Reason::Timeout)
+}
+
+/// A DNS round: (server, transport, failure) per pair; the round fails with the first failure.
+fn dns(pairs: &[(&str, Transport, Option<Reason>)]) -> Failure {
+    let reason = pairs
+        .iter()
+        .find_map(|(_, _, f)| *f)
+        .expect("a failing pair");
+    Failure {
+        reason,
+        detail: "dns".into(),
+        report: Report::Dns(DnsReport {
+            pairs: pairs
+                .iter()
+                .map(|(server, transport, failure)| DnsPair {
+                    server: (*server).into(),
+                    transport: *transport,
+                    failure: *failure,
+                    durations: Vec::new(),
+                })
+                .collect(),
+        }),
+    }
+}
+
+const UDP: Transport = Transport::Udp;
+const TCP: Transport = Transport::Tcp;
+const ONPREM_DNS: &str = "198.19.10.1";
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+fn source(reason: Reason, expected: &str, observed: &str, snat: Option<bool>) -> Failure {
+    Failure {
+        reason,
+        detail: "source".into(),
+        report: Report::SourceIp(SourceIpReport {
+            expected: ip(expected),
+            observed: ip(observed),
+            snat_observed: snat,
+        }),
+    }
+}
+
+fn path_mtu(reason: Reason, mtu: Option<u16>, blackhole: bool) -> Failure {
+    Failure {
+        reason,
+        detail: "path mtu".into(),
+        report: Report::PathMtu(PathMtuReport {
+            mtu,
+            blackhole,
+            tcp_mss: None,
+        }),
+    }
+}
+
+fn trace(reason: Reason, reached: bool) -> Failure {
+    let last = if reached {
+        Hop::Reached("198.19.10.1".parse().unwrap())
+    } else {
+        Hop::Transit("198.18.1.1".parse().unwrap())
+    };
+    Failure {
+        reason,
+        detail: "1 198.18.1.1, 2 198.18.3.1, 3 198.19.10.1 (expected a hop in 198.18.254.2/32)"
+            .into(),
+        report: Report::Traceroute(TracerouteReport {
+            hops: vec![
+                Some(Hop::Transit("198.18.1.1".parse().unwrap())),
+                Some(last),
+            ],
+            expected_hop_seen: Some(false),
+        }),
+    }
+}
+
+fn wrong_route() -> Failure {
+    Failure {
+        reason: Reason::Mismatch,
+        detail: "198.19.0.0/16 via 198.18.1.99 dev eth0 (expected via 198.18.1.1)".into(),
+        report: Report::Route(RouteReport {
+            route: Some(Route {
+                destination: "198.19.0.0/16".parse().unwrap(),
+                gateway: Some(ip("198.18.1.99")),
+                dev: "eth0".into(),
+                src: None,
+                dev_mtu: 1500,
+            }),
+        }),
+    }
+}
+
+/// What a dead tunnel does to every check that crosses it, in `netns`.
+fn tunnel_down(netns: NetnsId) -> Vec<(&'static str, NetnsId, Failure)> {
+    let mut failing = vec![
+        ("ldap", netns, timeout()),
+        ("ping", netns, timeout()),
+        ("pod-ip", netns, timeout()),
+        ("mtu", netns, path_mtu(Reason::Timeout, None, false)),
+        ("trace", netns, trace(Reason::Mismatch, false)),
+    ];
+    let system = if netns == Pod {
+        Reason::Servfail
+    } else {
+        Reason::Timeout
+    };
+    failing.push((
+        "corp-db",
+        netns,
+        dns(&[
+            ("system", UDP, Some(system)),
+            ("system", TCP, Some(system)),
+            (ONPREM_DNS, UDP, Some(Reason::Timeout)),
+            (ONPREM_DNS, TCP, Some(Reason::Timeout)),
+        ]),
+    ));
+    if netns == Pod {
+        failing.push(("kubenet", Pod, timeout()));
+        failing.push((
+            "pod-dns",
+            Pod,
+            dns(&[("198.19.10.53", UDP, Some(Reason::Timeout))]),
+        ));
+    }
+    failing
+}
+
+/// What a pod-only block does: everything the pod sends across fails; its resolver (the cluster
+/// DNS, which forwards from the node's address) still answers.
+fn pod_blocked() -> Vec<(&'static str, NetnsId, Failure)> {
+    tunnel_down(Pod)
+        .into_iter()
+        .map(|(probe, netns, failure)| match probe {
+            "corp-db" => (
+                probe,
+                netns,
+                dns(&[
+                    ("system", UDP, None),
+                    ("system", TCP, None),
+                    (ONPREM_DNS, UDP, Some(Reason::Timeout)),
+                    (ONPREM_DNS, TCP, Some(Reason::Timeout)),
+                ]),
+            ),
+            _ => (probe, netns, failure),
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct Case {
+    name: &'static str,
+    /// Checks not listed pass.
+    failing: Vec<(&'static str, NetnsId, Failure)>,
+    /// No check has finished a round.
+    pending: bool,
+    host_unavailable: bool,
+    config_error: Option<&'static str>,
+    want: Vec<Code>,
+    /// The first diagnosis's summary, where the case checks it.
+    summary: Option<&'static str>,
+}
+
+fn run(case: &Case) -> Vec<Diagnosis> {
+    let probes = probes();
+    let checks: Vec<Observed> = probes
+        .iter()
+        .flat_map(|probe| probe.netns.iter().map(move |netns| (probe, *netns)))
+        .map(|(probe, netns)| {
+            let failing = case
+                .failing
+                .iter()
+                .find(|(name, ns, _)| *name == probe.name && *ns == netns);
+            let seen = match failing {
+                _ if case.pending => Seen::Pending,
+                Some((_, _, failure)) => Seen::Failing(failure),
+                None => Seen::Passing,
+            };
+            Observed { probe, netns, seen }
+        })
+        .collect();
+    for (name, netns, _) in &case.failing {
+        assert!(
+            checks
+                .iter()
+                .any(|c| c.probe.name == *name && c.netns == *netns),
+            "{}: no check {name}/{netns}",
+            case.name
+        );
+    }
+    let namespaces = [
+        NetnsStatus {
+            id: Pod,
+            unavailable: None,
+        },
+        NetnsStatus {
+            id: Host,
+            unavailable: case
+                .host_unavailable
+                .then(|| "cannot open /nonexistent".to_owned()),
+        },
+    ];
+    diagnose(&checks, &namespaces, case.config_error)
+}
+
+fn cases() -> Vec<Case> {
+    let both = |f: fn(NetnsId) -> Vec<(&'static str, NetnsId, Failure)>| {
+        let mut all = f(Pod);
+        all.extend(f(Host));
+        all
+    };
+    let everywhere = |probe: &'static str, failure: Failure| {
+        vec![(probe, Pod, failure.clone()), (probe, Host, failure)]
+    };
+    vec![
+        Case {
+            name: "healthy",
+            ..Case::default()
+        },
+        Case {
+            name: "nothing has run yet",
+            pending: true,
+            ..Case::default()
+        },
+        Case {
+            name: "tunnel down",
+            failing: both(tunnel_down),
+            want: vec![Code::OnpremUnreachable],
+            summary: Some(
+                "no on-prem target answers from pod and host: 198.19.10.1:389 (ldap), \
+                 198.19.10.1 (ping, corp-db, mtu, trace), 198.19.10.53 (pod-dns), \
+                 198.19.10.1:3478 (pod-ip, kubenet)",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "tunnel down, host namespace unavailable",
+            failing: {
+                let mut failing = tunnel_down(Pod);
+                for (probe, netns, _) in tunnel_down(Host) {
+                    failing.push((probe, netns, fail(Reason::NetnsUnavailable)));
+                }
+                failing
+            },
+            host_unavailable: true,
+            want: vec![Code::HostNetnsUnavailable, Code::OnpremUnreachable],
+            ..Case::default()
+        },
+        Case {
+            name: "a wrong route explains the dead tunnel",
+            failing: {
+                let mut failing = both(tunnel_down);
+                failing.push(("route", Host, wrong_route()));
+                failing
+            },
+            want: vec![Code::RouteMismatch],
+            ..Case::default()
+        },
+        Case {
+            name: "a wrong route while traffic still passes",
+            failing: vec![("route", Host, wrong_route())],
+            want: vec![Code::RouteMismatch],
+            summary: Some(
+                "route (host): 198.19.0.0/16 via 198.18.1.99 dev eth0 (expected via 198.18.1.1)",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "no route at all",
+            failing: vec![("route", Host, fail(Reason::Unreachable))],
+            want: vec![Code::RouteMismatch],
+            ..Case::default()
+        },
+        Case {
+            name: "traceroute reaches the target without the expected hop",
+            failing: vec![("trace", Pod, trace(Reason::Mismatch, true))],
+            want: vec![Code::RouteMismatch],
+            ..Case::default()
+        },
+        Case {
+            name: "a silent hop may have been the expected one",
+            failing: vec![("trace", Pod, {
+                let mut failure = trace(Reason::Mismatch, true);
+                if let Report::Traceroute(report) = &mut failure.report {
+                    report.hops.insert(0, None);
+                }
+                failure
+            })],
+            ..Case::default()
+        },
+        Case {
+            name: "pod masqueraded",
+            failing: vec![(
+                "pod-ip",
+                Pod,
+                source(Reason::Masqueraded, "198.18.2.10", "198.18.1.4", Some(true)),
+            )],
+            want: vec![Code::PodIpMasqueraded],
+            summary: Some(
+                "on-prem sees 198.18.1.4 instead of the pod's own 198.18.2.10; this node SNAT'd the \
+                 flow (pod-ip)",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "masquerade explains the pod-only failures",
+            failing: {
+                let mut failing = pod_blocked();
+                failing.retain(|(probe, _, _)| *probe != "pod-ip");
+                failing.push((
+                    "pod-ip",
+                    Pod,
+                    source(Reason::Masqueraded, "198.18.2.10", "198.18.1.4", None),
+                ));
+                failing
+            },
+            want: vec![Code::PodIpMasqueraded],
+            ..Case::default()
+        },
+        Case {
+            name: "kubenet without masquerade",
+            failing: vec![(
+                "kubenet",
+                Pod,
+                source(Reason::NotMasqueraded, "198.18.2.10", "198.18.2.10", None),
+            )],
+            want: vec![Code::MasqueradeMissing],
+            summary: Some(
+                "on-prem sees the pod's own 198.18.2.10 though masquerade is expected (kubenet)",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "cluster DNS lost the stub zone",
+            failing: vec![(
+                "corp-db",
+                Pod,
+                dns(&[
+                    ("system", UDP, Some(Reason::Nxdomain)),
+                    ("system", TCP, Some(Reason::Nxdomain)),
+                    (ONPREM_DNS, UDP, None),
+                    (ONPREM_DNS, TCP, None),
+                ]),
+            )],
+            want: vec![Code::ClusterDnsForwarding],
+            summary: Some(
+                "the pod's resolver fails db.corp.example (udp: nxdomain, tcp: nxdomain) while \
+                 198.19.10.1 answers it directly (corp-db)",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "the host's resolver failing is not the cluster DNS",
+            failing: vec![(
+                "corp-db",
+                Host,
+                dns(&[
+                    ("system", UDP, Some(Reason::Nxdomain)),
+                    (ONPREM_DNS, UDP, None),
+                ]),
+            )],
+            ..Case::default()
+        },
+        Case {
+            name: "on-prem DNS down",
+            failing: everywhere(
+                "corp-db",
+                dns(&[
+                    ("system", UDP, Some(Reason::Servfail)),
+                    ("system", TCP, Some(Reason::Servfail)),
+                    (ONPREM_DNS, UDP, Some(Reason::Timeout)),
+                    (ONPREM_DNS, TCP, Some(Reason::Refused)),
+                ]),
+            ),
+            want: vec![Code::OnpremDnsDown],
+            summary: Some(
+                "on-prem DNS does not serve: 198.19.10.1 from pod and host (udp: timeout, tcp: refused)",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "on-prem DNS down from the pod only is the pod's path",
+            failing: vec![(
+                "corp-db",
+                Pod,
+                dns(&[
+                    (ONPREM_DNS, UDP, Some(Reason::Timeout)),
+                    (ONPREM_DNS, TCP, Some(Reason::Timeout)),
+                ]),
+            )],
+            want: vec![Code::PodPathBlocked],
+            ..Case::default()
+        },
+        Case {
+            name: "a server only the pod asks is not down while the pod path is blocked",
+            failing: pod_blocked(),
+            want: vec![Code::PodPathBlocked],
+            summary: Some(
+                "from the pod no answer, from the host an answer: 198.19.10.1:389 (ldap), \
+                 198.19.10.1 (ping, corp-db, mtu, trace), 198.19.10.1:3478 (pod-ip)",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "a server that only the pod asks, silent while the rest answers",
+            failing: vec![(
+                "pod-dns",
+                Pod,
+                dns(&[("198.19.10.53", UDP, Some(Reason::Timeout))]),
+            )],
+            want: vec![Code::OnpremDnsDown],
+            ..Case::default()
+        },
+        Case {
+            name: "NXDOMAIN from on-prem is the zone's content, not a dead server",
+            failing: everywhere(
+                "corp-db",
+                dns(&[
+                    ("system", UDP, Some(Reason::Nxdomain)),
+                    ("system", TCP, Some(Reason::Nxdomain)),
+                    (ONPREM_DNS, UDP, Some(Reason::Nxdomain)),
+                    (ONPREM_DNS, TCP, Some(Reason::Nxdomain)),
+                ]),
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "TCP/53 dropped across the tunnel",
+            failing: vec![
+                // The cluster DNS forwards a TCP query over TCP, so its TCP pair fails too.
+                (
+                    "corp-db",
+                    Pod,
+                    dns(&[
+                        ("system", UDP, None),
+                        ("system", TCP, Some(Reason::Timeout)),
+                        (ONPREM_DNS, UDP, None),
+                        (ONPREM_DNS, TCP, Some(Reason::Timeout)),
+                    ]),
+                ),
+                (
+                    "corp-db",
+                    Host,
+                    dns(&[
+                        ("system", UDP, None),
+                        ("system", TCP, Some(Reason::Timeout)),
+                        (ONPREM_DNS, UDP, None),
+                        (ONPREM_DNS, TCP, Some(Reason::Timeout)),
+                    ]),
+                ),
+            ],
+            want: vec![Code::DnsTcpBlocked],
+            summary: Some(
+                "DNS over TCP fails while UDP answers: 198.19.10.1 from pod and host (corp-db)",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "path MTU black hole",
+            failing: everywhere("mtu", path_mtu(Reason::Blackhole, Some(1400), true)),
+            want: vec![Code::PmtuBlackhole],
+            summary: Some(
+                "don't-fragment packets to 198.19.10.1 over 1400 bytes vanish without \
+                 fragmentation-needed, from pod and host (mtu)",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "a low path MTU is no black hole",
+            failing: everywhere("mtu", path_mtu(Reason::MtuLow, Some(1400), false)),
+            ..Case::default()
+        },
+        Case {
+            name: "local trouble is no evidence",
+            failing: {
+                let mut failing = everywhere("ldap", fail(Reason::PermissionDenied));
+                failing.extend(everywhere("ping", fail(Reason::Error)));
+                failing
+            },
+            ..Case::default()
+        },
+        Case {
+            name: "one target down on-prem, the rest answers",
+            failing: everywhere("ldap", timeout()),
+            ..Case::default()
+        },
+        Case {
+            name: "independent causes are each reported",
+            failing: {
+                let mut failing = everywhere("mtu", path_mtu(Reason::Blackhole, Some(1400), true));
+                failing.push((
+                    "pod-ip",
+                    Pod,
+                    source(Reason::Masqueraded, "198.18.2.10", "198.18.1.4", Some(true)),
+                ));
+                failing.push((
+                    "corp-db",
+                    Pod,
+                    dns(&[
+                        ("system", UDP, Some(Reason::Nxdomain)),
+                        (ONPREM_DNS, UDP, None),
+                        (ONPREM_DNS, TCP, Some(Reason::Timeout)),
+                    ]),
+                ));
+                failing
+            },
+            config_error: Some("probes[0].tcp.target: \"x\" is not a valid address"),
+            want: vec![
+                Code::ConfigReloadFailed,
+                Code::PodIpMasqueraded,
+                Code::DnsTcpBlocked,
+                Code::ClusterDnsForwarding,
+                Code::PmtuBlackhole,
+            ],
+            ..Case::default()
+        },
+    ]
+}
+
+#[test]
+fn each_result_set_yields_its_diagnoses_and_no_others() {
+    for case in cases() {
+        let found = run(&case);
+        let got: Vec<&str> = found.iter().map(|d| d.code).collect();
+        let want: Vec<&str> = case.want.iter().map(|c| c.as_str()).collect();
+        assert_eq!(got, want, "case {:?}", case.name);
+        if let Some(summary) = case.summary {
+            assert_eq!(found[0].summary, summary, "case {:?}", case.name);
+        }
+    }
+}
+
+#[test]
+fn codes_are_distinct_snake_case_and_each_has_a_hint() {
+    let mut names: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+    for code in Code::ALL {
+        let name = code.as_str();
+        assert!(
+            name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+            "{name}"
+        );
+        assert!(code.hint().len() > 40, "{name}: {}", code.hint());
+    }
+    for (code, names) in [
+        (Code::OnpremUnreachable, "VPN"),
+        (Code::PodIpMasqueraded, "nonMasqueradeCIDRs"),
+        (Code::ClusterDnsForwarding, "coredns-custom"),
+        (Code::PmtuBlackhole, "1350"),
+        (Code::PmtuBlackhole, "type 3 code 4"),
+        (Code::RouteMismatch, "(UDR)"),
+        (Code::PodPathBlocked, "IPsec traffic selectors"),
+        (Code::DnsTcpBlocked, "TCP/53"),
+    ] {
+        assert!(code.hint().contains(names), "{code}: {}", code.hint());
+    }
+    let count = names.len();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), count);
+    assert_eq!(count, 11);
+}
+
+/// Flap damping decides whether a check counts; its latest failure stays the evidence until it
+/// has recovered.
+#[test]
+fn evidence_follows_the_damped_state() {
+    let probe = Arc::new(probes().remove(0));
+    let key = CheckKey {
+        probe: probe.name.clone(),
+        netns: Pod,
+    };
+    let mut results = Results::default();
+    results.declare(key.clone(), probe, 0);
+    let damping = Damping {
+        fail_after: 2,
+        recover_after: 2,
+    };
+    let passed: Result<Outcome, Failure> = Ok(Outcome {
+        detail: "connected".into(),
+        report: Report::None,
+    });
+    let seen = |results: &Results| {
+        let (_, state) = results.in_order()[0];
+        match Seen::of(state) {
+            Seen::Pending => "pending",
+            Seen::Passing => "passing",
+            Seen::Failing(failure) => failure.reason.as_str(),
+        }
+    };
+    assert_eq!(seen(&results), "pending");
+    let mut at = SystemTime::UNIX_EPOCH;
+    let mut round = |results: &mut Results, result: &Result<Outcome, Failure>| {
+        at += Duration::from_secs(1);
+        results.record(&key, result, Duration::ZERO, at, damping);
+        seen(results)
+    };
+    assert_eq!(round(&mut results, &passed), "passing");
+    assert_eq!(round(&mut results, &Err(timeout())), "passing", "one blip");
+    assert_eq!(round(&mut results, &Err(fail(Reason::Refused))), "refused");
+    assert_eq!(round(&mut results, &passed), "refused", "still recovering");
+    assert_eq!(round(&mut results, &passed), "passing");
+}
