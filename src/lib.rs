@@ -19,6 +19,8 @@
 
 pub mod config;
 pub mod conntrack;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod netns;
