@@ -27,6 +27,10 @@ pub const DEFAULT_HOST_RESOLV_CONF: &str = "/proc/1/root/etc/resolv.conf";
 /// The pod's own resolver configuration.
 pub const DEFAULT_POD_RESOLV_CONF: &str = "/etc/resolv.conf";
 
+/// The longest interval (and so timeout): rounds and deadlines are the clock plus these, and a
+/// check that runs less than daily watches nothing.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
+
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -299,6 +303,12 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
     if parsed.is_zero() {
         return Err(de::Error::custom("must be longer than zero"));
     }
+    if parsed > MAX_INTERVAL {
+        return Err(de::Error::custom(format!(
+            "{text:?} is longer than {}",
+            humantime::format_duration(MAX_INTERVAL)
+        )));
+    }
     Ok(Some(parsed))
 }
 
@@ -446,6 +456,7 @@ impl RawProbe {
                     }
                 }
                 let mut unique = listed;
+                unique.sort();
                 unique.dedup();
                 unique
             }
@@ -595,6 +606,14 @@ probes:
                 "probes: [{name: a, interval: soon, tcp: {target: 'x:80'}}]",
                 r#"probes[0].interval: "soon" is not a duration (use e.g. 500ms, 10s, 1m)"#,
             ),
+            (
+                "defaults: {interval: 500000000000y, timeout: 1s}\nprobes: [{name: a, tcp: {target: 'x:80'}}]",
+                r#"defaults.interval: "500000000000y" is longer than 1day"#,
+            ),
+            (
+                "probes: [{name: a, interval: 25h, timeout: 2s, tcp: {target: 'x:80'}}]",
+                r#"probes[0].interval: "25h" is longer than 1day"#,
+            ),
             ("probes: []", "probes: no probes are configured"),
             (
                 "probes: [{name: a, fail_after: 0, tcp: {target: 'x:80'}}]",
@@ -633,6 +652,14 @@ probes:
                 "for {text:?}\n want: {want}\n  got: {got}"
             );
         }
+    }
+
+    /// A namespace listed twice, even apart, runs the probe there once.
+    #[test]
+    fn a_probe_runs_once_in_each_listed_namespace() {
+        let config =
+            parse("probes: [{name: a, netns: [pod, host, pod], tcp: {target: 'x:80'}}]").unwrap();
+        assert_eq!(config.probes[0].netns, vec![NetnsId::Pod, NetnsId::Host]);
     }
 
     #[test]

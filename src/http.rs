@@ -13,6 +13,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::report;
+use crate::server::{self, Limits};
 use crate::state::State;
 use crate::status;
 use crate::verdict::{self, Status};
@@ -30,15 +31,14 @@ pub fn router(state: Arc<State>) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` completes, then lets in-flight requests finish.
+/// Serves until `shutdown` completes, then lets in-flight requests finish, within the limits
+/// that keep slow, huge or numerous clients from taking the agent down.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<State>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+) {
+    server::serve(listener, router(state), Limits::default(), shutdown).await
 }
 
 async fn metrics(Shared(state): Shared<Arc<State>>) -> Response {

@@ -13,6 +13,7 @@
 //! - [`diagnose`]: from the checks of both namespaces to likely causes, one per root cause.
 //! - [`metrics`]: the one `Metrics` value; [`http`]: `/metrics`, `/livez`, `/readyz`, `/healthz`.
 //! - [`status`]: the HTML status page at `/`, self-contained.
+//! - [`server`]: serves HTTP with limits on connections, their time and their request heads.
 //! - [`reload`]: watches the config file and hands valid new configs to the scheduler.
 //! - [`signal`]: SIGTERM and SIGINT as a shutdown future.
 //! - [`stun`]: the RFC 5389 Binding codec shared by the source-IP probe and the reflector.
@@ -22,6 +23,8 @@
 pub mod config;
 pub mod conntrack;
 pub mod diagnose;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod netns;
@@ -32,6 +35,7 @@ pub mod reload;
 pub mod report;
 pub mod results;
 pub mod scheduler;
+pub mod server;
 pub mod signal;
 pub mod smoke;
 pub mod state;
@@ -43,7 +47,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use config::Config;
 use metrics::Metrics;
@@ -61,12 +64,7 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("HTTP server failed")]
-    Serve(#[source] std::io::Error),
 }
-
-/// How long in-flight HTTP requests may take to finish once shutdown begins.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// One executor per configured namespace. A namespace that cannot be entered still gets one,
 /// which reports why on every use. The host's is made first, so probes elsewhere can reach it.
@@ -135,30 +133,13 @@ pub async fn run(
     tracing::info!(%listen, "agent started");
     let scheduler = tokio::spawn(scheduler.run(reloads));
 
-    let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stopping_tx.send(true);
-    });
-    let mut stopped = stopping_rx.clone();
-    let server = http::serve(listener, state, async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    });
-    let result = tokio::select! {
-        served = server => served.map_err(Error::Serve),
-        _ = async {
-            let _ = stopping_rx.wait_for(|s| *s).await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => {
-            tracing::warn!("HTTP requests still running after the grace period; stopping anyway");
-            Ok(())
-        }
-    };
+    // In-flight requests get a grace period to finish once shutdown begins (see server::Limits).
+    http::serve(listener, state, shutdown).await;
     scheduler.abort();
     if let Some(watcher) = watcher {
         watcher.abort();
     }
-    result
+    Ok(())
 }
 
 /// Runs every check once and judges the node: the `check` command.

@@ -3,7 +3,8 @@
 //! It answers STUN Binding requests over UDP and TCP on one port and, when an HTTP address is
 //! given, `GET /whoami` and its own `/metrics`. It faces networks we do not control, so: sources
 //! outside the allow-list get nothing; each source is rate limited in a fixed-size table, so
-//! memory does not grow with the number of sources; a malformed request gets no answer; and an
+//! memory does not grow with the number of sources, and a TCP connection pays like a request, so
+//! one source cannot hold every connection slot; a malformed request gets no answer; and an
 //! answer is never longer than [`stun::MAX_RESPONSE_LEN`], so the reflector amplifies nothing.
 
 use std::collections::hash_map::RandomState;
@@ -27,6 +28,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::http::{PLAIN_TEXT, PROMETHEUS_TEXT};
+use crate::server::{self, Limits};
 use crate::stun;
 
 /// The default STUN port (RFC 5389), UDP and TCP.
@@ -68,8 +70,6 @@ pub enum ReflectError {
         transport: &'static str,
         source: std::io::Error,
     },
-    #[error("the HTTP server failed: {0}")]
-    Http(std::io::Error),
 }
 
 /// `198.19.0.0/16`, or a bare address for one host: an `--allow` value.
@@ -293,9 +293,8 @@ pub async fn run(
     let http_server = async {
         match http {
             Some(listener) => {
-                let app =
-                    router(reflector.clone()).into_make_service_with_connect_info::<SocketAddr>();
-                axum::serve(listener, app).await.map_err(ReflectError::Http)
+                let app = router(reflector.clone());
+                server::serve(listener, app, Limits::default(), std::future::pending()).await
             }
             None => std::future::pending().await,
         }
@@ -303,7 +302,7 @@ pub async fn run(
     tokio::select! {
         () = serve_udp(udp, reflector.clone()) => Ok(()),
         () = serve_tcp(tcp, reflector.clone()) => Ok(()),
-        served = http_server => served,
+        () = http_server => Ok(()),
         () = shutdown => {
             tracing::info!("reflector stopping");
             Ok(())
@@ -349,8 +348,10 @@ async fn serve_tcp(listener: TcpListener, reflector: Arc<Reflector>) {
             }
         };
         let from = canonical(peer);
-        if !reflector.allowed(from.ip()) {
-            reflector.count(Transport::Tcp, Outcome::Rejected);
+        // A connection takes a token, as a request does: one source cannot hold every slot
+        // with connections that never ask.
+        if let Err(outcome) = reflector.admit(from.ip()) {
+            reflector.count(Transport::Tcp, outcome);
             continue;
         }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -560,6 +561,37 @@ mod tests {
             limiter.allow(IpAddr::from(i.to_be_bytes()), now);
         }
         assert_eq!(limiter.slots.len(), RATE_SLOTS);
+    }
+
+    /// Connections that never ask used to cost nothing, so one source could take every TCP slot
+    /// and leave other sources unanswered.
+    #[tokio::test]
+    async fn one_source_cannot_hold_every_tcp_slot() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reflector = Arc::new(Reflector::new(&config(&[], 1, 20)));
+        tokio::spawn(serve_tcp(listener, reflector.clone()));
+        let mut idle = Vec::new();
+        for _ in 0..MAX_TCP_CONNECTIONS + 10 {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let other = tokio::net::TcpSocket::new_v4().unwrap();
+        other.bind(from("127.0.0.2:0")).unwrap();
+        let mut stream = other.connect(addr).await.unwrap();
+        let id = [7u8; 12];
+        stream.write_all(&stun::encode_request(&id)).await.unwrap();
+        let mut answer = [0u8; 32];
+        tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut answer))
+            .await
+            .expect("an answer in time")
+            .expect("an answer, not a closed connection");
+        let seen = stun::decode_response(&answer, &id).unwrap();
+        assert_eq!(seen.ip(), from("127.0.0.2:0").ip());
+        let limited = reflector
+            .requests
+            .with_label_values(&["tcp", "rate_limited"])
+            .get();
+        assert_eq!(limited, (MAX_TCP_CONNECTIONS + 10 - 20) as f64);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -20,6 +20,8 @@ use tokio::net::TcpStream;
 const CONCURRENCY: usize = 64;
 /// A verdict is a few kilobytes; a larger answer is not an agent's.
 const MAX_RESPONSE: u64 = 1 << 20;
+/// Node names are DNS names (253 characters at most); probe names and results are shorter.
+const MAX_FIELD_CHARS: usize = 253;
 
 /// `NAME:PORT`, as given to `--agents`: a DNS name (or an address) and the agents' HTTP port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +81,9 @@ pub enum SmokeError {
 /// agents of a newer version still answer.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Health {
+    #[serde(deserialize_with = "one_line")]
     pub status: String,
+    #[serde(deserialize_with = "one_line")]
     pub node: String,
     #[serde(default)]
     pub checks: Vec<HealthCheck>,
@@ -89,15 +93,31 @@ pub struct Health {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct HealthCheck {
+    #[serde(deserialize_with = "one_line")]
     pub probe: String,
+    #[serde(deserialize_with = "one_line")]
     pub netns: String,
     pub ok: bool,
+    #[serde(deserialize_with = "one_line")]
     pub result: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct HealthDiagnosis {
+    #[serde(deserialize_with = "one_line")]
     pub code: String,
+}
+
+/// A string from an agent's answer, as at most [`MAX_FIELD_CHARS`] characters of one line: a
+/// control character in a node name would let whatever answers on an agent's address forge
+/// lines of the report.
+fn one_line<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = String::deserialize(d)?;
+    Ok(text
+        .chars()
+        .take(MAX_FIELD_CHARS)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect())
 }
 
 impl Health {
@@ -276,14 +296,21 @@ async fn ask(addr: SocketAddr) -> Result<Health, String> {
         .read_to_end(&mut raw)
         .await
         .map_err(|e| format!("read: {e}"))?;
+    parse_answer(&raw)
+}
+
+/// The verdict in an agent's whole answer to `/healthz?format=json`, or why there is none.
+pub(crate) fn parse_answer(raw: &[u8]) -> Result<Health, String> {
     if raw.len() as u64 > MAX_RESPONSE {
         return Err(format!("answer larger than {MAX_RESPONSE} bytes"));
     }
-    let (code, body) = split_response(&raw)?;
+    let (code, body) = split_response(raw)?;
     if code != 200 && code != 503 {
         return Err(format!("HTTP {code} from /healthz"));
     }
-    serde_json::from_slice(body).map_err(|e| format!("HTTP {code}, but not a verdict: {e}"))
+    // serde's messages quote the offending value, which the agent chose: cut to one short line.
+    serde_json::from_slice(body)
+        .map_err(|e| format!("HTTP {code}, but not a verdict: {:.120}", e.to_string()))
 }
 
 /// The status code and body of a complete HTTP/1.x response.
@@ -298,7 +325,7 @@ fn split_response(raw: &[u8]) -> Result<(u16, &[u8]), String> {
         .strip_prefix("HTTP/1.")
         .and_then(|rest| rest.get(2..5))
         .and_then(|code| code.parse::<u16>().ok())
-        .ok_or_else(|| format!("not an HTTP response: {status:?}"))?;
+        .ok_or_else(|| format!("not an HTTP response: {:.80}", format!("{status:?}")))?;
     Ok((code, &raw[end + 4..]))
 }
 
@@ -347,6 +374,11 @@ mod tests {
         assert_eq!(
             split_response(b"HTTP/1.1 200 OK\r\n"),
             Err("incomplete HTTP response".into())
+        );
+        let long = format!("{}\r\n\r\n", "x".repeat(10_000));
+        assert_eq!(
+            split_response(long.as_bytes()),
+            Err(format!("not an HTTP response: \"{}", "x".repeat(79)))
         );
     }
 
@@ -403,6 +435,40 @@ mod tests {
             ..all_green
         };
         assert!(!too_few.passed(), "fewer agents answered than expected");
+    }
+
+    /// A newline in a node name used to forge a report line (the smoke_answer fuzz target now
+    /// checks that one agent is one line).
+    #[test]
+    fn an_answer_cannot_forge_report_lines() {
+        let forged = "HTTP/1.0 200 OK\r\n\r\n{\"status\":\"ok\",\"node\":\"n1\\nsmoke ok: 9 of 9 agents answered\\u001b[2J\",\"checks\":[{\"probe\":\"a\\rb\",\"netns\":\"pod\",\"ok\":true,\"result\":\"success\"}]}";
+        let health = parse_answer(forged.as_bytes()).unwrap();
+        assert_eq!(health.node, "n1?smoke ok: 9 of 9 agents answered?[2J");
+        assert_eq!(health.checks[0].probe, "a?b");
+        let long = format!(
+            "HTTP/1.0 200 OK\r\n\r\n{{\"status\":\"ok\",\"node\":\"{}\"}}",
+            "n".repeat(1000)
+        );
+        assert_eq!(
+            parse_answer(long.as_bytes()).unwrap().node.len(),
+            MAX_FIELD_CHARS
+        );
+        // Found by the fuzz target too: serde quotes a wrongly typed value in its message.
+        let wrong_type = long.replace("\"node\"", "\"checks\"");
+        let why = parse_answer(wrong_type.as_bytes()).unwrap_err();
+        assert!(
+            why.starts_with("HTTP 200, but not a verdict: invalid type: string"),
+            "{why}"
+        );
+        assert_eq!(
+            why.chars().count(),
+            "HTTP 200, but not a verdict: ".len() + 120
+        );
+        let summary = Summary {
+            agents: vec![report(10, Answer::Health(health))],
+            expect_nodes: 1,
+        };
+        assert_eq!(summary.render().lines().count(), 2);
     }
 
     #[test]

@@ -5,8 +5,7 @@
 //! read and every malformed message is a [`StunError`], never a panic. Only what a Binding
 //! exchange needs is understood: XOR-MAPPED-ADDRESS (IPv4 and IPv6), MAPPED-ADDRESS from older
 //! servers, ERROR-CODE, and FINGERPRINT when a server adds one. Other attributes are skipped
-//! after their framing is checked. This file has no dependencies beyond `thiserror` and
-//! `getrandom`, so the fuzz target can compile it on its own.
+//! after their framing is checked.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 

@@ -2,11 +2,8 @@
 //! to a message or an error, and an answer to a request is never longer than the fixed response.
 #![no_main]
 
+use hybridprobe::stun;
 use libfuzzer_sys::fuzz_target;
-
-#[path = "../../src/stun.rs"]
-#[allow(dead_code)]
-mod stun;
 
 fuzz_target!(|data: &[u8]| {
     // The bytes that would be the transaction ID, so responses get past the ID check and reach
@@ -21,6 +18,9 @@ fuzz_target!(|data: &[u8]| {
         let seen = "198.18.2.10:40000".parse().expect("a valid address");
         let response = stun::encode_response(&request_id, seen);
         assert!(response.as_bytes().len() <= stun::MAX_RESPONSE_LEN);
-        assert_eq!(stun::decode_response(response.as_bytes(), &request_id), Ok(seen));
+        assert_eq!(
+            stun::decode_response(response.as_bytes(), &request_id),
+            Ok(seen)
+        );
     }
 });

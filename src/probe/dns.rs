@@ -13,6 +13,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt::{self, Write};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
@@ -654,6 +655,23 @@ impl DnsSpec {
         negative
     }
 
+    /// What a round makes of `response` when it is the one answer, from `at`: the path a
+    /// server's bytes take through the probe once hickory has decoded them (for the fuzz target).
+    pub(crate) fn judge_response(
+        &self,
+        response: &DnsResponse,
+        at: SocketAddr,
+        transport: Transport,
+    ) -> Result<Outcome, Failure> {
+        self.judge(&[Asked {
+            server: Server::Addr(at),
+            at: Some(at),
+            transport,
+            took: Some(Duration::ZERO),
+            reply: Reply::from_response(response, transport),
+        }])
+    }
+
     /// Judges every reply and sums the round up: it passes only if every pair did, and the
     /// failure reason is that of the first failing pair in config order.
     fn judge(&self, asked: &[Asked]) -> Result<Outcome, Failure> {
@@ -829,7 +847,7 @@ fn list<T: fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
 
 /// The names a search list makes of `name`, in the order glibc tries them: the name as written
 /// first when it has at least `ndots` dots, last otherwise.
-fn candidates(name: &Name, conf: &ResolvConf) -> Vec<Name> {
+pub(crate) fn candidates(name: &Name, conf: &ResolvConf) -> Vec<Name> {
     let fqdn = |mut name: Name| {
         name.set_fqdn(true);
         name
@@ -897,6 +915,22 @@ impl Reply {
     fn failed(e: &NetError) -> Reply {
         match e {
             NetError::Timeout => Reply::Failed(Reason::Timeout, "timeout".into()),
+            // The server's bytes did not decode: say so, not just what the decoder tripped on.
+            NetError::Proto(e) => Reply::Failed(Reason::Error, format!("malformed answer: {e}")),
+            // hickory's own end of a TCP stream: the server hung up without a usable answer (it
+            // drops undecodable messages and strangers' IDs silently).
+            NetError::Io(io)
+                if io.raw_os_error().is_none()
+                    && matches!(
+                        io.kind(),
+                        io::ErrorKind::UnexpectedEof | io::ErrorKind::BrokenPipe
+                    ) =>
+            {
+                Reply::Failed(
+                    Reason::Error,
+                    format!("the server closed the connection without a valid answer ({io})"),
+                )
+            }
             NetError::Io(io) => {
                 let reason = Reason::of_io(io);
                 Reply::Failed(reason, format!("{reason} ({io})"))
@@ -930,6 +964,7 @@ mod tests {
     use hickory_net::proto::op::{Message, OpCode};
     use hickory_net::proto::rr::rdata::{A, CNAME, OPT, TXT};
     use hickory_net::proto::rr::{RData, Record};
+    use hickory_net::proto::ProtoError;
 
     fn parse(yaml: &str) -> Result<DnsSpec, String> {
         serde_norway::from_str::<DnsSpec>(yaml).map_err(|e| e.to_string())
@@ -1299,6 +1334,37 @@ mod tests {
             Reply::Failed(
                 Reason::Error,
                 "truncated (the answer does not fit in UDP; ask over tcp)".into()
+            )
+        );
+    }
+
+    #[test]
+    fn transport_failures_say_what_the_server_did() {
+        let failed = |e: NetError| Reply::failed(&e);
+        assert_eq!(
+            failed(NetError::from(ProtoError::from("label points nowhere"))),
+            Reply::Failed(
+                Reason::Error,
+                "malformed answer: label points nowhere".into()
+            )
+        );
+        assert_eq!(
+            failed(NetError::from(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "stream closed"
+            ))),
+            Reply::Failed(
+                Reason::Error,
+                "the server closed the connection without a valid answer (stream closed)".into()
+            )
+        );
+        assert_eq!(
+            failed(NetError::from(io::Error::from_raw_os_error(
+                libc::ECONNRESET
+            ))),
+            Reply::Failed(
+                Reason::Reset,
+                "reset (Connection reset by peer (os error 104))".into()
             )
         );
     }

@@ -439,7 +439,7 @@ async fn http_whoami(
 
 /// The address in a whoami response: status 200, and a body that is the address (plain text)
 /// or a JSON object with it in `json_field`.
-fn parse_http_response(response: &[u8], json_field: &str) -> Result<IpAddr, String> {
+pub(crate) fn parse_http_response(response: &[u8], json_field: &str) -> Result<IpAddr, String> {
     if response.len() as u64 > MAX_HTTP_RESPONSE {
         return Err(format!("response is over {MAX_HTTP_RESPONSE} bytes"));
     }
@@ -455,7 +455,12 @@ fn parse_http_response(response: &[u8], json_field: &str) -> Result<IpAddr, Stri
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| format!("not an HTTP status line: {:.80}", status_line))?;
+        .ok_or_else(|| {
+            format!(
+                "not an HTTP status line: {:.80}",
+                format!("{status_line:?}")
+            )
+        })?;
     if status != 200 {
         return Err(format!("status {status}, want 200"));
     }
@@ -729,9 +734,15 @@ mod tests {
                 "malformed chunked",
             ),
             (vec![b'x'; 20_000], "over"),
+            // Found by the whoami_response fuzz target: the raw line reached /healthz.
+            (
+                b"\x1b[2J\x0bgarbage\r\n\r\n198.18.2.10".to_vec(),
+                r#"not an HTTP status line: "\u{1b}[2J\u{b}garbage""#,
+            ),
         ] {
             let got = parse_http_response(&response, "address").unwrap_err();
             assert!(got.contains(want), "want {want}, got {got}");
+            assert!(!got.contains(char::is_control), "{got:?}");
         }
     }
 
