@@ -88,16 +88,21 @@ async fn healthz(
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let wants_json = query.format.as_deref() == Some("json")
-        || headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|accept| accept.contains("application/json"));
-    if wants_json {
+    if wants_json(query.format.as_deref(), &headers) {
         (code, axum::Json(verdict)).into_response()
     } else {
         text(code, report::table(&verdict))
     }
+}
+
+/// JSON when asked for with `?format=json` or `Accept: application/json`; plain text otherwise,
+/// which is what `curl` users read.
+pub(crate) fn wants_json(format: Option<&str>, headers: &HeaderMap) -> bool {
+    format == Some("json")
+        || headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|accept| accept.contains("application/json"))
 }
 
 fn text(code: StatusCode, body: impl Into<String>) -> Response {

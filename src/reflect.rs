@@ -27,7 +27,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::http::{PLAIN_TEXT, PROMETHEUS_TEXT};
+use crate::http::{wants_json, PLAIN_TEXT, PROMETHEUS_TEXT};
 use crate::server::{self, Limits};
 use crate::stun;
 
@@ -448,12 +448,7 @@ async fn whoami(
         return (code, [(header::CONTENT_TYPE, PLAIN_TEXT)], "").into_response();
     }
     reflector.count(Transport::Http, Outcome::Answered);
-    let wants_json = query.format.as_deref() == Some("json")
-        || headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|accept| accept.contains("application/json"));
-    if wants_json {
+    if wants_json(query.format.as_deref(), &headers) {
         axum::Json(Seen {
             address: from.ip(),
             port: from.port(),

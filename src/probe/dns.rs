@@ -32,7 +32,7 @@ use serde::de::{self, Deserializer, IntoDeserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::{Failure, Outcome, Reason, Report};
+use super::{conclude, Failure, Outcome, Reason, Report};
 use crate::netns::NetnsContext;
 
 /// A validated `dns:` probe.
@@ -697,14 +697,11 @@ impl DnsSpec {
         }
         let detail = self.render(asked, &verdicts);
         let report = Report::Dns(DnsReport { pairs });
-        match verdicts.iter().find_map(|v| v.as_ref().err()) {
-            None => Ok(Outcome { detail, report }),
-            Some((reason, _)) => Err(Failure {
-                reason: *reason,
-                detail,
-                report,
-            }),
-        }
+        let failure = verdicts
+            .iter()
+            .find_map(|v| v.as_ref().err())
+            .map(|(r, _)| *r);
+        conclude(failure, detail, report)
     }
 
     /// What one reply means against the expectations, with the text people see for it.

@@ -108,6 +108,22 @@ impl Failure {
     }
 }
 
+/// A round's result from its judgement: passed when there is no failure reason.
+pub fn conclude(
+    failure: Option<Reason>,
+    detail: String,
+    report: Report,
+) -> Result<Outcome, Failure> {
+    match failure {
+        None => Ok(Outcome { detail, report }),
+        Some(reason) => Err(Failure {
+            reason,
+            detail,
+            report,
+        }),
+    }
+}
+
 /// Kind-specific measurements, exported as that kind's own metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Report {

@@ -17,7 +17,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{timeout_at, Instant};
 
 use super::target::{Host, HostPort};
-use super::{Failure, Outcome, Reason, Report};
+use super::{conclude, Failure, Outcome, Reason, Report};
 use crate::conntrack::{self, Evidence, Flow, Transport};
 use crate::netns::{NetnsContext, NetnsId};
 use crate::stun::{self, StunError};
@@ -254,14 +254,7 @@ impl SourceIpSpec {
             self.reflector
         );
         let report = Report::SourceIp(report);
-        match failure {
-            None => Ok(Outcome { detail, report }),
-            Some(reason) => Err(Failure {
-                reason,
-                detail,
-                report,
-            }),
-        }
+        conclude(failure, detail, report)
     }
 }
 

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use super::raw::{self, IcmpError, Message, RawIcmp, PROTO_TCP, PROTO_UDP};
 use super::route::some_ip_or_cidr;
 use super::target::Host;
-use super::{Failure, Outcome, Reason, Report};
+use super::{conclude, Failure, Outcome, Reason, Report};
 use crate::netns::NetnsContext;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -390,14 +390,7 @@ impl TracerouteSpec {
             })
         });
         let report = Report::Traceroute(report);
-        match failure {
-            None => Ok(Outcome { detail, report }),
-            Some(reason) => Err(Failure {
-                reason,
-                detail,
-                report,
-            }),
-        }
+        conclude(failure, detail, report)
     }
 }
 
