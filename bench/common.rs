@@ -112,9 +112,9 @@ impl Workload {
                 );
             }
         }
-        let ns = lab.ns_name(Host::Onprem);
-        let out = run_with_stdin(Command::new("ip").args(["-n", &ns, "-batch", "-"]), &batch);
-        assert!(out.status.success(), "ip -batch in {ns}: {out:?}");
+        let file = lab.tmpdir().join("onprem-addresses.batch");
+        std::fs::write(&file, batch).expect("writing the address batch");
+        lab.must(Host::Onprem, "ip", &["-batch", &file.display().to_string()]);
         lab.serve_tcp(Host::Onprem, SocketAddr::from(([0, 0, 0, 0], TCP_PORT)));
         if self.dns > 0 {
             self.serve_dns(lab);
@@ -160,26 +160,6 @@ impl Workload {
         }
         yaml
     }
-}
-
-fn run_with_stdin(cmd: &mut Command, stdin: &str) -> std::process::Output {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(stdin.as_bytes())
-        .unwrap_or_else(|e| panic!("writing to {cmd:?}: {e}"));
-    child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("waiting for {cmd:?}: {e}"))
 }
 
 // === options ===
