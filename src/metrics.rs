@@ -7,13 +7,15 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Counter, CounterVec, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, Opts,
-    TextEncoder,
+    Counter, CounterVec, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, Opts,
 };
 
 use crate::diagnose::Code;
@@ -24,6 +26,8 @@ use crate::probe::source_ip::SourceIpReport;
 use crate::probe::traceroute::TracerouteReport;
 use crate::probe::{Failure, Outcome, Report};
 use crate::results::Transition;
+
+mod text;
 
 /// Probe and query durations: fine steps where healthy paths land, and 5 s and 10 s where
 /// retransmitted SYNs and conntrack-race DNS delays land.
@@ -36,6 +40,12 @@ const OUTAGE_BUCKETS: &[f64] = &[
     1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0,
 ];
 
+/// Scheduler lag: timer resolution is a millisecond, so a healthy agent lands in the lowest
+/// buckets; the upper ones show a runtime too busy to start rounds on time.
+const LAG_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
 /// Every series the agent exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -44,6 +54,10 @@ pub struct Metrics {
     /// agent's peak memory.
     families: Arc<Vec<Family>>,
     last_render_len: Arc<AtomicUsize>,
+    /// The last rendering, shared by every scrape until a series changes: concurrent scrapers
+    /// then cost one render, not one each. Every method that changes a series ends with
+    /// [`Metrics::changed`], which drops it, so between changes no copy is kept.
+    exposition: Arc<Mutex<Option<Exposition>>>,
     probe_success: GaugeVec,
     probe_duration: HistogramVec,
     probe_runs: CounterVec,
@@ -70,6 +84,7 @@ pub struct Metrics {
     node_healthy: Gauge,
     /// One series per diagnosis code, always present: 1 while the diagnosis holds.
     diagnosis: GaugeVec,
+    scheduler_lag: Histogram,
     config_reload_ok: Gauge,
     config_reload_time: Gauge,
 }
@@ -203,6 +218,16 @@ impl Metrics {
         for code in Code::ALL {
             diagnosis.with_label_values(&[code.as_str()]).set(0.0);
         }
+        let scheduler_lag = {
+            let opts = HistogramOpts::new(
+                "hybridprobe_scheduler_lag_seconds",
+                "How late rounds start after their scheduled time, over every check.",
+            )
+            .buckets(LAG_BUCKETS.to_vec());
+            let h = Histogram::with_opts(opts).expect("valid histogram");
+            register(Family::Single(Box::new(h.clone())));
+            h
+        };
         Metrics {
             probe_success: gauge(
                 "hybridprobe_probe_success",
@@ -319,6 +344,7 @@ impl Metrics {
             ),
             node_healthy,
             diagnosis,
+            scheduler_lag,
             config_reload_ok: single(
                 "hybridprobe_config_last_reload_successful",
                 "1 if the config file last read is the one running, 0 if it was rejected.",
@@ -329,6 +355,7 @@ impl Metrics {
             ),
             families: Arc::new(families.into_inner()),
             last_render_len: Arc::default(),
+            exposition: Arc::default(),
         }
     }
 
@@ -340,7 +367,7 @@ impl Metrics {
             self.traceroute_path_changes
                 .with_label_values(&[probe, netns.as_str()]);
         }
-        CheckSeries {
+        let series = CheckSeries {
             probe: probe.to_owned(),
             kind,
             netns,
@@ -355,7 +382,9 @@ impl Metrics {
             last_success: OnceLock::new(),
             state_changes: self.probe_state_changes.with_label_values(&labels),
             outage: self.outage_duration.with_label_values(&labels),
-        }
+        };
+        self.changed();
+        series
     }
 
     /// Records one finished round.
@@ -423,6 +452,7 @@ impl Metrics {
             Report::PathMtu(path) => self.observe_path_mtu(probe, netns, path),
             Report::Traceroute(trace) => self.observe_traceroute(probe, check.netns, trace),
         }
+        self.changed();
     }
 
     /// Drops every series of a check that no longer exists, so /metrics shows only the
@@ -433,6 +463,7 @@ impl Metrics {
             family.forget(&labels);
         }
         self.previous().forget(&(probe.to_owned(), netns));
+        self.changed();
     }
 
     /// Keeps one `_info` series per check: a new pair of addresses replaces the old series.
@@ -551,6 +582,7 @@ impl Metrics {
         self.netns_available
             .with_label_values(&[netns.as_str()])
             .set(if available { 1.0 } else { 0.0 });
+        self.changed();
     }
 
     pub fn set_config_reloaded(&self, ok: bool) {
@@ -558,24 +590,61 @@ impl Metrics {
         if ok {
             self.config_reload_time.set(unix_seconds(SystemTime::now()));
         }
+        self.changed();
     }
 
+    /// How late a round started: the time between its scheduled tick and now.
+    pub fn observe_scheduler_lag(&self, lag: Duration) {
+        self.scheduler_lag.observe(lag.as_secs_f64());
+        self.changed();
+    }
+
+    /// Set before every scrape from that scrape's verdict, so only a change counts as one: an
+    /// unchanged value keeps the shared rendering.
     pub fn set_node_healthy(&self, healthy: bool) {
-        self.node_healthy.set(if healthy { 1.0 } else { 0.0 });
+        let value = if healthy { 1.0 } else { 0.0 };
+        if self.node_healthy.get() != value {
+            self.node_healthy.set(value);
+            self.changed();
+        }
     }
 
+    /// Like `set_node_healthy`: set from every verdict, so only a change counts as one.
     pub fn set_diagnosis(&self, code: Code, active: bool) {
-        self.diagnosis
-            .with_label_values(&[code.as_str()])
-            .set(if active { 1.0 } else { 0.0 });
+        let value = if active { 1.0 } else { 0.0 };
+        let gauge = self.diagnosis.with_label_values(&[code.as_str()]);
+        if gauge.get() != value {
+            gauge.set(value);
+            self.changed();
+        }
     }
 
-    /// The Prometheus text exposition of every series.
-    pub fn render(&self) -> String {
-        let encoder = TextEncoder::new();
+    /// A series changed: the next scrape renders afresh.
+    fn changed(&self) {
+        *self.exposition() = None;
+    }
+
+    fn exposition(&self) -> MutexGuard<'_, Option<Exposition>> {
+        // Holds a finished rendering or nothing, so a poisoned lock still holds consistent data.
+        self.exposition.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The Prometheus text exposition of every series: the shared rendering if no series
+    /// changed since it was made, else a new one. Concurrent scrapes wait for one render.
+    pub fn render(&self) -> Exposition {
+        let mut shared = self.exposition();
+        if let Some(text) = shared.as_ref() {
+            return text.clone();
+        }
+        let text = Exposition(Arc::new(self.encode()));
+        *shared = Some(text.clone());
+        text
+    }
+
+    fn encode(&self) -> String {
         // Sized from the last render: growing by doubling would briefly hold two copies.
         let expected = self.last_render_len.load(Ordering::Relaxed);
-        let mut out = Vec::with_capacity(expected + expected / 8 + 4096);
+        let mut out = String::with_capacity(expected + expected / 8 + 4096);
         for family in self.families.iter() {
             let collected = family.collector().collect();
             // A vector with no series yet renders nothing, as the registry would.
@@ -583,18 +652,50 @@ impl Metrics {
                 .into_iter()
                 .filter(|f| !f.get_metric().is_empty())
                 .collect();
-            encoder
-                .encode(&present, &mut out)
-                .expect("text encoding into a Vec cannot fail");
+            text::encode(&present, &mut out);
         }
         self.last_render_len.store(out.len(), Ordering::Relaxed);
-        String::from_utf8(out).expect("the text format is UTF-8")
+        out
     }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+/// A rendering of every series, shared without copying by the scrapes that asked for it. It
+/// reads as a `str` and is an HTTP response body.
+#[derive(Clone, Debug)]
+pub struct Exposition(Arc<String>);
+
+impl std::ops::Deref for Exposition {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Exposition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Lends the shared text to a response body without copying it.
+struct Shared(Arc<String>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl IntoResponse for Exposition {
+    fn into_response(self) -> Response {
+        Bytes::from_owner(Shared(self.0)).into_response()
     }
 }
 
@@ -662,6 +763,79 @@ mod tests {
             !text.contains("hybridprobe_netns_available"),
             "no series, no family"
         );
+    }
+
+    #[test]
+    fn a_rendering_is_shared_until_a_series_changes() {
+        let metrics = Metrics::new();
+        let check = metrics.check_series("dc1", "tcp", NetnsId::Pod);
+        let first = metrics.render();
+        assert!(Arc::ptr_eq(&first.0, &metrics.render().0), "rendered twice");
+        metrics.set_node_healthy(false);
+        assert!(
+            Arc::ptr_eq(&first.0, &metrics.render().0),
+            "an unchanged value renders again"
+        );
+        // Every kind of change reaches the next scrape.
+        let ok = Ok(Outcome {
+            detail: String::new(),
+            report: Report::None,
+        });
+        let changes: [(&dyn Fn(), &str); 7] = [
+            (
+                &|| metrics.observe(&check, &ok, Duration::ZERO, Transition::None),
+                r#"hybridprobe_probe_success{kind="tcp",netns="pod",probe="dc1"} 1"#,
+            ),
+            (
+                &|| drop(metrics.check_series("dc2", "tcp", NetnsId::Host)),
+                r#"probe="dc2""#,
+            ),
+            (
+                &|| metrics.forget_check("dc2", NetnsId::Host),
+                "!probe=\"dc2\"",
+            ),
+            (
+                &|| metrics.set_node_healthy(true),
+                "hybridprobe_node_healthy 1",
+            ),
+            (
+                &|| metrics.set_netns_available(NetnsId::Host, false),
+                r#"hybridprobe_netns_available{netns="host"} 0"#,
+            ),
+            (
+                &|| metrics.set_config_reloaded(false),
+                "hybridprobe_config_last_reload_successful 0",
+            ),
+            (
+                &|| metrics.observe_scheduler_lag(Duration::from_millis(1)),
+                "hybridprobe_scheduler_lag_seconds_count 1",
+            ),
+        ];
+        for (change, expect) in changes {
+            let _before = metrics.render();
+            change();
+            let text = metrics.render();
+            match expect.strip_prefix('!') {
+                Some(gone) => assert!(!text.contains(gone), "still {gone}:\n{text}"),
+                None => assert!(text.contains(expect), "missing {expect}:\n{text}"),
+            }
+        }
+    }
+
+    #[test]
+    fn scheduler_lag_is_one_unlabelled_histogram() {
+        let metrics = Metrics::new();
+        metrics.observe_scheduler_lag(Duration::from_micros(300));
+        metrics.observe_scheduler_lag(Duration::from_millis(80));
+        let text = metrics.render();
+        for line in [
+            r#"hybridprobe_scheduler_lag_seconds_bucket{le="0.0005"} 1"#,
+            r#"hybridprobe_scheduler_lag_seconds_bucket{le="0.05"} 1"#,
+            r#"hybridprobe_scheduler_lag_seconds_bucket{le="0.1"} 2"#,
+            "hybridprobe_scheduler_lag_seconds_count 2",
+        ] {
+            assert!(text.contains(line), "missing {line}\n{text}");
+        }
     }
 
     #[test]

@@ -186,7 +186,9 @@ async fn check_loop(check: Check, state: Arc<State>) {
     // A round never overlaps the next; if one ran long, skip the missed start rather than burst.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
-        ticker.tick().await;
+        let scheduled = ticker.tick().await;
+        // A runtime too busy to start rounds on time shows here before any round is missed.
+        state.metrics.observe_scheduler_lag(scheduled.elapsed());
         let (result, took) = run_round(&check).await;
         state.record(&check, &result, took);
     }

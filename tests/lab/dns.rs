@@ -61,7 +61,7 @@ impl Lab {
                 .iter()
                 .map(|(name, ip)| format!("--host-record={name},{ip}")),
         );
-        self.dnsmasq(Host::Onprem, "onprem-dns", ONPREM_IP, &args)
+        self.dnsmasq(Host::Onprem, "onprem-dns", &[ONPREM_IP], &args)
     }
 
     /// Starts the cluster DNS on `CLUSTER_DNS_IP:53`. It caches nothing, so a change on-prem or
@@ -72,7 +72,7 @@ impl Lab {
             Forward::Lost => format!("--local=/{CORP_ZONE}/"),
         };
         let args = ["--cache-size=0".to_owned(), zone];
-        self.dnsmasq(Host::Node, "cluster-dns", CLUSTER_DNS_IP, &args)
+        self.dnsmasq(Host::Node, "cluster-dns", &[CLUSTER_DNS_IP], &args)
     }
 
     /// Writes a resolv.conf into the lab's temp dir and returns its path.
@@ -86,9 +86,16 @@ impl Lab {
         path.display().to_string()
     }
 
-    /// Runs dnsmasq in the foreground, bound to `listen` only, with its pid file in the temp
-    /// dir and its log on stderr; returns once it accepts TCP on port 53.
-    fn dnsmasq(&self, h: Host, name: &str, listen: Ipv4Addr, extra: &[String]) -> ProcHandle {
+    /// Runs dnsmasq in the foreground, bound to the `listen` addresses only, with its pid file
+    /// in the temp dir and its log on stderr; returns once it accepts TCP on port 53 of the
+    /// first one.
+    pub fn dnsmasq(
+        &self,
+        h: Host,
+        name: &str,
+        listen: &[Ipv4Addr],
+        extra: &[String],
+    ) -> ProcHandle {
         let pid_file = self.tmpdir().join(format!("{name}.pid"));
         let mut args = vec![
             "--keep-in-foreground".to_owned(),
@@ -97,15 +104,15 @@ impl Lab {
             "--no-hosts".to_owned(),
             "--no-poll".to_owned(),
             "--bind-interfaces".to_owned(),
-            format!("--listen-address={listen}"),
             format!("--pid-file={}", pid_file.display()),
             "--log-facility=-".to_owned(),
             "--log-queries".to_owned(),
         ];
+        args.extend(listen.iter().map(|ip| format!("--listen-address={ip}")));
         args.extend(extra.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let handle = self.spawn(h, "dnsmasq", &args, &[]);
-        let addr = SocketAddr::from((listen, 53));
+        let addr = SocketAddr::from((listen[0], 53));
         self.wait_until(
             &format!("{name} on {addr}"),
             Duration::from_secs(10),

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Side by side: hybridprobe and Debian's prometheus-blackbox-exporter probing the same 100 TCP,
+# 100 ICMP and 20 DNS targets once a second from the lab's pod namespace, runs alternating.
+# Prints CPU seconds, CPU per probe and peak RSS of each, and the ratios. See bench/vs_blackbox.rs.
+#
+#   bench/vs-blackbox.sh [--seconds 60] [--warmup 10] [--rounds 3] [--tcp 100] [--icmp 100] [--dns 20]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+
+if ! command -v prometheus-blackbox-exporter >/dev/null; then
+  need prometheus-blackbox-exporter prometheus-blackbox-exporter
+  # The package starts its own service where systemd runs; the benchmark starts one in the lab.
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus-blackbox-exporter || true
+  fi
+fi
+cargo bench "${shipped_target[@]}" --bench vs_blackbox -- "$@"
