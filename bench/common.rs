@@ -168,11 +168,17 @@ impl Workload {
 /// benchmark should not run: after `--help`, and without `--bench`, which `cargo bench` passes
 /// and `cargo test --all-targets` (running every target, benchmarks included) does not.
 pub fn options(bench: &str, script: &str, values: &mut [(&str, &mut u64)]) -> bool {
-    let mut args = std::env::args().skip(1);
-    let mut benching = false;
+    let given: Vec<String> = std::env::args().skip(1).collect();
+    let wants_help = given.iter().any(|a| a == "--help" || a == "-h");
+    // Under `cargo test` the arguments are the test harness's (`--test-threads=4`), not ours.
+    let benching = given.iter().any(|a| a == "--bench");
+    if !benching && !wants_help {
+        println!("{bench} is a benchmark: run {script}");
+        return false;
+    }
+    let mut args = given.into_iter();
     while let Some(arg) = args.next() {
         if arg == "--bench" {
-            benching = true;
             continue;
         }
         if arg == "--help" || arg == "-h" {
@@ -192,10 +198,7 @@ pub fn options(bench: &str, script: &str, values: &mut [(&str, &mut u64)]) -> bo
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{bench}: {arg} needs a number"));
     }
-    if !benching {
-        println!("{bench} is a benchmark: run {script}");
-    }
-    benching
+    true
 }
 
 // === the agent ===
