@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use hybridprobe::agent::{self, builtin, signal, ConfigSource};
 use hybridprobe::config::{Config, ConfigError, DEFAULT_HOST_NETNS, DEFAULT_HOST_RESOLV_CONF};
-use hybridprobe::report::{ColorChoice, Style};
+use hybridprobe::diagnose::table::{self, ColorChoice, Style};
+use hybridprobe::diagnose::verdict::Status;
+use hybridprobe::reflect;
 use hybridprobe::smoke::AgentsTarget;
-use hybridprobe::{profile, reflect, report, verdict::Status, ConfigSource};
 
 /// Connectivity diagnostics for Kubernetes joined to on-premises networks.
 ///
@@ -176,7 +178,7 @@ fn reflect(args: ReflectArgs) -> anyhow::Result<ExitCode> {
         rate: args.rate,
         burst: args.burst,
     };
-    runtime()?.block_on(reflect::run(config, hybridprobe::signal::shutdown()))?;
+    runtime()?.block_on(reflect::run(config, signal::shutdown()))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -226,8 +228,8 @@ fn with_config(
         },
         None => {
             let host = (source.host_netns != "none").then(|| PathBuf::from(&source.host_netns));
-            let namespaces = profile::namespaces(host, source.host_resolv_conf.clone());
-            ConfigSource::Fixed(profile::config(&profile::Machine::read(namespaces)))
+            let namespaces = builtin::namespaces(host, source.host_resolv_conf.clone());
+            ConfigSource::Fixed(builtin::config(&builtin::Machine::read(namespaces)))
         }
     };
     let node = source.node.clone().unwrap_or_else(node_name);
@@ -238,12 +240,7 @@ fn with_config(
 }
 
 fn agent(source: ConfigSource, node: String, listen: SocketAddr) -> anyhow::Result<ExitCode> {
-    runtime()?.block_on(hybridprobe::run(
-        source,
-        node,
-        listen,
-        hybridprobe::signal::shutdown(),
-    ))?;
+    runtime()?.block_on(agent::run(source, node, listen, signal::shutdown()))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -254,11 +251,11 @@ fn check(
     color: ColorChoice,
 ) -> anyhow::Result<ExitCode> {
     let (ConfigSource::File(_, config) | ConfigSource::Fixed(config)) = source;
-    let verdict = runtime()?.block_on(hybridprobe::check_once(&config, node));
+    let verdict = runtime()?.block_on(agent::check_once(&config, node));
     match format {
         Format::Table => {
             let style = color.for_stream(&std::io::stdout());
-            print!("{}", report::styled_table(&verdict, style));
+            print!("{}", table::styled_table(&verdict, style));
         }
         Format::Json => println!("{}", serde_json::to_string_pretty(&verdict)?),
     }

@@ -41,6 +41,13 @@ impl fmt::Display for NetnsId {
     }
 }
 
+/// Whether a namespace can be used, and why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetnsStatus {
+    pub id: NetnsId,
+    pub unavailable: Option<String>,
+}
+
 /// What a probe may know about the namespace it runs in.
 #[derive(Debug, Clone)]
 pub struct NetnsContext {
@@ -86,7 +93,7 @@ type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 #[derive(Clone)]
 pub struct Executor {
     context: Arc<NetnsContext>,
-    place: Place,
+    worker: Worker,
 }
 
 impl fmt::Debug for Executor {
@@ -98,7 +105,7 @@ impl fmt::Debug for Executor {
 }
 
 #[derive(Clone)]
-enum Place {
+enum Worker {
     /// The caller's own namespace: run inline.
     Own,
     /// A dedicated thread that entered the namespace.
@@ -112,23 +119,23 @@ impl Executor {
     pub fn own(context: NetnsContext) -> Executor {
         Executor {
             context: Arc::new(context),
-            place: Place::Own,
+            worker: Worker::Own,
         }
     }
 
     /// Enters the namespace at `path` on a new thread. Never fails: when the namespace cannot be
     /// entered, the executor reports why on every use, so the other namespaces carry on.
     pub fn enter(context: NetnsContext, path: &Path) -> Executor {
-        let place = match spawn_worker(context.id, path) {
-            Ok(tx) => Place::Thread(tx),
+        let worker = match spawn_worker(context.id, path) {
+            Ok(tx) => Worker::Thread(tx),
             Err(reason) => {
                 tracing::warn!(netns = %context.id, %reason, "namespace unavailable");
-                Place::Unavailable(reason)
+                Worker::Unavailable(reason)
             }
         };
         Executor {
             context: Arc::new(context),
-            place,
+            worker,
         }
     }
 
@@ -138,9 +145,9 @@ impl Executor {
 
     /// `Err(reason)` when the namespace could not be entered.
     pub fn availability(&self) -> Result<(), String> {
-        match &self.place {
-            Place::Unavailable(reason) => Err(reason.clone()),
-            Place::Own | Place::Thread(_) => Ok(()),
+        match &self.worker {
+            Worker::Unavailable(reason) => Err(reason.clone()),
+            Worker::Own | Worker::Thread(_) => Ok(()),
         }
     }
 
@@ -153,10 +160,10 @@ impl Executor {
         T: Send + 'static,
     {
         let context = self.context.clone();
-        match &self.place {
-            Place::Own => Ok(work(context).await),
-            Place::Unavailable(reason) => Err(NetnsError::Unavailable(reason.clone())),
-            Place::Thread(jobs) => {
+        match &self.worker {
+            Worker::Own => Ok(work(context).await),
+            Worker::Unavailable(reason) => Err(NetnsError::Unavailable(reason.clone())),
+            Worker::Thread(jobs) => {
                 let (reply, result) = oneshot::channel();
                 let job: Job =
                     Box::new(move || Box::pin(run_until_abandoned(work(context), reply)));

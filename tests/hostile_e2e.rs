@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use hybridprobe::stun;
+use hybridprobe::net::stun;
 use lab::{dns, Host, Lab, ProcHandle, NODE_IP, ONPREM_IP, POD_IP};
 use serde_json::Value;
 use support::{check, metric, write_config, Agent, BIN, PORT};

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hybridprobe::stun;
+use hybridprobe::net::stun;
 use lab::{Host, Lab, ProcHandle, NODE_IP, ONPREM_IP, POD_IP};
 use support::{check, metric, Agent, BIN};
 

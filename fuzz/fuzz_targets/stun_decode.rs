@@ -2,7 +2,7 @@
 //! to a message or an error, and an answer to a request is never longer than the fixed response.
 #![no_main]
 
-use hybridprobe::stun;
+use hybridprobe::net::stun;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -19,8 +19,10 @@
 //!    its own evidence; they cannot be symptoms of one another.
 
 mod evidence;
+pub mod table;
 #[cfg(test)]
 mod tests;
+pub mod verdict;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -31,9 +33,9 @@ use evidence::{dns_pairs, reaches, Asked, Pair, Reach};
 pub use evidence::{Observed, Seen};
 
 use crate::netns::NetnsId;
+use crate::netns::NetnsStatus;
 use crate::probe::dns::Transport;
 use crate::probe::{ProbeKind, Reason, Report};
-use crate::state::NetnsStatus;
 
 /// A likely cause, named by a fixed code, with what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

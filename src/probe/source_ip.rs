@@ -18,9 +18,9 @@ use tokio::time::{timeout_at, Instant};
 
 use super::target::{Host, HostPort};
 use super::{conclude, Failure, Outcome, Reason, Report};
-use crate::conntrack::{self, Evidence, Flow, Transport};
+use crate::net::conntrack::{self, Evidence, Flow, Transport};
+use crate::net::stun::{self, StunError};
 use crate::netns::{NetnsContext, NetnsId};
-use crate::stun::{self, StunError};
 
 /// `source_ip:` as written in config; checked into a [`SourceIpSpec`].
 #[derive(Deserialize)]

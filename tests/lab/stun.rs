@@ -3,7 +3,7 @@
 //! MASQUERADE rule does it.
 
 use super::{Host, Lab, ProcHandle, NFT_TABLE, ONPREM_IP};
-use hybridprobe::stun;
+use hybridprobe::net::stun;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 

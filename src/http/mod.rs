@@ -1,10 +1,13 @@
 //! The HTTP surface: `/metrics` for Prometheus, `/livez` and `/readyz` for the kubelet,
 //! `/healthz`, the node verdict for people and smoke checks, and the status page at `/`.
 
+pub mod server;
+pub mod status_page;
+
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::{Query, State as Shared};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -12,18 +15,18 @@ use axum::Router;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
-use crate::report;
-use crate::server::{self, Limits};
-use crate::state::State;
-use crate::status;
-use crate::verdict::{self, Status};
+use crate::agent::state::AgentState;
+use crate::diagnose::table;
+use server::Limits;
+
+use crate::diagnose::verdict::{self, Status};
 
 pub(crate) const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub(crate) const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
 
-pub fn router(state: Arc<State>) -> Router {
+pub fn router(state: Arc<AgentState>) -> Router {
     Router::new()
-        .route("/", get(status::page))
+        .route("/", get(status_page::page))
         .route("/metrics", get(metrics))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
@@ -35,13 +38,13 @@ pub fn router(state: Arc<State>) -> Router {
 /// that keep slow, huge or numerous clients from taking the agent down.
 pub async fn serve(
     listener: TcpListener,
-    state: Arc<State>,
+    state: Arc<AgentState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     server::serve(listener, router(state), Limits::default(), shutdown).await
 }
 
-async fn metrics(Shared(state): Shared<Arc<State>>) -> Response {
+async fn metrics(State(state): State<Arc<AgentState>>) -> Response {
     let verdict = verdict::judge(&state);
     state.metrics.set_node_healthy(verdict.status == Status::Ok);
     (
@@ -53,7 +56,7 @@ async fn metrics(Shared(state): Shared<Arc<State>>) -> Response {
 
 /// Alive while the scheduler runs. Never depends on the network: an outage must not make the
 /// kubelet restart every agent.
-async fn livez(Shared(state): Shared<Arc<State>>) -> Response {
+async fn livez(State(state): State<Arc<AgentState>>) -> Response {
     if state.scheduler_alive() {
         text(StatusCode::OK, "ok\n")
     } else {
@@ -61,7 +64,7 @@ async fn livez(Shared(state): Shared<Arc<State>>) -> Response {
     }
 }
 
-async fn readyz(Shared(state): Shared<Arc<State>>) -> Response {
+async fn readyz(State(state): State<Arc<AgentState>>) -> Response {
     if state.is_ready() {
         text(StatusCode::OK, "ready\n")
     } else {
@@ -78,7 +81,7 @@ struct HealthQuery {
 }
 
 async fn healthz(
-    Shared(state): Shared<Arc<State>>,
+    State(state): State<Arc<AgentState>>,
     Query(query): Query<HealthQuery>,
     headers: HeaderMap,
 ) -> Response {
@@ -91,7 +94,7 @@ async fn healthz(
     if wants_json(query.format.as_deref(), &headers) {
         (code, axum::Json(verdict)).into_response()
     } else {
-        text(code, report::table(&verdict))
+        text(code, table::table(&verdict))
     }
 }
 

@@ -27,9 +27,9 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use crate::http::server::{self, Limits};
 use crate::http::{wants_json, PLAIN_TEXT, PROMETHEUS_TEXT};
-use crate::server::{self, Limits};
-use crate::stun;
+use crate::net::stun;
 
 /// The default STUN port (RFC 5389), UDP and TCP.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:3478";

@@ -6,20 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use super::check::Check;
 use crate::metrics::Metrics;
-use crate::netns::{Executor, NetnsId};
+use crate::netns::{Executor, NetnsStatus};
 use crate::probe::{Failure, Outcome};
 use crate::results::{CheckKey, Damping, Results, Transition};
-use crate::scheduler::Check;
 
-/// Whether a namespace can be used, and why not.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetnsStatus {
-    pub id: NetnsId,
-    pub unavailable: Option<String>,
-}
-
-pub struct State {
+pub struct AgentState {
     /// The node this agent reports for (NODE_NAME from the downward API, else the host name).
     pub node: String,
     pub metrics: Metrics,
@@ -37,11 +30,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl State {
-    pub fn new(node: String, metrics: Metrics) -> State {
+impl AgentState {
+    pub fn new(node: String, metrics: Metrics) -> AgentState {
         metrics.set_node_healthy(false);
         metrics.set_config_reloaded(true);
-        State {
+        AgentState {
             node,
             metrics,
             namespaces: Mutex::default(),

@@ -6,15 +6,15 @@ use std::fmt::{self, Display, Write};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::State as Shared;
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
+use crate::agent::state::AgentState;
+use crate::diagnose::table::{format_seconds, headline};
+use crate::diagnose::verdict::{self, CheckView, Status, Verdict};
 use crate::netns::NetnsId;
-use crate::report::{format_seconds, headline};
 use crate::results::{CheckKey, Sample, HISTORY};
-use crate::state::State;
-use crate::verdict::{self, CheckView, Status, Verdict};
 
 /// Seconds between reloads of the page by the browser.
 const REFRESH_SECONDS: u32 = 10;
@@ -25,7 +25,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inl
      img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// `GET /`: the status page.
-pub async fn page(Shared(state): Shared<Arc<State>>) -> Response {
+pub async fn page(State(state): State<Arc<AgentState>>) -> Response {
     let html = render(&Snapshot::take(&state));
     (
         [
@@ -50,7 +50,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn take(state: &State) -> Snapshot {
+    pub fn take(state: &AgentState) -> Snapshot {
         let verdict = verdict::judge(state);
         let history = state
             .results()
@@ -479,8 +479,8 @@ a { color: #0969da; }
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::tests::check;
-    use crate::verdict::{Diagnosis, NetnsView};
+    use crate::diagnose::table::tests::check;
+    use crate::diagnose::verdict::{Diagnosis, NetnsView};
 
     const HOSTILE: &str = r#"<script>alert('x')</script> & "quoted" <img src=x onerror=alert(1)>"#;
 

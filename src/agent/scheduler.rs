@@ -14,82 +14,16 @@ use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::check::{executors, planned, Check};
+use super::state::AgentState;
 use crate::config::{Config, NamespaceConfig, ProbeConfig};
-use crate::metrics::{CheckSeries, Metrics};
 use crate::netns::{Executor, NetnsError, NetnsId};
 use crate::probe::{Failure, Outcome, Reason};
 use crate::results::CheckKey;
-use crate::state::State;
-
-/// One probe in one namespace, with the executor that reaches that namespace and the check's
-/// own metric series.
-pub struct Check {
-    pub key: CheckKey,
-    pub probe: Arc<ProbeConfig>,
-    /// The probe's place in the config file, so reports follow the file's order.
-    pub position: usize,
-    pub executor: Executor,
-    pub series: CheckSeries,
-}
-
-impl Check {
-    pub fn netns(&self) -> NetnsId {
-        self.key.netns
-    }
-}
-
-/// A check a config asks for, before it has metric series.
-struct Wanted {
-    key: CheckKey,
-    probe: Arc<ProbeConfig>,
-    position: usize,
-    executor: Executor,
-}
-
-impl Wanted {
-    fn into_check(self, metrics: &Metrics) -> Check {
-        let netns = self.key.netns;
-        Check {
-            series: metrics.check_series(&self.probe.name, self.probe.kind.name(), netns),
-            key: self.key,
-            probe: self.probe,
-            position: self.position,
-            executor: self.executor,
-        }
-    }
-}
-
-/// Pairs every probe with the executors of the namespaces it runs in.
-fn wanted(probes: &[ProbeConfig], executors: &[Executor]) -> Vec<Wanted> {
-    let mut checks = Vec::new();
-    for (position, probe) in probes.iter().enumerate() {
-        let probe = Arc::new(probe.clone());
-        for executor in executors.iter().filter(|e| probe.netns.contains(&e.id())) {
-            checks.push(Wanted {
-                key: CheckKey {
-                    probe: probe.name.clone(),
-                    netns: executor.id(),
-                },
-                probe: probe.clone(),
-                position,
-                executor: executor.clone(),
-            });
-        }
-    }
-    checks
-}
-
-/// Every check of `probes`, with its series created.
-pub fn plan(probes: &[ProbeConfig], executors: &[Executor], metrics: &Metrics) -> Vec<Check> {
-    wanted(probes, executors)
-        .into_iter()
-        .map(|w| w.into_check(metrics))
-        .collect()
-}
 
 /// Runs the checks of the current config and swaps in new configs without a restart.
 pub struct Scheduler {
-    state: Arc<State>,
+    state: Arc<AgentState>,
     namespaces: Vec<NamespaceConfig>,
     executors: Vec<Executor>,
     running: HashMap<CheckKey, Running>,
@@ -102,7 +36,7 @@ struct Running {
 }
 
 impl Scheduler {
-    pub fn new(state: Arc<State>) -> Scheduler {
+    pub fn new(state: Arc<AgentState>) -> Scheduler {
         Scheduler {
             state,
             namespaces: Vec::new(),
@@ -118,11 +52,11 @@ impl Scheduler {
     pub fn apply(&mut self, config: &Config) {
         let renew_namespaces = self.namespaces != config.namespaces;
         if renew_namespaces {
-            self.executors = crate::executors(config);
+            self.executors = executors(config);
             self.namespaces = config.namespaces.clone();
             self.state.set_namespaces(&self.executors);
         }
-        let wanted = wanted(&config.probes, &self.executors);
+        let wanted = planned(&config.probes, &self.executors);
         let keep = |key: &CheckKey, running: &Running| {
             !renew_namespaces
                 && wanted
@@ -179,7 +113,7 @@ impl Scheduler {
     }
 }
 
-async fn check_loop(check: Check, state: Arc<State>) {
+async fn check_loop(check: Check, state: Arc<AgentState>) {
     let interval = check.probe.interval;
     tokio::time::sleep(start_offset(&check.probe.name, check.netns(), interval)).await;
     let mut ticker = tokio::time::interval(interval);
@@ -242,7 +176,7 @@ async fn within_timeout(
 }
 
 /// Runs every check once, concurrently, and records the results: the `check` command.
-pub async fn run_once(checks: Vec<Check>, state: Arc<State>) {
+pub async fn run_once(checks: Vec<Check>, state: Arc<AgentState>) {
     let mut tasks = JoinSet::new();
     for check in checks {
         let state = state.clone();
@@ -257,7 +191,9 @@ pub async fn run_once(checks: Vec<Check>, state: Arc<State>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::check::plan;
     use crate::config::Config;
+    use crate::metrics::Metrics;
     use crate::netns::NetnsContext;
 
     fn config(yaml: &str) -> Config {

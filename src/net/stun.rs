@@ -412,12 +412,12 @@ mod tests {
         let id = [
             0x0c, 0x0f, 0x7e, 0x3a, 0x9d, 0x51, 0xb2, 0xc4, 0xe6, 0xf8, 0x0a, 0x1b,
         ];
-        let success = include_bytes!("../fuzz/corpus/stun_decode/coturn-4.6.1-success");
+        let success = include_bytes!("../../fuzz/corpus/stun_decode/coturn-4.6.1-success");
         assert_eq!(
             decode_response(success, &id),
             Ok("127.0.0.1:55229".parse().unwrap())
         );
-        let error = include_bytes!("../fuzz/corpus/stun_decode/coturn-4.6.1-error-420");
+        let error = include_bytes!("../../fuzz/corpus/stun_decode/coturn-4.6.1-error-420");
         assert_eq!(
             decode_response(error, &id),
             Err(StunError::ErrorResponse {

@@ -2,10 +2,10 @@
 
 use serde::Serialize;
 
+use crate::agent::state::AgentState;
 pub use crate::diagnose::Diagnosis;
 use crate::diagnose::{self, Code, Observed, Seen};
 use crate::netns::NetnsId;
-use crate::state::State;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -72,7 +72,7 @@ impl Verdict {
 
 /// Judges the node from the current state, and publishes the diagnoses as
 /// `hybridprobe_diagnosis`, so every scrape of `/metrics` sees the current ones.
-pub fn judge(state: &State) -> Verdict {
+pub fn judge(state: &AgentState) -> Verdict {
     let results = state.results();
     let in_order = results.in_order();
     let checks: Vec<CheckView> = in_order

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::fmt::Write;
 use std::io::IsTerminal;
 
-use crate::verdict::{Status, Verdict};
+use crate::diagnose::verdict::{Status, Verdict};
 
 /// How text for people is written: plain for pipes, files and `/healthz`, with ANSI colors for
 /// a terminal.
@@ -207,8 +207,8 @@ pub(crate) fn format_seconds(seconds: f64) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::diagnose::verdict::{CheckView, Diagnosis, NetnsView};
     use crate::netns::NetnsId;
-    use crate::verdict::{CheckView, Diagnosis, NetnsView};
 
     /// A check that ran: 1.2ms when it passes, 2s when it fails.
     pub(crate) fn check(

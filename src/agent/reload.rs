@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 
+use super::state::AgentState;
 use crate::config::{Config, ConfigError};
-use crate::state::State;
 
 /// How often the file is compared with the running config.
 pub const POLL: Duration = Duration::from_secs(2);
@@ -23,7 +23,7 @@ pub async fn watch(
     path: PathBuf,
     running: Config,
     reloads: mpsc::Sender<Config>,
-    state: Arc<State>,
+    state: Arc<AgentState>,
 ) {
     let mut hangup = signal(SignalKind::hangup())
         .inspect_err(
@@ -73,7 +73,7 @@ pub async fn watch(
     }
 }
 
-fn reject(state: &State, error: &ConfigError) {
+fn reject(state: &AgentState, error: &ConfigError) {
     tracing::error!(error = %error, "config rejected; the last good config keeps running");
     state.config_reloaded(Err(error.to_string()));
 }

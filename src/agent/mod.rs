@@ -1,0 +1,98 @@
+//! The agent runtime: checks planned from the config, the scheduler that runs them, the state
+//! they record into, config reloads, the built-in profile and shutdown signals.
+
+pub mod builtin;
+pub mod check;
+pub mod reload;
+pub mod scheduler;
+pub mod signal;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::diagnose::verdict::{self, Verdict};
+use crate::http;
+use crate::metrics::Metrics;
+
+use check::executors;
+use scheduler::Scheduler;
+use state::AgentState;
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where the agent's config comes from.
+pub enum ConfigSource {
+    /// A file, watched for changes (a ConfigMap update swaps a symlink) and re-read on SIGHUP.
+    File(PathBuf, Config),
+    /// A fixed config, such as the built-in profile.
+    Fixed(Config),
+}
+
+/// Runs the agent: the scheduler and the HTTP server on `listen`, until `shutdown` completes.
+pub async fn run(
+    source: ConfigSource,
+    node: String,
+    listen: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: listen,
+            source,
+        })?;
+    let state = Arc::new(AgentState::new(node, Metrics::new()));
+    let mut scheduler = Scheduler::new(state.clone());
+    let (reloads_tx, reloads) = tokio::sync::mpsc::channel(1);
+    let watcher = match source {
+        ConfigSource::Fixed(config) => {
+            scheduler.apply(&config);
+            None
+        }
+        ConfigSource::File(path, config) => {
+            scheduler.apply(&config);
+            Some(tokio::spawn(reload::watch(
+                path,
+                config,
+                reloads_tx,
+                state.clone(),
+            )))
+        }
+    };
+    tracing::info!(%listen, "agent started");
+    let scheduler = tokio::spawn(scheduler.run(reloads));
+
+    // In-flight requests get a grace period to finish once shutdown begins (see server::Limits).
+    http::serve(listener, state, shutdown).await;
+    scheduler.abort();
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    Ok(())
+}
+
+/// Runs every check once and judges the node: the `check` command.
+pub async fn check_once(config: &Config, node: String) -> Verdict {
+    let executors = executors(config);
+    let state = Arc::new(AgentState::new(node, Metrics::new()));
+    state.set_namespaces(&executors);
+    let checks = check::plan(&config.probes, &executors, &state.metrics);
+    for check in &checks {
+        state.track(check);
+    }
+    scheduler::run_once(checks, state.clone()).await;
+    verdict::judge(&state)
+}
