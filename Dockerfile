@@ -43,7 +43,7 @@ COPY --from=binary /hybridprobe /usr/local/bin/hybridprobe
 # overrides this with runAsUser 0 and every capability dropped but SYS_ADMIN, SYS_PTRACE and
 # NET_RAW: Kubernetes gives a non-root process the capabilities it adds only through file
 # capabilities on the binary (which no_new_privs blocks and `COPY` may not carry) or ambient
-# capabilities (which it does not offer). See README, "Privileges".
+# capabilities (which it does not offer). See docs/privileges.md.
 USER 65532:65532
 EXPOSE 9739
 ENTRYPOINT ["/usr/local/bin/hybridprobe"]

@@ -282,7 +282,7 @@ fn no_host_privileges_overlay_runs_green_without_privileges() {
 }
 
 /// Each capability the base adds is needed: without it a named check fails (or, for
-/// NET_ADMIN, loses its evidence) the way the README says, and with all of them every check
+/// NET_ADMIN, loses its evidence) the way docs/privileges.md says, and with all of them every check
 /// passes.
 #[test]
 fn every_added_capability_is_needed() {

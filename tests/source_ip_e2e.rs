@@ -549,28 +549,36 @@ fn reflect_flags_are_checked_before_anything_listens() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-/// The README's `source_ip` examples are valid config.
+/// The `source_ip` examples in docs/probe-kinds.md are valid config, as the doc shows them, and so
+/// is one with `stun_transport` and `expect`.
 #[test]
 fn documented_source_ip_examples_validate() {
+    let doc = include_str!("../docs/probe-kinds.md");
+    let section = doc
+        .split("\n## source_ip\n")
+        .nth(1)
+        .expect("docs/probe-kinds.md has a `## source_ip` section");
+    let section = section.split("\n## ").next().unwrap();
+    let example = section
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the `source_ip` section has a yaml example");
+    let mut config = String::from("probes:\n");
+    for line in example.lines() {
+        config.push_str("  ");
+        config.push_str(line);
+        config.push('\n');
+    }
+    config.push_str(
+        r#"  - name: stun-tcp
+    source_ip: { stun: "198.19.10.1:3478", stun_transport: tcp, expect: 198.18.2.10 }
+"#,
+    );
     let dir = std::env::temp_dir().join(format!("hp-srcip-doc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("source-ip.yaml");
-    std::fs::write(
-        &path,
-        r#"
-probes:
-  - name: pod-ip-preserved
-    source_ip: { stun: "198.19.10.1:3478", masquerade: forbidden }
-  - name: pod-ip-masqueraded
-    netns: [pod]
-    source_ip: { stun: "198.19.10.1:3478", masquerade: expected, to: "${HOST_IP}" }
-  - name: whoami
-    source_ip: { http: "http://198.19.10.1:8080/whoami", masquerade: any }
-  - name: stun-tcp
-    source_ip: { stun: "198.19.10.1:3478", stun_transport: tcp, expect: 198.18.2.10 }
-"#,
-    )
-    .unwrap();
+    std::fs::write(&path, &config).unwrap();
     let out = std::process::Command::new(BIN)
         .args(["validate", "--config"])
         .arg(&path)
@@ -582,8 +590,11 @@ probes:
     assert_eq!(
         out.status.code(),
         Some(0),
-        "{stdout}{}",
+        "{config}{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("ok (4 probes, 7 checks)"), "{stdout}");
+    assert!(
+        stdout.contains("ok (4 probes, 7 checks)"),
+        "{config}{stdout}"
+    );
 }

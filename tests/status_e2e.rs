@@ -19,7 +19,7 @@ const LEGACY: u16 = 8443;
 const NODE: &str = "aks-nodepool1-31415926-vmss000002";
 const WIDTH: u32 = 1400;
 const HEIGHT: u32 = 900;
-/// Where to copy the screenshot for the README: `docs/status-page.png` is made this way.
+/// Where to copy the screenshot for docs/http.md: `docs/status-page.png` is made this way.
 const KEEP_SCREENSHOT: &str = "HYBRIDPROBE_STATUS_SCREENSHOT";
 
 fn config(lab: &Lab) -> String {

@@ -2,7 +2,7 @@
 # Extracts the alerting and recording rules from the PrometheusRule of the base and of every
 # overlay (so a patched rule is checked too), runs `promtool check rules` on each, runs the
 # unit tests in deploy/alerts/tests.yaml against the base's rules, and checks that every alert
-# and every diagnosis code has a runbook in the README.
+# and every diagnosis code has a runbook in docs/runbooks.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -36,16 +36,16 @@ cp "$out/deploy-base.rules.yaml" "$out/rules.yaml"
 cp deploy/alerts/tests.yaml "$out/tests.yaml"
 promtool test rules "$out/tests.yaml"
 
-# Every alert in the file has at least one unit test, and a runbook section in the README.
+# Every alert in the file has at least one unit test, and a runbook section in docs/runbooks.md.
 for alert in $(grep -o 'alert: [A-Za-z]*' "$out/rules.yaml" | cut -d' ' -f2 | sort -u); do
   grep -q "alertname: $alert\$" deploy/alerts/tests.yaml || { echo "alerts: $alert has no unit test" >&2; exit 1; }
-  grep -q "^### $alert\$" README.md || { echo "alerts: $alert has no runbook section (### $alert) in README.md" >&2; exit 1; }
+  grep -q "^### $alert\$" docs/runbooks.md || { echo "alerts: $alert has no runbook section (### $alert) in docs/runbooks.md" >&2; exit 1; }
 done
 # The diagnosis alerts link each code to its own runbook (`#### \`code\`` under
 # HybridprobeDiagnosis): every code the rules name needs one.
 codes=$(grep -o 'code[=!]~\?"[a-z_|]*"' deploy/base/prometheusrule.yaml | cut -d'"' -f2 | tr '|' '\n' | sort -u)
 [ -n "$codes" ] || { echo "alerts: no diagnosis codes found in the rules" >&2; exit 1; }
 for code in $codes; do
-  grep -q "^#### \`$code\`\$" README.md || { echo "alerts: diagnosis code $code has no runbook section (#### \`$code\`) in README.md" >&2; exit 1; }
+  grep -q "^#### \`$code\`\$" docs/runbooks.md || { echo "alerts: diagnosis code $code has no runbook section (#### \`$code\`) in docs/runbooks.md" >&2; exit 1; }
 done
 echo "alerts: every alert is tested and has a runbook, and so does every diagnosis code ($(echo $codes | wc -w))"
