@@ -1,0 +1,384 @@
+//! The `dns` probe: does each resolver, over each transport, answer a name as expected from this
+//! namespace?
+//!
+//! Every (server, transport) pair gets its own connection, opened inside the probe's namespace
+//! for one round: one query, one packet, no cache, no retry, no fallback to another server or
+//! transport, no CNAME chasing, and no search list unless asked. What one pair answered never
+//! hides what another did, and each pair is reported on its own.
+//!
+//! This sits on hickory's transport layer (`hickory-net`) rather than its `Resolver`: the
+//! resolver resends unanswered UDP queries, follows CNAMEs with further queries, and reports a
+//! socket error (network unreachable) as "no connections available". A probe needs the raw
+//! response of each server instead.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use futures_util::StreamExt;
+use hickory_net::proto::op::{DnsRequestOptions, DnsResponse, Query as Question, ResponseCode};
+use hickory_net::proto::rr::{Name, RecordType};
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::tcp::TcpClientStream;
+use hickory_net::udp::UdpClientStream;
+use hickory_net::xfer::DnsExchange;
+use hickory_net::{DnsHandle, NetError};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::{Failure, Outcome, Reason};
+use crate::netns::NetnsContext;
+
+mod judge;
+mod resolv_conf;
+mod spec;
+#[cfg(test)]
+mod tests;
+
+use judge::printable;
+pub use resolv_conf::ResolvConf;
+use spec::RawDnsSpec;
+pub use spec::{Expect, Query, QueryType, Rcode, Server, Transport};
+
+/// A validated `dns:` probe.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "RawDnsSpec")]
+pub struct DnsSpec {
+    pub query: Query,
+    pub record_type: QueryType,
+    /// In config order; `system` expands to every nameserver of the namespace's resolv.conf.
+    pub servers: Vec<Server>,
+    /// In config order, without duplicates.
+    pub transports: Vec<Transport>,
+    /// Apply the resolv.conf search list and ndots, as applications do; off by default so a
+    /// failure names exactly the query that failed.
+    pub search: bool,
+    pub expect: Expect,
+}
+
+/// Per-pair results of a round, for the `hybridprobe_dns_*` series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsReport {
+    pub pairs: Vec<DnsPair>,
+}
+
+/// One (server, transport) pair. For `system` the pair covers every resolv.conf nameserver: it
+/// passes only if each of them did, and each query's duration is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsPair {
+    /// `system` or the configured address: a bounded label value.
+    pub server: String,
+    pub transport: Transport,
+    /// Why the pair failed (its first failing nameserver's reason); `None` when it passed. The
+    /// diagnoses tell a server that never answered from one that answered wrongly by it.
+    pub failure: Option<Reason>,
+    pub durations: Vec<Duration>,
+}
+
+impl DnsPair {
+    pub fn ok(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
+// === running a round ===
+
+/// One query of a round: whom, how, and what came back.
+#[derive(Debug, Clone, PartialEq)]
+struct Asked {
+    server: Server,
+    /// The nameserver asked; `None` when there was none to ask.
+    at: Option<SocketAddr>,
+    transport: Transport,
+    took: Option<Duration>,
+    reply: Reply,
+}
+
+/// A server's reply, reduced to what expectations and people need.
+#[derive(Debug, Clone, PartialEq)]
+enum Reply {
+    Answers(Vec<Answer>),
+    NxDomain,
+    NoData,
+    Rcode(ResponseCode),
+    /// No usable reply: timeout, network error, truncation, a resolv.conf problem.
+    Failed(Reason, String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Answer {
+    /// The record's name: with a search list, which candidate answered.
+    owner: String,
+    record_type: RecordType,
+    /// The record's data as a zone file shows it.
+    text: String,
+    ip: Option<IpAddr>,
+}
+
+impl DnsSpec {
+    /// The built-in profile's check of one nameserver: does it answer at all, over UDP and TCP?
+    /// The first search domain's SOA when there is one (an internal server may have no root
+    /// hints), else the root's NS. An empty NOERROR counts: the server answered.
+    pub fn nameserver_check(server: IpAddr, search_domain: Option<&str>) -> DnsSpec {
+        let domain = search_domain.and_then(|d| Query::parse(d).ok());
+        let (query, record_type) = match domain {
+            Some(query) => (query, QueryType::SOA),
+            None => (
+                Query {
+                    text: ".".into(),
+                    name: Name::root(),
+                },
+                QueryType::NS,
+            ),
+        };
+        DnsSpec {
+            query,
+            record_type,
+            servers: vec![Server::Addr(SocketAddr::new(server, 53))],
+            transports: vec![Transport::Udp, Transport::Tcp],
+            search: false,
+            expect: Expect {
+                rcode: Rcode::NOERROR,
+                within: Vec::new(),
+                equals: BTreeSet::new(),
+                min_answers: 0,
+            },
+        }
+    }
+
+    /// `dns A db.corp.example via system, 198.19.10.1 over udp, tcp`.
+    pub fn describe(&self) -> String {
+        let servers: Vec<String> = self.servers.iter().map(Server::to_string).collect();
+        let transports: Vec<&str> = self.transports.iter().map(|t| t.as_str()).collect();
+        format!(
+            "dns {} {} via {} over {}",
+            self.record_type,
+            self.query.text,
+            servers.join(", "),
+            transports.join(", ")
+        )
+    }
+
+    /// Asks every (server, transport) pair at once and judges each answer. Each query stops at
+    /// `budget`, so a round always reports every pair, including the ones that timed out.
+    pub async fn run(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
+        let deadline = Instant::now() + budget;
+        let wants_conf = self.search || self.servers.contains(&Server::System);
+        let conf = if wants_conf {
+            Some(ResolvConf::read(&ctx.resolv_conf).await)
+        } else {
+            None
+        };
+        let mut targets: Vec<(Server, Result<SocketAddr, String>)> = Vec::new();
+        for &server in &self.servers {
+            match (server, &conf) {
+                (Server::Addr(addr), _) => targets.push((server, Ok(addr))),
+                (Server::System, Some(Ok(c))) if !c.nameservers.is_empty() => targets.extend(
+                    c.nameservers
+                        .iter()
+                        .map(|ip| (server, Ok(SocketAddr::new(*ip, 53)))),
+                ),
+                (Server::System, Some(Err(e))) => targets.push((server, Err(e.clone()))),
+                (Server::System, Some(Ok(_)) | None) => targets.push((
+                    server,
+                    Err(format!("no nameserver in {}", ctx.resolv_conf.display())),
+                )),
+            }
+        }
+        let search: Result<Option<&ResolvConf>, &String> = match (self.search, &conf) {
+            (true, Some(Ok(c))) => Ok(Some(c)),
+            (true, Some(Err(e))) => Err(e),
+            _ => Ok(None),
+        };
+        let queries = targets.iter().flat_map(|(server, at)| {
+            self.transports.iter().map(move |&transport| async move {
+                let (took, reply) = match (at, search) {
+                    (Ok(at), Ok(search)) => {
+                        let (took, reply) = self.ask(*at, transport, search, deadline).await;
+                        (Some(took), reply)
+                    }
+                    (Err(why), _) | (Ok(_), Err(why)) => {
+                        (None, Reply::Failed(Reason::Error, why.clone()))
+                    }
+                };
+                Asked {
+                    server: *server,
+                    at: at.as_ref().ok().copied(),
+                    transport,
+                    took,
+                    reply,
+                }
+            })
+        });
+        let asked = join_all(queries).await;
+        self.judge(&asked)
+    }
+
+    /// One query to one nameserver over one transport, from the calling thread's namespace;
+    /// with a search list, one query per candidate name until one has an answer.
+    async fn ask(
+        &self,
+        at: SocketAddr,
+        transport: Transport,
+        search: Option<&ResolvConf>,
+        deadline: Instant,
+    ) -> (Duration, Reply) {
+        let started = Instant::now();
+        let budget = deadline.saturating_duration_since(started);
+        let exchange = self.exchange(at, transport, search, budget);
+        let reply = match tokio::time::timeout_at(deadline, exchange).await {
+            Ok(reply) => reply,
+            Err(_elapsed) => Reply::Failed(Reason::Timeout, "timeout".into()),
+        };
+        (started.elapsed(), reply)
+    }
+
+    async fn exchange(
+        &self,
+        at: SocketAddr,
+        transport: Transport,
+        search: Option<&ResolvConf>,
+        timeout: Duration,
+    ) -> Reply {
+        // The provider owns the exchange's background task, which ends when it is dropped at the
+        // end of this call: nothing outlives the round.
+        let provider = TokioRuntimeProvider::default();
+        let exchange = match transport {
+            // hickory resends an unanswered UDP query every few hundred milliseconds unless told
+            // otherwise: a hidden retry that would turn a lost packet into a pass.
+            Transport::Udp => UdpClientStream::builder(at, provider.clone())
+                .with_timeout(Some(timeout))
+                .with_max_retries(1)
+                .exchange(),
+            Transport::Tcp => {
+                match TcpClientStream::exchange(at, None, timeout, None, provider.clone()).await {
+                    Ok(exchange) => exchange,
+                    Err(e) => return Reply::failed(&e),
+                }
+            }
+        };
+        let names = match search {
+            Some(conf) => candidates(&self.query.name, conf),
+            None => {
+                let mut name = self.query.name.clone();
+                name.set_fqdn(true);
+                vec![name]
+            }
+        };
+        // As glibc's res_search: move on to the next candidate after NXDOMAIN, NODATA or
+        // SERVFAIL; stop at an answer or a transport failure. NODATA outranks SERVFAIL, which
+        // outranks NXDOMAIN, in what is finally reported.
+        let mut negative = Reply::NxDomain;
+        for name in names {
+            let reply =
+                query_once(&exchange, name, self.record_type.record_type(), transport).await;
+            match reply {
+                Reply::NxDomain => {}
+                Reply::NoData => negative = Reply::NoData,
+                Reply::Rcode(ResponseCode::ServFail) if negative != Reply::NoData => {
+                    negative = reply
+                }
+                Reply::Rcode(ResponseCode::ServFail) => {}
+                other => return other,
+            }
+        }
+        negative
+    }
+}
+
+/// The names a search list makes of `name`, in the order glibc tries them: the name as written
+/// first when it has at least `ndots` dots, last otherwise.
+pub(crate) fn candidates(name: &Name, conf: &ResolvConf) -> Vec<Name> {
+    let fqdn = |mut name: Name| {
+        name.set_fqdn(true);
+        name
+    };
+    if name.is_fqdn() {
+        return vec![name.clone()];
+    }
+    let searched = conf.search.iter().filter_map(|domain| {
+        let domain = Name::from_ascii(domain).ok()?;
+        name.clone().append_domain(&domain).ok().map(fqdn)
+    });
+    let as_written = std::iter::once(fqdn(name.clone()));
+    let dots = usize::from(name.num_labels()).saturating_sub(1);
+    if dots >= conf.ndots {
+        as_written.chain(searched).collect()
+    } else {
+        searched.chain(as_written).collect()
+    }
+}
+
+async fn query_once(
+    exchange: &DnsExchange<TokioRuntimeProvider>,
+    name: Name,
+    record_type: RecordType,
+    transport: Transport,
+) -> Reply {
+    let question = Question::query(name, record_type);
+    let mut responses = exchange.lookup(question, DnsRequestOptions::default());
+    match responses.next().await {
+        Some(Ok(response)) => Reply::from_response(&response, transport),
+        Some(Err(e)) => Reply::failed(&e),
+        // hickory ends the response stream when its own timeout fires.
+        None => Reply::Failed(Reason::Timeout, "timeout".into()),
+    }
+}
+
+impl Reply {
+    fn from_response(response: &DnsResponse, transport: Transport) -> Reply {
+        if response.truncation {
+            let hint = match transport {
+                Transport::Udp => " (the answer does not fit in UDP; ask over tcp)",
+                Transport::Tcp => "",
+            };
+            return Reply::Failed(Reason::Error, format!("truncated{hint}"));
+        }
+        match response.response_code {
+            ResponseCode::NoError if response.answers.is_empty() => Reply::NoData,
+            ResponseCode::NoError => Reply::Answers(
+                response
+                    .answers
+                    .iter()
+                    .map(|record| Answer {
+                        owner: printable(&record.name),
+                        record_type: record.record_type(),
+                        text: printable(&record.data),
+                        ip: record.data.ip_addr(),
+                    })
+                    .collect(),
+            ),
+            ResponseCode::NXDomain => Reply::NxDomain,
+            code => Reply::Rcode(code),
+        }
+    }
+
+    fn failed(e: &NetError) -> Reply {
+        match e {
+            NetError::Timeout => Reply::Failed(Reason::Timeout, "timeout".into()),
+            // The server's bytes did not decode: say so, not just what the decoder tripped on.
+            NetError::Proto(e) => Reply::Failed(Reason::Error, format!("malformed answer: {e}")),
+            // hickory's own end of a TCP stream: the server hung up without a usable answer (it
+            // drops undecodable messages and strangers' IDs silently).
+            NetError::Io(io)
+                if io.raw_os_error().is_none()
+                    && matches!(
+                        io.kind(),
+                        io::ErrorKind::UnexpectedEof | io::ErrorKind::BrokenPipe
+                    ) =>
+            {
+                Reply::Failed(
+                    Reason::Error,
+                    format!("the server closed the connection without a valid answer ({io})"),
+                )
+            }
+            NetError::Io(io) => {
+                let reason = Reason::of_io(io);
+                Reply::Failed(reason, format!("{reason} ({io})"))
+            }
+            other => Reply::Failed(Reason::Error, other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! Unit tests of the `dns` probe: config, resolv.conf, judging and rendering.
+
+use super::judge::show;
+use super::*;
+use crate::probe::Report;
+use hickory_net::proto::op::{Message, OpCode};
+use hickory_net::proto::rr::rdata::{A, CNAME, OPT, TXT};
+use hickory_net::proto::rr::{RData, Record};
+use hickory_net::proto::ProtoError;
+
+fn parse(yaml: &str) -> Result<DnsSpec, String> {
+    serde_norway::from_str::<DnsSpec>(yaml).map_err(|e| e.to_string())
+}
+
+fn spec(yaml: &str) -> DnsSpec {
+    parse(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"))
+}
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+fn a(ip: &str) -> Answer {
+    Answer {
+        owner: "db.corp.example.".into(),
+        record_type: RecordType::A,
+        text: ip.into(),
+        ip: Some(ip.parse().unwrap()),
+    }
+}
+
+fn asked(server: Server, at: &str, transport: Transport, reply: Reply) -> Asked {
+    Asked {
+        server,
+        at: Some(addr(at)),
+        transport,
+        took: Some(Duration::from_millis(3)),
+        reply,
+    }
+}
+
+#[test]
+fn defaults_ask_the_system_resolvers_over_udp_for_an_a_record() {
+    let s = spec("{query: db.corp.example}");
+    assert_eq!(s.record_type, QueryType::A);
+    assert_eq!(s.servers, vec![Server::System]);
+    assert_eq!(s.transports, vec![Transport::Udp]);
+    assert!(!s.search);
+    assert_eq!(s.expect.rcode, Rcode::NOERROR);
+    assert_eq!(s.expect.min_answers, 1);
+    assert_eq!(s.describe(), "dns A db.corp.example via system over udp");
+}
+
+#[test]
+fn full_spec_parses() {
+    let s = spec(
+        "{query: db.corp.example, type: A, servers: [system, 198.19.10.1, '198.19.10.2:5353', '[2001:db8::53]:53'],
+          transport: [udp, tcp, udp], search: true,
+          expect: {within: [198.19.0.0/16], equals: [198.19.10.5], min_answers: 1}}",
+    );
+    assert_eq!(
+        s.servers,
+        vec![
+            Server::System,
+            Server::Addr(addr("198.19.10.1:53")),
+            Server::Addr(addr("198.19.10.2:5353")),
+            Server::Addr(addr("[2001:db8::53]:53")),
+        ]
+    );
+    assert_eq!(s.transports, vec![Transport::Udp, Transport::Tcp]);
+    assert_eq!(
+        s.describe(),
+        "dns A db.corp.example via system, 198.19.10.1, 198.19.10.2:5353, 2001:db8::53 over udp, tcp"
+    );
+    assert_eq!(
+        spec("{query: x.example, transport: tcp}").transports,
+        vec![Transport::Tcp]
+    );
+    let ptr = spec("{query: 198.19.10.5, type: PTR}");
+    assert_eq!(ptr.query.name.to_ascii(), "5.10.19.198.in-addr.arpa.");
+    let negative = spec("{query: gone.corp.example, expect: {rcode: NXDOMAIN}}");
+    assert_eq!(negative.expect.min_answers, 0);
+}
+
+#[test]
+fn config_errors_say_what_is_wrong() {
+    let cases = [
+        (
+            "{query: x.example, servers: [10.0.0.300]}",
+            r#""10.0.0.300" is not an IP address, IP:PORT or "system""#,
+        ),
+        (
+            "{query: x.example, servers: ['198.19.10.1:0']}",
+            "is not an IP address",
+        ),
+        ("{query: x.example, servers: []}", "servers: list `system`"),
+        (
+            "{query: x.example, transport: quic}",
+            "unknown variant `quic`, expected `udp` or `tcp`",
+        ),
+        (
+            "{query: x.example, transport: []}",
+            "must list udp, tcp or both",
+        ),
+        ("{query: x.example, type: a}", "unknown variant `a`"),
+        (
+            "{query: 'bad name'}",
+            r#""bad name" is not a valid DNS name"#,
+        ),
+        ("{query: 'a..b'}", "is not a valid DNS name"),
+        ("{query: 198.19.10.5}", "ask for its name with type PTR"),
+        (
+            "{query: x.example, expect: {within: [198.19.0.0/33]}}",
+            r#""198.19.0.0/33" is not a network"#,
+        ),
+        (
+            "{query: x.example, expect: {equals: [nope]}}",
+            r#""nope" is not an IP address"#,
+        ),
+        (
+            "{query: x.example, type: MX, expect: {within: [198.19.0.0/16]}}",
+            "apply to A and AAAA queries, not MX",
+        ),
+        (
+            "{query: x.example, type: AAAA, expect: {equals: [198.19.10.5]}}",
+            "198.19.10.5 can never be the answer to a AAAA query",
+        ),
+        (
+            "{query: x.example, expect: {rcode: NXDOMAIN, min_answers: 1}}",
+            "cannot be combined",
+        ),
+        ("{query: x.example, colour: red}", "unknown field `colour`"),
+    ];
+    for (yaml, want) in cases {
+        let got = parse(yaml).unwrap_err();
+        assert!(
+            got.contains(want),
+            "for {yaml}\n want: {want}\n  got: {got}"
+        );
+    }
+}
+
+#[test]
+fn resolv_conf_as_glibc_reads_it() {
+    let conf = ResolvConf::parse(
+        "# generated\nsearch old.example\nnameserver 198.18.0.10\nnameserver fe80::1%eth0\n\
+         nameserver nonsense\ndomain corp.example\nsearch corp.example svc.example # note\n\
+         options ndots:5 timeout:1\n",
+    );
+    assert_eq!(
+        conf.nameservers,
+        vec![
+            "198.18.0.10".parse::<IpAddr>().unwrap(),
+            "fe80::1".parse().unwrap()
+        ]
+    );
+    assert_eq!(conf.search, vec!["corp.example", "svc.example"]);
+    assert_eq!(conf.ndots, 5);
+    assert_eq!(ResolvConf::parse("options ndots:99").ndots, 15);
+    assert_eq!(ResolvConf::parse("").ndots, 1);
+}
+
+#[test]
+fn search_candidates_follow_ndots() {
+    let conf = ResolvConf::parse("search corp.example svc.example\noptions ndots:2\n");
+    let names = |q: &str| -> Vec<String> {
+        candidates(&Query::parse(q).unwrap().name, &conf)
+            .iter()
+            .map(Name::to_ascii)
+            .collect()
+    };
+    assert_eq!(names("db"), ["db.corp.example.", "db.svc.example.", "db."]);
+    assert_eq!(
+        names("db.dc1.corp"),
+        [
+            "db.dc1.corp.",
+            "db.dc1.corp.corp.example.",
+            "db.dc1.corp.svc.example."
+        ]
+    );
+    assert_eq!(names("db.corp.example."), ["db.corp.example."]);
+}
+
+#[test]
+fn each_pair_is_judged_and_reported_on_its_own() {
+    let s = spec(
+        "{query: db.corp.example, servers: [system, 198.19.10.1], transport: [udp, tcp],
+          expect: {within: [198.19.0.0/16]}}",
+    );
+    let rounds = vec![
+        asked(
+            Server::System,
+            "198.18.1.4:53",
+            Transport::Udp,
+            Reply::Answers(vec![a("198.19.10.5")]),
+        ),
+        asked(
+            Server::System,
+            "198.18.1.4:53",
+            Transport::Tcp,
+            Reply::Failed(Reason::Timeout, "timeout".into()),
+        ),
+        asked(
+            Server::System,
+            "198.18.1.5:53",
+            Transport::Udp,
+            Reply::Answers(vec![a("198.19.10.5")]),
+        ),
+        asked(
+            Server::System,
+            "198.18.1.5:53",
+            Transport::Tcp,
+            Reply::Answers(vec![a("198.19.10.5")]),
+        ),
+        asked(
+            Server::Addr(addr("198.19.10.1:53")),
+            "198.19.10.1:53",
+            Transport::Udp,
+            Reply::Answers(vec![a("198.18.99.7")]),
+        ),
+        asked(
+            Server::Addr(addr("198.19.10.1:53")),
+            "198.19.10.1:53",
+            Transport::Tcp,
+            Reply::NxDomain,
+        ),
+    ];
+    let failure = s.judge(&rounds).unwrap_err();
+    assert_eq!(
+        failure.reason,
+        Reason::Timeout,
+        "the first failing pair decides"
+    );
+    assert_eq!(
+        failure.detail,
+        "A db.corp.example: system 198.18.1.4 udp: A 198.19.10.5; tcp: timeout | \
+         system 198.18.1.5 udp: A 198.19.10.5; tcp: A 198.19.10.5 | \
+         198.19.10.1 udp: A 198.18.99.7 (198.18.99.7 not within 198.19.0.0/16); tcp: NXDOMAIN"
+    );
+    let Report::Dns(report) = failure.report else {
+        panic!("expected a dns report");
+    };
+    let pairs: Vec<(&str, &str, Option<Reason>, usize)> = report
+        .pairs
+        .iter()
+        .map(|p| {
+            (
+                p.server.as_str(),
+                p.transport.as_str(),
+                p.failure,
+                p.durations.len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![
+            ("system", "udp", None, 2),
+            ("system", "tcp", Some(Reason::Timeout), 2),
+            ("198.19.10.1", "udp", Some(Reason::Mismatch), 1),
+            ("198.19.10.1", "tcp", Some(Reason::Nxdomain), 1),
+        ]
+    );
+}
+
+#[test]
+fn expectations() {
+    let verdict = |yaml: &str, reply: Reply| spec(yaml).verdict(&reply);
+    let reason = |yaml: &str, reply: Reply| verdict(yaml, reply).map(|_| ()).map_err(|e| e.0);
+    let q = "{query: db.corp.example}";
+    assert_eq!(
+        verdict(q, Reply::Answers(vec![a("198.19.10.5")])),
+        Ok("A 198.19.10.5".into())
+    );
+    assert_eq!(reason(q, Reply::NxDomain), Err(Reason::Nxdomain));
+    assert_eq!(reason(q, Reply::NoData), Err(Reason::Nodata));
+    assert_eq!(
+        reason(q, Reply::Rcode(ResponseCode::ServFail)),
+        Err(Reason::Servfail)
+    );
+    assert_eq!(
+        reason(q, Reply::Rcode(ResponseCode::Refused)),
+        Err(Reason::DnsRefused)
+    );
+    assert_eq!(
+        verdict(q, Reply::Rcode(ResponseCode::NotImp)),
+        Err((Reason::Error, "NOTIMP".into()))
+    );
+    let dangling = Answer {
+        owner: "alias.corp.example.".into(),
+        record_type: RecordType::CNAME,
+        text: "gone.corp.example.".into(),
+        ip: None,
+    };
+    assert_eq!(
+        verdict(q, Reply::Answers(vec![dangling])),
+        Err((
+            Reason::Nodata,
+            "CNAME gone.corp.example. (no A record)".into()
+        ))
+    );
+
+    let nx = "{query: gone.corp.example, expect: {rcode: NXDOMAIN}}";
+    assert_eq!(verdict(nx, Reply::NxDomain), Ok("NXDOMAIN".into()));
+    assert_eq!(
+        verdict(nx, Reply::Answers(vec![a("198.19.10.5")])),
+        Err((Reason::Mismatch, "A 198.19.10.5 (expected NXDOMAIN)".into()))
+    );
+    assert_eq!(reason(nx, Reply::NoData), Err(Reason::Mismatch));
+
+    let two = "{query: db.corp.example, expect: {min_answers: 2}}";
+    assert_eq!(
+        verdict(two, Reply::Answers(vec![a("198.19.10.5")])),
+        Err((
+            Reason::Mismatch,
+            "A 198.19.10.5 (1 A records, expected at least 2)".into()
+        ))
+    );
+    let any = "{query: corp.example, type: SOA, expect: {min_answers: 0}}";
+    assert_eq!(verdict(any, Reply::NoData), Ok("NODATA".into()));
+
+    let equals = "{query: db.corp.example, expect: {equals: [198.19.10.6, 198.19.10.5]}}";
+    let both = Reply::Answers(vec![a("198.19.10.5"), a("198.19.10.6"), a("198.19.10.5")]);
+    assert!(verdict(equals, both).is_ok());
+    assert_eq!(
+        verdict(equals, Reply::Answers(vec![a("198.19.10.5")])),
+        Err((
+            Reason::Mismatch,
+            "A 198.19.10.5 (expected 198.19.10.5, 198.19.10.6)".into()
+        ))
+    );
+}
+
+#[test]
+fn many_answers_are_counted_not_listed() {
+    let answers: Vec<Answer> = (1..=6).map(|i| a(&format!("198.19.10.{i}"))).collect();
+    assert_eq!(
+        show(&answers, false),
+        "A 198.19.10.1 A 198.19.10.2 A 198.19.10.3 A 198.19.10.4 (+2 more)"
+    );
+    assert_eq!(show(&answers[..1], true), "db.corp.example. A 198.19.10.1");
+}
+
+fn response(edit: impl FnOnce(&mut Message)) -> DnsResponse {
+    let mut message = Message::response(7, OpCode::Query);
+    edit(&mut message);
+    DnsResponse::from_message(message).unwrap()
+}
+
+#[test]
+fn responses_become_replies_without_trusting_their_content() {
+    let name = Name::from_ascii("db.corp.example.").unwrap();
+    let record = |data: RData| Record::from_rdata(name.clone(), 60, data);
+    let answered = response(|m| {
+        m.add_answer(record(RData::CNAME(CNAME(name.clone()))));
+        m.add_answer(record(RData::A(A::new(198, 19, 10, 5))));
+        m.add_answer(record(RData::TXT(TXT::new(vec!["x\u{7}".repeat(40)]))));
+        // A hostile server may put anything anywhere; rendering must not panic.
+        m.add_answer(record(RData::OPT(OPT::default())));
+    });
+    let Reply::Answers(answers) = Reply::from_response(&answered, Transport::Udp) else {
+        panic!("expected answers");
+    };
+    assert_eq!(answers[1].ip, Some("198.19.10.5".parse().unwrap()));
+    assert!(answers[2].text.ends_with('…'), "{}", answers[2].text);
+    assert!(!answers[2].text.contains('\u{7}'), "{}", answers[2].text);
+    assert_eq!(answers[3].text, "<unprintable>");
+
+    let empty = response(|_| {});
+    assert_eq!(Reply::from_response(&empty, Transport::Udp), Reply::NoData);
+    let nx = response(|m| m.metadata.response_code = ResponseCode::NXDomain);
+    assert_eq!(Reply::from_response(&nx, Transport::Tcp), Reply::NxDomain);
+    let truncated = response(|m| m.metadata.truncation = true);
+    assert_eq!(
+        Reply::from_response(&truncated, Transport::Udp),
+        Reply::Failed(
+            Reason::Error,
+            "truncated (the answer does not fit in UDP; ask over tcp)".into()
+        )
+    );
+}
+
+#[test]
+fn transport_failures_say_what_the_server_did() {
+    let failed = |e: NetError| Reply::failed(&e);
+    assert_eq!(
+        failed(NetError::from(ProtoError::from("label points nowhere"))),
+        Reply::Failed(
+            Reason::Error,
+            "malformed answer: label points nowhere".into()
+        )
+    );
+    assert_eq!(
+        failed(NetError::from(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "stream closed"
+        ))),
+        Reply::Failed(
+            Reason::Error,
+            "the server closed the connection without a valid answer (stream closed)".into()
+        )
+    );
+    assert_eq!(
+        failed(NetError::from(io::Error::from_raw_os_error(
+            libc::ECONNRESET
+        ))),
+        Reply::Failed(
+            Reason::Reset,
+            "reset (Connection reset by peer (os error 104))".into()
+        )
+    );
+}
+
+#[test]
+fn the_profile_check_asks_the_first_search_domain_or_the_root() {
+    let ip: IpAddr = "198.18.0.10".parse().unwrap();
+    let soa = DnsSpec::nameserver_check(ip, Some("corp.example"));
+    assert_eq!(
+        soa.describe(),
+        "dns SOA corp.example via 198.18.0.10 over udp, tcp"
+    );
+    assert_eq!(soa.expect.min_answers, 0);
+    let root = DnsSpec::nameserver_check(ip, None);
+    assert_eq!(root.describe(), "dns NS . via 198.18.0.10 over udp, tcp");
+    assert!(root.query.name.is_root());
+}
