@@ -190,7 +190,7 @@ impl Results {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::{Reason, Report};
+    use crate::probe::{Measurements, Reason};
 
     fn key() -> CheckKey {
         CheckKey {
@@ -211,7 +211,7 @@ mod tests {
     fn ok() -> Result<Outcome, Failure> {
         Ok(Outcome {
             detail: "fine".into(),
-            report: Report::None,
+            measurements: Measurements::None,
         })
     }
 

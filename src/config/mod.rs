@@ -8,17 +8,17 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use serde_norway::Value;
 
+mod env;
+
 use crate::netns::NetnsId;
-use crate::probe::{
-    dns::DnsSpec, icmp::IcmpSpec, path_mtu::PathMtuSpec, route::RouteSpec, source_ip::SourceIpSpec,
-    tcp::TcpSpec, traceroute::TracerouteSpec, ProbeKind,
-};
+use crate::probe::ProbeKind;
 
 /// Where the host network namespace is entered from, unless the config says otherwise.
 pub const DEFAULT_HOST_NETNS: &str = "/proc/1/ns/net";
@@ -125,7 +125,7 @@ impl Config {
                 .unwrap_or_else(|| "config".to_owned());
             invalid(problem(at, format!("not valid YAML: {e}")))
         })?;
-        expand_env(&mut tree, &mut Vec::new(), env).map_err(invalid)?;
+        env::expand_env(&mut tree, &mut Vec::new(), env).map_err(invalid)?;
         let raw: RawConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
             let path = e.path().to_string();
             let path = if path == "." { "config".into() } else { path };
@@ -139,83 +139,6 @@ impl Config {
         self.namespaces.iter().find(|n| n.id == id)
     }
 }
-
-// === ${VAR} expansion ===
-
-/// Expands `${VAR}` in every string of the tree; `$$` stands for a literal `$`.
-fn expand_env(
-    value: &mut Value,
-    path: &mut Vec<String>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), Problem> {
-    match value {
-        Value::String(s) => {
-            *s = expand_str(s, env).map_err(|m| problem(render_path(path), m))?;
-        }
-        Value::Sequence(items) => {
-            for (i, item) in items.iter_mut().enumerate() {
-                path.push(format!("[{i}]"));
-                expand_env(item, path, env)?;
-                path.pop();
-            }
-        }
-        Value::Mapping(map) => {
-            for (key, item) in map.iter_mut() {
-                path.push(key.as_str().unwrap_or("?").to_owned());
-                expand_env(item, path, env)?;
-                path.pop();
-            }
-        }
-        Value::Tagged(tagged) => expand_env(&mut tagged.value, path, env)?,
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
-    }
-    Ok(())
-}
-
-fn render_path(segments: &[String]) -> String {
-    let mut out = String::new();
-    for segment in segments {
-        if !out.is_empty() && !segment.starts_with('[') {
-            out.push('.');
-        }
-        out.push_str(segment);
-    }
-    out
-}
-
-fn expand_str(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    let mut out = String::with_capacity(input.len());
-    let mut rest = input;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
-            rest = tail;
-        } else if let Some(body) = after.strip_prefix('{') {
-            let end = body
-                .find('}')
-                .ok_or_else(|| format!("unterminated ${{ in {input:?}"))?;
-            let name = &body[..end];
-            let valid =
-                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
-                return Err(format!("{name:?} is not a valid environment variable name"));
-            }
-            let value =
-                env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
-            out.push_str(&value);
-            rest = &body[end + 1..];
-        } else {
-            out.push('$');
-            rest = after;
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-// === the file's shape ===
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -269,56 +192,171 @@ struct Defaults {
     recover_after: u32,
 }
 
-/// One entry of `probes`: the common keys, then exactly one kind key.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One entry of `probes`: the common keys, then the kind keys, read by the kinds table.
 struct RawProbe {
     name: String,
-    #[serde(default, deserialize_with = "duration")]
     interval: Option<Duration>,
-    #[serde(default, deserialize_with = "duration")]
     timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "rounds")]
     fail_after: Option<u32>,
-    #[serde(default, deserialize_with = "rounds")]
     recover_after: Option<u32>,
     netns: Option<Vec<NetnsId>>,
-    tcp: Option<TcpSpec>,
-    icmp: Option<IcmpSpec>,
-    source_ip: Option<SourceIpSpec>,
-    dns: Option<DnsSpec>,
-    route: Option<RouteSpec>,
-    path_mtu: Option<PathMtuSpec>,
-    traceroute: Option<TracerouteSpec>,
+    /// Every kind key present, in the order of [`ProbeKind::NAMES`]; validation wants one.
+    kinds: Vec<ProbeKind>,
 }
+
+/// The keys every probe may have besides its kind.
+const COMMON_KEYS: &[&str] = &[
+    "name",
+    "interval",
+    "timeout",
+    "fail_after",
+    "recover_after",
+    "netns",
+];
+
+/// Every key of a probe entry, as unknown-key errors list them.
+static PROBE_KEYS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    COMMON_KEYS
+        .iter()
+        .chain(ProbeKind::NAMES)
+        .copied()
+        .collect()
+});
+
+impl<'de> Deserialize<'de> for RawProbe {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(RawProbeVisitor)
+    }
+}
+
+struct RawProbeVisitor;
+
+impl<'de> de::Visitor<'de> for RawProbeVisitor {
+    type Value = RawProbe;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a probe: a name, optional timing and netns keys, and one probe kind")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<RawProbe, A::Error> {
+        let mut name = None;
+        let (mut interval, mut timeout) = (None, None);
+        let (mut fail_after, mut recover_after) = (None, None);
+        let mut netns = None;
+        let mut kinds = Vec::new();
+        while let Some(ProbeKey(key)) = map.next_key()? {
+            match key.as_str() {
+                "name" => set(&mut name, "name", map.next_value()?)?,
+                "interval" => set(&mut interval, "interval", map.next_value::<Timing>()?.0)?,
+                "timeout" => set(&mut timeout, "timeout", map.next_value::<Timing>()?.0)?,
+                "fail_after" => set(&mut fail_after, "fail_after", map.next_value::<Rounds>()?.0)?,
+                "recover_after" => set(
+                    &mut recover_after,
+                    "recover_after",
+                    map.next_value::<Rounds>()?.0,
+                )?,
+                "netns" => set(&mut netns, "netns", map.next_value()?)?,
+                kind => {
+                    let spec = map.next_value_seed(KindSeed(kind))?;
+                    if kinds.iter().any(|k: &ProbeKind| k.name() == spec.name()) {
+                        return Err(de::Error::custom(format!("duplicate field `{kind}`")));
+                    }
+                    kinds.push(spec);
+                }
+            }
+        }
+        let position = |k: &ProbeKind| ProbeKind::NAMES.iter().position(|n| *n == k.name());
+        kinds.sort_by_key(position);
+        Ok(RawProbe {
+            name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+            interval,
+            timeout,
+            fail_after,
+            recover_after,
+            netns,
+            kinds,
+        })
+    }
+}
+
+/// Fills a key's slot once: YAML allows a key twice, and the second would silently win.
+fn set<T, E: de::Error>(slot: &mut Option<T>, key: &'static str, value: T) -> Result<(), E> {
+    if slot.replace(value).is_some() {
+        return Err(E::duplicate_field(key));
+    }
+    Ok(())
+}
+
+/// A probe entry's key, checked as it is read, so that an unknown key's error names its path.
+struct ProbeKey(String);
+
+impl<'de> Deserialize<'de> for ProbeKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let key = String::deserialize(d)?;
+        if !PROBE_KEYS.contains(&key.as_str()) {
+            return Err(de::Error::unknown_field(&key, &PROBE_KEYS));
+        }
+        Ok(ProbeKey(key))
+    }
+}
+
+/// Hands a kind key's value to that kind's spec type.
+struct KindSeed<'k>(&'k str);
+
+impl<'de> de::DeserializeSeed<'de> for KindSeed<'_> {
+    type Value = ProbeKind;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ProbeKind, D::Error> {
+        ProbeKind::deserialize_key(self.0, d)
+            .unwrap_or_else(|| Err(de::Error::custom(format!("{} is not a probe kind", self.0))))
+    }
+}
+
+/// An interval or timeout: `10s`, `500ms`, `1m30s`.
+struct Timing(Duration);
+
+/// A count of consecutive rounds (`fail_after`, `recover_after`).
+struct Rounds(u32);
 
 /// Accepts `10s`, `500ms`, `1m30s`: a YAML string, since bare numbers have no unit.
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let text = String::deserialize(d)?;
-    let parsed = humantime::parse_duration(&text).map_err(|_| {
-        de::Error::custom(format!(
-            "{text:?} is not a duration (use e.g. 500ms, 10s, 1m)"
-        ))
-    })?;
-    if parsed.is_zero() {
-        return Err(de::Error::custom("must be longer than zero"));
+    Timing::deserialize(d).map(|t| Some(t.0))
+}
+
+impl<'de> Deserialize<'de> for Timing {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let parsed = humantime::parse_duration(&text).map_err(|_| {
+            de::Error::custom(format!(
+                "{text:?} is not a duration (use e.g. 500ms, 10s, 1m)"
+            ))
+        })?;
+        if parsed.is_zero() {
+            return Err(de::Error::custom("must be longer than zero"));
+        }
+        if parsed > MAX_INTERVAL {
+            return Err(de::Error::custom(format!(
+                "{text:?} is longer than {}",
+                humantime::format_duration(MAX_INTERVAL)
+            )));
+        }
+        Ok(Timing(parsed))
     }
-    if parsed > MAX_INTERVAL {
-        return Err(de::Error::custom(format!(
-            "{text:?} is longer than {}",
-            humantime::format_duration(MAX_INTERVAL)
-        )));
-    }
-    Ok(Some(parsed))
 }
 
 /// A count of consecutive rounds: at least one, and few enough to still mean something.
 fn rounds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    let n = u32::deserialize(d)?;
-    if !(1..=100).contains(&n) {
-        return Err(de::Error::custom("must be between 1 and 100 rounds"));
+    Rounds::deserialize(d).map(|r| Some(r.0))
+}
+
+impl<'de> Deserialize<'de> for Rounds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u32::deserialize(d)?;
+        if !(1..=100).contains(&n) {
+            return Err(de::Error::custom("must be between 1 and 100 rounds"));
+        }
+        Ok(Rounds(n))
     }
-    Ok(Some(n))
 }
 
 impl RawConfig {
@@ -461,14 +499,7 @@ impl RawProbe {
                 unique
             }
         };
-        let mut kinds: Vec<ProbeKind> = Vec::new();
-        kinds.extend(self.tcp.map(ProbeKind::Tcp));
-        kinds.extend(self.icmp.map(ProbeKind::Icmp));
-        kinds.extend(self.dns.map(ProbeKind::Dns));
-        kinds.extend(self.source_ip.map(ProbeKind::SourceIp));
-        kinds.extend(self.route.map(ProbeKind::Route));
-        kinds.extend(self.path_mtu.map(ProbeKind::PathMtu));
-        kinds.extend(self.traceroute.map(ProbeKind::Traceroute));
+        let mut kinds = self.kinds;
         let kind = match kinds.len() {
             1 => kinds.pop(),
             0 => {
@@ -679,21 +710,5 @@ probes:
             "probes:\n - {name: a, interval: 1s, timeout: 3s, tcp: {target: 'x:1'}}\n - {name: b}",
         );
         assert_eq!(got.lines().count(), 2, "{got}");
-    }
-
-    #[test]
-    fn env_expansion() {
-        let env = |name: &str| (name == "A").then(|| "1".to_owned());
-        assert_eq!(expand_str("x${A}y", &env).unwrap(), "x1y");
-        assert_eq!(expand_str("$$A and $", &env).unwrap(), "$A and $");
-        assert!(expand_str("${A", &env)
-            .unwrap_err()
-            .contains("unterminated"));
-        assert!(expand_str("${B}", &env)
-            .unwrap_err()
-            .contains("B is not set"));
-        assert!(expand_str("${A-B}", &env)
-            .unwrap_err()
-            .contains("not a valid"));
     }
 }

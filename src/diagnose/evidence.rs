@@ -12,9 +12,8 @@ use std::net::IpAddr;
 use crate::config::ProbeConfig;
 use crate::netns::NetnsId;
 use crate::probe::dns::{Server, Transport};
-use crate::probe::source_ip::Reflector;
 use crate::probe::target::Host;
-use crate::probe::{Failure, ProbeKind, Reason, Report};
+use crate::probe::{Failure, Measurements, ProbeKind, Reason};
 use crate::results::CheckState;
 
 /// One check as the diagnoses see it.
@@ -82,116 +81,27 @@ fn remote_ip(ip: IpAddr) -> bool {
     !(ip.is_loopback() || ip.is_unspecified() || link_local)
 }
 
-/// Whether a failure shows that something came back from the far side: `None` when the reason
-/// is local and says nothing about the path.
-pub fn answered(reason: Reason) -> Option<bool> {
-    match reason {
-        Reason::Timeout | Reason::Unreachable => Some(false),
-        Reason::Refused
-        | Reason::Reset
-        | Reason::Loss
-        | Reason::Masqueraded
-        | Reason::NotMasqueraded
-        | Reason::UnexpectedSource
-        | Reason::Nxdomain
-        | Reason::Nodata
-        | Reason::Servfail
-        | Reason::DnsRefused
-        | Reason::Mismatch
-        | Reason::Blackhole
-        | Reason::MtuLow => Some(true),
-        Reason::PermissionDenied | Reason::NetnsUnavailable | Reason::Error => None,
-    }
-}
-
-/// The on-prem targets of a check, each with whether it answered. Route checks have none; a
-/// target the evidence says nothing about is left out.
+/// The on-prem targets of a check, each with whether it answered; a target the evidence says
+/// nothing about is left out.
 pub fn reaches<'a>(check: &Observed<'a>) -> Vec<Reach<'a>> {
     if matches!(check.seen, Seen::Pending) {
         return Vec::new();
     }
-    let failure = check.failure();
-    let by_reason = failure.map_or(Some(true), |f| answered(f.reason));
-    let reach = |host: &Host, target: String, answered: Option<bool>| {
-        let answered = answered.filter(|_| remote(host))?;
-        Some(Reach {
-            probe: &check.probe.name,
-            netns: check.netns,
-            target,
-            answered,
-        })
-    };
-    match &check.probe.kind {
-        ProbeKind::Tcp(spec) => reach(&spec.target.host, spec.target.to_string(), by_reason)
-            .into_iter()
-            .collect(),
-        ProbeKind::Icmp(spec) => reach(&spec.target, spec.target.to_string(), by_reason)
-            .into_iter()
-            .collect(),
-        ProbeKind::SourceIp(spec) => {
-            let (host, target) = match &spec.reflector {
-                Reflector::Stun { server, .. } => (&server.host, server.to_string()),
-                Reflector::Http { url, .. } => (&url.host, url.text.clone()),
-            };
-            reach(host, target, by_reason).into_iter().collect()
-        }
-        ProbeKind::PathMtu(spec) => {
-            // Any echo reply, at whatever size, crossed the path.
-            let answered = failure.map_or(Some(true), |f| match &f.report {
-                Report::PathMtu(report) if report.mtu.is_some() => Some(true),
-                _ => answered(f.reason),
-            });
-            reach(&spec.target, spec.target.to_string(), answered)
-                .into_iter()
-                .collect()
-        }
-        ProbeKind::Traceroute(spec) => {
-            let answered = failure.map_or(Some(true), |f| match &f.report {
-                Report::Traceroute(report) => Some(report.reached()),
-                _ => answered(f.reason),
-            });
-            reach(&spec.target, spec.target.to_string(), answered)
-                .into_iter()
-                .collect()
-        }
-        ProbeKind::Dns(spec) => spec
-            .servers
-            .iter()
-            .filter_map(|server| match server {
-                Server::Addr(addr) => {
-                    let name = server.to_string();
-                    let answered = match failure.map(|f| (f, &f.report)) {
-                        None => Some(true),
-                        Some((_, Report::Dns(report))) => server_answered(
-                            report
-                                .pairs
-                                .iter()
-                                .filter(|p| p.server == name)
-                                .map(|p| p.failure),
-                        ),
-                        Some((f, _)) => answered(f.reason),
-                    };
-                    reach(&Host::Ip(addr.ip()), name, answered)
-                }
-                Server::System => None,
+    check
+        .probe
+        .kind
+        .targets(check.failure())
+        .into_iter()
+        .filter(|target| remote(&target.host))
+        .filter_map(|target| {
+            Some(Reach {
+                probe: &check.probe.name,
+                netns: check.netns,
+                answered: target.answered?,
+                target: target.text,
             })
-            .collect(),
-        ProbeKind::Route(_) => Vec::new(),
-    }
-}
-
-/// A server answered when any of its pairs did; it did not when every pair that says anything
-/// went unanswered.
-fn server_answered(failures: impl Iterator<Item = Option<Reason>>) -> Option<bool> {
-    let mut verdict = None;
-    for failure in failures {
-        match failure.map_or(Some(true), answered) {
-            Some(true) => return Some(true),
-            Some(false) => verdict = Some(false),
-            None => {}
-        }
-    }
-    verdict
+        })
+        .collect()
 }
 
 /// Whom a DNS pair asked.
@@ -247,8 +157,8 @@ pub fn dns_pairs<'a>(check: &Observed<'a>) -> Vec<Pair<'a>> {
             .iter()
             .flat_map(|server| spec.transports.iter().map(|t| pair(server, *t, None)))
             .collect(),
-        Seen::Failing(failure) => match &failure.report {
-            Report::Dns(report) => report
+        Seen::Failing(failure) => match &failure.measurements {
+            Measurements::Dns(report) => report
                 .pairs
                 .iter()
                 .filter_map(|p| {
@@ -290,18 +200,9 @@ mod tests {
 
     #[test]
     fn silence_is_not_an_answer_and_local_trouble_is_no_evidence() {
-        assert_eq!(answered(Reason::Timeout), Some(false));
-        assert_eq!(answered(Reason::Refused), Some(true));
-        assert_eq!(answered(Reason::Masqueraded), Some(true));
-        assert_eq!(answered(Reason::NetnsUnavailable), None);
-        assert_eq!(
-            server_answered([Some(Reason::Timeout), Some(Reason::Refused)].into_iter()),
-            Some(true)
-        );
-        assert_eq!(
-            server_answered([Some(Reason::Timeout), Some(Reason::Error)].into_iter()),
-            Some(false)
-        );
-        assert_eq!(server_answered([Some(Reason::Error)].into_iter()), None);
+        assert_eq!(Reason::Timeout.answered(), Some(false));
+        assert_eq!(Reason::Refused.answered(), Some(true));
+        assert_eq!(Reason::Masqueraded.answered(), Some(true));
+        assert_eq!(Reason::NetnsUnavailable.answered(), None);
     }
 }

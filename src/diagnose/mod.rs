@@ -35,7 +35,7 @@ pub use evidence::{Observed, Seen};
 use crate::netns::NetnsId;
 use crate::netns::NetnsStatus;
 use crate::probe::dns::Transport;
-use crate::probe::{ProbeKind, Reason, Report};
+use crate::probe::{Measurements, ProbeKind, Reason};
 
 /// A likely cause, named by a fixed code, with what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -223,13 +223,13 @@ fn route_mismatch(checks: &[Observed]) -> Option<Diagnosis> {
         .iter()
         .filter_map(|check| {
             let failure = check.failure()?;
-            let wrong = match (&check.probe.kind, &failure.report) {
+            let wrong = match (&check.probe.kind, &failure.measurements) {
                 (ProbeKind::Route(_), _) => {
                     matches!(failure.reason, Reason::Mismatch | Reason::Unreachable)
                 }
                 // A silent hop may have been the expected one (routers rate-limit time
                 // exceeded), so only a path that answered at every hop shows another way.
-                (ProbeKind::Traceroute(_), Report::Traceroute(trace)) => {
+                (ProbeKind::Traceroute(_), Measurements::Traceroute(trace)) => {
                     failure.reason == Reason::Mismatch
                         && trace.reached()
                         && trace.hops.iter().all(Option::is_some)
@@ -258,7 +258,7 @@ fn pod_source_address(checks: &[Observed], reason: Reason) -> Option<String> {
         let Some(failure) = check.failure().filter(|f| f.reason == reason) else {
             continue;
         };
-        let Report::SourceIp(report) = &failure.report else {
+        let Measurements::SourceIp(report) = &failure.measurements else {
             continue;
         };
         let what = match reason {
@@ -347,7 +347,7 @@ fn dns_tcp_blocked(pairs: &[Pair]) -> Option<Diagnosis> {
     let udp_answers: HashSet<(&str, NetnsId, &str)> = pairs
         .iter()
         .filter(|p| p.transport == Transport::Udp)
-        .filter(|p| p.failure.map_or(Some(true), evidence::answered) == Some(true))
+        .filter(|p| p.failure.map_or(Some(true), Reason::answered) == Some(true))
         .map(|p| (p.probe, p.netns, p.server.as_str()))
         .collect();
     let blocked: Vec<&Pair> = pairs
@@ -418,8 +418,8 @@ fn pmtu_blackhole(checks: &[Observed]) -> Option<Diagnosis> {
         let (ProbeKind::PathMtu(spec), Some(failure)) = (&check.probe.kind, check.failure()) else {
             continue;
         };
-        match &failure.report {
-            Report::PathMtu(report) if report.blackhole => holes
+        match &failure.measurements {
+            Measurements::PathMtu(report) if report.blackhole => holes
                 .entry((spec.target.to_string(), report.mtu))
                 .or_default()
                 .add(check.netns, &check.probe.name),

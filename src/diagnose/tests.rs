@@ -58,7 +58,7 @@ fn dns(pairs: &[(&str, Transport, Option<Reason>)]) -> Failure {
     Failure {
         reason,
         detail: "dns".into(),
-        report: Report::Dns(DnsReport {
+        measurements: Measurements::Dns(DnsReport {
             pairs: pairs
                 .iter()
                 .map(|(server, transport, failure)| DnsPair {
@@ -84,7 +84,7 @@ fn source(reason: Reason, expected: &str, observed: &str, snat: Option<bool>) ->
     Failure {
         reason,
         detail: "source".into(),
-        report: Report::SourceIp(SourceIpReport {
+        measurements: Measurements::SourceIp(SourceIpReport {
             expected: ip(expected),
             observed: ip(observed),
             snat_observed: snat,
@@ -96,7 +96,7 @@ fn path_mtu(reason: Reason, mtu: Option<u16>, blackhole: bool) -> Failure {
     Failure {
         reason,
         detail: "path mtu".into(),
-        report: Report::PathMtu(PathMtuReport {
+        measurements: Measurements::PathMtu(PathMtuReport {
             mtu,
             blackhole,
             tcp_mss: None,
@@ -114,7 +114,7 @@ fn trace(reason: Reason, reached: bool) -> Failure {
         reason,
         detail: "1 198.18.1.1, 2 198.18.3.1, 3 198.19.10.1 (expected a hop in 198.18.254.2/32)"
             .into(),
-        report: Report::Traceroute(TracerouteReport {
+        measurements: Measurements::Traceroute(TracerouteReport {
             hops: vec![
                 Some(Hop::Transit("198.18.1.1".parse().unwrap())),
                 Some(last),
@@ -128,7 +128,7 @@ fn wrong_route() -> Failure {
     Failure {
         reason: Reason::Mismatch,
         detail: "198.19.0.0/16 via 198.18.1.99 dev eth0 (expected via 198.18.1.1)".into(),
-        report: Report::Route(RouteReport {
+        measurements: Measurements::Route(RouteReport {
             route: Some(Route {
                 destination: "198.19.0.0/16".parse().unwrap(),
                 gateway: Some(ip("198.18.1.99")),
@@ -330,7 +330,7 @@ fn cases() -> Vec<Case> {
             name: "a silent hop may have been the expected one",
             failing: vec![("trace", Pod, {
                 let mut failure = trace(Reason::Mismatch, true);
-                if let Report::Traceroute(report) = &mut failure.report {
+                if let Measurements::Traceroute(report) = &mut failure.measurements {
                     report.hops.insert(0, None);
                 }
                 failure
@@ -626,7 +626,7 @@ fn evidence_follows_the_damped_state() {
     };
     let passed: Result<Outcome, Failure> = Ok(Outcome {
         detail: "connected".into(),
-        report: Report::None,
+        measurements: Measurements::None,
     });
     let seen = |results: &Results| {
         let (_, state) = results.in_order()[0];

@@ -4,7 +4,6 @@
 //! from closed enums. Addresses appear only on `_info` series, one per check, replaced when the
 //! address changes.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -20,20 +19,10 @@ use prometheus::{
 
 use crate::diagnose::Code;
 use crate::netns::NetnsId;
-use crate::probe::path_mtu::PathMtuReport;
-use crate::probe::route::RouteReport;
-use crate::probe::source_ip::SourceIpReport;
-use crate::probe::traceroute::TracerouteReport;
-use crate::probe::{Failure, Outcome, Report};
+use crate::probe::{CheckLabels, Failure, Families, KindSeries, Outcome, DURATION_BUCKETS};
 use crate::results::Transition;
 
 mod text;
-
-/// Probe and query durations: fine steps where healthy paths land, and 5 s and 10 s where
-/// retransmitted SYNs and conntrack-race DNS delays land.
-const DURATION_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
 
 /// Outages: from one missed round to a day.
 const OUTAGE_BUCKETS: &[f64] = &[
@@ -64,22 +53,8 @@ pub struct Metrics {
     probe_last_success: GaugeVec,
     probe_state_changes: CounterVec,
     outage_duration: HistogramVec,
-    icmp_loss_ratio: GaugeVec,
-    icmp_rtt: HistogramVec,
-    source_ip_preserved: GaugeVec,
-    source_ip_info: GaugeVec,
-    snat_observed: GaugeVec,
-    dns_success: GaugeVec,
-    dns_query_duration: HistogramVec,
-    route_info: GaugeVec,
-    path_mtu_bytes: GaugeVec,
-    path_mtu_blackhole: GaugeVec,
-    tcp_mss_bytes: GaugeVec,
-    traceroute_hops: GaugeVec,
-    traceroute_expected_hop_seen: GaugeVec,
-    traceroute_path_changes: CounterVec,
-    /// What the last round of each check saw, where a series depends on the one before.
-    previous: Arc<Mutex<Previous>>,
+    /// Every probe kind's own families, registered by the kinds.
+    kinds: Arc<KindSeries>,
     netns_available: GaugeVec,
     node_healthy: Gauge,
     /// One series per diagnosis code, always present: 1 while the diagnosis holds.
@@ -146,53 +121,50 @@ pub struct CheckSeries {
 }
 
 const CHECK: &[&str] = &["probe", "kind", "netns"];
-/// `server` is `system` or an address from config, so it stays bounded.
-const DNS_PAIR: &[&str] = &["probe", "netns", "server", "transport"];
 
-const PROBE_NETNS: &[&str] = &["probe", "netns"];
-
-/// Per check (probe and namespace): the labels of its `_info` series, so a change replaces the
-/// series instead of adding one, and the last hop list, to count path changes.
+/// Collects the families as they are made, in exposition order.
 #[derive(Default)]
-struct Previous {
-    route_labels: HashMap<(String, NetnsId), [String; 2]>,
-    /// The `expected` and `observed` addresses of a source-IP check.
-    source_ip_labels: HashMap<(String, NetnsId), [String; 2]>,
-    hops: HashMap<(String, NetnsId), TracerouteReport>,
+struct Registrar(Vec<Family>);
+
+impl Registrar {
+    fn single(&mut self, name: &str, help: &str) -> Gauge {
+        let g = Gauge::new(name, help).expect("valid gauge");
+        self.0.push(Family::Single(Box::new(g.clone())));
+        g
+    }
 }
 
-impl Previous {
-    fn forget(&mut self, key: &(String, NetnsId)) {
-        self.route_labels.remove(key);
-        self.source_ip_labels.remove(key);
-        self.hops.remove(key);
+impl Families for Registrar {
+    fn gauges(&mut self, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+        let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
+        self.0.push(Family::Gauges(g.clone()));
+        g
+    }
+
+    fn counters(&mut self, name: &str, help: &str, labels: &[&str]) -> CounterVec {
+        let c = CounterVec::new(Opts::new(name, help), labels).expect("valid counter");
+        self.0.push(Family::Counters(c.clone()));
+        c
+    }
+
+    fn histograms(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        buckets: &[f64],
+    ) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        let h = HistogramVec::new(opts, labels).expect("valid histogram");
+        self.0.push(Family::Histograms(h.clone()));
+        h
     }
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let families: RefCell<Vec<Family>> = RefCell::default();
-        let register = |f: Family| families.borrow_mut().push(f);
-        let gauge = |name: &str, help: &str, labels: &[&str]| {
-            let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
-            register(Family::Gauges(g.clone()));
-            g
-        };
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = CounterVec::new(Opts::new(name, help), labels).expect("valid counter");
-            register(Family::Counters(c.clone()));
-            c
-        };
-        let histogram_with = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
-            let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
-            let h = HistogramVec::new(opts, labels).expect("valid histogram");
-            register(Family::Histograms(h.clone()));
-            h
-        };
-        let histogram = |name: &str, help: &str, labels: &[&str]| {
-            histogram_with(name, help, labels, DURATION_BUCKETS)
-        };
-        let build_info = gauge(
+        let mut r = Registrar::default();
+        let build_info = r.gauges(
             "hybridprobe_build_info",
             "Always 1; the version label says which build runs.",
             &["version"],
@@ -200,16 +172,11 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1.0);
-        let single = |name: &str, help: &str| {
-            let g = Gauge::new(name, help).expect("valid gauge");
-            register(Family::Single(Box::new(g.clone())));
-            g
-        };
-        let node_healthy = single(
+        let node_healthy = r.single(
             "hybridprobe_node_healthy",
             "1 when every check on this node passes, 0 otherwise or before the first round.",
         );
-        let diagnosis = gauge(
+        let diagnosis = r.gauges(
             "hybridprobe_diagnosis",
             "1 while the diagnosis `code` holds on this node, 0 otherwise; every code is always \
              present.",
@@ -225,119 +192,44 @@ impl Metrics {
             )
             .buckets(LAG_BUCKETS.to_vec());
             let h = Histogram::with_opts(opts).expect("valid histogram");
-            register(Family::Single(Box::new(h.clone())));
+            r.0.push(Family::Single(Box::new(h.clone())));
             h
         };
         Metrics {
-            probe_success: gauge(
+            probe_success: r.gauges(
                 "hybridprobe_probe_success",
                 "1 if the last round of the check passed, 0 if it failed.",
                 CHECK,
             ),
-            probe_duration: histogram(
+            probe_duration: r.histograms(
                 "hybridprobe_probe_duration_seconds",
                 "How long each round of the check took.",
                 CHECK,
+                DURATION_BUCKETS,
             ),
-            probe_runs: counter(
+            probe_runs: r.counters(
                 "hybridprobe_probe_runs_total",
                 "Rounds of the check, by result (success or the failure class).",
                 &["probe", "kind", "netns", "result"],
             ),
-            probe_last_success: gauge(
+            probe_last_success: r.gauges(
                 "hybridprobe_probe_last_success_timestamp_seconds",
                 "Unix time of the check's last passing round.",
                 CHECK,
             ),
-            probe_state_changes: counter(
+            probe_state_changes: r.counters(
                 "hybridprobe_probe_state_changes_total",
                 "Times the check went from passing to failing or back (after flap damping).",
                 CHECK,
             ),
-            outage_duration: histogram_with(
+            outage_duration: r.histograms(
                 "hybridprobe_outage_duration_seconds",
                 "How long each finished outage of the check lasted, observed at recovery.",
                 CHECK,
                 OUTAGE_BUCKETS,
             ),
-            icmp_loss_ratio: gauge(
-                "hybridprobe_icmp_loss_ratio",
-                "Share of echo requests in the last round that got no reply (0 to 1).",
-                &["probe", "netns"],
-            ),
-            icmp_rtt: histogram(
-                "hybridprobe_icmp_rtt_seconds",
-                "Round-trip time of each echo reply.",
-                &["probe", "netns"],
-            ),
-            source_ip_preserved: gauge(
-                "hybridprobe_source_ip_preserved",
-                "1 if on-prem saw the namespace's own source address in the last observation, 0 if \
-                 it saw another (masquerade).",
-                &["probe", "netns"],
-            ),
-            source_ip_info: gauge(
-                "hybridprobe_source_ip_info",
-                "Always 1: the source address the namespace sends from and the one on-prem saw, \
-                 as of the last observation.",
-                &["probe", "netns", "expected", "observed"],
-            ),
-            snat_observed: gauge(
-                "hybridprobe_snat_observed",
-                "1 if the host's conntrack shows this node SNAT'd the probe's flow, 0 if not; \
-                 absent when conntrack could not be read.",
-                &["probe", "netns"],
-            ),
-            dns_success: gauge(
-                "hybridprobe_dns_success",
-                "1 if every nameserver of the pair answered as expected in the last round; \
-                 server is `system` for the namespace's resolv.conf nameservers.",
-                DNS_PAIR,
-            ),
-            dns_query_duration: histogram(
-                "hybridprobe_dns_query_duration_seconds",
-                "How long each DNS query took, answered or not.",
-                DNS_PAIR,
-            ),
-            route_info: gauge(
-                "hybridprobe_route_info",
-                "Always 1; the gateway and dev labels say where the kernel routes the \
-                 destination (gateway empty when on-link).",
-                &["probe", "netns", "gateway", "dev"],
-            ),
-            path_mtu_bytes: gauge(
-                "hybridprobe_path_mtu_bytes",
-                "The largest IP packet that crossed the path without fragmentation.",
-                PROBE_NETNS,
-            ),
-            path_mtu_blackhole: gauge(
-                "hybridprobe_path_mtu_blackhole",
-                "1 when larger don't-fragment packets vanish without a fragmentation-needed \
-                 reply while smaller ones pass.",
-                PROBE_NETNS,
-            ),
-            tcp_mss_bytes: gauge(
-                "hybridprobe_tcp_mss_bytes",
-                "The TCP maximum segment size the kernel settled on for a test connection.",
-                PROBE_NETNS,
-            ),
-            traceroute_hops: gauge(
-                "hybridprobe_traceroute_hops",
-                "Hops to the target, or to the last hop that answered when it was not reached.",
-                PROBE_NETNS,
-            ),
-            traceroute_expected_hop_seen: gauge(
-                "hybridprobe_traceroute_expected_hop_seen",
-                "1 when a hop of the last traceroute was in expect_hop, 0 when none was.",
-                PROBE_NETNS,
-            ),
-            traceroute_path_changes: counter(
-                "hybridprobe_traceroute_path_changes_total",
-                "Rounds whose hop list differed from the round before (silent hops aside).",
-                PROBE_NETNS,
-            ),
-            previous: Arc::default(),
-            netns_available: gauge(
+            kinds: Arc::new(KindSeries::register(&mut r)),
+            netns_available: r.gauges(
                 "hybridprobe_netns_available",
                 "1 if the agent can run probes in the namespace, 0 if it cannot enter it.",
                 &["netns"],
@@ -345,15 +237,15 @@ impl Metrics {
             node_healthy,
             diagnosis,
             scheduler_lag,
-            config_reload_ok: single(
+            config_reload_ok: r.single(
                 "hybridprobe_config_last_reload_successful",
                 "1 if the config file last read is the one running, 0 if it was rejected.",
             ),
-            config_reload_time: single(
+            config_reload_time: r.single(
                 "hybridprobe_config_last_reload_success_timestamp_seconds",
                 "Unix time of the last successful config load.",
             ),
-            families: Arc::new(families.into_inner()),
+            families: Arc::new(r.0),
             last_render_len: Arc::default(),
             exposition: Arc::default(),
         }
@@ -362,11 +254,7 @@ impl Metrics {
     /// Creates a check's series before its first round, so dashboards see it from the start.
     pub fn check_series(&self, probe: &str, kind: &'static str, netns: NetnsId) -> CheckSeries {
         let labels = [probe, kind, netns.as_str()];
-        if kind == "traceroute" {
-            // A counter of path changes exists from the start, so increase() sees the first one.
-            self.traceroute_path_changes
-                .with_label_values(&[probe, netns.as_str()]);
-        }
+        self.kinds.declare(kind, CheckLabels { probe, netns });
         let series = CheckSeries {
             probe: probe.to_owned(),
             kind,
@@ -420,38 +308,17 @@ impl Metrics {
                 check.outage.observe(outage.as_secs_f64());
             }
         }
-        let report = match result {
-            Ok(outcome) => &outcome.report,
-            Err(failure) => &failure.report,
+        let measurements = match result {
+            Ok(outcome) => &outcome.measurements,
+            Err(failure) => &failure.measurements,
         };
-        match report {
-            Report::None => {}
-            Report::Icmp(icmp) => {
-                self.icmp_loss_ratio
-                    .with_label_values(&[probe, netns])
-                    .set(icmp.loss_ratio());
-                let rtt = self.icmp_rtt.with_label_values(&[probe, netns]);
-                for sample in &icmp.rtts {
-                    rtt.observe(sample.as_secs_f64());
-                }
-            }
-            Report::SourceIp(source_ip) => self.observe_source_ip(probe, check.netns, source_ip),
-            Report::Dns(dns) => {
-                for pair in &dns.pairs {
-                    let labels = [probe, netns, pair.server.as_str(), pair.transport.as_str()];
-                    self.dns_success
-                        .with_label_values(&labels)
-                        .set(if pair.ok() { 1.0 } else { 0.0 });
-                    let duration = self.dns_query_duration.with_label_values(&labels);
-                    for took in &pair.durations {
-                        duration.observe(took.as_secs_f64());
-                    }
-                }
-            }
-            Report::Route(route) => self.observe_route(probe, check.netns, route),
-            Report::PathMtu(path) => self.observe_path_mtu(probe, netns, path),
-            Report::Traceroute(trace) => self.observe_traceroute(probe, check.netns, trace),
-        }
+        self.kinds.observe(
+            CheckLabels {
+                probe,
+                netns: check.netns,
+            },
+            measurements,
+        );
         self.changed();
     }
 
@@ -462,120 +329,8 @@ impl Metrics {
         for family in self.families.iter() {
             family.forget(&labels);
         }
-        self.previous().forget(&(probe.to_owned(), netns));
+        self.kinds.forget(CheckLabels { probe, netns });
         self.changed();
-    }
-
-    /// Keeps one `_info` series per check: a new pair of addresses replaces the old series.
-    fn observe_source_ip(&self, probe: &str, netns: NetnsId, report: &SourceIpReport) {
-        let labels = [probe, netns.as_str()];
-        self.source_ip_preserved
-            .with_label_values(&labels)
-            .set(if report.preserved() { 1.0 } else { 0.0 });
-        let addresses = [report.expected.to_string(), report.observed.to_string()];
-        let previous = self
-            .previous()
-            .source_ip_labels
-            .insert((probe.to_owned(), netns), addresses.clone());
-        if let Some([expected, observed]) = previous.filter(|p| *p != addresses) {
-            let _ = self.source_ip_info.remove_label_values(&[
-                probe,
-                netns.as_str(),
-                &expected,
-                &observed,
-            ]);
-        }
-        let [expected, observed] = &addresses;
-        self.source_ip_info
-            .with_label_values(&[probe, netns.as_str(), expected, observed])
-            .set(1.0);
-        match report.snat_observed {
-            Some(snat) => {
-                self.snat_observed
-                    .with_label_values(&labels)
-                    .set(if snat { 1.0 } else { 0.0 })
-            }
-            None => {
-                let _ = self.snat_observed.remove_label_values(&labels);
-            }
-        }
-    }
-
-    /// One `_info` series per check: a new route replaces the old series; no route removes it.
-    fn observe_route(&self, probe: &str, netns: NetnsId, report: &RouteReport) {
-        let labels = report.route.as_ref().map(|route| {
-            [
-                route.gateway.map(|g| g.to_string()).unwrap_or_default(),
-                route.dev.clone(),
-            ]
-        });
-        let mut previous = self.previous();
-        let key = (probe.to_owned(), netns);
-        if let Some([gateway, dev]) = previous.route_labels.get(&key) {
-            if labels.as_ref() != Some(&[gateway.clone(), dev.clone()]) {
-                let _ = self
-                    .route_info
-                    .remove_label_values(&[probe, netns.as_str(), gateway, dev]);
-            }
-        }
-        match labels {
-            Some(labels) => {
-                let [gateway, dev] = &labels;
-                self.route_info
-                    .with_label_values(&[probe, netns.as_str(), gateway, dev])
-                    .set(1.0);
-                previous.route_labels.insert(key, labels);
-            }
-            None => {
-                previous.route_labels.remove(&key);
-            }
-        }
-    }
-
-    fn observe_path_mtu(&self, probe: &str, netns: &str, report: &PathMtuReport) {
-        let labels = [probe, netns];
-        // Without a single reply nothing was measured: the last known values stand.
-        if let Some(mtu) = report.mtu {
-            self.path_mtu_bytes
-                .with_label_values(&labels)
-                .set(f64::from(mtu));
-            self.path_mtu_blackhole
-                .with_label_values(&labels)
-                .set(if report.blackhole { 1.0 } else { 0.0 });
-        }
-        if let Some(mss) = report.tcp_mss {
-            self.tcp_mss_bytes
-                .with_label_values(&labels)
-                .set(f64::from(mss));
-        }
-    }
-
-    fn observe_traceroute(&self, probe: &str, netns: NetnsId, report: &TracerouteReport) {
-        let labels = [probe, netns.as_str()];
-        self.traceroute_hops
-            .with_label_values(&labels)
-            .set(report.hop_count() as f64);
-        if let Some(seen) = report.expected_hop_seen {
-            self.traceroute_expected_hop_seen
-                .with_label_values(&labels)
-                .set(if seen { 1.0 } else { 0.0 });
-        }
-        let mut previous = self.previous();
-        if let Some(before) = previous
-            .hops
-            .insert((probe.to_owned(), netns), report.clone())
-        {
-            if report.path_changed(&before) {
-                self.traceroute_path_changes
-                    .with_label_values(&labels)
-                    .inc();
-            }
-        }
-    }
-
-    fn previous(&self) -> std::sync::MutexGuard<'_, Previous> {
-        // Each update is one insert or remove, so a poisoned lock still holds consistent data.
-        self.previous.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn set_netns_available(&self, netns: NetnsId, available: bool) {
@@ -709,7 +464,8 @@ pub fn unix_seconds(at: SystemTime) -> f64 {
 mod tests {
     use super::*;
     use crate::probe::icmp::IcmpReport;
-    use crate::probe::Reason;
+    use crate::probe::source_ip::SourceIpReport;
+    use crate::probe::{Measurements, Reason};
 
     /// Dashboards and alerts need a series for every code from the first scrape on.
     #[test]
@@ -731,7 +487,7 @@ mod tests {
         let failure = Failure {
             reason: Reason::Timeout,
             detail: "lost".into(),
-            report: Report::Icmp(IcmpReport {
+            measurements: Measurements::Icmp(IcmpReport {
                 sent: 4,
                 received: 1,
                 rtts: vec![Duration::from_millis(3)],
@@ -779,7 +535,7 @@ mod tests {
         // Every kind of change reaches the next scrape.
         let ok = Ok(Outcome {
             detail: String::new(),
-            report: Report::None,
+            measurements: Measurements::None,
         });
         let changes: [(&dyn Fn(), &str); 7] = [
             (
@@ -843,7 +599,7 @@ mod tests {
         let metrics = Metrics::new();
         let check = metrics.check_series("pod-ip", "source_ip", NetnsId::Pod);
         let round = |observed: &str, snat: Option<bool>| {
-            let report = Report::SourceIp(SourceIpReport {
+            let measurements = Measurements::SourceIp(SourceIpReport {
                 expected: "198.18.2.10".parse().unwrap(),
                 observed: observed.parse().unwrap(),
                 snat_observed: snat,
@@ -851,7 +607,7 @@ mod tests {
             let failure = Failure {
                 reason: Reason::Masqueraded,
                 detail: String::new(),
-                report,
+                measurements,
             };
             metrics.observe(
                 &check,
@@ -893,7 +649,7 @@ mod tests {
         let failure = Failure {
             reason: Reason::Timeout,
             detail: "x".into(),
-            report: Report::Dns(DnsReport {
+            measurements: Measurements::Dns(DnsReport {
                 pairs: vec![
                     pair("system", Transport::Udp, None, &[2, 3]),
                     pair(
@@ -924,10 +680,10 @@ mod tests {
         }
     }
 
-    fn round(report: Report) -> Result<Outcome, Failure> {
+    fn round(measurements: Measurements) -> Result<Outcome, Failure> {
         Ok(Outcome {
             detail: String::new(),
-            report,
+            measurements,
         })
     }
 
@@ -937,7 +693,7 @@ mod tests {
         let metrics = Metrics::new();
         let check = &metrics.check_series("onprem-route", "route", NetnsId::Host);
         let via = |gateway: Option<&str>, dev: &str| {
-            round(Report::Route(RouteReport {
+            round(Measurements::Route(RouteReport {
                 route: Some(Route {
                     destination: "198.19.0.0/16".parse().unwrap(),
                     gateway: gateway.map(|g| g.parse().unwrap()),
@@ -981,7 +737,7 @@ mod tests {
         let gone = Err(Failure {
             reason: Reason::Unreachable,
             detail: "no route".into(),
-            report: Report::Route(RouteReport { route: None }),
+            measurements: Measurements::Route(RouteReport { route: None }),
         });
         metrics.observe(check, &gone, Duration::ZERO, Transition::None);
         assert!(info(&metrics.render()).is_empty());
@@ -993,7 +749,7 @@ mod tests {
         let metrics = Metrics::new();
         let check = &metrics.check_series("trace", "traceroute", NetnsId::Pod);
         let path = |hops: &[&str]| {
-            round(Report::Traceroute(TracerouteReport {
+            round(Measurements::Traceroute(TracerouteReport {
                 hops: hops
                     .iter()
                     .map(|h| Some(Hop::Transit(h.parse().unwrap())))
@@ -1032,7 +788,7 @@ mod tests {
         let dc1 = metrics.check_series("dc1", "tcp", NetnsId::Host);
         let ok = Outcome {
             detail: "ok".into(),
-            report: Report::None,
+            measurements: Measurements::None,
         };
         metrics.observe(
             &dc1,
@@ -1060,7 +816,7 @@ mod tests {
         let failure = || Failure {
             reason: Reason::Timeout,
             detail: String::new(),
-            report: Report::Icmp(IcmpReport {
+            measurements: Measurements::Icmp(IcmpReport {
                 sent: 1,
                 received: 0,
                 rtts: vec![],

@@ -6,6 +6,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use pnet_packet::icmp::IcmpTypes;
 use pnet_packet::icmpv6::Icmpv6Types;
+use prometheus::{GaugeVec, HistogramVec};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use surge_ping::{Client, Config, IcmpPacket, PingIdentifier, PingSequence, SurgeError, ICMP};
@@ -13,7 +14,9 @@ use tokio::time::Instant;
 
 use super::raw;
 use super::target::Host;
-use super::{Failure, Outcome, Reason, Report};
+use super::{
+    CheckLabels, Failure, Families, Measurements, Outcome, Probe, Reason, Target, DURATION_BUCKETS,
+};
 use crate::netns::NetnsContext;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -81,8 +84,63 @@ fn ratio<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 /// Spacing between the requests of one round, shrunk when the budget is tight.
 const SPACING: Duration = Duration::from_millis(100);
 
+/// The `icmp` kind's own series.
+pub struct IcmpSeries {
+    loss_ratio: GaugeVec,
+    rtt: HistogramVec,
+}
+
+impl Probe for IcmpSpec {
+    type Measurements = IcmpReport;
+    type Series = IcmpSeries;
+
+    fn register(families: &mut dyn Families) -> IcmpSeries {
+        IcmpSeries {
+            loss_ratio: families.gauges(
+                "hybridprobe_icmp_loss_ratio",
+                "Share of echo requests in the last round that got no reply (0 to 1).",
+                &["probe", "netns"],
+            ),
+            rtt: families.histograms(
+                "hybridprobe_icmp_rtt_seconds",
+                "Round-trip time of each echo reply.",
+                &["probe", "netns"],
+                DURATION_BUCKETS,
+            ),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("icmp echo {}", self.target)
+    }
+
+    async fn run(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
+        self.round(ctx, budget).await
+    }
+
+    fn observe(series: &IcmpSeries, check: CheckLabels<'_>, measured: &IcmpReport) {
+        let labels = check.pair();
+        series
+            .loss_ratio
+            .with_label_values(&labels)
+            .set(measured.loss_ratio());
+        let rtt = series.rtt.with_label_values(&labels);
+        for sample in &measured.rtts {
+            rtt.observe(sample.as_secs_f64());
+        }
+    }
+
+    fn targets(&self, failure: Option<&Failure>) -> Vec<Target> {
+        vec![Target::by_reason(
+            &self.target,
+            self.target.to_string(),
+            failure,
+        )]
+    }
+}
+
 impl IcmpSpec {
-    pub async fn run(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
+    async fn round(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
         let deadline = Instant::now() + budget;
         let ip = self.target.resolve(ctx).await?[0];
         let kind = if ip.is_ipv4() { ICMP::V4 } else { ICMP::V6 };
@@ -154,7 +212,7 @@ impl IcmpSpec {
         if report.received > 0 && loss <= self.max_loss {
             return Ok(Outcome {
                 detail: summary,
-                report: Report::Icmp(report),
+                measurements: Measurements::Icmp(report),
             });
         }
         let (reason, why) = match worst {
@@ -168,7 +226,7 @@ impl IcmpSpec {
         Err(Failure {
             reason,
             detail: format!("{summary}{why}"),
-            report: Report::Icmp(report),
+            measurements: Measurements::Icmp(report),
         })
     }
 }
@@ -249,8 +307,8 @@ mod tests {
             "{}",
             failure.detail
         );
-        match failure.report {
-            Report::Icmp(r) => assert_eq!((r.sent, r.received, r.loss_ratio()), (3, 0, 1.0)),
+        match failure.measurements {
+            Measurements::Icmp(r) => assert_eq!((r.sent, r.received, r.loss_ratio()), (3, 0, 1.0)),
             other => panic!("expected an icmp report, got {other:?}"),
         }
     }

@@ -1,85 +1,244 @@
-//! The closed set of probe kinds, and what every probe returns: an outcome, or a failure whose
-//! reason is data.
+//! The probe kinds: the one table of them, the contract each kind implements, and what every
+//! round returns, an outcome or a failure whose reason is data.
+//!
+//! # Adding a kind
+//!
+//! 1. Write `probe/<kind>.rs` (or a folder): a spec type that deserializes from the kind's config
+//!    key with `deny_unknown_fields`, and `impl Probe` for it: `describe`, `run`, its
+//!    measurements, its own metric families (`register`, `observe`) and the targets it gives the
+//!    diagnoses (`targets`).
+//! 2. Add one line to the `probe_kinds!` table below: the config key, the variant, the spec.
+//!    The enum, the config key dispatch, the `kind` label, the metric and evidence dispatch all
+//!    follow from it.
+//! 3. Outside `src/`: the kind's section in `docs/probe-kinds.md` (with a config example that a
+//!    test validates), a probe of the kind in `deploy/base/config.yaml` (`tests/deploy_e2e.rs`
+//!    checks every kind ships) and a lab test in `tests/`.
 
 pub mod dns;
 pub mod icmp;
 pub mod path_mtu;
 pub mod raw;
 pub mod route;
+pub mod series;
 pub mod source_ip;
 pub mod target;
 pub mod tcp;
 pub mod traceroute;
 
 use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
-use crate::netns::NetnsContext;
+use prometheus::{CounterVec, GaugeVec, HistogramVec};
 
-/// Every kind of probe, one file each. A new kind is one file plus one variant here.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ProbeKind {
-    Tcp(tcp::TcpSpec),
-    Icmp(icmp::IcmpSpec),
-    SourceIp(source_ip::SourceIpSpec),
-    Dns(dns::DnsSpec),
-    Route(route::RouteSpec),
-    PathMtu(path_mtu::PathMtuSpec),
-    Traceroute(traceroute::TracerouteSpec),
-}
+use crate::netns::{NetnsContext, NetnsId};
+use target::Host;
 
-impl ProbeKind {
-    /// The config keys, in the order error messages list them.
-    pub const NAMES: &'static [&'static str] = &[
-        "tcp",
-        "icmp",
-        "dns",
-        "source_ip",
-        "route",
-        "path_mtu",
-        "traceroute",
-    ];
+/// What a probe kind is. Nothing outside the kind's own file knows what it measures or exports.
+pub trait Probe: Sized {
+    /// What one round measured, beyond passing or failing: `()` when nothing.
+    type Measurements: fmt::Debug + Clone + PartialEq + Send + Sync;
+    /// The kind's own metric families, registered once per agent.
+    type Series: Send + Sync;
 
-    /// The `kind` label.
-    pub fn name(&self) -> &'static str {
-        match self {
-            ProbeKind::Tcp(_) => "tcp",
-            ProbeKind::Icmp(_) => "icmp",
-            ProbeKind::SourceIp(_) => "source_ip",
-            ProbeKind::Dns(_) => "dns",
-            ProbeKind::Route(_) => "route",
-            ProbeKind::PathMtu(_) => "path_mtu",
-            ProbeKind::Traceroute(_) => "traceroute",
-        }
-    }
+    /// Registers the kind's metric families; the generic `hybridprobe_probe_*` ones are not its
+    /// concern.
+    fn register(families: &mut dyn Families) -> Self::Series;
 
     /// What the probe does, for people: `tcp connect 198.19.10.1:389`.
-    pub fn describe(&self) -> String {
-        match self {
-            ProbeKind::Tcp(spec) => format!("tcp connect {}", spec.target),
-            ProbeKind::Icmp(spec) => format!("icmp echo {}", spec.target),
-            ProbeKind::SourceIp(spec) => format!("source address via {}", spec.reflector),
-            ProbeKind::Dns(spec) => spec.describe(),
-            ProbeKind::Route(spec) => format!("route lookup {}", spec.destination),
-            ProbeKind::PathMtu(spec) => format!("path MTU to {}", spec.target),
-            ProbeKind::Traceroute(spec) => format!("traceroute to {}", spec.target),
-        }
-    }
+    fn describe(&self) -> String;
 
     /// Runs one round in the namespace of `ctx`. `budget` is the time the scheduler allows: a
     /// probe that gathers several answers uses it to stop waiting and report what it has; the
     /// scheduler cancels the probe if it overruns.
-    pub async fn run(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
-        match self {
-            ProbeKind::Tcp(spec) => spec.run(ctx).await,
-            ProbeKind::Icmp(spec) => spec.run(ctx, budget).await,
-            ProbeKind::SourceIp(spec) => spec.run(ctx, budget).await,
-            ProbeKind::Dns(spec) => spec.run(ctx, budget).await,
-            ProbeKind::Route(spec) => spec.run(ctx).await,
-            ProbeKind::PathMtu(spec) => spec.run(ctx, budget).await,
-            ProbeKind::Traceroute(spec) => spec.run(ctx, budget).await,
+    fn run(
+        &self,
+        ctx: &NetnsContext,
+        budget: Duration,
+    ) -> impl Future<Output = Result<Outcome, Failure>> + Send;
+
+    /// Records a round's measurements into the kind's series.
+    fn observe(_series: &Self::Series, _check: CheckLabels<'_>, _measured: &Self::Measurements) {}
+
+    /// A check of this kind is about to run: series that must exist from the start (a counter
+    /// `increase()` should see from its first step) are made here.
+    fn declare(_series: &Self::Series, _check: CheckLabels<'_>) {}
+
+    /// A check of this kind is gone: whatever the kind kept about it between rounds goes too.
+    /// (Its labelled series are removed for every kind alike.)
+    fn forget(_series: &Self::Series, _check: CheckLabels<'_>) {}
+
+    /// The targets a round tried to reach, each with whether it answered: the evidence the
+    /// diagnoses read. `failure` is the failed round when the check is failing, `None` when it
+    /// passes.
+    fn targets(&self, failure: Option<&Failure>) -> Vec<Target>;
+}
+
+/// Where a kind registers its metric families: implemented by the agent's metrics, so probes
+/// depend on no part of the agent.
+pub trait Families {
+    fn gauges(&mut self, name: &str, help: &str, labels: &[&str]) -> GaugeVec;
+    fn counters(&mut self, name: &str, help: &str, labels: &[&str]) -> CounterVec;
+    fn histograms(
+        &mut self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        buckets: &[f64],
+    ) -> HistogramVec;
+}
+
+/// Probe and query durations: fine steps where healthy paths land, and 5 s and 10 s where
+/// retransmitted SYNs and conntrack-race DNS delays land.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The labels that name a check in a kind's series.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckLabels<'a> {
+    pub probe: &'a str,
+    pub netns: NetnsId,
+}
+
+impl CheckLabels<'_> {
+    /// `[probe, netns]`, the labels most kind series carry.
+    pub fn pair(&self) -> [&str; 2] {
+        [self.probe, self.netns.as_str()]
+    }
+
+    /// The map key of what a kind keeps per check between rounds.
+    pub fn key(&self) -> (String, NetnsId) {
+        (self.probe.to_owned(), self.netns)
+    }
+}
+
+/// A target a round tried to reach, and whether it answered: `None` when the round says nothing
+/// about it (local trouble, such as a missing privilege).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub host: Host,
+    /// As configured: `198.19.10.1:389`, `ldap.corp.example`, a DNS server.
+    pub text: String,
+    pub answered: Option<bool>,
+}
+
+impl Target {
+    /// A target whose answer the round's failure reason alone tells.
+    pub fn by_reason(host: &Host, text: String, failure: Option<&Failure>) -> Target {
+        Target {
+            host: host.clone(),
+            text,
+            answered: failure.map_or(Some(true), |f| f.reason.answered()),
         }
     }
+}
+
+/// The one list of probe kinds: `config key: Variant(spec type)`. Everything that dispatches on
+/// the kind is generated from it.
+macro_rules! probe_kinds {
+    ($($key:ident: $variant:ident($spec:ty)),+ $(,)?) => {
+        /// A probe's kind and its kind-specific config.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum ProbeKind {
+            $($variant($spec)),+
+        }
+
+        /// Kind-specific measurements of a round, exported as that kind's own metrics.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Measurements {
+            None,
+            $($variant(<$spec as Probe>::Measurements)),+
+        }
+
+        impl ProbeKind {
+            /// The config keys, in the order error messages list them.
+            pub const NAMES: &'static [&'static str] = &[$(stringify!($key)),+];
+
+            /// The `kind` label.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(ProbeKind::$variant(_) => stringify!($key)),+
+                }
+            }
+
+            pub fn describe(&self) -> String {
+                match self {
+                    $(ProbeKind::$variant(spec) => spec.describe()),+
+                }
+            }
+
+            /// Runs one round; see [`Probe::run`].
+            pub async fn run(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
+                match self {
+                    $(ProbeKind::$variant(spec) => spec.run(ctx, budget).await),+
+                }
+            }
+
+            /// See [`Probe::targets`].
+            pub fn targets(&self, failure: Option<&Failure>) -> Vec<Target> {
+                match self {
+                    $(ProbeKind::$variant(spec) => spec.targets(failure)),+
+                }
+            }
+
+            /// Reads the kind-specific config under `key`; `None` when `key` names no kind.
+            pub fn deserialize_key<'de, D: serde::Deserializer<'de>>(
+                key: &str,
+                value: D,
+            ) -> Option<Result<ProbeKind, D::Error>> {
+                use serde::Deserialize;
+                match key {
+                    $(stringify!($key) => Some(<$spec>::deserialize(value).map(ProbeKind::$variant)),)+
+                    _ => None,
+                }
+            }
+        }
+
+        /// Every kind's own metric families.
+        pub struct KindSeries {
+            $($key: <$spec as Probe>::Series),+
+        }
+
+        impl KindSeries {
+            pub fn register(families: &mut dyn Families) -> KindSeries {
+                KindSeries {
+                    $($key: <$spec as Probe>::register(families)),+
+                }
+            }
+
+            /// Creates the series a check of `kind` needs before its first round.
+            pub fn declare(&self, kind: &str, check: CheckLabels<'_>) {
+                match kind {
+                    $(stringify!($key) => <$spec as Probe>::declare(&self.$key, check),)+
+                    _ => {}
+                }
+            }
+
+            pub fn observe(&self, check: CheckLabels<'_>, measurements: &Measurements) {
+                match measurements {
+                    Measurements::None => {}
+                    $(Measurements::$variant(measured) => {
+                        <$spec as Probe>::observe(&self.$key, check, measured)
+                    })+
+                }
+            }
+
+            pub fn forget(&self, check: CheckLabels<'_>) {
+                $(<$spec as Probe>::forget(&self.$key, check);)+
+            }
+        }
+    };
+}
+
+probe_kinds! {
+    tcp: Tcp(tcp::TcpSpec),
+    icmp: Icmp(icmp::IcmpSpec),
+    dns: Dns(dns::DnsSpec),
+    source_ip: SourceIp(source_ip::SourceIpSpec),
+    route: Route(route::RouteSpec),
+    path_mtu: PathMtu(path_mtu::PathMtuSpec),
+    traceroute: Traceroute(traceroute::TracerouteSpec),
 }
 
 /// A probe round that passed.
@@ -87,7 +246,7 @@ impl ProbeKind {
 pub struct Outcome {
     /// One line for people, e.g. `connected to 198.19.10.1:389`.
     pub detail: String,
-    pub report: Report,
+    pub measurements: Measurements,
 }
 
 /// A probe round that failed, and why.
@@ -95,7 +254,7 @@ pub struct Outcome {
 pub struct Failure {
     pub reason: Reason,
     pub detail: String,
-    pub report: Report,
+    pub measurements: Measurements,
 }
 
 impl Failure {
@@ -103,7 +262,7 @@ impl Failure {
         Failure {
             reason,
             detail: detail.into(),
-            report: Report::None,
+            measurements: Measurements::None,
         }
     }
 }
@@ -112,28 +271,19 @@ impl Failure {
 pub fn conclude(
     failure: Option<Reason>,
     detail: String,
-    report: Report,
+    measurements: Measurements,
 ) -> Result<Outcome, Failure> {
     match failure {
-        None => Ok(Outcome { detail, report }),
+        None => Ok(Outcome {
+            detail,
+            measurements,
+        }),
         Some(reason) => Err(Failure {
             reason,
             detail,
-            report,
+            measurements,
         }),
     }
-}
-
-/// Kind-specific measurements, exported as that kind's own metrics.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Report {
-    None,
-    Icmp(icmp::IcmpReport),
-    SourceIp(source_ip::SourceIpReport),
-    Dns(dns::DnsReport),
-    Route(route::RouteReport),
-    PathMtu(path_mtu::PathMtuReport),
-    Traceroute(traceroute::TracerouteReport),
 }
 
 /// Why a round failed: the fixed set of `result` label values, besides `success`.
@@ -214,6 +364,28 @@ impl Reason {
             Reason::Blackhole => "blackhole",
             Reason::MtuLow => "mtu_low",
             Reason::Error => "error",
+        }
+    }
+
+    /// Whether a failure shows that something came back from the far side: `None` when the
+    /// reason is local and says nothing about the path.
+    pub fn answered(self) -> Option<bool> {
+        match self {
+            Reason::Timeout | Reason::Unreachable => Some(false),
+            Reason::Refused
+            | Reason::Reset
+            | Reason::Loss
+            | Reason::Masqueraded
+            | Reason::NotMasqueraded
+            | Reason::UnexpectedSource
+            | Reason::Nxdomain
+            | Reason::Nodata
+            | Reason::Servfail
+            | Reason::DnsRefused
+            | Reason::Mismatch
+            | Reason::Blackhole
+            | Reason::MtuLow => Some(true),
+            Reason::PermissionDenied | Reason::NetnsUnavailable | Reason::Error => None,
         }
     }
 

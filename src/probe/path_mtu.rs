@@ -12,6 +12,7 @@ use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use prometheus::GaugeVec;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use tokio::net::TcpStream;
@@ -19,8 +20,9 @@ use tokio::time::Instant;
 
 use super::raw::{self, IcmpError, Message, RawIcmp};
 use super::route;
+use super::series::flag;
 use super::target::{Host, HostPort};
-use super::{Failure, Outcome, Reason, Report};
+use super::{CheckLabels, Failure, Families, Measurements, Outcome, Probe, Reason, Target};
 use crate::netns::NetnsContext;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -271,8 +273,82 @@ fn classify(message: &Message, sent: &Sent) -> Option<(u16, Result<Answer, Failu
     }
 }
 
+/// The `path_mtu` kind's own series.
+pub struct PathMtuSeries {
+    mtu: GaugeVec,
+    blackhole: GaugeVec,
+    tcp_mss: GaugeVec,
+}
+
+impl Probe for PathMtuSpec {
+    type Measurements = PathMtuReport;
+    type Series = PathMtuSeries;
+
+    fn register(families: &mut dyn Families) -> PathMtuSeries {
+        let labels = &["probe", "netns"];
+        PathMtuSeries {
+            mtu: families.gauges(
+                "hybridprobe_path_mtu_bytes",
+                "The largest IP packet that crossed the path without fragmentation.",
+                labels,
+            ),
+            blackhole: families.gauges(
+                "hybridprobe_path_mtu_blackhole",
+                "1 when larger don't-fragment packets vanish without a fragmentation-needed \
+                 reply while smaller ones pass.",
+                labels,
+            ),
+            tcp_mss: families.gauges(
+                "hybridprobe_tcp_mss_bytes",
+                "The TCP maximum segment size the kernel settled on for a test connection.",
+                labels,
+            ),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("path MTU to {}", self.target)
+    }
+
+    async fn run(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
+        self.round(ctx, budget).await
+    }
+
+    fn observe(series: &PathMtuSeries, check: CheckLabels<'_>, measured: &PathMtuReport) {
+        let labels = check.pair();
+        // Without a single reply nothing was measured: the last known values stand.
+        if let Some(mtu) = measured.mtu {
+            series.mtu.with_label_values(&labels).set(f64::from(mtu));
+            series
+                .blackhole
+                .with_label_values(&labels)
+                .set(flag(measured.blackhole));
+        }
+        if let Some(mss) = measured.tcp_mss {
+            series
+                .tcp_mss
+                .with_label_values(&labels)
+                .set(f64::from(mss));
+        }
+    }
+
+    /// Any echo reply, at whatever size, crossed the path.
+    fn targets(&self, failure: Option<&Failure>) -> Vec<Target> {
+        let answered = match failure.map(|f| (f, &f.measurements)) {
+            None => Some(true),
+            Some((_, Measurements::PathMtu(report))) if report.mtu.is_some() => Some(true),
+            Some((f, _)) => f.reason.answered(),
+        };
+        vec![Target {
+            host: self.target.clone(),
+            text: self.target.to_string(),
+            answered,
+        }]
+    }
+}
+
 impl PathMtuSpec {
-    pub async fn run(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
+    async fn round(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
         let deadline = Instant::now() + budget;
         let target = raw::ipv4_target(&self.target, ctx, "path_mtu").await?;
         let egress = route::lookup(IpAddr::V4(target).into(), ctx).await?;
@@ -331,7 +407,7 @@ impl PathMtuSpec {
             None => (None, None),
         };
         let blackhole = search.blackhole();
-        let report = Report::PathMtu(PathMtuReport {
+        let measurements = Measurements::PathMtu(PathMtuReport {
             mtu: search.fits,
             blackhole,
             tcp_mss: tcp_mss.map(|(_, mss)| mss),
@@ -345,7 +421,7 @@ impl PathMtuSpec {
                      measured ({egress_note})",
                     search.floor
                 ),
-                report,
+                measurements,
             });
         };
         let mut detail = if blackhole {
@@ -378,7 +454,7 @@ impl PathMtuSpec {
             Err(Failure {
                 reason,
                 detail,
-                report: report.clone(),
+                measurements: measurements.clone(),
             })
         };
         if blackhole {
@@ -390,7 +466,10 @@ impl PathMtuSpec {
         if let Some(failure) = mss_failure {
             return failed(failure.reason, format!("{detail}; {}", failure.detail));
         }
-        Ok(Outcome { detail, report })
+        Ok(Outcome {
+            detail,
+            measurements,
+        })
     }
 }
 
@@ -715,8 +794,8 @@ mod tests {
         let failure = spec(None).judge(THEM, &egress, &hole, None).unwrap_err();
         assert_eq!(failure.reason, Reason::Blackhole);
         assert_eq!(
-            failure.report,
-            Report::PathMtu(PathMtuReport {
+            failure.measurements,
+            Measurements::PathMtu(PathMtuReport {
                 mtu: Some(1400),
                 blackhole: true,
                 tcp_mss: None

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use ipnet::IpNet;
@@ -16,7 +17,8 @@ use rtnetlink::{Handle, RouteMessageBuilder};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use super::{Failure, Outcome, Reason, Report};
+use super::series::InfoSeries;
+use super::{CheckLabels, Failure, Families, Measurements, Outcome, Probe, Reason, Target};
 use crate::netns::NetnsContext;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -96,32 +98,74 @@ fn some_ip<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> 
         .map_err(|_| de::Error::custom(format!("{text:?} is not a valid IP address")))
 }
 
+impl Probe for RouteSpec {
+    type Measurements = RouteReport;
+    type Series = InfoSeries;
+
+    fn register(families: &mut dyn Families) -> InfoSeries {
+        InfoSeries::new(families.gauges(
+            "hybridprobe_route_info",
+            "Always 1; the gateway and dev labels say where the kernel routes the destination \
+             (gateway empty when on-link).",
+            &["probe", "netns", "gateway", "dev"],
+        ))
+    }
+
+    fn describe(&self) -> String {
+        format!("route lookup {}", self.destination)
+    }
+
+    async fn run(&self, ctx: &NetnsContext, _budget: Duration) -> Result<Outcome, Failure> {
+        self.round(ctx).await
+    }
+
+    /// One `_info` series per check: a new route replaces the old series; no route removes it.
+    fn observe(series: &InfoSeries, check: CheckLabels<'_>, measured: &RouteReport) {
+        let labels = measured.route.as_ref().map(|route| {
+            vec![
+                route.gateway.map(|g| g.to_string()).unwrap_or_default(),
+                route.dev.clone(),
+            ]
+        });
+        series.set(check, labels);
+    }
+
+    fn forget(series: &InfoSeries, check: CheckLabels<'_>) {
+        series.forget(check);
+    }
+
+    /// A route lookup reaches nothing: it asks the local kernel.
+    fn targets(&self, _failure: Option<&Failure>) -> Vec<Target> {
+        Vec::new()
+    }
+}
+
 impl RouteSpec {
-    pub async fn run(&self, ctx: &NetnsContext) -> Result<Outcome, Failure> {
+    async fn round(&self, ctx: &NetnsContext) -> Result<Outcome, Failure> {
         let route = match lookup(self.destination, ctx).await {
             Ok(route) => route,
             Err(failure) if failure.reason == Reason::Unreachable => {
                 return Err(Failure {
-                    report: Report::Route(RouteReport { route: None }),
+                    measurements: Measurements::Route(RouteReport { route: None }),
                     ..failure
                 })
             }
             Err(failure) => return Err(failure),
         };
         let wrong = self.mismatches(&route);
-        let report = Report::Route(RouteReport {
+        let measurements = Measurements::Route(RouteReport {
             route: Some(route.clone()),
         });
         if wrong.is_empty() {
             return Ok(Outcome {
                 detail: route.to_string(),
-                report,
+                measurements,
             });
         }
         Err(Failure {
             reason: Reason::Mismatch,
             detail: format!("{route} (expected {})", wrong.join(", ")),
-            report,
+            measurements,
         })
     }
 

@@ -3,8 +3,10 @@
 use serde::Deserialize;
 use tokio::net::TcpStream;
 
+use std::time::Duration;
+
 use super::target::HostPort;
-use super::{Failure, Outcome, Reason, Report};
+use super::{Failure, Families, Measurements, Outcome, Probe, Reason, Target};
 use crate::netns::NetnsContext;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -14,21 +16,38 @@ pub struct TcpSpec {
     pub target: HostPort,
 }
 
-impl TcpSpec {
+impl Probe for TcpSpec {
+    type Measurements = ();
+    type Series = ();
+
+    fn register(_: &mut dyn Families) {}
+
+    fn describe(&self) -> String {
+        format!("tcp connect {}", self.target)
+    }
+
     /// Connects to the first address of the target, then closes. A handshake is the whole test:
     /// it proves the route, the firewalls and the listener, and sends no payload.
-    pub async fn run(&self, ctx: &NetnsContext) -> Result<Outcome, Failure> {
+    async fn run(&self, ctx: &NetnsContext, _budget: Duration) -> Result<Outcome, Failure> {
         let ips = self.target.host.resolve(ctx).await?;
         let addr = std::net::SocketAddr::new(ips[0], self.target.port);
         match TcpStream::connect(addr).await {
             Ok(_stream) => Ok(Outcome {
                 detail: format!("connected to {addr}"),
-                report: Report::None,
+                measurements: Measurements::None,
             }),
             Err(e) => Err(Failure::new(
                 Reason::of_io(&e),
                 format!("connect {addr}: {e}"),
             )),
         }
+    }
+
+    fn targets(&self, failure: Option<&Failure>) -> Vec<Target> {
+        vec![Target::by_reason(
+            &self.target.host,
+            self.target.to_string(),
+            failure,
+        )]
     }
 }

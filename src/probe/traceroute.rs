@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use ipnet::IpNet;
+use prometheus::{CounterVec, GaugeVec};
 use serde::Deserialize;
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
@@ -23,8 +24,11 @@ use tokio::time::Instant;
 
 use super::raw::{self, IcmpError, Message, RawIcmp, PROTO_TCP, PROTO_UDP};
 use super::route::some_ip_or_cidr;
+use super::series::{flag, PerCheck};
 use super::target::Host;
-use super::{conclude, Failure, Outcome, Reason, Report};
+use super::{
+    conclude, CheckLabels, Failure, Families, Measurements, Outcome, Probe, Reason, Target,
+};
 use crate::netns::NetnsContext;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -262,8 +266,92 @@ impl Matcher {
 
 type Connect = Pin<Box<dyn Future<Output = (u8, io::Result<TcpStream>)> + Send>>;
 
+/// The `traceroute` kind's own series, and each check's last hop list to count path changes.
+pub struct TracerouteSeries {
+    hops: GaugeVec,
+    expected_hop_seen: GaugeVec,
+    path_changes: CounterVec,
+    last: PerCheck<TracerouteReport>,
+}
+
+impl Probe for TracerouteSpec {
+    type Measurements = TracerouteReport;
+    type Series = TracerouteSeries;
+
+    fn register(families: &mut dyn Families) -> TracerouteSeries {
+        let labels = &["probe", "netns"];
+        TracerouteSeries {
+            hops: families.gauges(
+                "hybridprobe_traceroute_hops",
+                "Hops to the target, or to the last hop that answered when it was not reached.",
+                labels,
+            ),
+            expected_hop_seen: families.gauges(
+                "hybridprobe_traceroute_expected_hop_seen",
+                "1 when a hop of the last traceroute was in expect_hop, 0 when none was.",
+                labels,
+            ),
+            path_changes: families.counters(
+                "hybridprobe_traceroute_path_changes_total",
+                "Rounds whose hop list differed from the round before (silent hops aside).",
+                labels,
+            ),
+            last: PerCheck::default(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("traceroute to {}", self.target)
+    }
+
+    async fn run(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
+        self.round(ctx, budget).await
+    }
+
+    /// The counter of path changes exists from the start, so `increase()` sees the first one.
+    fn declare(series: &TracerouteSeries, check: CheckLabels<'_>) {
+        series.path_changes.with_label_values(&check.pair());
+    }
+
+    fn observe(series: &TracerouteSeries, check: CheckLabels<'_>, measured: &TracerouteReport) {
+        let labels = check.pair();
+        series
+            .hops
+            .with_label_values(&labels)
+            .set(measured.hop_count() as f64);
+        if let Some(seen) = measured.expected_hop_seen {
+            series
+                .expected_hop_seen
+                .with_label_values(&labels)
+                .set(flag(seen));
+        }
+        let before = series.last.lock().insert(check.key(), measured.clone());
+        if before.is_some_and(|before| measured.path_changed(&before)) {
+            series.path_changes.with_label_values(&labels).inc();
+        }
+    }
+
+    fn forget(series: &TracerouteSeries, check: CheckLabels<'_>) {
+        series.last.forget(check);
+    }
+
+    /// A trace that reached the target crossed the path, whatever its hops say.
+    fn targets(&self, failure: Option<&Failure>) -> Vec<Target> {
+        let answered = match failure.map(|f| (f, &f.measurements)) {
+            None => Some(true),
+            Some((_, Measurements::Traceroute(report))) => Some(report.reached()),
+            Some((f, _)) => f.reason.answered(),
+        };
+        vec![Target {
+            host: self.target.clone(),
+            text: self.target.to_string(),
+            answered,
+        }]
+    }
+}
+
 impl TracerouteSpec {
-    pub async fn run(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
+    async fn round(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
         let deadline = Instant::now() + budget;
         let target = raw::ipv4_target(&self.target, ctx, "traceroute").await?;
         let icmp = RawIcmp::open("traceroute")?;
@@ -389,8 +477,7 @@ impl TracerouteSpec {
                 Reason::Mismatch
             })
         });
-        let report = Report::Traceroute(report);
-        conclude(failure, detail, report)
+        conclude(failure, detail, Measurements::Traceroute(report))
     }
 }
 
@@ -606,7 +693,7 @@ mod tests {
             ok.detail,
             "198.19.10.1 reached in 4 hops (icmp): 1 198.18.2.1, 2 198.18.1.1, 3 *, 4 198.19.10.1"
         );
-        let Report::Traceroute(report) = ok.report else {
+        let Measurements::Traceroute(report) = ok.measurements else {
             panic!("no report");
         };
         assert_eq!(

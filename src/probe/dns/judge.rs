@@ -9,7 +9,7 @@ use hickory_net::proto::op::{DnsResponse, ResponseCode};
 
 use super::spec::Nameserver;
 use super::{Answer, Asked, DnsPair, DnsReport, DnsSpec, Rcode, Reply, Server, Transport};
-use crate::probe::{conclude, Failure, Outcome, Reason, Report};
+use crate::probe::{conclude, Failure, Measurements, Outcome, Reason};
 
 /// Only this many answers of one query appear in the detail; the rest are counted.
 const SHOWN_ANSWERS: usize = 4;
@@ -58,12 +58,12 @@ impl DnsSpec {
             }
         }
         let detail = self.render(asked, &verdicts);
-        let report = Report::Dns(DnsReport { pairs });
+        let measurements = Measurements::Dns(DnsReport { pairs });
         let failure = verdicts
             .iter()
             .find_map(|v| v.as_ref().err())
             .map(|(r, _)| *r);
-        conclude(failure, detail, report)
+        conclude(failure, detail, measurements)
     }
 
     /// What one reply means against the expectations, with the text people see for it.

@@ -25,10 +25,15 @@ use hickory_net::tcp::TcpClientStream;
 use hickory_net::udp::UdpClientStream;
 use hickory_net::xfer::DnsExchange;
 use hickory_net::{DnsHandle, NetError};
+use prometheus::{GaugeVec, HistogramVec};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::{Failure, Outcome, Reason};
+use super::series::flag;
+use super::target::Host;
+use super::{
+    CheckLabels, Failure, Families, Measurements, Outcome, Probe, Reason, Target, DURATION_BUCKETS,
+};
 use crate::netns::NetnsContext;
 
 mod judge;
@@ -117,6 +122,119 @@ struct Answer {
     ip: Option<IpAddr>,
 }
 
+/// The `dns` kind's own series, one per (server, transport) pair of a check.
+pub struct DnsSeries {
+    success: GaugeVec,
+    query_duration: HistogramVec,
+}
+
+/// `server` is `system` or an address from config, so it stays bounded.
+const DNS_PAIR: &[&str] = &["probe", "netns", "server", "transport"];
+
+impl Probe for DnsSpec {
+    type Measurements = DnsReport;
+    type Series = DnsSeries;
+
+    fn register(families: &mut dyn Families) -> DnsSeries {
+        DnsSeries {
+            success: families.gauges(
+                "hybridprobe_dns_success",
+                "1 if every nameserver of the pair answered as expected in the last round; \
+                 server is `system` for the namespace's resolv.conf nameservers.",
+                DNS_PAIR,
+            ),
+            query_duration: families.histograms(
+                "hybridprobe_dns_query_duration_seconds",
+                "How long each DNS query took, answered or not.",
+                DNS_PAIR,
+                DURATION_BUCKETS,
+            ),
+        }
+    }
+
+    /// `dns A db.corp.example via system, 198.19.10.1 over udp, tcp`.
+    fn describe(&self) -> String {
+        let servers: Vec<String> = self.servers.iter().map(Server::to_string).collect();
+        let transports: Vec<&str> = self.transports.iter().map(|t| t.as_str()).collect();
+        format!(
+            "dns {} {} via {} over {}",
+            self.record_type,
+            self.query.text,
+            servers.join(", "),
+            transports.join(", ")
+        )
+    }
+
+    /// Asks every (server, transport) pair at once and judges each answer. Each query stops at
+    /// `budget`, so a round always reports every pair, including the ones that timed out.
+    async fn run(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
+        self.round(ctx, budget).await
+    }
+
+    fn observe(series: &DnsSeries, check: CheckLabels<'_>, measured: &DnsReport) {
+        for pair in &measured.pairs {
+            let labels = [
+                check.probe,
+                check.netns.as_str(),
+                pair.server.as_str(),
+                pair.transport.as_str(),
+            ];
+            series
+                .success
+                .with_label_values(&labels)
+                .set(flag(pair.ok()));
+            let duration = series.query_duration.with_label_values(&labels);
+            for took in &pair.durations {
+                duration.observe(took.as_secs_f64());
+            }
+        }
+    }
+
+    /// Each configured server is a target; the namespace's own resolvers (`system`) are not
+    /// named by the config, so they say nothing about a path.
+    fn targets(&self, failure: Option<&Failure>) -> Vec<Target> {
+        self.servers
+            .iter()
+            .filter_map(|server| {
+                let Server::Addr(addr) = server else {
+                    return None;
+                };
+                let text = server.to_string();
+                let answered = match failure.map(|f| (f, &f.measurements)) {
+                    None => Some(true),
+                    Some((_, Measurements::Dns(report))) => server_answered(
+                        report
+                            .pairs
+                            .iter()
+                            .filter(|p| p.server == text)
+                            .map(|p| p.failure),
+                    ),
+                    Some((f, _)) => f.reason.answered(),
+                };
+                Some(Target {
+                    host: Host::Ip(addr.ip()),
+                    text,
+                    answered,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A server answered when any of its pairs did; it did not when every pair that says anything
+/// went unanswered.
+fn server_answered(failures: impl Iterator<Item = Option<Reason>>) -> Option<bool> {
+    let mut verdict = None;
+    for failure in failures {
+        match failure.map_or(Some(true), Reason::answered) {
+            Some(true) => return Some(true),
+            Some(false) => verdict = Some(false),
+            None => {}
+        }
+    }
+    verdict
+}
+
 impl DnsSpec {
     /// The built-in profile's check of one nameserver: does it answer at all, over UDP and TCP?
     /// The first search domain's SOA when there is one (an internal server may have no root
@@ -148,22 +266,9 @@ impl DnsSpec {
         }
     }
 
-    /// `dns A db.corp.example via system, 198.19.10.1 over udp, tcp`.
-    pub fn describe(&self) -> String {
-        let servers: Vec<String> = self.servers.iter().map(Server::to_string).collect();
-        let transports: Vec<&str> = self.transports.iter().map(|t| t.as_str()).collect();
-        format!(
-            "dns {} {} via {} over {}",
-            self.record_type,
-            self.query.text,
-            servers.join(", "),
-            transports.join(", ")
-        )
-    }
-
     /// Asks every (server, transport) pair at once and judges each answer. Each query stops at
     /// `budget`, so a round always reports every pair, including the ones that timed out.
-    pub async fn run(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
+    async fn round(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
         let deadline = Instant::now() + budget;
         let wants_conf = self.search || self.servers.contains(&Server::System);
         let conf = if wants_conf {

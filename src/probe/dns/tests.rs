@@ -2,7 +2,7 @@
 
 use super::judge::show;
 use super::*;
-use crate::probe::Report;
+use crate::probe::Measurements;
 use hickory_net::proto::op::{Message, OpCode};
 use hickory_net::proto::rr::rdata::{A, CNAME, OPT, TXT};
 use hickory_net::proto::rr::{RData, Record};
@@ -237,7 +237,7 @@ fn each_pair_is_judged_and_reported_on_its_own() {
          system 198.18.1.5 udp: A 198.19.10.5; tcp: A 198.19.10.5 | \
          198.19.10.1 udp: A 198.18.99.7 (198.18.99.7 not within 198.19.0.0/16); tcp: NXDOMAIN"
     );
-    let Report::Dns(report) = failure.report else {
+    let Measurements::Dns(report) = failure.measurements else {
         panic!("expected a dns report");
     };
     let pairs: Vec<(&str, &str, Option<Reason>, usize)> = report
@@ -423,4 +423,17 @@ fn the_profile_check_asks_the_first_search_domain_or_the_root() {
     let root = DnsSpec::nameserver_check(ip, None);
     assert_eq!(root.describe(), "dns NS . via 198.18.0.10 over udp, tcp");
     assert!(root.query.name.is_root());
+}
+
+#[test]
+fn a_server_answered_when_any_of_its_pairs_did() {
+    assert_eq!(
+        server_answered([Some(Reason::Timeout), Some(Reason::Refused)].into_iter()),
+        Some(true)
+    );
+    assert_eq!(
+        server_answered([Some(Reason::Timeout), Some(Reason::Error)].into_iter()),
+        Some(false)
+    );
+    assert_eq!(server_answered([Some(Reason::Error)].into_iter()), None);
 }

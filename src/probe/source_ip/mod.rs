@@ -10,13 +10,17 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use prometheus::GaugeVec;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{timeout_at, Instant};
 
+use super::series::{flag, InfoSeries};
 use super::target::HostPort;
-use super::{conclude, Failure, Outcome, Reason, Report};
+use super::{
+    conclude, CheckLabels, Failure, Families, Measurements, Outcome, Probe, Reason, Target,
+};
 use crate::net::conntrack::{self, Evidence, Flow, Transport};
 use crate::net::stun::{self, StunError};
 use crate::netns::{NetnsContext, NetnsId};
@@ -168,8 +172,85 @@ impl SourceIpReport {
 const INITIAL_RTO: Duration = Duration::from_millis(500);
 const MAX_TRANSMISSIONS: u32 = 7;
 
+/// The `source_ip` kind's own series.
+pub struct SourceIpSeries {
+    preserved: GaugeVec,
+    /// The source address the namespace sends from and the one on-prem saw.
+    info: InfoSeries,
+    snat_observed: GaugeVec,
+}
+
+impl Probe for SourceIpSpec {
+    type Measurements = SourceIpReport;
+    type Series = SourceIpSeries;
+
+    fn register(families: &mut dyn Families) -> SourceIpSeries {
+        let labels = &["probe", "netns"];
+        SourceIpSeries {
+            preserved: families.gauges(
+                "hybridprobe_source_ip_preserved",
+                "1 if on-prem saw the namespace's own source address in the last observation, 0 if \
+                 it saw another (masquerade).",
+                labels,
+            ),
+            info: InfoSeries::new(families.gauges(
+                "hybridprobe_source_ip_info",
+                "Always 1: the source address the namespace sends from and the one on-prem saw, \
+                 as of the last observation.",
+                &["probe", "netns", "expected", "observed"],
+            )),
+            snat_observed: families.gauges(
+                "hybridprobe_snat_observed",
+                "1 if the host's conntrack shows this node SNAT'd the probe's flow, 0 if not; \
+                 absent when conntrack could not be read.",
+                labels,
+            ),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("source address via {}", self.reflector)
+    }
+
+    async fn run(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
+        self.round(ctx, budget).await
+    }
+
+    fn observe(series: &SourceIpSeries, check: CheckLabels<'_>, measured: &SourceIpReport) {
+        let labels = check.pair();
+        series
+            .preserved
+            .with_label_values(&labels)
+            .set(flag(measured.preserved()));
+        let addresses = vec![measured.expected.to_string(), measured.observed.to_string()];
+        series.info.set(check, Some(addresses));
+        match measured.snat_observed {
+            Some(snat) => series
+                .snat_observed
+                .with_label_values(&labels)
+                .set(flag(snat)),
+            None => {
+                // Err only when the series is already gone, which is the goal.
+                let _ = series.snat_observed.remove_label_values(&labels);
+            }
+        }
+    }
+
+    fn forget(series: &SourceIpSeries, check: CheckLabels<'_>) {
+        series.info.forget(check);
+    }
+
+    fn targets(&self, failure: Option<&Failure>) -> Vec<Target> {
+        let (host, text) = match &self.reflector {
+            Reflector::Stun { server, .. } => (&server.host, server.to_string()),
+            Reflector::Http { url, .. } => (&url.host, url.text.clone()),
+        };
+        vec![Target::by_reason(host, text, failure)]
+    }
+}
+
 impl SourceIpSpec {
-    pub async fn run(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
+    async fn round(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
         let deadline = Instant::now() + budget;
         let server = self.server(ctx).await?;
         let expected = match self.expect {
@@ -258,7 +339,7 @@ impl SourceIpSpec {
             "{head}{hint} via {}; conntrack: {conntrack_note}",
             self.reflector
         );
-        let report = Report::SourceIp(report);
+        let report = Measurements::SourceIp(report);
         conclude(failure, detail, report)
     }
 }

@@ -238,8 +238,8 @@ async fn udp_retransmits_and_skips_stray_datagrams() {
         "{}",
         outcome.detail
     );
-    match outcome.report {
-        Report::SourceIp(r) => assert_eq!(r.snat_observed, None),
+    match outcome.measurements {
+        Measurements::SourceIp(r) => assert_eq!(r.snat_observed, None),
         other => panic!("{other:?}"),
     }
 }

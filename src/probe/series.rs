@@ -1,0 +1,90 @@
+//! What kinds share for their own series: an `_info` series kept at one per check, and what a
+//! kind remembers of each check between rounds.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use prometheus::GaugeVec;
+
+use super::CheckLabels;
+use crate::netns::NetnsId;
+
+/// Per check, what a kind remembers from one round to the next.
+pub struct PerCheck<T>(Mutex<HashMap<(String, NetnsId), T>>);
+
+impl<T> Default for PerCheck<T> {
+    fn default() -> Self {
+        PerCheck(Mutex::default())
+    }
+}
+
+impl<T> PerCheck<T> {
+    /// Each update under the lock is one insert or remove, so a poisoned lock still holds
+    /// consistent data.
+    pub fn lock(&self) -> MutexGuard<'_, HashMap<(String, NetnsId), T>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn forget(&self, check: CheckLabels<'_>) {
+        self.lock().remove(&check.key());
+    }
+}
+
+/// An `_info` family with one series per check: its labels after `probe` and `netns` carry
+/// values (addresses, a gateway), so a new value replaces the old series instead of adding one.
+pub struct InfoSeries {
+    family: GaugeVec,
+    current: PerCheck<Vec<String>>,
+}
+
+impl InfoSeries {
+    pub fn new(family: GaugeVec) -> InfoSeries {
+        InfoSeries {
+            family,
+            current: PerCheck::default(),
+        }
+    }
+
+    /// Sets the check's series to `values`, or removes it when there are none.
+    pub fn set(&self, check: CheckLabels<'_>, values: Option<Vec<String>>) {
+        let mut current = self.current.lock();
+        let key = check.key();
+        if let Some(old) = current
+            .get(&key)
+            .filter(|old| values.as_ref() != Some(*old))
+        {
+            // Err only when the series is already gone, which is the goal.
+            let _ = self.family.remove_label_values(&labels(check, old));
+        }
+        match values {
+            Some(values) => {
+                self.family
+                    .with_label_values(&labels(check, &values))
+                    .set(1.0);
+                current.insert(key, values);
+            }
+            None => {
+                current.remove(&key);
+            }
+        }
+    }
+
+    pub fn forget(&self, check: CheckLabels<'_>) {
+        self.current.forget(check);
+    }
+}
+
+fn labels<'a>(check: CheckLabels<'a>, values: &'a [String]) -> Vec<&'a str> {
+    let mut labels = vec![check.probe, check.netns.as_str()];
+    labels.extend(values.iter().map(String::as_str));
+    labels
+}
+
+/// A 0/1 gauge value.
+pub fn flag(on: bool) -> f64 {
+    if on {
+        1.0
+    } else {
+        0.0
+    }
+}
