@@ -126,10 +126,25 @@ pub struct Target {
 impl Target {
     /// A target whose answer the round's failure reason alone tells.
     pub fn by_reason(host: &Host, text: String, failure: Option<&Failure>) -> Target {
+        Target::judged(host, text, failure, |_| None)
+    }
+
+    /// A target whose answer a failed round's measurements may tell better than its reason:
+    /// `told` says, or `None` to fall back on the reason.
+    pub fn judged(
+        host: &Host,
+        text: String,
+        failure: Option<&Failure>,
+        told: impl FnOnce(&Measurements) -> Option<bool>,
+    ) -> Target {
+        let answered = match failure {
+            None => Some(true),
+            Some(failure) => told(&failure.measurements).or_else(|| failure.reason.answered()),
+        };
         Target {
             host: host.clone(),
             text,
-            answered: failure.map_or(Some(true), |f| f.reason.answered()),
+            answered,
         }
     }
 }

@@ -334,16 +334,16 @@ impl Probe for PathMtuSpec {
 
     /// Any echo reply, at whatever size, crossed the path.
     fn targets(&self, failure: Option<&Failure>) -> Vec<Target> {
-        let answered = match failure.map(|f| (f, &f.measurements)) {
-            None => Some(true),
-            Some((_, Measurements::PathMtu(report))) if report.mtu.is_some() => Some(true),
-            Some((f, _)) => f.reason.answered(),
+        let replied = |m: &Measurements| match m {
+            Measurements::PathMtu(report) if report.mtu.is_some() => Some(true),
+            _ => None,
         };
-        vec![Target {
-            host: self.target.clone(),
-            text: self.target.to_string(),
-            answered,
-        }]
+        vec![Target::judged(
+            &self.target,
+            self.target.to_string(),
+            failure,
+            replied,
+        )]
     }
 }
 

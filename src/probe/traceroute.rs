@@ -337,16 +337,16 @@ impl Probe for TracerouteSpec {
 
     /// A trace that reached the target crossed the path, whatever its hops say.
     fn targets(&self, failure: Option<&Failure>) -> Vec<Target> {
-        let answered = match failure.map(|f| (f, &f.measurements)) {
-            None => Some(true),
-            Some((_, Measurements::Traceroute(report))) => Some(report.reached()),
-            Some((f, _)) => f.reason.answered(),
+        let reached = |m: &Measurements| match m {
+            Measurements::Traceroute(report) => Some(report.reached()),
+            _ => None,
         };
-        vec![Target {
-            host: self.target.clone(),
-            text: self.target.to_string(),
-            answered,
-        }]
+        vec![Target::judged(
+            &self.target,
+            self.target.to_string(),
+            failure,
+            reached,
+        )]
     }
 }
 
