@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use lab::{Host, Lab, NODE_POD_GW, ONPREM_IP, VNET_GW};
-use support::{check, metric, run_cli, write_config, Agent};
+use support::{assert_success, check, metric, run_cli, write_config, Agent};
 
 const LDAP_PORT: u16 = 389;
 const CLOSED_PORT: u16 = 636;
@@ -263,14 +263,7 @@ fn check_command_reads_what_is_wrong_when_the_tunnel_is_down() {
     serve_onprem(&lab);
     let path = write_config(&lab, "check.yaml", &config(&lab));
 
-    let healthy = run_cli(&lab, Host::Pod, &["check", "--config", &path]);
-    let table = String::from_utf8_lossy(&healthy.stdout);
-    assert_eq!(
-        healthy.status.code(),
-        Some(0),
-        "{table}{}",
-        String::from_utf8_lossy(&healthy.stderr)
-    );
+    let table = assert_success(&run_cli(&lab, Host::Pod, &["check", "--config", &path]));
     assert!(table.starts_with("OK on "), "{table}");
     assert_eq!(
         table.lines().filter(|l| l.starts_with("ok ")).count(),

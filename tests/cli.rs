@@ -1,8 +1,12 @@
 //! The command line without a network: help, validate, and config errors with exit codes.
 
+// For `support`'s helpers: nothing here starts the lab.
+mod lab;
+mod support;
+
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hybridprobe");
+use support::{assert_success, BIN};
 
 fn run(args: &[&str]) -> Output {
     Command::new(BIN)
@@ -22,14 +26,11 @@ fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
 
 #[test]
 fn example_config_validates() {
-    let out = run(&["validate", "--config", "deploy/examples/onprem.yaml"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = assert_success(&run(&[
+        "validate",
+        "--config",
+        "deploy/examples/onprem.yaml",
+    ]));
     assert!(stdout.contains("ok (3 probes, 6 checks)"), "{stdout}");
 }
 
@@ -110,12 +111,7 @@ fn config_is_also_taken_from_the_environment() {
         .env("HYBRIDPROBE_CONFIG", "deploy/examples/onprem.yaml")
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
 }
 
 /// A config whose only namespace cannot be entered: `check` fails every check at once without

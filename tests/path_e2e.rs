@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use lab::{Host, Lab, NODE_IP, NODE_POD_GW, ONPREM_IP, POD_IP, VNET_GW, VPN_REMOTE};
-use support::{check, metric, run_cli, write_config, Agent};
+use support::{assert_success, check, metric, run_cli, write_config, Agent};
 
 const LDAP_PORT: u16 = 389;
 
@@ -366,14 +366,7 @@ fn check_command_shows_the_path() {
         ),
     );
     let path = write_config(&lab, "check.yaml", &text);
-    let out = run_cli(&lab, Host::Pod, &["check", "--config", &path]);
-    let table = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{table}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let table = assert_success(&run_cli(&lab, Host::Pod, &["check", "--config", &path]));
     for netns in ["pod", "host"] {
         assert!(
             row(&table, "tunnel-mtu", netns).contains("path MTU 1400"),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use hybridprobe::net::stun;
 use lab::{Host, Lab, ProcHandle, NODE_IP, ONPREM_IP, POD_IP};
-use support::{check, metric, Agent, BIN};
+use support::{assert_success, check, metric, Agent, BIN};
 
 const COTURN_PORT: u16 = 3478;
 const REFLECT_PORT: u16 = 3479;
@@ -586,13 +586,7 @@ fn documented_source_ip_examples_validate() {
         .output()
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{config}{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = assert_success(&out);
     assert!(
         stdout.contains("ok (4 probes, 7 checks)"),
         "{config}{stdout}"

@@ -101,6 +101,19 @@ pub fn pod_and_host_config(lab: &Lab, defaults: &str, probes: &str) -> String {
     )
 }
 
+/// Asserts that a command exited 0, else panics showing its status, stdout and stderr; returns
+/// its stdout.
+pub fn assert_success(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "exited with {}:\n---- stdout\n{stdout}---- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 pub fn write_config(lab: &Lab, name: &str, text: &str) -> String {
     let path = lab.tmpdir().join(name);
     std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
