@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use lab::{Host, Lab, NODE_POD_GW, ONPREM_IP, VNET_GW};
-use support::{assert_success, check, metric, run_cli, write_config, Agent};
+use support::{
+    assert_success, check, metric, pod_and_host_config, run_cli, write_config, Agent, Resolv,
+};
 
 const LDAP_PORT: u16 = 389;
 const CLOSED_PORT: u16 = 636;
@@ -19,21 +21,19 @@ fn serve_onprem(lab: &Lab) {
 
 /// Fast rounds: an outage shows within a couple of seconds.
 fn config(lab: &Lab) -> String {
-    format!(
-        r#"
-netns:
-  pod: {{}}
-  host: {{ path: {host} }}
-defaults: {{ interval: 1s, timeout: 800ms }}
-probes:
-  - name: dc1-ldap
+    pod_and_host_config(
+        lab,
+        Resolv::Own,
+        "{ interval: 1s, timeout: 800ms }",
+        &format!(
+            r#"  - name: dc1-ldap
     tcp: {{ target: "{ONPREM_IP}:{LDAP_PORT}" }}
   - name: dc1-ping
     icmp: {{ target: {ONPREM_IP}, count: 3 }}
   - name: gateway
     icmp: {{ target: gateway, count: 1 }}
-"#,
-        host = lab.ns_path(Host::Node).display()
+"#
+        ),
     )
 }
 

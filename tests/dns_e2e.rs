@@ -12,7 +12,7 @@ use lab::dns::{
     dnsmasq_available, Forward, CLUSTER_DNS_IP, DB_IP, DB_NAME, LEAK_IP, LEAK_NAME, MISSING_NAME,
 };
 use lab::{Host, Lab, ProcHandle, NFT_TABLE, ONPREM_IP};
-use support::{check, metric, run_cli, write_config, Agent};
+use support::{check, metric, pod_and_host_config, run_cli, write_config, Agent, Resolv};
 
 /// A lab with both DNS servers running.
 struct DnsLab {
@@ -35,36 +35,30 @@ fn dns_lab(test_name: &str) -> Option<DnsLab> {
     })
 }
 
-/// The agent's namespaces: the pod asks the cluster DNS, the host asks on-prem.
-fn namespaces(lab: &Lab) -> String {
-    let pod = lab.resolv_conf("pod-resolv.conf", &[CLUSTER_DNS_IP]);
-    let host = lab.resolv_conf("host-resolv.conf", &[ONPREM_IP]);
-    format!(
-        "netns:\n  pod: {{ resolv_conf: {pod} }}\n  host: {{ path: {}, resolv_conf: {host} }}\n",
-        lab.ns_path(Host::Node).display()
-    )
-}
-
 /// Each (server, transport) pair of the corporate name, both namespaces, plus a negative check.
 fn agent_config(lab: &Lab) -> String {
-    format!(
-        r#"{}defaults: {{ interval: 1s, timeout: 800ms }}
-probes:
-  - name: corp-db
+    pod_and_host_config(
+        lab,
+        Resolv::ClusterAndOnprem,
+        "{ interval: 1s, timeout: 800ms }",
+        &format!(
+            r#"  - name: corp-db
     dns: {{ query: {DB_NAME}, servers: [system, "{ONPREM_IP}"], transport: [udp, tcp],
            expect: {{ within: [198.19.0.0/16] }} }}
   - name: corp-gone
     dns: {{ query: {MISSING_NAME}, expect: {{ rcode: NXDOMAIN }} }}
-"#,
-        namespaces(lab)
+"#
+        ),
     )
 }
 
 /// One `check` round with `probes` (YAML list items), as JSON.
 fn check_once(lab: &Lab, probes: &str) -> serde_json::Value {
-    let text = format!(
-        "{}defaults: {{ interval: 2s, timeout: 1s }}\nprobes:\n{probes}",
-        namespaces(lab)
+    let text = pod_and_host_config(
+        lab,
+        Resolv::ClusterAndOnprem,
+        "{ interval: 2s, timeout: 1s }",
+        probes,
     );
     let path = write_config(lab, "check.yaml", &text);
     let out = run_cli(

@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use lab::{Host, Lab, NODE_IP, NODE_POD_GW, ONPREM_IP, POD_IP, VNET_GW, VPN_REMOTE};
-use support::{assert_success, check, metric, run_cli, write_config, Agent};
+use support::{
+    assert_success, check, metric, pod_and_host_config, run_cli, write_config, Agent, Resolv,
+};
 
 const LDAP_PORT: u16 = 389;
 
@@ -24,11 +26,8 @@ fn host_hops() -> String {
 
 /// A config running `probes` (YAML list items) in the pod and the host (node) namespace.
 fn with_namespaces(lab: &Lab, probes: &str) -> String {
-    format!(
-        "netns:\n  pod: {{}}\n  host: {{ path: {host} }}\n\
-         defaults: {{ interval: 3s, timeout: 2500ms }}\nprobes:{probes}",
-        host = lab.ns_path(Host::Node).display()
-    )
+    let defaults = "{ interval: 3s, timeout: 2500ms }";
+    pod_and_host_config(lab, Resolv::Own, defaults, probes.trim_start_matches('\n'))
 }
 
 /// Route, path MTU and traceroute probes, passing and failing on purpose.

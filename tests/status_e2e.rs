@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use lab::{Host, Lab, NFT_TABLE, ONPREM_IP, POD_IP, VNET_GW};
-use support::{check, pod_and_host_config, write_config, Agent, PORT};
+use support::{check, pod_and_host_config, write_config, Agent, Resolv, PORT};
 
 const LDAP: u16 = 389;
 const KERBEROS: u16 = 88;
@@ -25,6 +25,7 @@ const KEEP_SCREENSHOT: &str = "HYBRIDPROBE_STATUS_SCREENSHOT";
 fn config(lab: &Lab) -> String {
     pod_and_host_config(
         lab,
+        Resolv::Own,
         "{ interval: 1s, timeout: 800ms }",
         &format!(
             r#"  - name: dc1-ldap

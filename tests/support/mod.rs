@@ -7,7 +7,8 @@
 use std::process::Output;
 use std::time::Duration;
 
-use crate::lab::{Host, Lab, ProcHandle, POD_IP};
+use crate::lab::dns::CLUSTER_DNS_IP;
+use crate::lab::{Host, Lab, ProcHandle, ONPREM_IP, POD_IP};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hybridprobe");
 pub const PORT: u16 = 9739;
@@ -92,12 +93,37 @@ pub fn check<'j>(
         .unwrap_or_else(|| panic!("no check {probe}/{netns} in {verdict}"))
 }
 
+/// Which resolv.conf each namespace of a lab config reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolv {
+    /// Its own `/etc/resolv.conf`.
+    Own,
+    /// The pod asks the cluster DNS, the host asks on-prem, as on an AKS node joined to an
+    /// on-prem domain: files written to the lab's temp dir (the DNS servers are the test's own).
+    ClusterAndOnprem,
+}
+
+/// The `netns:` section for the pod namespace and the lab's node namespace as the host.
+fn pod_and_host_netns(lab: &Lab, resolv: Resolv) -> String {
+    let host = lab.ns_path(Host::Node).display().to_string();
+    match resolv {
+        Resolv::Own => format!("netns:\n  pod: {{}}\n  host: {{ path: {host} }}\n"),
+        Resolv::ClusterAndOnprem => {
+            let pod_resolv = lab.resolv_conf("pod-resolv.conf", &[CLUSTER_DNS_IP]);
+            let host_resolv = lab.resolv_conf("host-resolv.conf", &[ONPREM_IP]);
+            format!(
+                "netns:\n  pod: {{ resolv_conf: {pod_resolv} }}\n  host: {{ path: {host}, resolv_conf: {host_resolv} }}\n"
+            )
+        }
+    }
+}
+
 /// A config that runs `probes` (YAML list items) with `defaults` (a YAML flow mapping) in the pod
 /// namespace and in the lab's node namespace as the host.
-pub fn pod_and_host_config(lab: &Lab, defaults: &str, probes: &str) -> String {
+pub fn pod_and_host_config(lab: &Lab, resolv: Resolv, defaults: &str, probes: &str) -> String {
     format!(
-        "netns:\n  pod: {{}}\n  host: {{ path: {} }}\ndefaults: {defaults}\nprobes:\n{probes}",
-        lab.ns_path(Host::Node).display()
+        "{}defaults: {defaults}\nprobes:\n{probes}",
+        pod_and_host_netns(lab, resolv)
     )
 }
 
