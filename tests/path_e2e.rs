@@ -98,7 +98,11 @@ fn routes_path_mtu_and_traceroute_through_the_tunnel() {
     agent.wait_ready();
     // The first round may race the first fragmentation-needed; the second sees settled state.
     agent.wait_check("trace-udp", "pod", "success", Duration::from_secs(15));
-    std::thread::sleep(Duration::from_secs(4));
+    let (_, verdict) = agent.healthz_json();
+    for c in verdict["checks"].as_array().expect("a list of checks") {
+        let (probe, netns) = (c["probe"].as_str().unwrap(), c["netns"].as_str().unwrap());
+        agent.wait_rounds(probe, netns, 2, Duration::from_secs(10));
+    }
     let (_, verdict) = agent.healthz_json();
 
     // Routes: where each namespace sends on-prem traffic, right and wrong expectations; and

@@ -67,6 +67,18 @@ impl<'a> Agent<'a> {
             });
     }
 
+    /// Waits until `probe` in `netns` has finished `n` rounds or more, whatever their result,
+    /// as `hybridprobe_probe_runs_total` counts them; returns the count it saw.
+    pub fn wait_rounds(&self, probe: &str, netns: &str, n: u32, deadline: Duration) -> f64 {
+        let what = format!("{n} rounds of {probe} in {netns}");
+        let mut seen = 0.0;
+        self.lab.wait_until(&what, deadline, || {
+            seen = rounds(&self.metrics(), probe, netns);
+            seen >= f64::from(n)
+        });
+        seen
+    }
+
     /// Waits until `check` (a probe in a namespace) reports `result` in /healthz JSON.
     pub fn wait_check(&self, probe: &str, netns: &str, result: &str, deadline: Duration) {
         let what = format!("{probe} in {netns} to report {result}");
@@ -153,9 +165,29 @@ pub fn run_cli(lab: &Lab, h: Host, args: &[&str]) -> Output {
 
 /// The value of the series `name` whose labels include every pair in `labels`.
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    series(text, name, labels).next()
+}
+
+/// The sum over every series `name` whose labels include every pair in `labels`; 0 if none.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    series(text, name, labels).sum()
+}
+
+/// Finished rounds of `probe` in `netns`, whatever their result.
+pub fn rounds(text: &str, probe: &str, netns: &str) -> f64 {
+    let labels = [("probe", probe), ("netns", netns)];
+    metric_sum(text, "hybridprobe_probe_runs_total", &labels)
+}
+
+/// The values of the series `name` whose labels include every pair in `labels`.
+fn series<'t>(
+    text: &'t str,
+    name: &'t str,
+    labels: &'t [(&'t str, &'t str)],
+) -> impl Iterator<Item = f64> + 't {
     text.lines()
         .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
+        .filter_map(move |line| {
             let (series, value) = line.rsplit_once(' ')?;
             let (series_name, series_labels) = match series.split_once('{') {
                 Some((n, rest)) => (n, rest.trim_end_matches('}')),
