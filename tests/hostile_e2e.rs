@@ -836,43 +836,47 @@ fn dns_server_answering_garbage() {
     );
     let agent = Agent::start(&lab, &config);
     agent.wait_ready();
-    std::thread::sleep(Duration::from_secs(3));
-    let (code, verdict) = agent.healthz_json();
-    assert_eq!(code, 503);
-    for (probe, says) in [
-        ("random-udp", "udp: malformed answer: "),
-        ("truncated-udp", "udp: malformed answer: "),
+    let wrong_id_udp = format!("A db.corp.example: {ONPREM_IP}:5303 udp: timeout");
+    let expected = [
+        ("random-udp", "error", "udp: malformed answer: "),
+        ("truncated-udp", "error", "udp: malformed answer: "),
         // Over TCP hickory drops what it cannot decode, or cannot match to the query, and sees
         // the server hang up.
         (
             "random-tcp",
+            "error",
             "tcp: the server closed the connection without a valid answer",
         ),
         (
             "truncated-tcp",
+            "error",
             "tcp: the server closed the connection without a valid answer",
         ),
         (
             "wrong-id-tcp",
+            "error",
             "tcp: the server closed the connection without a valid answer",
         ),
         (
             "huge-length-tcp",
+            "error",
             "without a valid answer (closed while reading message)",
         ),
-    ] {
+        // An answer with another query's ID is not this query's answer: like a lost one, a
+        // timeout.
+        ("wrong-id-udp", "timeout", &wrong_id_udp),
+    ];
+    for (probe, result, _) in expected {
+        agent.wait_check(probe, "pod", result, Duration::from_secs(10));
+    }
+    let (code, verdict) = agent.healthz_json();
+    assert_eq!(code, 503);
+    for (probe, result, says) in expected {
         let (got, detail) = detail_of(&verdict, probe);
-        assert_eq!(got, "error", "{probe}: {detail}");
+        assert_eq!(got, result, "{probe}: {detail}");
         assert!(detail.contains(says), "{probe}: {detail}");
     }
-    // An answer with another query's ID is not this query's answer: like a lost one, a timeout.
-    assert_eq!(
-        detail_of(&verdict, "wrong-id-udp"),
-        (
-            "timeout".into(),
-            format!("A db.corp.example: {ONPREM_IP}:5303 udp: timeout")
-        )
-    );
+    assert_eq!(detail_of(&verdict, "wrong-id-udp").1, wrong_id_udp);
     assert_eq!(agent.get("/livez").0, 200);
     assert_alive(&lab, agent.handle);
     servers.stop();
@@ -915,7 +919,16 @@ fn targets_that_accept_and_never_answer() {
     let agent = Agent::start(&lab, &config);
     agent.wait_ready();
     let pid = lab.pid(agent.handle);
-    std::thread::sleep(Duration::from_secs(3));
+    // Warm-up: a few rounds of each, so the descriptors counted next are the steady ones.
+    for probe in [
+        "tcp-held",
+        "whoami-held",
+        "stun-tcp-held",
+        "stun-udp-silent",
+        "dns-tcp-held",
+    ] {
+        agent.wait_rounds(probe, "pod", 3, Duration::from_secs(10));
+    }
     let fds = open_fds(pid);
     let runs_before = runs(&agent.metrics(), "whoami-held", "pod", "timeout");
     std::thread::sleep(Duration::from_secs(8));
