@@ -47,6 +47,7 @@ const CHECKS: [(&str, &str); 6] = [
 ];
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn healthy_lab_then_tunnel_outage_then_recovery() {
     let Some(lab) = Lab::new("agent-outage") else {
         return;
@@ -178,6 +179,7 @@ fn healthy_lab_then_tunnel_outage_then_recovery() {
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn refused_connection_is_classified_as_refused() {
     let Some(lab) = Lab::new("agent-refused") else {
         return;
@@ -200,6 +202,7 @@ fn refused_connection_is_classified_as_refused() {
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn missing_host_namespace_leaves_the_pod_side_running() {
     let Some(lab) = Lab::new("agent-no-host") else {
         return;
@@ -256,6 +259,7 @@ fn missing_host_namespace_leaves_the_pod_side_running() {
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn check_command_reads_what_is_wrong_when_the_tunnel_is_down() {
     let Some(lab) = Lab::new("cli-check") else {
         return;
@@ -303,6 +307,7 @@ fn check_command_reads_what_is_wrong_when_the_tunnel_is_down() {
 /// Without a config the agent derives its checks from the machine: each namespace's gateway,
 /// its resolv.conf nameservers (asked a real DNS query), and the Kubernetes API.
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn built_in_profile_checks_what_the_machine_has() {
     if !lab::dns::dnsmasq_available("cli-profile") {
         return;

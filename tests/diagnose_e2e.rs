@@ -254,6 +254,7 @@ fn faults<'a>(
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn each_fault_yields_exactly_its_diagnosis_and_a_healthy_lab_none() {
     let test = "each_fault_yields_exactly_its_diagnosis";
     if !dnsmasq_available(test) || !turnserver_available(test) {

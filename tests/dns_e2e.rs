@@ -93,6 +93,7 @@ fn dns_success(metrics: &str, netns: &str, server: &str, transport: &str) -> Opt
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn healthy_answers_over_udp_and_tcp_from_both_namespaces() {
     let Some(DnsLab { lab, .. }) = dns_lab("dns-healthy") else {
         return;
@@ -162,6 +163,7 @@ fn healthy_answers_over_udp_and_tcp_from_both_namespaces() {
 /// while on-prem itself, asked directly from the same pod, still answers, and the host (which
 /// asks on-prem) stays green. Each pair shows on its own in /healthz and the metrics.
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn cluster_dns_losing_the_forward_fails_only_the_pods_system_resolver() {
     let Some(DnsLab { lab, cluster, .. }) = dns_lab("dns-lost-forward") else {
         return;
@@ -207,6 +209,7 @@ fn cluster_dns_losing_the_forward_fails_only_the_pods_system_resolver() {
 /// The on-prem server is down: UDP queries go unanswered until the budget runs out, and TCP is
 /// refused by the host, from both namespaces.
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn onprem_dns_down_times_out() {
     let Some(DnsLab { lab, onprem, .. }) = dns_lab("dns-onprem-down") else {
         return;
@@ -243,6 +246,7 @@ fn onprem_dns_down_times_out() {
 
 /// TCP/53 is dropped across the tunnel (large answers would fail): TCP times out, UDP passes.
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn tcp_53_dropped_across_the_tunnel_fails_tcp_only() {
     let Some(DnsLab { lab, .. }) = dns_lab("dns-tcp-drop") else {
         return;
@@ -272,6 +276,7 @@ fn tcp_53_dropped_across_the_tunnel_fails_tcp_only() {
 /// A split-horizon answer outside the on-prem range is a mismatch, and the detail says what was
 /// answered.
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn an_answer_outside_the_expected_range_is_a_mismatch() {
     let Some(DnsLab { lab, .. }) = dns_lab("dns-mismatch") else {
         return;
@@ -296,6 +301,7 @@ fn an_answer_outside_the_expected_range_is_a_mismatch() {
 
 /// One query is one packet: when the answer is lost, the probe does not quietly ask again.
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn a_lost_answer_is_not_asked_again() {
     let Some(DnsLab { lab, onprem, .. }) = dns_lab("dns-one-packet") else {
         return;

@@ -110,6 +110,7 @@ fn trickle(mut streams: Vec<TcpStream>, deadline: Duration) -> usize {
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn http_server_bounds_slow_huge_and_many_clients() {
     let Some(lab) = Lab::new("hostile-http") else {
         return;
@@ -269,6 +270,7 @@ fn stun_flood(socket: UdpSocket, secs: u64) -> (usize, usize) {
 /// Extends source_ip_e2e (malformed floods, one request from a disallowed source, the rate limit
 /// at small scale) with floods of valid requests and of TCP connections.
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn reflector_flooded_by_one_source_still_answers_the_others() {
     let Some(lab) = Lab::new("hostile-reflect") else {
         return;
@@ -412,6 +414,7 @@ fn agent_without<'a>(lab: &'a Lab, capability: &str, config: &str) -> Agent<'a> 
 /// /healthz and in the metrics. (deploy_e2e proves each capability the manifest adds is needed,
 /// with `check`; this runs the agent itself.)
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn each_missing_privilege_degrades_only_its_own_checks() {
     if !dns::dnsmasq_available("each_missing_privilege") {
         return;
@@ -550,6 +553,7 @@ probes:
 /// keep running there and fail saying why; a reload that re-enters namespaces then finds the
 /// file gone. The agent never stops answering.
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn host_namespace_disappearing_while_running() {
     let Some(lab) = Lab::new("hostile-hostns") else {
         return;
@@ -805,6 +809,7 @@ fn detail_of(verdict: &Value, probe: &str) -> (String, String) {
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn dns_server_answering_garbage() {
     let Some(lab) = Lab::new("hostile-dns") else {
         return;
@@ -894,6 +899,7 @@ fn silent(_: &[u8], _: &mut XorShift) -> Option<Vec<u8>> {
 /// Targets that accept and never answer: every probe that waits for an answer times out within
 /// its round, and each round's sockets are closed, so the agent's descriptors stay flat.
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn targets_that_accept_and_never_answer() {
     let Some(lab) = Lab::new("hostile-silent") else {
         return;

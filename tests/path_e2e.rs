@@ -83,6 +83,7 @@ fn assert_result(verdict: &serde_json::Value, probe: &str, netns: &str, result: 
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn routes_path_mtu_and_traceroute_through_the_tunnel() {
     let Some(lab) = Lab::new("path-agent") else {
         return;
@@ -280,6 +281,7 @@ fn routes_path_mtu_and_traceroute_through_the_tunnel() {
 /// Fragmentation-needed dropped at the VNET gateway: small packets pass, DF packets over 1400
 /// vanish, and the probe says black hole, until the filter goes.
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn filtered_fragmentation_needed_is_a_black_hole() {
     let Some(lab) = Lab::new("path-blackhole") else {
         return;
@@ -351,6 +353,7 @@ fn filtered_fragmentation_needed_is_a_black_hole() {
 /// `hybridprobe check` shows what a person needs: path MTU 1400 and where the route goes.
 /// (Without CAP_NET_RAW: hostile_e2e's each_missing_privilege_degrades_only_its_own_checks.)
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn check_command_shows_the_path() {
     let Some(lab) = Lab::new("path-check") else {
         return;

@@ -37,6 +37,7 @@ fn publish(lab: &Lab, version: u32, text: &str) {
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn probes_change_without_a_restart_and_bad_configs_are_kept_out() {
     let Some(lab) = Lab::new("reload") else {
         return;
@@ -180,6 +181,7 @@ fn hang_up(lab: &Lab, pid: u32) {
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn flap_damping_keeps_one_lost_round_from_turning_the_node_red() {
     let Some(lab) = Lab::new("flap") else { return };
     lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, 389)));

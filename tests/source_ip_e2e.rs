@@ -110,6 +110,7 @@ fn labels<'a>(probe: &'a str, netns: &'a str) -> [(&'a str, &'a str); 2] {
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn masquerade_flips_the_pod_check_against_coturn_and_our_reflector() {
     if !servers_installed("masquerade_flips_the_pod_check") {
         return;
@@ -383,6 +384,7 @@ fn requests(metrics: &str, transport: &str, outcome: &str) -> f64 {
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn reflector_survives_a_malformed_flood_and_answers_only_allowed_sources() {
     if !servers_installed("reflector_survives_a_malformed_flood") {
         return;
@@ -491,6 +493,7 @@ fn reflector_survives_a_malformed_flood_and_answers_only_allowed_sources() {
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn reflector_rate_limits_each_source() {
     if !servers_installed("reflector_rate_limits_each_source") {
         return;

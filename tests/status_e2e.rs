@@ -63,6 +63,7 @@ fn cells(row: &str) -> Vec<&str> {
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn status_page_shows_each_check_side_by_side_and_renders_in_chromium() {
     let Some(lab) = Lab::new("status-page") else {
         return;
