@@ -1,8 +1,12 @@
 //! The command line without a network: help, validate, and config errors with exit codes.
 
+// For `support`'s helpers: nothing here starts the lab.
+mod lab;
+mod support;
+
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hybridprobe");
+use support::{assert_success, BIN};
 
 fn run(args: &[&str]) -> Output {
     Command::new(BIN)
@@ -22,14 +26,11 @@ fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
 
 #[test]
 fn example_config_validates() {
-    let out = run(&["validate", "--config", "deploy/examples/onprem.yaml"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = assert_success(&run(&[
+        "validate",
+        "--config",
+        "deploy/examples/onprem.yaml",
+    ]));
     assert!(stdout.contains("ok (3 probes, 6 checks)"), "{stdout}");
 }
 
@@ -77,29 +78,161 @@ fn a_missing_config_file_is_a_usage_error_for_every_command() {
     }
 }
 
+/// The entries of a help section (`Commands:`, `Options:`), one string each: an entry starts on
+/// a line indented less than the descriptions (which clap indents by ten) and takes in the
+/// description lines under it.
+fn help_entries(help: &str, section: &str) -> Vec<String> {
+    let mut entries: Vec<String> = Vec::new();
+    let body = help
+        .lines()
+        .skip_while(|l| *l != section)
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with(' '));
+    for line in body {
+        let indent = line.len() - line.trim_start().len();
+        match entries.last_mut() {
+            Some(entry) if line.trim().is_empty() || indent >= 10 => {
+                entry.push(' ');
+                entry.push_str(line.trim());
+            }
+            _ => entries.push(line.trim().to_owned()),
+        }
+    }
+    assert!(!entries.is_empty(), "no {section} section in:\n{help}");
+    entries
+}
+
+fn help(args: &[&str]) -> String {
+    let out = run(args);
+    assert_eq!(out.status.code(), Some(0), "{args:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Each subcommand and a phrase of its own description, as `--help` lists them.
+const COMMANDS: [(&str, &str); 5] = [
+    ("agent", "probe on schedule and serve /metrics"),
+    ("check", "Run every probe once, print a table"),
+    ("validate", "Parse and check a config file"),
+    ("reflect", "Run the on-prem reflector"),
+    ("smoke", "Ask every agent behind a name"),
+];
+
+/// Each subcommand's options and the environment variable that can set them instead.
+const ENV_VARS: [(&str, &[(&str, &str)]); 5] = [
+    (
+        "agent",
+        &[
+            ("--config", "HYBRIDPROBE_CONFIG"),
+            ("--host-netns", "HYBRIDPROBE_HOST_NETNS"),
+            ("--host-resolv-conf", "HYBRIDPROBE_HOST_RESOLV_CONF"),
+            ("--node", "HYBRIDPROBE_NODE"),
+            ("--listen", "HYBRIDPROBE_LISTEN"),
+        ],
+    ),
+    (
+        "check",
+        &[
+            ("--config", "HYBRIDPROBE_CONFIG"),
+            ("--host-netns", "HYBRIDPROBE_HOST_NETNS"),
+            ("--host-resolv-conf", "HYBRIDPROBE_HOST_RESOLV_CONF"),
+            ("--node", "HYBRIDPROBE_NODE"),
+            ("--format", "HYBRIDPROBE_FORMAT"),
+            ("--color", "HYBRIDPROBE_COLOR"),
+        ],
+    ),
+    ("validate", &[("--config", "HYBRIDPROBE_CONFIG")]),
+    (
+        "reflect",
+        &[
+            ("--listen", "HYBRIDPROBE_REFLECT_LISTEN"),
+            ("--http", "HYBRIDPROBE_REFLECT_HTTP"),
+            ("--allow", "HYBRIDPROBE_REFLECT_ALLOW"),
+            ("--rate", "HYBRIDPROBE_REFLECT_RATE"),
+            ("--burst", "HYBRIDPROBE_REFLECT_BURST"),
+        ],
+    ),
+    (
+        "smoke",
+        &[
+            ("--agents", "HYBRIDPROBE_AGENTS"),
+            ("--expect-nodes", "HYBRIDPROBE_EXPECT_NODES"),
+            ("--timeout", "HYBRIDPROBE_TIMEOUT"),
+        ],
+    ),
+];
+
+/// Options every command takes.
+const GLOBAL_ENV_VARS: [(&str, &str); 2] = [
+    ("--log", "HYBRIDPROBE_LOG"),
+    ("--log-format", "HYBRIDPROBE_LOG_FORMAT"),
+];
+
+/// The help entry of `flag`: the one whose leading flags (`-c, --config`) include it.
+fn option_entry<'e>(entries: &'e [String], flag: &str, help: &str) -> &'e str {
+    entries
+        .iter()
+        .find(|e| {
+            e.split_whitespace()
+                .take_while(|w| w.starts_with('-'))
+                .any(|w| w.trim_end_matches(',') == flag)
+        })
+        .unwrap_or_else(|| panic!("no {flag} entry in:\n{help}"))
+}
+
 #[test]
 fn help_explains_each_command_and_its_env_vars() {
-    let out = run(&["--help"]);
-    let help = String::from_utf8_lossy(&out.stdout);
-    for word in ["agent", "check", "validate"] {
-        assert!(help.contains(word), "{help}");
+    let top = help(&["--help"]);
+    let commands = help_entries(&top, "Commands:");
+    for (command, says) in COMMANDS {
+        let entry = commands
+            .iter()
+            .find(|e| e.split_whitespace().next() == Some(command))
+            .unwrap_or_else(|| panic!("no line for {command} in the command list:\n{top}"));
+        let description = entry[command.len()..].trim_start();
+        assert!(
+            description.contains(says),
+            "{command}'s line does not say {says:?}: {entry}"
+        );
     }
-    let out = run(&["agent", "--help"]);
-    let help = String::from_utf8_lossy(&out.stdout);
-    for word in [
-        "--config",
-        "HYBRIDPROBE_CONFIG",
-        "--listen",
-        "HYBRIDPROBE_LISTEN",
-        "built-in profile",
-    ] {
-        assert!(help.contains(word), "agent --help lacks {word}:\n{help}");
+    let options = help_entries(&top, "Options:");
+    for (flag, var) in GLOBAL_ENV_VARS {
+        let entry = option_entry(&options, flag, &top);
+        assert!(entry.contains(&format!("[env: {var}=]")), "{entry}");
     }
+
+    assert_eq!(ENV_VARS.map(|(c, _)| c), COMMANDS.map(|(c, _)| c));
+    for (command, vars) in ENV_VARS {
+        let text = help(&[command, "--help"]);
+        let options = help_entries(&text, "Options:");
+        for (flag, var) in vars.iter().chain(&GLOBAL_ENV_VARS) {
+            let entry = option_entry(&options, flag, &text);
+            assert!(
+                entry.contains(&format!("[env: {var}=]")),
+                "{command} {flag} does not say it is also read from {var}: {entry}"
+            );
+        }
+    }
+    let agent = help(&["agent", "--help"]);
+    let config = option_entry(&help_entries(&agent, "Options:"), "--config", &agent).to_owned();
+    assert!(config.contains("built-in profile"), "{config}");
+}
+
+#[test]
+fn a_bad_flag_value_is_a_usage_error() {
     let out = run(&["check", "--format", "yaml"]);
     assert_eq!(
         out.status.code(),
         Some(2),
         "a bad flag value is a usage error"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid value 'yaml' for '--format <FORMAT>'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("[possible values: table, json]"),
+        "{stderr}"
     );
 }
 
@@ -110,12 +243,7 @@ fn config_is_also_taken_from_the_environment() {
         .env("HYBRIDPROBE_CONFIG", "deploy/examples/onprem.yaml")
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
 }
 
 /// A config whose only namespace cannot be entered: `check` fails every check at once without

@@ -138,6 +138,7 @@ fn substitute(expr: &str, node_regex: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn every_panel_and_rule_evaluates_against_a_live_agent() {
     if !support_tool("prometheus") {
         return;

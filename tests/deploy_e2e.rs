@@ -247,11 +247,13 @@ fn run_rendered_daemonset(test: &str, dir: &str, node: Node) -> Option<()> {
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn base_daemonset_runs_green_in_the_lab() {
     run_rendered_daemonset("deploy-base", "deploy/base", Node::KeepsPodIp);
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn azure_cni_overlay_runs_green_in_the_lab() {
     run_rendered_daemonset(
         "deploy-azure-cni",
@@ -262,6 +264,7 @@ fn azure_cni_overlay_runs_green_in_the_lab() {
 
 /// The pod's traffic to on-prem leaves as the node's, as the overlay's source_ip check expects.
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn kubenet_overlay_runs_green_in_the_lab() {
     run_rendered_daemonset(
         "deploy-kubenet",
@@ -273,6 +276,7 @@ fn kubenet_overlay_runs_green_in_the_lab() {
 /// Non-root, no capabilities, no hostPID: the pod side still works, ICMP included, through the
 /// manifest's ping_group_range sysctl.
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn no_host_privileges_overlay_runs_green_without_privileges() {
     run_rendered_daemonset(
         "deploy-no-host",
@@ -285,6 +289,7 @@ fn no_host_privileges_overlay_runs_green_without_privileges() {
 /// NET_ADMIN, loses its evidence) the way docs/privileges.md says, and with all of them every check
 /// passes.
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn every_added_capability_is_needed() {
     let Some(lab) = Lab::new("deploy-caps") else {
         return;

@@ -12,9 +12,9 @@ use std::cell::Cell;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use lab::dns::{dnsmasq_available, Forward, CLUSTER_DNS_IP, DB_NAME};
+use lab::dns::{dnsmasq_available, Forward, DB_NAME};
 use lab::{Host, Lab, ProcHandle, NODE_IP, ONPREM_IP, POD_IP, VNET_GW, VPN_REMOTE};
-use support::{metric, run_cli, Agent};
+use support::{metric, pod_and_host_config, run_cli, Agent, Resolv};
 
 const LDAP_PORT: u16 = 389;
 const STUN_PORT: u16 = 3478;
@@ -59,15 +59,12 @@ fn turnserver_available(test: &str) -> bool {
 /// Every kind of on-prem check from both namespaces: the pod asks the cluster DNS, the host
 /// asks on-prem, as on an AKS node joined to an on-prem domain.
 fn config(lab: &Lab) -> String {
-    let pod = lab.resolv_conf("pod-resolv.conf", &[CLUSTER_DNS_IP]);
-    let host = lab.resolv_conf("host-resolv.conf", &[ONPREM_IP]);
-    format!(
-        r#"netns:
-  pod: {{ resolv_conf: {pod} }}
-  host: {{ path: {host_ns}, resolv_conf: {host} }}
-defaults: {{ interval: 1s, timeout: 1s }}
-probes:
-  - name: onprem-ldap
+    pod_and_host_config(
+        lab,
+        Resolv::ClusterAndOnprem,
+        "{ interval: 1s, timeout: 1s }",
+        &format!(
+            r#"  - name: onprem-ldap
     tcp: {{ target: "{ONPREM_IP}:{LDAP_PORT}" }}
   - name: onprem-ping
     icmp: {{ target: {ONPREM_IP} }}
@@ -83,8 +80,8 @@ probes:
     route: {{ destination: 198.19.0.0/16, via: {VNET_GW} }}
   - name: tunnel-trace
     traceroute: {{ target: {ONPREM_IP}, expect_hop: {VPN_REMOTE} }}
-"#,
-        host_ns = lab.ns_path(Host::Node).display(),
+"#
+        ),
     )
 }
 
@@ -257,6 +254,7 @@ fn faults<'a>(
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn each_fault_yields_exactly_its_diagnosis_and_a_healthy_lab_none() {
     let test = "each_fault_yields_exactly_its_diagnosis";
     if !dnsmasq_available(test) || !turnserver_available(test) {

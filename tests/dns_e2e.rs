@@ -12,7 +12,7 @@ use lab::dns::{
     dnsmasq_available, Forward, CLUSTER_DNS_IP, DB_IP, DB_NAME, LEAK_IP, LEAK_NAME, MISSING_NAME,
 };
 use lab::{Host, Lab, ProcHandle, NFT_TABLE, ONPREM_IP};
-use support::{check, metric, run_cli, write_config, Agent};
+use support::{check, metric, pod_and_host_config, run_cli, write_config, Agent, Resolv};
 
 /// A lab with both DNS servers running.
 struct DnsLab {
@@ -35,36 +35,30 @@ fn dns_lab(test_name: &str) -> Option<DnsLab> {
     })
 }
 
-/// The agent's namespaces: the pod asks the cluster DNS, the host asks on-prem.
-fn namespaces(lab: &Lab) -> String {
-    let pod = lab.resolv_conf("pod-resolv.conf", &[CLUSTER_DNS_IP]);
-    let host = lab.resolv_conf("host-resolv.conf", &[ONPREM_IP]);
-    format!(
-        "netns:\n  pod: {{ resolv_conf: {pod} }}\n  host: {{ path: {}, resolv_conf: {host} }}\n",
-        lab.ns_path(Host::Node).display()
-    )
-}
-
 /// Each (server, transport) pair of the corporate name, both namespaces, plus a negative check.
 fn agent_config(lab: &Lab) -> String {
-    format!(
-        r#"{}defaults: {{ interval: 1s, timeout: 800ms }}
-probes:
-  - name: corp-db
+    pod_and_host_config(
+        lab,
+        Resolv::ClusterAndOnprem,
+        "{ interval: 1s, timeout: 800ms }",
+        &format!(
+            r#"  - name: corp-db
     dns: {{ query: {DB_NAME}, servers: [system, "{ONPREM_IP}"], transport: [udp, tcp],
            expect: {{ within: [198.19.0.0/16] }} }}
   - name: corp-gone
     dns: {{ query: {MISSING_NAME}, expect: {{ rcode: NXDOMAIN }} }}
-"#,
-        namespaces(lab)
+"#
+        ),
     )
 }
 
 /// One `check` round with `probes` (YAML list items), as JSON.
 fn check_once(lab: &Lab, probes: &str) -> serde_json::Value {
-    let text = format!(
-        "{}defaults: {{ interval: 2s, timeout: 1s }}\nprobes:\n{probes}",
-        namespaces(lab)
+    let text = pod_and_host_config(
+        lab,
+        Resolv::ClusterAndOnprem,
+        "{ interval: 2s, timeout: 1s }",
+        probes,
     );
     let path = write_config(lab, "check.yaml", &text);
     let out = run_cli(
@@ -99,6 +93,7 @@ fn dns_success(metrics: &str, netns: &str, server: &str, transport: &str) -> Opt
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn healthy_answers_over_udp_and_tcp_from_both_namespaces() {
     let Some(DnsLab { lab, .. }) = dns_lab("dns-healthy") else {
         return;
@@ -168,6 +163,7 @@ fn healthy_answers_over_udp_and_tcp_from_both_namespaces() {
 /// while on-prem itself, asked directly from the same pod, still answers, and the host (which
 /// asks on-prem) stays green. Each pair shows on its own in /healthz and the metrics.
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn cluster_dns_losing_the_forward_fails_only_the_pods_system_resolver() {
     let Some(DnsLab { lab, cluster, .. }) = dns_lab("dns-lost-forward") else {
         return;
@@ -213,6 +209,7 @@ fn cluster_dns_losing_the_forward_fails_only_the_pods_system_resolver() {
 /// The on-prem server is down: UDP queries go unanswered until the budget runs out, and TCP is
 /// refused by the host, from both namespaces.
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn onprem_dns_down_times_out() {
     let Some(DnsLab { lab, onprem, .. }) = dns_lab("dns-onprem-down") else {
         return;
@@ -249,6 +246,7 @@ fn onprem_dns_down_times_out() {
 
 /// TCP/53 is dropped across the tunnel (large answers would fail): TCP times out, UDP passes.
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn tcp_53_dropped_across_the_tunnel_fails_tcp_only() {
     let Some(DnsLab { lab, .. }) = dns_lab("dns-tcp-drop") else {
         return;
@@ -278,6 +276,7 @@ fn tcp_53_dropped_across_the_tunnel_fails_tcp_only() {
 /// A split-horizon answer outside the on-prem range is a mismatch, and the detail says what was
 /// answered.
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn an_answer_outside_the_expected_range_is_a_mismatch() {
     let Some(DnsLab { lab, .. }) = dns_lab("dns-mismatch") else {
         return;
@@ -302,6 +301,7 @@ fn an_answer_outside_the_expected_range_is_a_mismatch() {
 
 /// One query is one packet: when the answer is lost, the probe does not quietly ask again.
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn a_lost_answer_is_not_asked_again() {
     let Some(DnsLab { lab, onprem, .. }) = dns_lab("dns-one-packet") else {
         return;

@@ -24,6 +24,7 @@ fn namespaces() -> String {
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn pod_reaches_onprem_through_a_1400_byte_tunnel() {
     let Some(lab) = Lab::new("mtu") else { return };
     let ip = ONPREM_IP.to_string();
@@ -63,6 +64,7 @@ fn pod_reaches_onprem_through_a_1400_byte_tunnel() {
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn tunnel_drop_makes_tcp_time_out_and_recovers() {
     let Some(lab) = Lab::new("tunnel-drop") else {
         return;
@@ -97,6 +99,7 @@ fn tunnel_drop_makes_tcp_time_out_and_recovers() {
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn http_get_reports_status_body_and_failure() {
     let Some(lab) = Lab::new("http") else { return };
     let listener = lab.tcp_listen(Host::Onprem, onprem(8080));
@@ -128,6 +131,7 @@ fn http_get_reports_status_body_and_failure() {
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn spawned_processes_log_and_stop_gracefully() {
     let Some(lab) = Lab::new("spawn") else { return };
     let script = "trap 'echo bye from $WHO; exit 3' TERM; ip -4 -o addr show eth0; \
@@ -145,6 +149,7 @@ fn spawned_processes_log_and_stop_gracefully() {
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn dropping_the_lab_removes_everything() {
     let Some(lab) = Lab::new("teardown") else {
         return;
@@ -197,6 +202,7 @@ fn dropping_the_lab_removes_everything() {
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn a_panicking_test_still_cleans_up() {
     let mut names = Vec::new();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -220,6 +226,7 @@ fn a_panicking_test_still_cleans_up() {
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn concurrent_labs_do_not_interfere() {
     let ldap = onprem(389);
     std::thread::scope(|s| {

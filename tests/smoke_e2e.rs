@@ -54,6 +54,7 @@ fn hosts(name: &str, ips: &[Ipv4Addr]) -> String {
 }
 
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn smoke_job_reports_each_agent_and_fails_on_red_or_missing() {
     let Some(lab) = Lab::new("smoke-job") else {
         return;
@@ -170,6 +171,7 @@ fn smoke_job_reports_each_agent_and_fails_on_red_or_missing() {
 
 /// An agent that accepts connections but never answers is reported within the timeout.
 #[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
 fn smoke_gives_up_on_a_silent_agent_after_the_timeout() {
     let Some(lab) = Lab::new("smoke-silent") else {
         return;

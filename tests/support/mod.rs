@@ -7,7 +7,8 @@
 use std::process::Output;
 use std::time::Duration;
 
-use crate::lab::{Host, Lab, ProcHandle, POD_IP};
+use crate::lab::dns::CLUSTER_DNS_IP;
+use crate::lab::{Host, Lab, ProcHandle, ONPREM_IP, POD_IP};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hybridprobe");
 pub const PORT: u16 = 9739;
@@ -66,6 +67,18 @@ impl<'a> Agent<'a> {
             });
     }
 
+    /// Waits until `probe` in `netns` has finished `n` rounds or more, whatever their result,
+    /// as `hybridprobe_probe_runs_total` counts them; returns the count it saw.
+    pub fn wait_rounds(&self, probe: &str, netns: &str, n: u32, deadline: Duration) -> f64 {
+        let what = format!("{n} rounds of {probe} in {netns}");
+        let mut seen = 0.0;
+        self.lab.wait_until(&what, deadline, || {
+            seen = rounds(&self.metrics(), probe, netns);
+            seen >= f64::from(n)
+        });
+        seen
+    }
+
     /// Waits until `check` (a probe in a namespace) reports `result` in /healthz JSON.
     pub fn wait_check(&self, probe: &str, netns: &str, result: &str, deadline: Duration) {
         let what = format!("{probe} in {netns} to report {result}");
@@ -92,13 +105,51 @@ pub fn check<'j>(
         .unwrap_or_else(|| panic!("no check {probe}/{netns} in {verdict}"))
 }
 
+/// Which resolv.conf each namespace of a lab config reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolv {
+    /// Its own `/etc/resolv.conf`.
+    Own,
+    /// The pod asks the cluster DNS, the host asks on-prem, as on an AKS node joined to an
+    /// on-prem domain: files written to the lab's temp dir (the DNS servers are the test's own).
+    ClusterAndOnprem,
+}
+
+/// The `netns:` section for the pod namespace and the lab's node namespace as the host.
+fn pod_and_host_netns(lab: &Lab, resolv: Resolv) -> String {
+    let host = lab.ns_path(Host::Node).display().to_string();
+    match resolv {
+        Resolv::Own => format!("netns:\n  pod: {{}}\n  host: {{ path: {host} }}\n"),
+        Resolv::ClusterAndOnprem => {
+            let pod_resolv = lab.resolv_conf("pod-resolv.conf", &[CLUSTER_DNS_IP]);
+            let host_resolv = lab.resolv_conf("host-resolv.conf", &[ONPREM_IP]);
+            format!(
+                "netns:\n  pod: {{ resolv_conf: {pod_resolv} }}\n  host: {{ path: {host}, resolv_conf: {host_resolv} }}\n"
+            )
+        }
+    }
+}
+
 /// A config that runs `probes` (YAML list items) with `defaults` (a YAML flow mapping) in the pod
 /// namespace and in the lab's node namespace as the host.
-pub fn pod_and_host_config(lab: &Lab, defaults: &str, probes: &str) -> String {
+pub fn pod_and_host_config(lab: &Lab, resolv: Resolv, defaults: &str, probes: &str) -> String {
     format!(
-        "netns:\n  pod: {{}}\n  host: {{ path: {} }}\ndefaults: {defaults}\nprobes:\n{probes}",
-        lab.ns_path(Host::Node).display()
+        "{}defaults: {defaults}\nprobes:\n{probes}",
+        pod_and_host_netns(lab, resolv)
     )
+}
+
+/// Asserts that a command exited 0, else panics showing its status, stdout and stderr; returns
+/// its stdout.
+pub fn assert_success(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "exited with {}:\n---- stdout\n{stdout}---- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 pub fn write_config(lab: &Lab, name: &str, text: &str) -> String {
@@ -114,9 +165,29 @@ pub fn run_cli(lab: &Lab, h: Host, args: &[&str]) -> Output {
 
 /// The value of the series `name` whose labels include every pair in `labels`.
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    series(text, name, labels).next()
+}
+
+/// The sum over every series `name` whose labels include every pair in `labels`; 0 if none.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    series(text, name, labels).sum()
+}
+
+/// Finished rounds of `probe` in `netns`, whatever their result.
+pub fn rounds(text: &str, probe: &str, netns: &str) -> f64 {
+    let labels = [("probe", probe), ("netns", netns)];
+    metric_sum(text, "hybridprobe_probe_runs_total", &labels)
+}
+
+/// The values of the series `name` whose labels include every pair in `labels`.
+fn series<'t>(
+    text: &'t str,
+    name: &'t str,
+    labels: &'t [(&'t str, &'t str)],
+) -> impl Iterator<Item = f64> + 't {
     text.lines()
         .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
+        .filter_map(move |line| {
             let (series, value) = line.rsplit_once(' ')?;
             let (series_name, series_labels) = match series.split_once('{') {
                 Some((n, rest)) => (n, rest.trim_end_matches('}')),
