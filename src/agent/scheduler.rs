@@ -240,7 +240,7 @@ mod tests {
             },
             std::path::Path::new("/nonexistent"),
         );
-        let checks = plan(&config.probes, &[pod_executor(), host], &Metrics::new());
+        let checks = plan(&config.probes, &[pod_executor(), host], &Metrics::new(&[]));
         let pairs: Vec<(&str, NetnsId)> = checks
             .iter()
             .map(|c| (c.probe.name.as_str(), c.netns()))

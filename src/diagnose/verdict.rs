@@ -117,7 +117,7 @@ pub fn judge(state: &AgentState) -> Verdict {
     drop(results);
     for code in Code::ALL {
         let active = diagnoses.iter().any(|d| d.code == code.as_str());
-        state.metrics.set_diagnosis(*code, active);
+        state.metrics.set_diagnosis(code.as_str(), active);
     }
     let status = if !state.is_ready() {
         Status::Starting

@@ -18,7 +18,6 @@ use prometheus::{
     Counter, CounterVec, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, Opts,
 };
 
-use crate::diagnose::Code;
 use crate::netns::NetnsId;
 use crate::probe::path_mtu::PathMtuReport;
 use crate::probe::route::RouteReport;
@@ -170,7 +169,9 @@ impl Previous {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// Every series, with one `hybridprobe_diagnosis` per code in `diagnosis_codes`: the
+    /// caller names the codes, so metrics knows no diagnosis engine.
+    pub fn new(diagnosis_codes: &[&str]) -> Metrics {
         let families: RefCell<Vec<Family>> = RefCell::default();
         let register = |f: Family| families.borrow_mut().push(f);
         let gauge = |name: &str, help: &str, labels: &[&str]| {
@@ -215,8 +216,8 @@ impl Metrics {
              present.",
             &["code"],
         );
-        for code in Code::ALL {
-            diagnosis.with_label_values(&[code.as_str()]).set(0.0);
+        for code in diagnosis_codes {
+            diagnosis.with_label_values(&[*code]).set(0.0);
         }
         let scheduler_lag = {
             let opts = HistogramOpts::new(
@@ -610,9 +611,9 @@ impl Metrics {
     }
 
     /// Like `set_node_healthy`: set from every verdict, so only a change counts as one.
-    pub fn set_diagnosis(&self, code: Code, active: bool) {
+    pub fn set_diagnosis(&self, code: &str, active: bool) {
         let value = if active { 1.0 } else { 0.0 };
-        let gauge = self.diagnosis.with_label_values(&[code.as_str()]);
+        let gauge = self.diagnosis.with_label_values(&[code]);
         if gauge.get() != value {
             gauge.set(value);
             self.changed();
@@ -656,12 +657,6 @@ impl Metrics {
         }
         self.last_render_len.store(out.len(), Ordering::Relaxed);
         out
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
     }
 }
 
@@ -714,11 +709,12 @@ mod tests {
     /// Dashboards and alerts need a series for every code from the first scrape on.
     #[test]
     fn every_diagnosis_code_is_exported_from_the_start() {
-        let metrics = Metrics::new();
-        metrics.set_diagnosis(Code::PmtuBlackhole, true);
+        let codes = ["route_mismatch", "pmtu_blackhole"];
+        let metrics = Metrics::new(&codes);
+        metrics.set_diagnosis("pmtu_blackhole", true);
         let text = metrics.render();
-        for code in Code::ALL {
-            let on = if *code == Code::PmtuBlackhole { 1 } else { 0 };
+        for code in codes {
+            let on = if code == "pmtu_blackhole" { 1 } else { 0 };
             let line = format!("hybridprobe_diagnosis{{code=\"{code}\"}} {on}");
             assert!(text.contains(&line), "missing {line}\n{text}");
         }
@@ -726,7 +722,7 @@ mod tests {
 
     #[test]
     fn a_round_updates_the_generic_and_kind_series() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(&[]);
         let dc1 = metrics.check_series("dc1", "icmp", NetnsId::Pod);
         let failure = Failure {
             reason: Reason::Timeout,
@@ -767,7 +763,7 @@ mod tests {
 
     #[test]
     fn a_rendering_is_shared_until_a_series_changes() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(&[]);
         let check = metrics.check_series("dc1", "tcp", NetnsId::Pod);
         let first = metrics.render();
         assert!(Arc::ptr_eq(&first.0, &metrics.render().0), "rendered twice");
@@ -824,7 +820,7 @@ mod tests {
 
     #[test]
     fn scheduler_lag_is_one_unlabelled_histogram() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(&[]);
         metrics.observe_scheduler_lag(Duration::from_micros(300));
         metrics.observe_scheduler_lag(Duration::from_millis(80));
         let text = metrics.render();
@@ -840,7 +836,7 @@ mod tests {
 
     #[test]
     fn source_ip_keeps_one_info_series_per_check() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(&[]);
         let check = metrics.check_series("pod-ip", "source_ip", NetnsId::Pod);
         let round = |observed: &str, snat: Option<bool>| {
             let report = Report::SourceIp(SourceIpReport {
@@ -882,7 +878,7 @@ mod tests {
     #[test]
     fn dns_pairs_get_their_own_series() {
         use crate::probe::dns::{DnsPair, DnsReport, Transport};
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(&[]);
         let check = metrics.check_series("corp-db", "dns", NetnsId::Host);
         let pair = |server: &str, transport, failure, ms: &[u64]| DnsPair {
             server: server.into(),
@@ -934,7 +930,7 @@ mod tests {
     #[test]
     fn a_changed_route_replaces_its_info_series_and_no_route_removes_it() {
         use crate::probe::route::{Route, RouteReport};
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(&[]);
         let check = &metrics.check_series("onprem-route", "route", NetnsId::Host);
         let via = |gateway: Option<&str>, dev: &str| {
             round(Report::Route(RouteReport {
@@ -990,7 +986,7 @@ mod tests {
     #[test]
     fn path_changes_are_counted_from_the_second_round() {
         use crate::probe::traceroute::{Hop, TracerouteReport};
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(&[]);
         let check = &metrics.check_series("trace", "traceroute", NetnsId::Pod);
         let path = |hops: &[&str]| {
             round(Report::Traceroute(TracerouteReport {
@@ -1028,7 +1024,7 @@ mod tests {
 
     #[test]
     fn success_sets_the_last_success_timestamp() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(&[]);
         let dc1 = metrics.check_series("dc1", "tcp", NetnsId::Host);
         let ok = Outcome {
             detail: "ok".into(),
@@ -1054,7 +1050,7 @@ mod tests {
 
     #[test]
     fn forgetting_a_check_removes_only_its_series() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(&[]);
         let gone = metrics.check_series("gone", "icmp", NetnsId::Pod);
         let kept = metrics.check_series("gone", "icmp", NetnsId::Host);
         let failure = || Failure {
