@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::diagnose::verdict::{self, Verdict};
+use crate::diagnose::verdict::Verdict;
 use crate::diagnose::Code;
 use crate::http;
 use crate::metrics::Metrics;
@@ -95,7 +95,7 @@ pub async fn check_once(config: &Config, node: String) -> Verdict {
         state.track(check);
     }
     scheduler::run_once(checks, state.clone()).await;
-    verdict::judge(&state)
+    state.judge()
 }
 
 /// The agent's metrics, with a `hybridprobe_diagnosis` series for every diagnosis code.

@@ -7,6 +7,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use super::check::Check;
+use crate::diagnose::verdict::{self, Snapshot, Verdict};
+use crate::diagnose::Code;
 use crate::metrics::Metrics;
 use crate::netns::{Executor, NetnsStatus};
 use crate::probe::{Failure, Outcome};
@@ -110,6 +112,27 @@ impl AgentState {
             self.ready.store(true, Ordering::Release);
             tracing::info!("first round finished");
         }
+    }
+
+    /// Judges the node from what is known now, and sets the diagnosis gauges from the verdict.
+    pub fn judge(&self) -> Verdict {
+        let verdict = {
+            let results = self.results();
+            let namespaces = lock(&self.namespaces);
+            let config_error = lock(&self.config_error);
+            verdict::judge(&Snapshot {
+                node: &self.node,
+                checks: &results.in_order(),
+                namespaces: &namespaces,
+                config_error: config_error.as_deref(),
+                ready: self.is_ready(),
+            })
+        };
+        for code in Code::ALL {
+            self.metrics
+                .set_diagnosis(code.as_str(), verdict.diagnosed(*code));
+        }
+        verdict
     }
 
     pub fn results(&self) -> MutexGuard<'_, Results> {

@@ -19,7 +19,7 @@ use crate::agent::state::AgentState;
 use crate::diagnose::table;
 use server::Limits;
 
-use crate::diagnose::verdict::{self, Status};
+use crate::diagnose::verdict::Status;
 
 pub(crate) const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub(crate) const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
@@ -45,7 +45,7 @@ pub async fn serve(
 }
 
 async fn metrics(State(state): State<Arc<AgentState>>) -> Response {
-    let verdict = verdict::judge(&state);
+    let verdict = state.judge();
     state.metrics.set_node_healthy(verdict.status == Status::Ok);
     (
         [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
@@ -85,7 +85,7 @@ async fn healthz(
     Query(query): Query<HealthQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let verdict = verdict::judge(&state);
+    let verdict = state.judge();
     let code = if verdict.status == Status::Ok {
         StatusCode::OK
     } else {

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::agent::state::AgentState;
 use crate::diagnose::table::{format_seconds, headline};
-use crate::diagnose::verdict::{self, CheckView, Status, Verdict};
+use crate::diagnose::verdict::{CheckView, Status, Verdict};
 use crate::netns::NetnsId;
 use crate::results::{CheckKey, Sample, HISTORY};
 
@@ -51,7 +51,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn take(state: &AgentState) -> Snapshot {
-        let verdict = verdict::judge(state);
+        let verdict = state.judge();
         let history = state
             .results()
             .in_order()
