@@ -95,7 +95,8 @@ pub async fn check_once(config: &Config, node: String) -> Verdict {
         state.track(check);
     }
     scheduler::run_once(checks, state.clone()).await;
-    state.judge()
+    state.publish();
+    Arc::unwrap_or_clone(state.verdict())
 }
 
 /// The agent's metrics, with a `hybridprobe_diagnosis` series for every diagnosis code.

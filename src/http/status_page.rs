@@ -39,9 +39,10 @@ pub async fn page(State(state): State<Arc<AgentState>>) -> Response {
         .into_response()
 }
 
-/// What the page shows, taken from the agent's state at one moment.
+/// What the page shows, read from the agent's state at one moment.
 pub struct Snapshot {
-    pub verdict: Verdict,
+    /// The published verdict.
+    pub verdict: Arc<Verdict>,
     /// Each check's recent rounds, oldest first.
     pub history: BTreeMap<CheckKey, Vec<Sample>>,
     /// Why the newest config file was rejected, if it was.
@@ -50,8 +51,9 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Reads the published verdict and each check's history; judges and writes nothing.
     pub fn take(state: &AgentState) -> Snapshot {
-        let verdict = state.judge();
+        let verdict = state.verdict();
         let history = state
             .results()
             .in_order()
@@ -529,7 +531,7 @@ mod tests {
         history.insert(key("dc1-ldap", NetnsId::Pod), samples("+++--"));
         history.insert(key("dc1-ldap", NetnsId::Host), samples("+++++"));
         Snapshot {
-            verdict: Verdict {
+            verdict: Arc::new(Verdict {
                 status: Status::Fail,
                 node: "node-1".into(),
                 checks: vec![
@@ -554,7 +556,7 @@ mod tests {
                     summary: "pods cannot reach dc1-ldap but the node can".into(),
                     hint: "check the NSG rules for the pod range",
                 }],
-            },
+            }),
             history,
             config_error: None,
             now: humantime::parse_rfc3339("2026-11-26T03:02:05Z").unwrap(),
@@ -625,13 +627,14 @@ mod tests {
     #[test]
     fn every_outside_string_is_escaped() {
         let mut s = snapshot();
-        s.verdict.node = HOSTILE.into();
-        s.verdict.checks[0].probe = HOSTILE.into();
-        s.verdict.checks[0].detail = HOSTILE.into();
-        s.verdict.checks[0].since = Some(HOSTILE.into());
-        s.verdict.diagnoses[0].summary = HOSTILE.into();
-        s.verdict.namespaces[1].available = false;
-        s.verdict.namespaces[1].reason = Some(HOSTILE.into());
+        let verdict = Arc::make_mut(&mut s.verdict);
+        verdict.node = HOSTILE.into();
+        verdict.checks[0].probe = HOSTILE.into();
+        verdict.checks[0].detail = HOSTILE.into();
+        verdict.checks[0].since = Some(HOSTILE.into());
+        verdict.diagnoses[0].summary = HOSTILE.into();
+        verdict.namespaces[1].available = false;
+        verdict.namespaces[1].reason = Some(HOSTILE.into());
         s.config_error = Some(format!("line 1\n{HOSTILE}"));
         let html = render(&s);
         for raw in ["<script", "<img", "onerror=alert(1)>", "'x'", "\"quoted\""] {
@@ -649,15 +652,16 @@ mod tests {
     #[test]
     fn starting_and_pending_checks_say_so() {
         let mut s = snapshot();
-        s.verdict.status = Status::Starting;
-        s.verdict.diagnoses.clear();
-        s.verdict.checks[0] = CheckView {
+        let verdict = Arc::make_mut(&mut s.verdict);
+        verdict.status = Status::Starting;
+        verdict.diagnoses.clear();
+        verdict.checks[0] = CheckView {
             ok: false,
             result: "pending",
             duration_seconds: None,
             detail: String::new(),
             since: None,
-            ..s.verdict.checks[0].clone()
+            ..verdict.checks[0].clone()
         };
         s.history.clear();
         let html = render(&s);

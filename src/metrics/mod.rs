@@ -600,8 +600,9 @@ impl Metrics {
         self.changed();
     }
 
-    /// Set before every scrape from that scrape's verdict, so only a change counts as one: an
-    /// unchanged value keeps the shared rendering.
+    /// Set by every publish of the verdict, which sets every diagnosis code too. Only a change
+    /// drops the shared rendering: the comparison costs one load, and a publish that changed
+    /// no value (most of them) keeps the rendering scrapes made since the round before it.
     pub fn set_node_healthy(&self, healthy: bool) {
         let value = if healthy { 1.0 } else { 0.0 };
         if self.node_healthy.get() != value {
@@ -610,7 +611,7 @@ impl Metrics {
         }
     }
 
-    /// Like `set_node_healthy`: set from every verdict, so only a change counts as one.
+    /// Like `set_node_healthy`: set by every publish, so only a change counts as one.
     pub fn set_diagnosis(&self, code: &str, active: bool) {
         let value = if active { 1.0 } else { 0.0 };
         let gauge = self.diagnosis.with_label_values(&[code]);
