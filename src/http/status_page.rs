@@ -409,7 +409,7 @@ const STYLE: &str = include_str!("status.css");
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnose::table::tests::check;
+    use crate::diagnose::test_util::check;
     use crate::diagnose::verdict::{Diagnosis, NetnsView};
 
     const HOSTILE: &str = r#"<script>alert('x')</script> & "quoted" <img src=x onerror=alert(1)>"#;
