@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::diagnose::verdict::{self, Verdict};
+use crate::diagnose::verdict::Verdict;
+use crate::diagnose::Code;
 use crate::http;
 use crate::metrics::Metrics;
 
@@ -54,7 +55,7 @@ pub async fn run(
             addr: listen,
             source,
         })?;
-    let state = Arc::new(AgentState::new(node, Metrics::new()));
+    let state = Arc::new(AgentState::new(node, new_metrics()));
     let mut scheduler = Scheduler::new(state.clone());
     let (reloads_tx, reloads) = tokio::sync::mpsc::channel(1);
     let watcher = match source {
@@ -87,12 +88,34 @@ pub async fn run(
 /// Runs every check once and judges the node: the `check` command.
 pub async fn check_once(config: &Config, node: String) -> Verdict {
     let executors = executors(config);
-    let state = Arc::new(AgentState::new(node, Metrics::new()));
+    let state = Arc::new(AgentState::new(node, new_metrics()));
     state.set_namespaces(&executors);
     let checks = check::plan(&config.probes, &executors, &state.metrics);
     for check in &checks {
         state.track(check);
     }
     scheduler::run_once(checks, state.clone()).await;
-    verdict::judge(&state)
+    state.publish();
+    Arc::unwrap_or_clone(state.verdict())
+}
+
+/// The agent's metrics, with a `hybridprobe_diagnosis` series for every diagnosis code.
+pub fn new_metrics() -> Metrics {
+    let codes: Vec<&str> = Code::ALL.iter().map(|code| code.as_str()).collect();
+    Metrics::new(&codes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dashboards and alerts need a series for every code from the first scrape on.
+    #[test]
+    fn every_diagnosis_code_is_exported_from_the_start() {
+        let text = new_metrics().render();
+        for code in Code::ALL {
+            let line = format!("hybridprobe_diagnosis{{code=\"{code}\"}} 0");
+            assert!(text.contains(&line), "missing {line}\n{text}");
+        }
+    }
 }

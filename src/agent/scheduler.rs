@@ -93,15 +93,17 @@ impl Scheduler {
         tracing::info!(started, kept, stopped = stale.len(), "checks applied");
     }
 
-    /// Runs until cancelled (drop the future to stop), applying each config from `reloads`.
-    /// A check task that dies marks the scheduler dead, which fails the liveness probe.
+    /// Runs until cancelled (drop the future to stop), applying each config from `reloads` and
+    /// publishing the verdict as rounds finish. A check task or the publisher that dies marks
+    /// the scheduler dead, which fails the liveness probe.
     pub async fn run(mut self, mut reloads: mpsc::Receiver<Config>) {
+        self.tasks.spawn(self.state.clone().publish_changes());
         loop {
             tokio::select! {
                 Some(ended) = self.tasks.join_next() => {
                     if let Err(e) = ended {
                         if e.is_panic() {
-                            tracing::error!(error = %e, "a check task died; the scheduler is no longer whole");
+                            tracing::error!(error = %e, "a scheduler task died; the scheduler is no longer whole");
                             self.state.scheduler_stopped();
                         }
                     }
@@ -240,7 +242,7 @@ mod tests {
             },
             std::path::Path::new("/nonexistent"),
         );
-        let checks = plan(&config.probes, &[pod_executor(), host], &Metrics::new());
+        let checks = plan(&config.probes, &[pod_executor(), host], &Metrics::new(&[]));
         let pairs: Vec<(&str, NetnsId)> = checks
             .iter()
             .map(|c| (c.probe.name.as_str(), c.netns()))

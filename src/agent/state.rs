@@ -1,12 +1,21 @@
 //! What the agent knows right now: results per check, which namespaces work, whether the first
 //! round is done, whether the scheduler lives, and the last config reload's outcome. Shared by
 //! the scheduler, the config watcher and the HTTP server.
+//!
+//! The write side judges: every change (a round, a reload, the namespaces, a check added or
+//! removed) marks the state changed, and [`AgentState::publish_changes`] judges the node at
+//! most every [`PUBLISH_EVERY`], sets `hybridprobe_node_healthy` and `hybridprobe_diagnosis`,
+//! and publishes the verdict. Reads ([`AgentState::verdict`], the metrics) only read.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::{watch, Notify};
+
 use super::check::Check;
+use crate::diagnose::verdict::{self, Snapshot, Status, Verdict};
+use crate::diagnose::Code;
 use crate::metrics::Metrics;
 use crate::netns::{Executor, NetnsStatus};
 use crate::probe::{Failure, Outcome};
@@ -22,7 +31,15 @@ pub struct AgentState {
     config_error: Mutex<Option<String>>,
     ready: AtomicBool,
     scheduler_alive: AtomicBool,
+    /// The verdict as last published: what `/healthz`, `/readyz`, `/` and `check` serve.
+    verdict: watch::Sender<Arc<Verdict>>,
+    /// Something a verdict is judged from changed since the last publish.
+    changed: Notify,
 }
+
+/// The longest a change waits to be published. Rounds can finish a thousand times a second;
+/// they are judged together, at most this often, while a lone change is published at once.
+pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 /// Locks that stay usable after a panic elsewhere: every update under them is a single insert
 /// or assignment, so the data is consistent even if a holder panicked.
@@ -31,10 +48,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl AgentState {
+    /// A state with no checks yet, its verdict published: `starting`.
     pub fn new(node: String, metrics: Metrics) -> AgentState {
-        metrics.set_node_healthy(false);
         metrics.set_config_reloaded(true);
-        AgentState {
+        let state = AgentState {
             node,
             metrics,
             namespaces: Mutex::default(),
@@ -42,7 +59,17 @@ impl AgentState {
             config_error: Mutex::default(),
             ready: AtomicBool::new(false),
             scheduler_alive: AtomicBool::new(true),
-        }
+            verdict: watch::Sender::new(Arc::new(Verdict {
+                status: Status::Starting,
+                node: String::new(),
+                checks: Vec::new(),
+                namespaces: Vec::new(),
+                diagnoses: Vec::new(),
+            })),
+            changed: Notify::new(),
+        };
+        state.publish();
+        state
     }
 
     /// Takes note of which namespaces the executors could enter.
@@ -59,6 +86,7 @@ impl AgentState {
                 .set_netns_available(ns.id, ns.unavailable.is_none());
         }
         *lock(&self.namespaces) = statuses;
+        self.changed();
     }
 
     pub fn namespaces(&self) -> Vec<NetnsStatus> {
@@ -69,12 +97,14 @@ impl AgentState {
     pub fn track(&self, check: &Check) {
         self.results()
             .declare(check.key.clone(), check.probe.clone(), check.position);
+        self.changed();
     }
 
     /// Stops reporting a check: its results and every series it had are dropped.
     pub fn untrack(&self, key: &CheckKey) {
         self.results().remove(key);
         self.metrics.forget_check(&key.probe, key.netns);
+        self.changed();
     }
 
     /// Records a finished round in the results and the metrics; logs state changes once.
@@ -110,6 +140,59 @@ impl AgentState {
             self.ready.store(true, Ordering::Release);
             tracing::info!("first round finished");
         }
+        self.changed();
+    }
+
+    /// The verdict as last published. Reading it judges nothing and writes nothing.
+    pub fn verdict(&self) -> Arc<Verdict> {
+        self.verdict.borrow().clone()
+    }
+
+    /// Every published verdict, from the current one on.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Verdict>> {
+        self.verdict.subscribe()
+    }
+
+    /// Judges the node from what is known now and publishes it: the node and diagnosis gauges,
+    /// then the verdict, so whoever reads that verdict finds gauges at least as new.
+    pub fn publish(&self) {
+        // Held to the end, so publishes never overtake one another; rounds wait for one
+        // judgement at most.
+        let results = self.results();
+        let verdict = {
+            let namespaces = lock(&self.namespaces);
+            let config_error = lock(&self.config_error);
+            verdict::judge(&Snapshot {
+                node: &self.node,
+                checks: &results.in_order(),
+                namespaces: &namespaces,
+                config_error: config_error.as_deref(),
+                ready: self.is_ready(),
+            })
+        };
+        self.metrics.set_node_healthy(verdict.status == Status::Ok);
+        for code in Code::ALL {
+            self.metrics
+                .set_diagnosis(code.as_str(), verdict.diagnosed(*code));
+        }
+        self.verdict.send_replace(Arc::new(verdict));
+    }
+
+    /// Publishes each change, until cancelled: at once after a quiet spell, then at most every
+    /// [`PUBLISH_EVERY`], with the changes made meanwhile judged together.
+    pub async fn publish_changes(self: Arc<Self>) {
+        loop {
+            self.changed.notified().await;
+            self.publish();
+            tokio::time::sleep(PUBLISH_EVERY).await;
+        }
+    }
+
+    /// Marks the state changed: the publisher judges it soon. One atomic operation, since it
+    /// follows every round.
+    fn changed(&self) {
+        // A stored permit: changes while the publisher judges or waits are not lost.
+        self.changed.notify_one();
     }
 
     pub fn results(&self) -> MutexGuard<'_, Results> {
@@ -120,6 +203,7 @@ impl AgentState {
     pub fn config_reloaded(&self, outcome: Result<(), String>) {
         self.metrics.set_config_reloaded(outcome.is_ok());
         *lock(&self.config_error) = outcome.err();
+        self.changed();
     }
 
     pub fn config_error(&self) -> Option<String> {
@@ -137,5 +221,108 @@ impl AgentState {
 
     pub fn scheduler_stopped(&self) {
         self.scheduler_alive.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::check::{executors, plan};
+    use crate::agent::new_metrics;
+    use crate::config::Config;
+
+    const CONFIG: &str =
+        "netns: {pod: {}}\nprobes: [{name: dc1, tcp: {target: '198.19.10.1:389'}}]";
+
+    fn gauge(state: &AgentState, series: &str) -> Option<String> {
+        let text = state.metrics.render();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_owned))
+    }
+
+    /// A state with the checks of [`CONFIG`] tracked, and those checks.
+    fn tracked() -> (Arc<AgentState>, Vec<Check>) {
+        let config = Config::parse(CONFIG, &|_| None).unwrap();
+        let state = Arc::new(AgentState::new("node-1".into(), new_metrics()));
+        let executors = executors(&config);
+        state.set_namespaces(&executors);
+        let checks = plan(&config.probes, &executors, &state.metrics);
+        for check in &checks {
+            state.track(check);
+        }
+        (state, checks)
+    }
+
+    fn passed(state: &AgentState, check: &Check) {
+        let ok = Ok(Outcome {
+            detail: "connected".into(),
+            measurements: crate::probe::Measurements::None,
+        });
+        state.record(check, &ok, Duration::from_millis(1));
+    }
+
+    #[test]
+    fn reads_see_only_what_was_published() {
+        let (state, checks) = tracked();
+        assert_eq!(state.verdict().status, Status::Starting);
+        assert_eq!(state.verdict().node, "node-1");
+        passed(&state, &checks[0]);
+        assert_eq!(
+            state.verdict().status,
+            Status::Starting,
+            "a read does not judge"
+        );
+        assert_eq!(
+            gauge(&state, "hybridprobe_node_healthy").as_deref(),
+            Some("0")
+        );
+        state.publish();
+        let verdict = state.verdict();
+        assert_eq!(verdict.status, Status::Ok, "{verdict:?}");
+        assert_eq!(verdict.checks[0].result, "success");
+        assert_eq!(
+            gauge(&state, "hybridprobe_node_healthy").as_deref(),
+            Some("1")
+        );
+
+        state.config_reloaded(Err("probes[0]: bad".into()));
+        state.publish();
+        assert_eq!(state.verdict().status, Status::Fail);
+        let series = r#"hybridprobe_diagnosis{code="config_reload_failed"}"#;
+        assert_eq!(gauge(&state, series).as_deref(), Some("1"));
+        assert_eq!(
+            gauge(&state, "hybridprobe_node_healthy").as_deref(),
+            Some("0")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn changes_are_published_at_once_then_coalesced() {
+        let (state, checks) = tracked();
+        let mut published = state.subscribe();
+        let publisher = tokio::spawn(state.clone().publish_changes());
+        // The changes made before the publisher started are published at its first turn.
+        published.changed().await.unwrap();
+        assert_eq!(state.verdict().status, Status::Starting);
+
+        // A lone change after a quiet spell is published without waiting.
+        tokio::time::sleep(PUBLISH_EVERY * 2).await;
+        let started = tokio::time::Instant::now();
+        passed(&state, &checks[0]);
+        published.changed().await.unwrap();
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(state.verdict().status, Status::Ok);
+
+        // A thousand rounds and a rejected config within one period: one publish, after it.
+        for _ in 0..1000 {
+            passed(&state, &checks[0]);
+        }
+        state.config_reloaded(Err("probes[0]: bad".into()));
+        published.changed().await.unwrap();
+        assert_eq!(started.elapsed(), PUBLISH_EVERY);
+        assert_eq!(state.verdict().status, Status::Fail);
+        tokio::time::sleep(PUBLISH_EVERY * 3).await;
+        assert!(!published.has_changed().unwrap(), "nothing changed since");
+        publisher.abort();
     }
 }

@@ -21,6 +21,8 @@
 mod evidence;
 pub mod table;
 #[cfg(test)]
+pub(crate) mod test_util;
+#[cfg(test)]
 mod tests;
 pub mod verdict;
 

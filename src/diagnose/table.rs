@@ -205,31 +205,11 @@ pub(crate) fn format_seconds(seconds: f64) -> String {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::diagnose::verdict::{CheckView, Diagnosis, NetnsView};
+    use crate::diagnose::test_util::check;
+    use crate::diagnose::verdict::{Diagnosis, NetnsView};
     use crate::netns::NetnsId;
-
-    /// A check that ran: 1.2ms when it passes, 2s when it fails.
-    pub(crate) fn check(
-        probe: &str,
-        netns: NetnsId,
-        ok: bool,
-        result: &'static str,
-        detail: &str,
-    ) -> CheckView {
-        CheckView {
-            probe: probe.into(),
-            kind: "tcp",
-            netns,
-            ok,
-            result,
-            duration_seconds: Some(if ok { 0.0012 } else { 2.0 }),
-            detail: detail.into(),
-            since: Some("2026-11-26T03:00:00Z".into()),
-            last_success: None,
-        }
-    }
 
     fn failing_verdict() -> Verdict {
         Verdict {

@@ -2,10 +2,10 @@
 
 use serde::Serialize;
 
-use crate::agent::state::AgentState;
 pub use crate::diagnose::Diagnosis;
 use crate::diagnose::{self, Code, Observed, Seen};
-use crate::netns::NetnsId;
+use crate::netns::{NetnsId, NetnsStatus};
+use crate::results::{CheckKey, CheckState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -68,14 +68,33 @@ impl Verdict {
     pub fn failing(&self) -> usize {
         self.checks.iter().filter(|c| !c.ok).count()
     }
+
+    /// Whether the diagnosis `code` holds: the value of its `hybridprobe_diagnosis` series.
+    pub fn diagnosed(&self, code: Code) -> bool {
+        self.diagnoses.iter().any(|d| d.code == code.as_str())
+    }
 }
 
-/// Judges the node from the current state, and publishes the diagnoses as
-/// `hybridprobe_diagnosis`, so every scrape of `/metrics` sees the current ones.
-pub fn judge(state: &AgentState) -> Verdict {
-    let results = state.results();
-    let in_order = results.in_order();
-    let checks: Vec<CheckView> = in_order
+/// Everything a verdict is judged from, as the agent knows it at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot<'a> {
+    /// The node the agent reports for.
+    pub node: &'a str,
+    /// Every check's results, in report order (config order, pod before host).
+    pub checks: &'a [(&'a CheckKey, &'a CheckState)],
+    /// Which namespaces the executors could enter.
+    pub namespaces: &'a [NetnsStatus],
+    /// Why the newest config file was rejected; `None` when it is the one running.
+    pub config_error: Option<&'a str>,
+    /// True once every check finished its first round.
+    pub ready: bool,
+}
+
+/// Judges the node: a pure function of the snapshot, which the agent calls once per change
+/// and publishes (`AgentState::publish`), so reads never judge.
+pub fn judge(snapshot: &Snapshot) -> Verdict {
+    let checks: Vec<CheckView> = snapshot
+        .checks
         .iter()
         .map(|(key, check)| {
             let last = check.last.as_ref();
@@ -92,8 +111,8 @@ pub fn judge(state: &AgentState) -> Verdict {
             }
         })
         .collect();
-    let namespaces: Vec<NetnsView> = state
-        .namespaces()
+    let namespaces: Vec<NetnsView> = snapshot
+        .namespaces
         .iter()
         .map(|ns| NetnsView {
             netns: ns.id,
@@ -101,7 +120,8 @@ pub fn judge(state: &AgentState) -> Verdict {
             reason: ns.unavailable.clone(),
         })
         .collect();
-    let observed: Vec<Observed> = in_order
+    let observed: Vec<Observed> = snapshot
+        .checks
         .iter()
         .map(|(key, check)| Observed {
             probe: &check.probe,
@@ -109,17 +129,8 @@ pub fn judge(state: &AgentState) -> Verdict {
             seen: Seen::of(check),
         })
         .collect();
-    let diagnoses = diagnose::diagnose(
-        &observed,
-        &state.namespaces(),
-        state.config_error().as_deref(),
-    );
-    drop(results);
-    for code in Code::ALL {
-        let active = diagnoses.iter().any(|d| d.code == code.as_str());
-        state.metrics.set_diagnosis(*code, active);
-    }
-    let status = if !state.is_ready() {
+    let diagnoses = diagnose::diagnose(&observed, snapshot.namespaces, snapshot.config_error);
+    let status = if !snapshot.ready {
         Status::Starting
     } else if checks.iter().all(|c| c.ok || c.result == PENDING) && diagnoses.is_empty() {
         Status::Ok
@@ -128,7 +139,7 @@ pub fn judge(state: &AgentState) -> Verdict {
     };
     Verdict {
         status,
-        node: state.node.clone(),
+        node: snapshot.node.to_owned(),
         checks,
         namespaces,
         diagnoses,
@@ -137,4 +148,139 @@ pub fn judge(state: &AgentState) -> Verdict {
 
 fn rfc3339(at: std::time::SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::probe::{Failure, Measurements, Outcome, Reason};
+    use crate::results::{Damping, Results};
+    use NetnsId::{Host, Pod};
+
+    const CONFIG: &str = r#"
+netns: { pod: {}, host: { path: /nonexistent } }
+probes:
+  - { name: ldap, tcp: { target: "198.19.10.1:389" } }
+  - { name: gw, netns: [pod], icmp: { target: gateway } }
+"#;
+
+    fn key(probe: &str, netns: NetnsId) -> CheckKey {
+        CheckKey {
+            probe: probe.into(),
+            netns,
+        }
+    }
+
+    /// Results for the checks of [`CONFIG`], none of which has run.
+    fn declared() -> Results {
+        let mut results = Results::default();
+        let probes = Config::parse(CONFIG, &|_| None).unwrap().probes;
+        for (position, probe) in probes.into_iter().enumerate() {
+            let probe = Arc::new(probe);
+            for netns in probe.netns.clone() {
+                results.declare(key(&probe.name, netns), probe.clone(), position);
+            }
+        }
+        results
+    }
+
+    fn round(results: &mut Results, probe: &str, netns: NetnsId, ok: bool) {
+        let result = if ok {
+            Ok(Outcome {
+                detail: "connected".into(),
+                measurements: Measurements::None,
+            })
+        } else {
+            Err(Failure::new(Reason::Timeout, "no answer within 2s"))
+        };
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let damping = Damping {
+            fail_after: 1,
+            recover_after: 1,
+        };
+        let took = Duration::from_millis(2);
+        results.record(&key(probe, netns), &result, took, at, damping);
+    }
+
+    fn namespaces() -> Vec<NetnsStatus> {
+        [Pod, Host]
+            .map(|id| NetnsStatus {
+                id,
+                unavailable: None,
+            })
+            .to_vec()
+    }
+
+    fn judged(results: &Results, config_error: Option<&str>, ready: bool) -> Verdict {
+        let namespaces = namespaces();
+        judge(&Snapshot {
+            node: "node-1",
+            checks: &results.in_order(),
+            namespaces: &namespaces,
+            config_error,
+            ready,
+        })
+    }
+
+    #[test]
+    fn a_node_is_starting_until_ready_then_ok_when_every_check_passes() {
+        let mut results = declared();
+        let verdict = judged(&results, None, false);
+        assert_eq!(verdict.status, Status::Starting);
+        assert_eq!(verdict.node, "node-1");
+        let order: Vec<(&str, NetnsId, &str)> = verdict
+            .checks
+            .iter()
+            .map(|c| (c.probe.as_str(), c.netns, c.result))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("ldap", Pod, PENDING),
+                ("ldap", Host, PENDING),
+                ("gw", Pod, PENDING)
+            ],
+            "config order, pod before host"
+        );
+        for (probe, netns) in [("ldap", Pod), ("ldap", Host), ("gw", Pod)] {
+            round(&mut results, probe, netns, true);
+        }
+        let verdict = judged(&results, None, true);
+        assert_eq!(verdict.status, Status::Ok, "{verdict:?}");
+        assert_eq!(verdict.failing(), 0);
+        assert!(verdict.diagnoses.is_empty());
+        let ldap = &verdict.checks[0];
+        assert_eq!((ldap.ok, ldap.result), (true, "success"));
+        assert_eq!(ldap.detail, "connected");
+        assert_eq!(ldap.since.as_deref(), Some("2027-01-15T08:00:00Z"));
+        assert_eq!(verdict.namespaces.len(), 2);
+    }
+
+    #[test]
+    fn a_failing_check_or_a_rejected_config_fails_the_node_a_pending_check_does_not() {
+        let mut results = declared();
+        round(&mut results, "ldap", Pod, true);
+        round(&mut results, "ldap", Host, true);
+        // `gw` was added by a reload and has not run: it does not fail the node.
+        let verdict = judged(&results, None, true);
+        assert_eq!(verdict.status, Status::Ok, "{verdict:?}");
+        assert_eq!(verdict.failing(), 1, "pending counts as not ok");
+
+        round(&mut results, "gw", Pod, false);
+        let verdict = judged(&results, None, true);
+        assert_eq!(verdict.status, Status::Fail);
+        let gw = &verdict.checks[2];
+        assert_eq!((gw.ok, gw.result), (false, "timeout"));
+        assert_eq!(gw.detail, "no answer within 2s");
+
+        round(&mut results, "gw", Pod, true);
+        let verdict = judged(&results, Some("probes[0]: bad"), true);
+        assert_eq!(verdict.status, Status::Fail, "{verdict:?}");
+        assert!(verdict.diagnosed(Code::ConfigReloadFailed), "{verdict:?}");
+        assert!(!verdict.diagnosed(Code::OnpremUnreachable));
+    }
 }

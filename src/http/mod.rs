@@ -19,7 +19,7 @@ use crate::agent::state::AgentState;
 use crate::diagnose::table;
 use server::Limits;
 
-use crate::diagnose::verdict::{self, Status};
+use crate::diagnose::verdict::Status;
 
 pub(crate) const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub(crate) const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
@@ -44,9 +44,9 @@ pub async fn serve(
     server::serve(listener, router(state), Limits::default(), shutdown).await
 }
 
+/// The metrics as they are: the agent publishes `hybridprobe_node_healthy` and the diagnoses
+/// on the write side, so a scrape only renders (or shares the last rendering).
 async fn metrics(State(state): State<Arc<AgentState>>) -> Response {
-    let verdict = verdict::judge(&state);
-    state.metrics.set_node_healthy(verdict.status == Status::Ok);
     (
         [(header::CONTENT_TYPE, PROMETHEUS_TEXT)],
         state.metrics.render(),
@@ -64,8 +64,9 @@ async fn livez(State(state): State<Arc<AgentState>>) -> Response {
     }
 }
 
+/// Ready once the published verdict is past `starting`, so `/healthz` agrees from then on.
 async fn readyz(State(state): State<Arc<AgentState>>) -> Response {
-    if state.is_ready() {
+    if state.verdict().status != Status::Starting {
         text(StatusCode::OK, "ready\n")
     } else {
         text(
@@ -85,14 +86,14 @@ async fn healthz(
     Query(query): Query<HealthQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let verdict = verdict::judge(&state);
+    let verdict = state.verdict();
     let code = if verdict.status == Status::Ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     if wants_json(query.format.as_deref(), &headers) {
-        (code, axum::Json(verdict)).into_response()
+        (code, axum::Json(&*verdict)).into_response()
     } else {
         text(code, table::table(&verdict))
     }

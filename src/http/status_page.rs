@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::agent::state::AgentState;
 use crate::diagnose::table::{format_seconds, headline};
-use crate::diagnose::verdict::{self, CheckView, Status, Verdict};
+use crate::diagnose::verdict::{CheckView, Status, Verdict};
 use crate::netns::NetnsId;
 use crate::results::{CheckKey, Sample, HISTORY};
 
@@ -39,9 +39,10 @@ pub async fn page(State(state): State<Arc<AgentState>>) -> Response {
         .into_response()
 }
 
-/// What the page shows, taken from the agent's state at one moment.
+/// What the page shows, read from the agent's state at one moment.
 pub struct Snapshot {
-    pub verdict: Verdict,
+    /// The published verdict.
+    pub verdict: Arc<Verdict>,
     /// Each check's recent rounds, oldest first.
     pub history: BTreeMap<CheckKey, Vec<Sample>>,
     /// Why the newest config file was rejected, if it was.
@@ -50,8 +51,9 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Reads the published verdict and each check's history; judges and writes nothing.
     pub fn take(state: &AgentState) -> Snapshot {
-        let verdict = verdict::judge(state);
+        let verdict = state.verdict();
         let history = state
             .results()
             .in_order()
@@ -401,85 +403,13 @@ fn short_duration(d: Duration) -> String {
     }
 }
 
-const STYLE: &str = r#"
-:root {
-  --text: #1f2328; --muted: #59636e; --line: #d1d9e0; --page: #f6f8fa; --card: #ffffff;
-  --ok: #1a7f37; --ok-soft: #dafbe1; --ok-bar: #4ac26b;
-  --fail: #cf222e; --fail-soft: #ffebe9; --fail-bar: #ff8182;
-  --pending: #6e7781; --pending-soft: #eaeef2; --none: #d8dee4;
-}
-* { box-sizing: border-box; }
-body { margin: 0; background: var(--page); color: var(--text);
-  font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
-main { max-width: 1360px; margin: 0 auto; padding: 24px 32px 40px; }
-code, pre, .detail, .since, .result, .duration, .why {
-  font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, "DejaVu Sans Mono", monospace; }
-h1 { margin: 0; font-size: 26px; font-weight: 650; overflow-wrap: anywhere; }
-h2 { margin: 22px 0 8px; font-size: 13px; font-weight: 650; letter-spacing: .08em;
-  text-transform: uppercase; color: var(--muted); }
-.verdict { display: flex; align-items: center; gap: 20px; padding: 14px 22px;
-  background: var(--card); border: 1px solid var(--line); border-left: 8px solid var(--pending);
-  border-radius: 10px; }
-.verdict.ok { border-left-color: var(--ok); }
-.verdict.fail { border-left-color: var(--fail); }
-.badge { font-size: 22px; font-weight: 750; letter-spacing: .04em; padding: 6px 16px;
-  border-radius: 8px; color: #fff; background: var(--pending); white-space: nowrap; }
-.ok > .badge { background: var(--ok); }
-.fail > .badge { background: var(--fail); }
-.headline { margin: 2px 0 0; font-size: 17px; }
-.meta { margin: 0 0 0 auto; text-align: right; color: var(--muted); font-size: 13px; }
-.quiet { color: var(--muted); margin: 0; }
-.diagnosis { background: var(--card); border: 1px solid var(--line);
-  border-left: 6px solid var(--fail); border-radius: 8px; padding: 12px 16px; margin: 0 0 10px; }
-.diagnosis code { font-size: 13px; color: var(--fail); font-weight: 650; }
-.diagnosis p { margin: 4px 0 0; overflow-wrap: anywhere; }
-.summary { font-weight: 600; font-size: 16px; }
-.hint { color: var(--text); }
-table.checks { width: 100%; border-collapse: separate; border-spacing: 0; background: var(--card);
-  border: 1px solid var(--line); border-radius: 10px; overflow: hidden; table-layout: fixed; }
-.checks th, .checks td { text-align: left; vertical-align: top; padding: 10px 14px;
-  border-bottom: 1px solid var(--line); }
-.checks tbody tr:last-child > * { border-bottom: 0; }
-.checks thead th { background: var(--page); font-size: 13px; color: var(--muted); font-weight: 650; }
-.checks thead th:first-child, .checks tbody th { width: 200px; }
-.checks td + td, .checks th + td, .checks thead th + th { border-left: 1px solid var(--line); }
-.probe { display: block; font-weight: 650; overflow-wrap: anywhere; }
-.kind { display: inline-block; margin-top: 4px; font-size: 12px; color: var(--muted);
-  border: 1px solid var(--line); border-radius: 10px; padding: 0 8px; font-weight: 500; }
-.cell.fail { background: var(--fail-soft); }
-.cell.none { color: var(--muted); font-style: italic; }
-.top { display: flex; align-items: baseline; gap: 10px; flex-wrap: wrap; }
-.pill, .tag { display: inline-block; font-size: 12px; font-weight: 700; letter-spacing: .03em;
-  border-radius: 10px; padding: 1px 9px; color: #fff; background: var(--pending); }
-.pill.ok, .tag.ok { background: var(--ok); }
-.pill.fail, .tag.fail { background: var(--fail); }
-.result { font-weight: 600; }
-.fail .result { color: var(--fail); }
-.duration { color: var(--muted); font-size: 13px; }
-.detail { margin-top: 4px; font-size: 13px; overflow-wrap: anywhere; }
-.since { margin-left: auto; font-size: 12px; color: var(--muted); }
-.history { display: flex; align-items: flex-end; gap: 12px; margin-top: 8px; }
-.spark { flex: none; }
-.spark .ok rect { fill: var(--ok); } .spark .ok .bar { fill: var(--ok-bar); }
-.spark .fail rect { fill: var(--fail); } .spark .fail .bar { fill: var(--fail-bar); }
-.spark .none { fill: var(--none); }
-.legend { font-size: 12px; color: var(--muted); line-height: 1.3; }
-.bad { color: var(--fail); font-weight: 650; }
-dl.agent { display: grid; grid-template-columns: max-content 1fr; gap: 8px 18px; margin: 0;
-  background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 14px 18px; }
-dl.agent dt { font-weight: 650; }
-dl.agent dd { margin: 0; overflow-wrap: anywhere; }
-.why { font-size: 13px; margin-left: 6px; }
-pre { margin: 8px 0 0; padding: 10px 12px; background: var(--fail-soft); border-radius: 6px;
-  white-space: pre-wrap; overflow-wrap: anywhere; font-size: 13px; }
-footer { margin-top: 28px; color: var(--muted); font-size: 13px; }
-a { color: #0969da; }
-"#;
+/// The page's only styles, inlined into it: the page loads nothing (see the CSP).
+const STYLE: &str = include_str!("status.css");
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnose::table::tests::check;
+    use crate::diagnose::test_util::check;
     use crate::diagnose::verdict::{Diagnosis, NetnsView};
 
     const HOSTILE: &str = r#"<script>alert('x')</script> & "quoted" <img src=x onerror=alert(1)>"#;
@@ -529,7 +459,7 @@ mod tests {
         history.insert(key("dc1-ldap", NetnsId::Pod), samples("+++--"));
         history.insert(key("dc1-ldap", NetnsId::Host), samples("+++++"));
         Snapshot {
-            verdict: Verdict {
+            verdict: Arc::new(Verdict {
                 status: Status::Fail,
                 node: "node-1".into(),
                 checks: vec![
@@ -554,7 +484,7 @@ mod tests {
                     summary: "pods cannot reach dc1-ldap but the node can".into(),
                     hint: "check the NSG rules for the pod range",
                 }],
-            },
+            }),
             history,
             config_error: None,
             now: humantime::parse_rfc3339("2026-11-26T03:02:05Z").unwrap(),
@@ -625,13 +555,14 @@ mod tests {
     #[test]
     fn every_outside_string_is_escaped() {
         let mut s = snapshot();
-        s.verdict.node = HOSTILE.into();
-        s.verdict.checks[0].probe = HOSTILE.into();
-        s.verdict.checks[0].detail = HOSTILE.into();
-        s.verdict.checks[0].since = Some(HOSTILE.into());
-        s.verdict.diagnoses[0].summary = HOSTILE.into();
-        s.verdict.namespaces[1].available = false;
-        s.verdict.namespaces[1].reason = Some(HOSTILE.into());
+        let verdict = Arc::make_mut(&mut s.verdict);
+        verdict.node = HOSTILE.into();
+        verdict.checks[0].probe = HOSTILE.into();
+        verdict.checks[0].detail = HOSTILE.into();
+        verdict.checks[0].since = Some(HOSTILE.into());
+        verdict.diagnoses[0].summary = HOSTILE.into();
+        verdict.namespaces[1].available = false;
+        verdict.namespaces[1].reason = Some(HOSTILE.into());
         s.config_error = Some(format!("line 1\n{HOSTILE}"));
         let html = render(&s);
         for raw in ["<script", "<img", "onerror=alert(1)>", "'x'", "\"quoted\""] {
@@ -649,15 +580,16 @@ mod tests {
     #[test]
     fn starting_and_pending_checks_say_so() {
         let mut s = snapshot();
-        s.verdict.status = Status::Starting;
-        s.verdict.diagnoses.clear();
-        s.verdict.checks[0] = CheckView {
+        let verdict = Arc::make_mut(&mut s.verdict);
+        verdict.status = Status::Starting;
+        verdict.diagnoses.clear();
+        verdict.checks[0] = CheckView {
             ok: false,
             result: "pending",
             duration_seconds: None,
             detail: String::new(),
             since: None,
-            ..s.verdict.checks[0].clone()
+            ..verdict.checks[0].clone()
         };
         s.history.clear();
         let html = render(&s);

@@ -17,7 +17,6 @@ use prometheus::{
     Counter, CounterVec, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, Opts,
 };
 
-use crate::diagnose::Code;
 use crate::netns::NetnsId;
 use crate::probe::{CheckLabels, Failure, Families, KindSeries, Outcome, DURATION_BUCKETS};
 use crate::results::Transition;
@@ -162,7 +161,9 @@ impl Families for Registrar {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// Every series, with one `hybridprobe_diagnosis` per code in `diagnosis_codes`: the
+    /// caller names the codes, so metrics knows no diagnosis engine.
+    pub fn new(diagnosis_codes: &[&str]) -> Metrics {
         let mut r = Registrar::default();
         let build_info = r.gauges(
             "hybridprobe_build_info",
@@ -182,8 +183,8 @@ impl Metrics {
              present.",
             &["code"],
         );
-        for code in Code::ALL {
-            diagnosis.with_label_values(&[code.as_str()]).set(0.0);
+        for code in diagnosis_codes {
+            diagnosis.with_label_values(&[*code]).set(0.0);
         }
         let scheduler_lag = {
             let opts = HistogramOpts::new(
@@ -354,8 +355,9 @@ impl Metrics {
         self.changed();
     }
 
-    /// Set before every scrape from that scrape's verdict, so only a change counts as one: an
-    /// unchanged value keeps the shared rendering.
+    /// Set by every publish of the verdict, which sets every diagnosis code too. Only a change
+    /// drops the shared rendering: the comparison costs one load, and a publish that changed
+    /// no value (most of them) keeps the rendering scrapes made since the round before it.
     pub fn set_node_healthy(&self, healthy: bool) {
         let value = if healthy { 1.0 } else { 0.0 };
         if self.node_healthy.get() != value {
@@ -364,10 +366,10 @@ impl Metrics {
         }
     }
 
-    /// Like `set_node_healthy`: set from every verdict, so only a change counts as one.
-    pub fn set_diagnosis(&self, code: Code, active: bool) {
+    /// Like `set_node_healthy`: set by every publish, so only a change counts as one.
+    pub fn set_diagnosis(&self, code: &str, active: bool) {
         let value = if active { 1.0 } else { 0.0 };
-        let gauge = self.diagnosis.with_label_values(&[code.as_str()]);
+        let gauge = self.diagnosis.with_label_values(&[code]);
         if gauge.get() != value {
             gauge.set(value);
             self.changed();
@@ -411,12 +413,6 @@ impl Metrics {
         }
         self.last_render_len.store(out.len(), Ordering::Relaxed);
         out
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
     }
 }
 
@@ -470,11 +466,12 @@ mod tests {
     /// Dashboards and alerts need a series for every code from the first scrape on.
     #[test]
     fn every_diagnosis_code_is_exported_from_the_start() {
-        let metrics = Metrics::new();
-        metrics.set_diagnosis(Code::PmtuBlackhole, true);
+        let codes = ["route_mismatch", "pmtu_blackhole"];
+        let metrics = Metrics::new(&codes);
+        metrics.set_diagnosis("pmtu_blackhole", true);
         let text = metrics.render();
-        for code in Code::ALL {
-            let on = if *code == Code::PmtuBlackhole { 1 } else { 0 };
+        for code in codes {
+            let on = if code == "pmtu_blackhole" { 1 } else { 0 };
             let line = format!("hybridprobe_diagnosis{{code=\"{code}\"}} {on}");
             assert!(text.contains(&line), "missing {line}\n{text}");
         }
@@ -482,7 +479,7 @@ mod tests {
 
     #[test]
     fn a_round_updates_the_generic_and_kind_series() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(&[]);
         let dc1 = metrics.check_series("dc1", "icmp", NetnsId::Pod);
         let failure = Failure {
             reason: Reason::Timeout,
@@ -523,7 +520,7 @@ mod tests {
 
     #[test]
     fn a_rendering_is_shared_until_a_series_changes() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(&[]);
         let check = metrics.check_series("dc1", "tcp", NetnsId::Pod);
         let first = metrics.render();
         assert!(Arc::ptr_eq(&first.0, &metrics.render().0), "rendered twice");
@@ -580,7 +577,7 @@ mod tests {
 
     #[test]
     fn scheduler_lag_is_one_unlabelled_histogram() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(&[]);
         metrics.observe_scheduler_lag(Duration::from_micros(300));
         metrics.observe_scheduler_lag(Duration::from_millis(80));
         let text = metrics.render();
@@ -596,7 +593,7 @@ mod tests {
 
     #[test]
     fn source_ip_keeps_one_info_series_per_check() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(&[]);
         let check = metrics.check_series("pod-ip", "source_ip", NetnsId::Pod);
         let round = |observed: &str, snat: Option<bool>| {
             let measurements = Measurements::SourceIp(SourceIpReport {
@@ -638,7 +635,7 @@ mod tests {
     #[test]
     fn dns_pairs_get_their_own_series() {
         use crate::probe::dns::{DnsPair, DnsReport, Transport};
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(&[]);
         let check = metrics.check_series("corp-db", "dns", NetnsId::Host);
         let pair = |server: &str, transport, failure, ms: &[u64]| DnsPair {
             server: server.into(),
@@ -690,7 +687,7 @@ mod tests {
     #[test]
     fn a_changed_route_replaces_its_info_series_and_no_route_removes_it() {
         use crate::probe::route::{Route, RouteReport};
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(&[]);
         let check = &metrics.check_series("onprem-route", "route", NetnsId::Host);
         let via = |gateway: Option<&str>, dev: &str| {
             round(Measurements::Route(RouteReport {
@@ -746,7 +743,7 @@ mod tests {
     #[test]
     fn path_changes_are_counted_from_the_second_round() {
         use crate::probe::traceroute::{Hop, TracerouteReport};
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(&[]);
         let check = &metrics.check_series("trace", "traceroute", NetnsId::Pod);
         let path = |hops: &[&str]| {
             round(Measurements::Traceroute(TracerouteReport {
@@ -784,7 +781,7 @@ mod tests {
 
     #[test]
     fn success_sets_the_last_success_timestamp() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(&[]);
         let dc1 = metrics.check_series("dc1", "tcp", NetnsId::Host);
         let ok = Outcome {
             detail: "ok".into(),
@@ -810,7 +807,7 @@ mod tests {
 
     #[test]
     fn forgetting_a_check_removes_only_its_series() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(&[]);
         let gone = metrics.check_series("gone", "icmp", NetnsId::Pod);
         let kept = metrics.check_series("gone", "icmp", NetnsId::Host);
         let failure = || Failure {
