@@ -11,6 +11,7 @@ use hybridprobe::agent::{self, builtin, signal, ConfigSource};
 use hybridprobe::config::{Config, ConfigError, DEFAULT_HOST_NETNS, DEFAULT_HOST_RESOLV_CONF};
 use hybridprobe::diagnose::table::{self, ColorChoice, Style};
 use hybridprobe::diagnose::verdict::Status;
+use hybridprobe::http;
 use hybridprobe::reflect;
 use hybridprobe::smoke::AgentsTarget;
 
@@ -240,8 +241,14 @@ fn with_config(
 }
 
 fn agent(source: ConfigSource, node: String, listen: SocketAddr) -> anyhow::Result<ExitCode> {
-    runtime()?.block_on(agent::run(source, node, listen, signal::shutdown()))?;
-    Ok(ExitCode::SUCCESS)
+    runtime()?.block_on(async {
+        // Bound first: an agent that cannot serve exits before it probes anything.
+        let listener = http::listen(listen).await?;
+        // In-flight requests get a grace period to finish once shutdown begins (server::Limits).
+        let serve = |state| http::serve(listener, state, signal::shutdown());
+        agent::run(source, node, serve).await;
+        anyhow::Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn check(

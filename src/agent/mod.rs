@@ -9,30 +9,17 @@ pub mod signal;
 pub mod state;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::Config;
 use crate::diagnose::verdict::Verdict;
 use crate::diagnose::Code;
-use crate::http;
 use crate::metrics::Metrics;
 
 use check::executors;
 use scheduler::Scheduler;
 use state::AgentState;
-
-/// Why the agent could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("cannot listen on {addr}")]
-    Listen {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// Where the agent's config comes from.
 pub enum ConfigSource {
@@ -42,19 +29,13 @@ pub enum ConfigSource {
     Fixed(Config),
 }
 
-/// Runs the agent: the scheduler and the HTTP server on `listen`, until `shutdown` completes.
-pub async fn run(
-    source: ConfigSource,
-    node: String,
-    listen: SocketAddr,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| Error::Listen {
-            addr: listen,
-            source,
-        })?;
+/// Runs the agent: the scheduler and the config watcher, which write the state, and `serve`,
+/// which reads it (the HTTP server: a layer above, so it is handed in), until `serve` returns.
+pub async fn run<S, F>(source: ConfigSource, node: String, serve: S)
+where
+    S: FnOnce(Arc<AgentState>) -> F,
+    F: Future<Output = ()>,
+{
     let state = Arc::new(AgentState::new(node, new_metrics()));
     let mut scheduler = Scheduler::new(state.clone());
     let (reloads_tx, reloads) = tokio::sync::mpsc::channel(1);
@@ -73,16 +54,14 @@ pub async fn run(
             )))
         }
     };
-    tracing::info!(%listen, "agent started");
+    tracing::info!("agent started");
     let scheduler = tokio::spawn(scheduler.run(reloads));
 
-    // In-flight requests get a grace period to finish once shutdown begins (see server::Limits).
-    http::serve(listener, state, shutdown).await;
+    serve(state).await;
     scheduler.abort();
     if let Some(watcher) = watcher {
         watcher.abort();
     }
-    Ok(())
 }
 
 /// Runs every check once and judges the node: the `check` command.

@@ -5,6 +5,7 @@ pub mod server;
 pub mod status_page;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
@@ -32,6 +33,24 @@ pub fn router(state: Arc<AgentState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/healthz", get(healthz))
         .with_state(state)
+}
+
+/// Why the agent's HTTP server could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}")]
+pub struct ListenError {
+    addr: SocketAddr,
+    #[source]
+    source: std::io::Error,
+}
+
+/// Binds the agent's HTTP listener.
+pub async fn listen(addr: SocketAddr) -> Result<TcpListener, ListenError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ListenError { addr, source })?;
+    tracing::info!(listen = %addr, "listening");
+    Ok(listener)
 }
 
 /// Serves until `shutdown` completes, then lets in-flight requests finish, within the limits
