@@ -9,9 +9,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-
 use prometheus::core::Collector;
 use prometheus::{
     Counter, CounterVec, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, Opts,
@@ -21,7 +18,10 @@ use crate::netns::NetnsId;
 use crate::probe::{CheckLabels, Failure, Families, KindSeries, Outcome, DURATION_BUCKETS};
 use crate::results::Transition;
 
+mod exposition;
 mod text;
+
+pub use exposition::Exposition;
 
 /// Outages: from one missed round to a day.
 const OUTAGE_BUCKETS: &[f64] = &[
@@ -413,40 +413,6 @@ impl Metrics {
         }
         self.last_render_len.store(out.len(), Ordering::Relaxed);
         out
-    }
-}
-
-/// A rendering of every series, shared without copying by the scrapes that asked for it. It
-/// reads as a `str` and is an HTTP response body.
-#[derive(Clone, Debug)]
-pub struct Exposition(Arc<String>);
-
-impl std::ops::Deref for Exposition {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for Exposition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Lends the shared text to a response body without copying it.
-struct Shared(Arc<String>);
-
-impl AsRef<[u8]> for Shared {
-    fn as_ref(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
-
-impl IntoResponse for Exposition {
-    fn into_response(self) -> Response {
-        Bytes::from_owner(Shared(self.0)).into_response()
     }
 }
 
