@@ -25,6 +25,12 @@ use crate::lab::dns::{DB_IP, DB_NAME};
 use crate::lab::{Host, Lab, ProcHandle, POD_IP};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hybridprobe");
+
+/// The agent binary to run: `HYBRIDPROBE_BIN` when set (to compare two builds in one session),
+/// else the one Cargo built with the benchmark.
+pub fn agent_bin() -> String {
+    std::env::var("HYBRIDPROBE_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
 pub const AGENT_PORT: u16 = 9739;
 
 /// The TCP port every on-prem target listens on.
@@ -217,8 +223,9 @@ impl Agent {
         std::fs::write(&config, workload.hybridprobe_config()).expect("writing the agent config");
         let listen = SocketAddr::from((POD_IP, AGENT_PORT));
         let (config, listen_text) = (config.display().to_string(), listen.to_string());
+        let bin = agent_bin();
         let mut args = vec![
-            BIN,
+            bin.as_str(),
             "agent",
             "--config",
             &config,

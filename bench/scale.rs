@@ -1,11 +1,13 @@
 //! Scale: the agent pinned to one core running 1,000 probes a second against on-prem targets
 //! in the lab (CPU, peak RSS, every round counted, and how late rounds start, from
-//! `hybridprobe_scheduler_lag_seconds`); then /metrics latency with about 5,000 series under
-//! 20 concurrent scrapers: 20 Prometheus-like scrapers each scraping once a second, all at
-//! the same instant (the worst alignment), and wrk holding 20 connections busy back to back
-//! (saturation). Everything but the agent runs on the other core.
+//! `hybridprobe_scheduler_lag_seconds`); then /metrics and /healthz latency with about 5,000
+//! series under 20 concurrent clients: 20 Prometheus-like clients each asking once a second,
+//! all at the same instant (the worst alignment), and wrk holding 20 connections busy back to
+//! back (saturation). Everything but the agent runs on the other core.
 //!
 //! Run it with `bench/scale.sh`; `cargo bench --bench scale -- --help` lists options.
+//! `--seconds 0` skips the probes-per-second part; `HYBRIDPROBE_BIN=PATH` runs another build
+//! of the agent, to compare two builds in one session.
 
 #[path = "../tests/lab/mod.rs"]
 mod lab;
@@ -71,10 +73,11 @@ fn main() {
     common::pin_to_cpu(1);
     let lab = Lab::new("scale").expect("the lab needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)");
     SCALE.serve(&lab);
-    let probes = probes_per_second(&lab, &o);
-    let scrapes = metrics_latency(&lab, &o);
+    println!("agent: {}", common::agent_bin());
+    let probes = (o.seconds > 0).then(|| probes_per_second(&lab, &o));
+    let scrapes = latency(&lab, &o);
     println!("\nmachine: {}", common::machine());
-    println!("\n{probes}\n{scrapes}");
+    println!("\n{}\n{scrapes}", probes.unwrap_or_default());
 }
 
 /// 1,000 probes a second on core 0 for `o.seconds`, scraped every 15 s.
@@ -126,9 +129,9 @@ fn probes_per_second(lab: &Lab, o: &Options) -> String {
     )
 }
 
-/// /metrics of an agent with about 5,000 series under 20 scrapers, first as Prometheus
-/// scrapes, then as fast as wrk can.
-fn metrics_latency(lab: &Lab, o: &Options) -> String {
+/// /metrics and /healthz of an agent with about 5,000 series under 20 clients, first as
+/// Prometheus scrapes, then as fast as wrk can.
+fn latency(lab: &Lab, o: &Options) -> String {
     let agent = Agent::start(lab, &SERIES, Some("0"));
     pause(Duration::from_secs(o.warmup));
     let series = agent
@@ -138,33 +141,38 @@ fn metrics_latency(lab: &Lab, o: &Options) -> String {
         .count();
     println!(
         "/metrics with {series} series ({} checks probing once a second, agent on core 0), \
-         {SCRAPERS} concurrent scrapers on core 1 for {} s each way",
+         {SCRAPERS} concurrent clients on core 1 for {} s each way, then /healthz",
         SERIES.total(),
         o.scrape_seconds
     );
-    let prometheus = aligned_scrapes(lab, &agent, o);
-    let saturated = wrk(lab, &agent, o);
+    let mut rows = Vec::new();
+    for path in ["/metrics", "/healthz"] {
+        rows.push(aligned_scrapes(lab, &agent, o, path));
+        rows.push(wrk(lab, &agent, o, path));
+    }
     let pid = lab.pid(agent.handle);
     let hwm = status_kib(pid, "VmHWM");
     lab.stop(agent.handle);
     format!(
-        "| /metrics, {series} series, {SCRAPERS} scrapers | scrapes/s | p50 | p90 | p99 | max | errors |\n\
-         |---|---|---|---|---|---|---|\n{prometheus}\n{saturated}\n\npeak RSS of the agent: {:.1} MiB",
+        "| {series} series, {SCRAPERS} clients | requests/s | p50 | p90 | p99 | max | errors |\n\
+         |---|---|---|---|---|---|---|\n{}\n\npeak RSS of the agent: {:.1} MiB",
+        rows.join("\n"),
         mib(hwm)
     )
 }
 
-/// Every scraper once a second, all at the same instant, over keep-alive connections.
-fn aligned_scrapes(lab: &Lab, agent: &Agent, o: &Options) -> String {
+/// Every client once a second, all at the same instant, over keep-alive connections.
+fn aligned_scrapes(lab: &Lab, agent: &Agent, o: &Options, path: &str) -> String {
     let jobs = (0..SCRAPERS)
         .map(|_| Job {
-            path: "/metrics".into(),
+            path: path.into(),
             every: Duration::from_secs(1),
             offset: Duration::ZERO,
         })
         .collect();
+    // /healthz says 503 while a check fails: an answer either way is a served request.
     let (driver, counts) = drive(lab, Host::Pod, agent.listen, jobs, |status, _| {
-        status == 200
+        status == 200 || status == 503
     });
     // The first bursts open the connections, which Prometheus then keeps.
     pause(Duration::from_secs(2));
@@ -175,7 +183,7 @@ fn aligned_scrapes(lab: &Lab, agent: &Agent, o: &Options) -> String {
     let latencies = counts.latencies(skip);
     let ms = |p: f64| percentile_ms(&latencies, p).map_or("-".into(), |v| format!("{v:.2}ms"));
     format!(
-        "| each once a second, all at once, {} s | {:.0} | {} | {} | {} | {} | {} |",
+        "| {path}, each once a second, all at once, {} s | {:.0} | {} | {} | {} | {} | {} |",
         o.scrape_seconds,
         tally.ok as f64 / o.scrape_seconds as f64,
         ms(0.5),
@@ -186,9 +194,9 @@ fn aligned_scrapes(lab: &Lab, agent: &Agent, o: &Options) -> String {
     )
 }
 
-/// wrk keeping 20 connections busy back to back: the most /metrics can serve.
-fn wrk(lab: &Lab, agent: &Agent, o: &Options) -> String {
-    let url = format!("http://{}/metrics", agent.listen);
+/// wrk keeping 20 connections busy back to back: the most `path` can serve.
+fn wrk(lab: &Lab, agent: &Agent, o: &Options, path: &str) -> String {
+    let url = format!("http://{}{path}", agent.listen);
     let (connections, duration) = (SCRAPERS.to_string(), format!("{}s", o.scrape_seconds));
     let out = lab.exec(
         Host::Pod,
@@ -236,7 +244,7 @@ fn wrk(lab: &Lab, agent: &Agent, o: &Options) -> String {
         .and_then(|stats| stats.split_whitespace().nth(2))
         .unwrap_or("-");
     format!(
-        "| wrk, back to back, {} s | {rate} | {} | {} | {} | {max} | {} |",
+        "| {path}, wrk, back to back, {} s | {rate} | {} | {} | {} | {max} | {} |",
         o.scrape_seconds,
         percentile("50%"),
         percentile("90%"),

@@ -1,7 +1,8 @@
 //! hybridprobe: a connectivity diagnostic agent for Kubernetes joined to on-premises networks.
 //!
-//! The folders are the layers, each importing only from those below it (ARCHITECTURE.md draws
-//! them; `.ci/checks/layers.sh` keeps the arrows one-way).
+//! The folders are layers: each imports only from its own layer or those below it. The agent
+//! judges on the write side and the HTTP handlers only read. ARCHITECTURE.md draws both, and
+//! `.ci/checks/layers.sh` keeps the arrows one-way.
 
 pub mod agent;
 pub mod config;

@@ -7,9 +7,11 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -148,12 +150,33 @@ pub async fn run_round(check: &Check) -> (Result<Outcome, Failure>, Duration) {
     let budget = timeout.saturating_sub((timeout / 10).min(Duration::from_millis(100)));
     // Boxed: a round's future is large (the largest probe kind's state) and a thousand idle
     // checks should not each carry one between rounds.
-    let work = Box::pin(
-        check
-            .executor
-            .run(move |ctx| async move { probe.kind.run(&ctx, budget).await }),
-    );
+    let work = Box::pin(check.executor.run(move |ctx| async move {
+        // Caught where it runs, which may be another namespace's thread.
+        contained(&probe, probe.kind.run(&ctx, budget)).await
+    }));
     within_timeout(&check.probe, work).await
+}
+
+/// Runs a round, turning a panic in it into a failed round: a bug in one probe fails that
+/// check (result `error`) and no other. It needs unwinding, which the release profile keeps.
+async fn contained(
+    probe: &ProbeConfig,
+    round: impl Future<Output = Result<Outcome, Failure>>,
+) -> Result<Outcome, Failure> {
+    let panic = match AssertUnwindSafe(round).catch_unwind().await {
+        Ok(result) => return result,
+        Err(panic) => panic,
+    };
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    tracing::error!(probe = %probe.name, %message, "a probe round panicked");
+    Err(Failure::new(
+        Reason::Error,
+        format!("{}: the probe panicked: {message}", probe.kind.describe()),
+    ))
 }
 
 /// Bounds a round by the probe's timeout: the only place rounds are timed out.
@@ -271,6 +294,25 @@ mod tests {
             "tcp connect 198.19.10.1:389: no answer within 2s"
         );
         assert_eq!(took, Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn a_round_that_panics_fails_its_check_and_nothing_else() {
+        let config = config("netns: {pod: {}}\nprobes: [{name: a, tcp: {target: 'x:1'}}]");
+        let panicking = async { panic!("index out of bounds") };
+        let failure = contained(&config.probes[0], panicking).await.unwrap_err();
+        assert_eq!(failure.reason, Reason::Error);
+        assert_eq!(
+            failure.detail,
+            "tcp connect x:1: the probe panicked: index out of bounds"
+        );
+        let answered = async {
+            Ok(Outcome {
+                detail: "connected".into(),
+                report: crate::probe::Report::None,
+            })
+        };
+        assert!(contained(&config.probes[0], answered).await.is_ok());
     }
 
     #[tokio::test]
