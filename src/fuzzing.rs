@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 use hickory_net::proto::op::DnsResponse;
 use hickory_net::proto::rr::Name;
 
-use crate::probe::dns::{self, DnsSpec, ResolvConf, Transport};
+use crate::net::Transport;
+use crate::probe::dns::{self, DnsSpec, ResolvConf};
 use crate::probe::{source_ip, Failure, Outcome};
 use crate::smoke::{self, AgentReport, Answer, Summary};
 

@@ -29,6 +29,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::{Failure, Outcome, Reason};
+use crate::net::Transport;
 use crate::netns::NetnsContext;
 
 mod judge;
@@ -40,7 +41,7 @@ mod tests;
 use judge::printable;
 pub use resolv_conf::ResolvConf;
 use spec::RawDnsSpec;
-pub use spec::{Expect, Query, QueryType, Rcode, Server, Transport};
+pub use spec::{Expect, Query, QueryType, Rcode, Server};
 
 /// A validated `dns:` probe.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -153,7 +153,7 @@ fn judge(policy: Policy, netns: NetnsId, observed: &str) -> Result<Outcome, Fail
     let spec = SourceIpSpec {
         reflector: Reflector::Stun {
             server: HostPort::parse("198.19.10.1:3478").unwrap(),
-            transport: StunTransport::Udp,
+            transport: Transport::Udp,
         },
         expect: None,
         policy,
