@@ -1,7 +1,8 @@
-//! Wire code shared by the probes and the reflector: STUN, conntrack over netlink, the transport
-//! enum.
+//! Wire code shared by the probes, the smoke check and the reflector: STUN, conntrack over
+//! netlink, the HTTP/1 client, the transport enum.
 
 pub mod conntrack;
+pub mod http1;
 pub mod stun;
 pub mod transport;
 

@@ -26,8 +26,8 @@ use crate::netns::{NetnsContext, NetnsId};
 mod tests;
 mod whoami;
 
+pub(crate) use whoami::ask;
 use whoami::http_whoami;
-pub(crate) use whoami::parse_http_response;
 pub use whoami::HttpUrl;
 
 /// `source_ip:` as written in config; checked into a [`SourceIpSpec`].
