@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 use crate::http::server::{self, Limits};
 use crate::http::{wants_json, PLAIN_TEXT, PROMETHEUS_TEXT};
+use crate::net::accept::accept_loop;
 use crate::net::{stun, Transport};
 
 /// The default STUN port (RFC 5389), UDP and TCP.
@@ -340,33 +341,19 @@ async fn serve_udp(socket: UdpSocket, reflector: Arc<Reflector>) {
 
 async fn serve_tcp(listener: TcpListener, reflector: Arc<Reflector>) {
     let permits = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors, most likely: back off instead of spinning.
-                tracing::warn!(error = %e, "tcp accept");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    let on_conn = |stream: TcpStream, peer: SocketAddr| {
         let from = canonical(peer);
         // A connection takes a token, as a request does: one source cannot hold every slot
         // with connections that never ask.
         if let Err(outcome) = reflector.admit(from.ip()) {
             reflector.count(Listener::Stun(Transport::Tcp), outcome);
-            continue;
+            return None;
         }
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            reflector.count(Listener::Stun(Transport::Tcp), Outcome::RateLimited);
-            continue;
-        };
         let reflector = reflector.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            serve_connection(stream, from, &reflector).await;
-        });
-    }
+        Some(async move { serve_connection(stream, from, &reflector).await })
+    };
+    let on_full = |_peer| reflector.count(Listener::Stun(Transport::Tcp), Outcome::RateLimited);
+    accept_loop(&listener, &permits, "tcp", on_conn, on_full).await;
 }
 
 /// Answers framed requests on one connection until it closes, idles, misbehaves or has asked
