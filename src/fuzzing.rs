@@ -9,8 +9,10 @@ use std::sync::OnceLock;
 use hickory_net::proto::op::DnsResponse;
 use hickory_net::proto::rr::Name;
 
-use crate::probe::dns::{self, DnsSpec, ResolvConf, Transport};
-use crate::probe::{source_ip, Failure, Outcome};
+use crate::net::{http1, Transport};
+use crate::probe::dns::{self, DnsSpec, ResolvConf};
+use crate::probe::source_ip::{self, HttpUrl};
+use crate::probe::{Failure, Outcome};
 use crate::smoke::{self, AgentReport, Answer, Summary};
 
 /// One `dns:` probe per kind of expectation, so an answer meets every judging path.
@@ -59,20 +61,40 @@ pub fn resolv_conf(text: &str) -> (ResolvConf, Vec<String>) {
     (conf, names)
 }
 
-/// The address a whoami reflector's whole HTTP response names.
-pub fn whoami_response(raw: &[u8], json_field: &str) -> Result<IpAddr, String> {
-    source_ip::parse_http_response(raw, json_field)
+/// What the HTTP client's two users make of one server reply: the whoami probe, for the JSON
+/// fields `address` and `ip`, and the smoke check, as the report's text.
+#[derive(Debug)]
+pub struct HttpReadings {
+    pub whoami: Vec<Result<IpAddr, String>>,
+    pub smoke: Result<String, String>,
 }
 
-/// An agent's whole answer to the smoke check, and the smoke report's text for it.
-pub fn smoke_answer(raw: &[u8]) -> Result<String, String> {
-    let health = smoke::parse_answer(raw)?;
-    let summary = Summary {
-        agents: vec![AgentReport {
-            addr: SocketAddr::from(([198, 18, 2, 10], 9739)),
-            answer: Answer::Health(health),
-        }],
-        expect_nodes: 1,
-    };
-    Ok(summary.render())
+/// `raw` as a server's whole reply on a connection (it then closes its side), read by the
+/// whoami probe and the smoke check the way each reads a real one.
+pub fn http_response(raw: &[u8]) -> HttpReadings {
+    let url = &HttpUrl::parse("http://198.19.10.1:8080/whoami").expect("a valid URL");
+    let whoami = ["address", "ip"]
+        .iter()
+        .map(|field| {
+            http1::replay(raw, |stream, deadline| async move {
+                source_ip::ask(stream, url, field, deadline).await
+            })
+            .map_err(|e| e.to_string())
+        })
+        .collect();
+    let smoke = http1::replay(raw, |stream, deadline| async move {
+        smoke::ask_over(stream, "198.18.2.10:9739", deadline).await
+    })
+    .map(|health| {
+        Summary {
+            agents: vec![AgentReport {
+                addr: SocketAddr::from(([198, 18, 2, 10], 9739)),
+                answer: Answer::Health(health),
+            }],
+            expect_nodes: 1,
+        }
+        .render()
+    })
+    .map_err(|e| e.to_string());
+    HttpReadings { whoami, smoke }
 }

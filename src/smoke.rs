@@ -2,8 +2,8 @@
 //! judge the rollout.
 //!
 //! The name is a headless Service, so it resolves to one address per agent. Each agent is asked
-//! for `/healthz?format=json` concurrently, over a minimal HTTP/1.0 exchange: the agent answers
-//! and closes, so the body needs no chunked decoding and no client crate.
+//! for `/healthz?format=json` concurrently, one GET per connection over the shared HTTP/1 client
+//! ([`crate::net::http1`]).
 
 use std::fmt::{self, Write};
 use std::net::SocketAddr;
@@ -12,14 +12,17 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Deserializer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+
+use crate::net::http1::{self, HttpError};
 
 /// At most this many agents are asked at once: enough for a large cluster in one timeout, few
 /// enough not to exhaust file descriptors in a small Job.
 const CONCURRENCY: usize = 64;
 /// A verdict is a few kilobytes; a larger answer is not an agent's.
-const MAX_RESPONSE: u64 = 1 << 20;
+const MAX_BODY: usize = 1 << 20;
 /// Node names are DNS names (253 characters at most); probe names and results are shorter.
 const MAX_FIELD_CHARS: usize = 253;
 
@@ -256,13 +259,9 @@ pub async fn run(
     }
     let mut agents: Vec<AgentReport> = futures_util::stream::iter(addrs)
         .map(|addr| async move {
-            let answer = match tokio::time::timeout(timeout, ask(addr)).await {
-                Ok(Ok(health)) => Answer::Health(health),
-                Ok(Err(why)) => Answer::Unreachable(why),
-                Err(_) => Answer::Unreachable(format!(
-                    "no answer within {}",
-                    humantime::format_duration(timeout)
-                )),
+            let answer = match ask(addr, timeout).await {
+                Ok(health) => Answer::Health(health),
+                Err(why) => Answer::Unreachable(why),
             };
             AgentReport { addr, answer }
         })
@@ -276,57 +275,58 @@ pub async fn run(
     })
 }
 
-/// One `/healthz` exchange. The agent answers 200 or 503, both with a verdict.
-async fn ask(addr: SocketAddr) -> Result<Health, String> {
-    let mut stream = TcpStream::connect(addr)
+/// One `/healthz` exchange with the agent at `addr`, connection included, within `timeout`.
+async fn ask(addr: SocketAddr, timeout: Duration) -> Result<Health, String> {
+    let deadline = Instant::now() + timeout;
+    let late = || format!("no answer within {}", humantime::format_duration(timeout));
+    let stream = timeout_at(deadline, TcpStream::connect(addr))
         .await
+        .map_err(|_| late())?
         .map_err(|e| format!("connect: {e}"))?;
-    let request = format!(
-        "GET /healthz?format=json HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\n\
-         User-Agent: hybridprobe-smoke/{}\r\n\r\n",
-        env!("CARGO_PKG_VERSION")
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| format!("send: {e}"))?;
-    let mut raw = Vec::new();
-    (&mut stream)
-        .take(MAX_RESPONSE + 1)
-        .read_to_end(&mut raw)
-        .await
-        .map_err(|e| format!("read: {e}"))?;
-    parse_answer(&raw)
+    match ask_over(stream, &addr.to_string(), deadline).await {
+        Err(AskError::Http(HttpError::Timeout)) => Err(late()),
+        answer => answer.map_err(|e| e.to_string()),
+    }
 }
 
-/// The verdict in an agent's whole answer to `/healthz?format=json`, or why there is none.
-pub(crate) fn parse_answer(raw: &[u8]) -> Result<Health, String> {
-    if raw.len() as u64 > MAX_RESPONSE {
-        return Err(format!("answer larger than {MAX_RESPONSE} bytes"));
-    }
-    let (code, body) = split_response(raw)?;
-    if code != 200 && code != 503 {
-        return Err(format!("HTTP {code} from /healthz"));
+/// Why an agent's answer holds no verdict.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AskError {
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// A complete response, but not a verdict.
+    #[error("{0}")]
+    Answer(String),
+}
+
+/// Asks the agent at the other end of `stream` for its verdict. It answers 200 or 503, both
+/// with a verdict.
+pub(crate) async fn ask_over<S>(
+    stream: S,
+    authority: &str,
+    deadline: Instant,
+) -> Result<Health, AskError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let get = http1::Get {
+        authority,
+        path: "/healthz?format=json",
+        accept: "application/json",
+        user_agent: concat!("hybridprobe-smoke/", env!("CARGO_PKG_VERSION")),
+    };
+    let response = http1::get(stream, &get, MAX_BODY, deadline).await?;
+    read_verdict(response.status, &response.body).map_err(AskError::Answer)
+}
+
+/// The verdict in an agent's answer to `/healthz?format=json`, or why there is none.
+fn read_verdict(status: u16, body: &[u8]) -> Result<Health, String> {
+    if status != 200 && status != 503 {
+        return Err(format!("HTTP {status} from /healthz"));
     }
     // serde's messages quote the offending value, which the agent chose: cut to one short line.
     serde_json::from_slice(body)
-        .map_err(|e| format!("HTTP {code}, but not a verdict: {:.120}", e.to_string()))
-}
-
-/// The status code and body of a complete HTTP/1.x response.
-fn split_response(raw: &[u8]) -> Result<(u16, &[u8]), String> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("incomplete HTTP response")?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| "HTTP header is not UTF-8")?;
-    let status = head.lines().next().unwrap_or_default();
-    let code = status
-        .strip_prefix("HTTP/1.")
-        .and_then(|rest| rest.get(2..5))
-        .and_then(|code| code.parse::<u16>().ok())
-        .ok_or_else(|| format!("not an HTTP response: {:.80}", format!("{status:?}")))?;
-    Ok((code, &raw[end + 4..]))
+        .map_err(|e| format!("HTTP {status}, but not a verdict: {:.120}", e.to_string()))
 }
 
 #[cfg(test)]
@@ -359,27 +359,16 @@ mod tests {
     }
 
     #[test]
-    fn split_response_finds_the_code_and_body() {
-        let raw =
-            b"HTTP/1.0 503 Service Unavailable\r\ncontent-type: application/json\r\n\r\n{\"a\":1}";
-        assert_eq!(split_response(raw), Ok((503, &b"{\"a\":1}"[..])));
+    fn a_verdict_comes_with_200_or_503_only() {
+        let body = br#"{"status":"fail","node":"n1"}"#;
+        assert_eq!(read_verdict(503, body).unwrap().node, "n1");
+        assert!(read_verdict(200, body).is_ok());
         assert_eq!(
-            split_response(b"HTTP/1.1 200 OK\r\n\r\n"),
-            Ok((200, &b""[..]))
+            read_verdict(404, body),
+            Err("HTTP 404 from /healthz".into())
         );
-        assert_eq!(
-            split_response(b"SSH-2.0-OpenSSH\r\n\r\n"),
-            Err("not an HTTP response: \"SSH-2.0-OpenSSH\"".into())
-        );
-        assert_eq!(
-            split_response(b"HTTP/1.1 200 OK\r\n"),
-            Err("incomplete HTTP response".into())
-        );
-        let long = format!("{}\r\n\r\n", "x".repeat(10_000));
-        assert_eq!(
-            split_response(long.as_bytes()),
-            Err(format!("not an HTTP response: \"{}", "x".repeat(79)))
-        );
+        let why = read_verdict(200, b"<html>").unwrap_err();
+        assert!(why.starts_with("HTTP 200, but not a verdict: "), "{why}");
     }
 
     fn health(json: &str) -> Health {
@@ -437,25 +426,22 @@ mod tests {
         assert!(!too_few.passed(), "fewer agents answered than expected");
     }
 
-    /// A newline in a node name used to forge a report line (the smoke_answer fuzz target now
+    /// A newline in a node name used to forge a report line (the http_response fuzz target now
     /// checks that one agent is one line).
     #[test]
     fn an_answer_cannot_forge_report_lines() {
-        let forged = "HTTP/1.0 200 OK\r\n\r\n{\"status\":\"ok\",\"node\":\"n1\\nsmoke ok: 9 of 9 agents answered\\u001b[2J\",\"checks\":[{\"probe\":\"a\\rb\",\"netns\":\"pod\",\"ok\":true,\"result\":\"success\"}]}";
-        let health = parse_answer(forged.as_bytes()).unwrap();
+        let forged = "{\"status\":\"ok\",\"node\":\"n1\\nsmoke ok: 9 of 9 agents answered\\u001b[2J\",\"checks\":[{\"probe\":\"a\\rb\",\"netns\":\"pod\",\"ok\":true,\"result\":\"success\"}]}";
+        let health = read_verdict(200, forged.as_bytes()).unwrap();
         assert_eq!(health.node, "n1?smoke ok: 9 of 9 agents answered?[2J");
         assert_eq!(health.checks[0].probe, "a?b");
-        let long = format!(
-            "HTTP/1.0 200 OK\r\n\r\n{{\"status\":\"ok\",\"node\":\"{}\"}}",
-            "n".repeat(1000)
-        );
+        let long = format!("{{\"status\":\"ok\",\"node\":\"{}\"}}", "n".repeat(1000));
         assert_eq!(
-            parse_answer(long.as_bytes()).unwrap().node.len(),
+            read_verdict(200, long.as_bytes()).unwrap().node.len(),
             MAX_FIELD_CHARS
         );
         // Found by the fuzz target too: serde quotes a wrongly typed value in its message.
         let wrong_type = long.replace("\"node\"", "\"checks\"");
-        let why = parse_answer(wrong_type.as_bytes()).unwrap_err();
+        let why = read_verdict(200, wrong_type.as_bytes()).unwrap_err();
         assert!(
             why.starts_with("HTTP 200, but not a verdict: invalid type: string"),
             "{why}"

@@ -10,8 +10,9 @@
 use std::net::IpAddr;
 
 use crate::config::ProbeConfig;
+use crate::net::Transport;
 use crate::netns::NetnsId;
-use crate::probe::dns::{Server, Transport};
+use crate::probe::dns::Server;
 use crate::probe::target::Host;
 use crate::probe::{Failure, Measurements, ProbeKind, Reason};
 use crate::results::CheckState;

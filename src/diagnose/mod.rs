@@ -34,9 +34,9 @@ use serde::Serialize;
 use evidence::{dns_pairs, reaches, Asked, Pair, Reach};
 pub use evidence::{Observed, Seen};
 
+use crate::net::Transport;
 use crate::netns::NetnsId;
 use crate::netns::NetnsStatus;
-use crate::probe::dns::Transport;
 use crate::probe::{Measurements, ProbeKind, Reason};
 
 /// A likely cause, named by a fixed code, with what to do about it.

@@ -6,6 +6,7 @@
 //! cost nothing: hyper discards an unread body by closing the connection.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +15,11 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tower_service::Service;
+
+use crate::net::accept::accept_loop;
 
 /// What one server allows its clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,24 +69,7 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read)
         .max_buf_size(limits.max_head_bytes);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors, most likely: back off instead of spinning.
-                    tracing::warn!(error = %e, "HTTP accept");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, limit = limits.connections, "HTTP connection limit reached; closing");
-            continue;
-        };
+    let on_conn = |stream: TcpStream, peer: SocketAddr| {
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
@@ -91,8 +77,7 @@ pub async fn serve(
         });
         let connection = http.serve_connection(TokioIo::new(stream), service);
         let mut stopping = stopping.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
+        Some(async move {
             tokio::pin!(connection);
             tokio::select! {
                 served = connection.as_mut() => {
@@ -111,7 +96,14 @@ pub async fn serve(
             {
                 tracing::debug!(%peer, "HTTP connection cut off: response not read in time");
             }
-        });
+        })
+    };
+    let on_full = |peer: SocketAddr| {
+        tracing::debug!(%peer, limit = limits.connections, "HTTP connection limit reached; closing");
+    };
+    tokio::select! {
+        () = accept_loop(&listener, &permits, "HTTP", on_conn, on_full) => {}
+        () = shutdown => {}
     }
     let _ = stopping_tx.send(true);
     // Each connection holds a permit until it ends: when all are back, all have ended.
@@ -122,9 +114,7 @@ pub async fn serve(
 mod tests {
     use super::*;
     use axum::routing::get;
-    use std::net::SocketAddr;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpStream;
     use tokio::time::Instant;
 
     fn limits() -> Limits {

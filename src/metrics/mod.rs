@@ -600,7 +600,8 @@ mod tests {
 
     #[test]
     fn dns_pairs_get_their_own_series() {
-        use crate::probe::dns::{DnsPair, DnsReport, Transport};
+        use crate::net::Transport;
+        use crate::probe::dns::{DnsPair, DnsReport};
         let metrics = Metrics::new(&[]);
         let check = metrics.check_series("corp-db", "dns", NetnsId::Host);
         let pair = |server: &str, transport, failure, ms: &[u64]| DnsPair {

@@ -18,26 +18,12 @@ use netlink_packet_netfilter::{
 };
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 
-/// The transport of a flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
+use super::Transport;
 
-impl Transport {
-    fn protocol(self) -> Protocol {
-        match self {
-            Transport::Udp => Protocol::Udp,
-            Transport::Tcp => Protocol::Tcp,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-        }
+fn protocol(transport: Transport) -> Protocol {
+    match transport {
+        Transport::Udp => Protocol::Udp,
+        Transport::Tcp => Protocol::Tcp,
     }
 }
 
@@ -124,7 +110,7 @@ fn encode_get(flow: &Flow) -> Vec<u8> {
             IPTuple::DestinationAddress(flow.destination.ip()),
         ]),
         Tuple::Proto(vec![
-            ProtoTuple::Protocol(flow.transport.protocol()),
+            ProtoTuple::Protocol(protocol(flow.transport)),
             ProtoTuple::SourcePort(flow.source.port()),
             ProtoTuple::DestinationPort(flow.destination.port()),
         ]),

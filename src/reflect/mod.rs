@@ -29,7 +29,8 @@ use tokio::time::Instant;
 
 use crate::http::server::{self, Limits};
 use crate::http::{wants_json, PLAIN_TEXT, PROMETHEUS_TEXT};
-use crate::net::stun;
+use crate::net::accept::accept_loop;
+use crate::net::{stun, Transport};
 
 /// The default STUN port (RFC 5389), UDP and TCP.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:3478";
@@ -82,21 +83,24 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("{text:?} is not a CIDR (e.g. 198.19.0.0/16) or an IP address"))
 }
 
+/// Which listener a request came to: the `transport` label (`udp`, `tcp` or `http`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Transport {
-    Udp,
-    Tcp,
+enum Listener {
+    Stun(Transport),
     Http,
 }
 
-impl Transport {
-    const ALL: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Http];
+impl Listener {
+    const ALL: [Listener; 3] = [
+        Listener::Stun(Transport::Udp),
+        Listener::Stun(Transport::Tcp),
+        Listener::Http,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-            Transport::Http => "http",
+            Listener::Stun(transport) => transport.as_str(),
+            Listener::Http => "http",
         }
     }
 }
@@ -151,9 +155,9 @@ impl Reflector {
         registry
             .register(Box::new(requests.clone()))
             .expect("unique counter");
-        for transport in Transport::ALL {
+        for listener in Listener::ALL {
             for outcome in Outcome::ALL {
-                requests.with_label_values(&[transport.as_str(), outcome.as_str()]);
+                requests.with_label_values(&[listener.as_str(), outcome.as_str()]);
             }
         }
         Reflector {
@@ -185,9 +189,9 @@ impl Reflector {
         Ok(())
     }
 
-    fn count(&self, transport: Transport, outcome: Outcome) {
+    fn count(&self, listener: Listener, outcome: Outcome) {
         self.requests
-            .with_label_values(&[transport.as_str(), outcome.as_str()])
+            .with_label_values(&[listener.as_str(), outcome.as_str()])
             .inc();
     }
 
@@ -328,42 +332,28 @@ async fn serve_udp(socket: UdpSocket, reflector: Arc<Reflector>) {
                 if let Err(e) = socket.send_to(response.as_bytes(), peer).await {
                     tracing::debug!(%peer, error = %e, "udp send");
                 }
-                reflector.count(Transport::Udp, Outcome::Answered);
+                reflector.count(Listener::Stun(Transport::Udp), Outcome::Answered);
             }
-            Err(outcome) => reflector.count(Transport::Udp, outcome),
+            Err(outcome) => reflector.count(Listener::Stun(Transport::Udp), outcome),
         }
     }
 }
 
 async fn serve_tcp(listener: TcpListener, reflector: Arc<Reflector>) {
     let permits = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors, most likely: back off instead of spinning.
-                tracing::warn!(error = %e, "tcp accept");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    let on_conn = |stream: TcpStream, peer: SocketAddr| {
         let from = canonical(peer);
         // A connection takes a token, as a request does: one source cannot hold every slot
         // with connections that never ask.
         if let Err(outcome) = reflector.admit(from.ip()) {
-            reflector.count(Transport::Tcp, outcome);
-            continue;
+            reflector.count(Listener::Stun(Transport::Tcp), outcome);
+            return None;
         }
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            reflector.count(Transport::Tcp, Outcome::RateLimited);
-            continue;
-        };
         let reflector = reflector.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            serve_connection(stream, from, &reflector).await;
-        });
-    }
+        Some(async move { serve_connection(stream, from, &reflector).await })
+    };
+    let on_full = |_peer| reflector.count(Listener::Stun(Transport::Tcp), Outcome::RateLimited);
+    accept_loop(&listener, &permits, "tcp", on_conn, on_full).await;
 }
 
 /// Answers framed requests on one connection until it closes, idles, misbehaves or has asked
@@ -384,7 +374,7 @@ async fn serve_connection(mut stream: TcpStream, from: SocketAddr, reflector: &R
             Ok(Ok(Some(end))) => end,
             Ok(Ok(None)) => {
                 // A bad header leaves the stream unframed: nothing after it can be trusted.
-                reflector.count(Transport::Tcp, Outcome::Malformed);
+                reflector.count(Listener::Stun(Transport::Tcp), Outcome::Malformed);
                 return;
             }
             Ok(Err(_)) | Err(_) => return,
@@ -395,10 +385,10 @@ async fn serve_connection(mut stream: TcpStream, from: SocketAddr, reflector: &R
                 if !matches!(tokio::time::timeout(TCP_IDLE, write).await, Ok(Ok(()))) {
                     return;
                 }
-                reflector.count(Transport::Tcp, Outcome::Answered);
+                reflector.count(Listener::Stun(Transport::Tcp), Outcome::Answered);
             }
             Err(outcome) => {
-                reflector.count(Transport::Tcp, outcome);
+                reflector.count(Listener::Stun(Transport::Tcp), outcome);
                 return;
             }
         }
@@ -440,14 +430,14 @@ async fn whoami(
 ) -> Response {
     let from = canonical(peer);
     if let Err(outcome) = reflector.admit(from.ip()) {
-        reflector.count(Transport::Http, outcome);
+        reflector.count(Listener::Http, outcome);
         let code = match outcome {
             Outcome::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::FORBIDDEN,
         };
         return (code, [(header::CONTENT_TYPE, PLAIN_TEXT)], "").into_response();
     }
-    reflector.count(Transport::Http, Outcome::Answered);
+    reflector.count(Listener::Http, Outcome::Answered);
     if wants_json(query.format.as_deref(), &headers) {
         axum::Json(Seen {
             address: from.ip(),

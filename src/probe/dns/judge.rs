@@ -8,7 +8,8 @@ use std::time::Duration;
 use hickory_net::proto::op::{DnsResponse, ResponseCode};
 
 use super::spec::Nameserver;
-use super::{Answer, Asked, DnsPair, DnsReport, DnsSpec, Rcode, Reply, Server, Transport};
+use super::{Answer, Asked, DnsPair, DnsReport, DnsSpec, Rcode, Reply, Server};
+use crate::net::Transport;
 use crate::probe::{conclude, Failure, Measurements, Outcome, Reason};
 
 /// Only this many answers of one query appear in the detail; the rest are counted.

@@ -34,6 +34,7 @@ use super::target::Host;
 use super::{
     CheckLabels, Failure, Families, Measurements, Outcome, Probe, Reason, Target, DURATION_BUCKETS,
 };
+use crate::net::Transport;
 use crate::netns::NetnsContext;
 
 mod judge;
@@ -45,7 +46,7 @@ mod tests;
 use judge::printable;
 pub use resolv_conf::ResolvConf;
 use spec::RawDnsSpec;
-pub use spec::{Expect, Query, QueryType, Rcode, Server, Transport};
+pub use spec::{Expect, Query, QueryType, Rcode, Server};
 
 /// A validated `dns:` probe.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

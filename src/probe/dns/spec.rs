@@ -10,6 +10,7 @@ use serde::de::{self, Deserializer, IntoDeserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::DnsSpec;
+use crate::net::Transport;
 
 /// The name to ask for, as written and as parsed.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,13 +41,6 @@ pub enum Server {
     /// Every nameserver in the namespace's resolv.conf, each asked on its own.
     System,
     Addr(SocketAddr),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    Udp,
-    Tcp,
 }
 
 /// What counts as a correct answer.
@@ -237,15 +231,6 @@ impl fmt::Display for Nameserver {
             write!(f, "{}", self.0.ip())
         } else {
             write!(f, "{}", self.0)
-        }
-    }
-}
-
-impl Transport {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
         }
     }
 }

@@ -21,16 +21,17 @@ use super::target::HostPort;
 use super::{
     conclude, CheckLabels, Failure, Families, Measurements, Outcome, Probe, Reason, Target,
 };
-use crate::net::conntrack::{self, Evidence, Flow, Transport};
+use crate::net::conntrack::{self, Evidence, Flow};
 use crate::net::stun::{self, StunError};
+use crate::net::Transport;
 use crate::netns::{NetnsContext, NetnsId};
 
 #[cfg(test)]
 mod tests;
 mod whoami;
 
+pub(crate) use whoami::ask;
 use whoami::http_whoami;
-pub(crate) use whoami::parse_http_response;
 pub use whoami::HttpUrl;
 
 /// `source_ip:` as written in config; checked into a [`SourceIpSpec`].
@@ -38,21 +39,13 @@ pub use whoami::HttpUrl;
 #[serde(deny_unknown_fields)]
 struct RawSourceIpSpec {
     stun: Option<HostPort>,
-    stun_transport: Option<StunTransport>,
+    stun_transport: Option<Transport>,
     http: Option<HttpUrl>,
     json_field: Option<String>,
     expect: Option<IpAddr>,
     #[serde(default)]
     masquerade: Masquerade,
     to: Option<IpAddr>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StunTransport {
-    #[default]
-    Udp,
-    Tcp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -79,7 +72,7 @@ pub struct SourceIpSpec {
 pub enum Reflector {
     Stun {
         server: HostPort,
-        transport: StunTransport,
+        transport: Transport,
     },
     /// A GET whose body is the address, as plain text or in the JSON field `json_field`.
     Http { url: HttpUrl, json_field: String },
@@ -107,7 +100,7 @@ impl TryFrom<RawSourceIpSpec> for SourceIpSpec {
                 }
                 Reflector::Stun {
                     server,
-                    transport: raw.stun_transport.unwrap_or_default(),
+                    transport: raw.stun_transport.unwrap_or(Transport::Udp),
                 }
             }
             (None, Some(url)) => {
@@ -139,13 +132,7 @@ impl TryFrom<RawSourceIpSpec> for SourceIpSpec {
 impl fmt::Display for Reflector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Reflector::Stun { server, transport } => {
-                let transport = match transport {
-                    StunTransport::Udp => "udp",
-                    StunTransport::Tcp => "tcp",
-                };
-                write!(f, "stun/{transport} {server}")
-            }
+            Reflector::Stun { server, transport } => write!(f, "stun/{transport} {server}"),
             Reflector::Http { url, .. } => f.write_str(&url.text),
         }
     }
@@ -259,11 +246,11 @@ impl SourceIpSpec {
         };
         let (observed, flow) = match &self.reflector {
             Reflector::Stun {
-                transport: StunTransport::Udp,
+                transport: Transport::Udp,
                 ..
             } => stun_udp(server, deadline).await?,
             Reflector::Stun {
-                transport: StunTransport::Tcp,
+                transport: Transport::Tcp,
                 ..
             } => stun_tcp(server, deadline).await?,
             Reflector::Http { url, json_field } => {

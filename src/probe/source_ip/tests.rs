@@ -3,6 +3,7 @@
 use super::*;
 use crate::probe::target::Host;
 use std::path::PathBuf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn parse(yaml: &str) -> Result<SourceIpSpec, String> {
     serde_norway::from_str::<SourceIpSpec>(yaml).map_err(|e| e.to_string())
@@ -88,10 +89,20 @@ fn urls() {
         "http://[2001:db8::1/",
         "http://a b/",
         "http://198.19.10.1/a b",
+        "http://198.19.10.1/?a<b",
         "ftp://198.19.10.1/",
     ] {
         assert!(HttpUrl::parse(bad).is_err(), "{bad} should be rejected");
     }
+}
+
+/// What the whoami probe makes of `reply` from a server that then closes.
+fn whoami(reply: &[u8], field: &str) -> Result<IpAddr, String> {
+    let url = &HttpUrl::parse("http://198.19.10.1:8080/whoami").unwrap();
+    crate::net::http1::replay(reply, |stream, deadline| async move {
+        whoami::ask(stream, url, field, deadline).await
+    })
+    .map_err(|e| e.to_string())
 }
 
 #[test]
@@ -104,46 +115,48 @@ fn whoami_bodies() {
         .into_bytes()
     };
     assert_eq!(
-        parse_http_response(&ok("198.18.2.10\n"), "address"),
+        whoami(&ok("198.18.2.10\n"), "address"),
         Ok(ip("198.18.2.10"))
     );
     assert_eq!(
-        parse_http_response(&ok(r#"{"address":"198.18.1.4","port":1}"#), "address"),
+        whoami(&ok(r#"{"address":"198.18.1.4","port":1}"#), "address"),
         Ok(ip("198.18.1.4"))
     );
     assert_eq!(
-        parse_http_response(&ok(r#"{"ip":"198.18.1.4:5000"}"#), "ip"),
+        whoami(&ok(r#"{"ip":"198.18.1.4:5000"}"#), "ip"),
         Ok(ip("198.18.1.4"))
     );
     assert_eq!(
-        parse_http_response(&ok("::ffff:198.18.2.10"), "address"),
+        whoami(&ok("::ffff:198.18.2.10"), "address"),
         Ok(ip("198.18.2.10"))
     );
     let chunked =
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n198.1\r\n6\r\n8.2.10\r\n0\r\n\r\n";
-    assert_eq!(
-        parse_http_response(chunked, "address"),
-        Ok(ip("198.18.2.10"))
-    );
+    assert_eq!(whoami(chunked, "address"), Ok(ip("198.18.2.10")));
+    let big = format!("HTTP/1.1 200 OK\r\n\r\n198.18.2.10{}", " ".repeat(20_000));
     for (response, want) in [
         (b"HTTP/1.1 403 Forbidden\r\n\r\n".to_vec(), "status 403"),
         (ok("hello"), "is not an address"),
         (ok(r#"{"origin":"x"}"#), "no field \"address\""),
         (ok(r#"{"address":5}"#), "not a string"),
         (ok("{oops"), "not valid JSON"),
-        (b"garbage".to_vec(), "no end of headers"),
+        (b"garbage".to_vec(), "malformed HTTP response"),
         (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n".to_vec(),
-            "malformed chunked",
+            "malformed HTTP response",
         ),
-        (vec![b'x'; 20_000], "over"),
+        (big.into_bytes(), "response is over 16384 bytes"),
+        (
+            format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "x".repeat(20_000)).into_bytes(),
+            "response headers are over 16384 bytes",
+        ),
         // Found by the whoami_response fuzz target: the raw line reached /healthz.
         (
             b"\x1b[2J\x0bgarbage\r\n\r\n198.18.2.10".to_vec(),
-            r#"not an HTTP status line: "\u{1b}[2J\u{b}garbage""#,
+            "malformed HTTP response",
         ),
     ] {
-        let got = parse_http_response(&response, "address").unwrap_err();
+        let got = whoami(&response, "address").unwrap_err();
         assert!(got.contains(want), "want {want}, got {got}");
         assert!(!got.contains(char::is_control), "{got:?}");
     }
@@ -153,7 +166,7 @@ fn judge(policy: Policy, netns: NetnsId, observed: &str) -> Result<Outcome, Fail
     let spec = SourceIpSpec {
         reflector: Reflector::Stun {
             server: HostPort::parse("198.19.10.1:3478").unwrap(),
-            transport: StunTransport::Udp,
+            transport: Transport::Udp,
         },
         expect: None,
         policy,

@@ -4,16 +4,27 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::{timeout_at, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 
-use super::{connect, io_failure};
+use super::connect;
 use crate::net::conntrack::Flow;
+use crate::net::http1::{self, HttpError};
 use crate::probe::target::Host;
 use crate::probe::{Failure, Reason};
 
 /// A whoami answer is one address; anything much larger is not one.
-const MAX_HTTP_RESPONSE: u64 = 16 * 1024;
+const MAX_BODY: usize = 16 * 1024;
+
+/// Why a whoami exchange named no address.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WhoamiError {
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// A complete response, but not a whoami answer.
+    #[error("{0}")]
+    Answer(String),
+}
 
 pub(super) async fn http_whoami(
     url: &HttpUrl,
@@ -22,87 +33,45 @@ pub(super) async fn http_whoami(
     deadline: Instant,
 ) -> Result<(SocketAddr, Flow), Failure> {
     let what = format!("GET {}", url.text);
-    let (mut stream, flow) = connect(server, deadline, &what).await?;
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: hybridprobe/{}\r\nAccept: application/json, text/plain\r\nConnection: close\r\n\r\n",
-        url.path,
-        url.authority(),
-        env!("CARGO_PKG_VERSION")
-    );
-    let exchange = async {
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        (&mut stream)
-            .take(MAX_HTTP_RESPONSE + 1)
-            .read_to_end(&mut response)
-            .await?;
-        Ok::<_, std::io::Error>(response)
-    };
-    let response = timeout_at(deadline, exchange)
-        .await
-        .map_err(|_| Failure::new(Reason::Timeout, format!("{what}: no answer")))?
-        .map_err(io_failure(what.clone()))?;
-    let address = parse_http_response(&response, json_field)
-        .map_err(|why| Failure::new(Reason::Error, format!("{what}: {why}")))?;
+    let (stream, flow) = connect(server, deadline, &what).await?;
+    let address = ask(stream, url, json_field, deadline).await.map_err(|e| {
+        let reason = match &e {
+            WhoamiError::Http(HttpError::Timeout) => Reason::Timeout,
+            WhoamiError::Http(HttpError::Io(io)) => Reason::of_io(io),
+            _ => Reason::Error,
+        };
+        Failure::new(reason, format!("{what}: {e}"))
+    })?;
     // The reflector may not say which port it saw; only the address is compared.
     Ok((SocketAddr::new(address, 0), flow))
 }
 
-/// The address in a whoami response: status 200, and a body that is the address (plain text)
-/// or a JSON object with it in `json_field`.
-pub(crate) fn parse_http_response(response: &[u8], json_field: &str) -> Result<IpAddr, String> {
-    if response.len() as u64 > MAX_HTTP_RESPONSE {
-        return Err(format!("response is over {MAX_HTTP_RESPONSE} bytes"));
-    }
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("response has no end of headers")?;
-    let head = String::from_utf8_lossy(&response[..split]);
-    let body = &response[split + 4..];
-    let mut lines = head.lines();
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| {
-            format!(
-                "not an HTTP status line: {:.80}",
-                format!("{status_line:?}")
-            )
-        })?;
-    if status != 200 {
-        return Err(format!("status {status}, want 200"));
-    }
-    let chunked = lines.any(|line| {
-        line.split_once(':').is_some_and(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("transfer-encoding")
-                && value.trim().eq_ignore_ascii_case("chunked")
-        })
-    });
-    let body = if chunked {
-        dechunk(body).ok_or("malformed chunked body")?
-    } else {
-        body.to_vec()
+/// Asks the reflector at the other end of `stream` which address it saw: status 200, and a
+/// body that is the address (plain text) or a JSON object with it in `json_field`.
+pub(crate) async fn ask<S>(
+    stream: S,
+    url: &HttpUrl,
+    json_field: &str,
+    deadline: Instant,
+) -> Result<IpAddr, WhoamiError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let get = http1::Get {
+        authority: &url.authority(),
+        path: &url.path,
+        accept: "application/json, text/plain",
+        user_agent: concat!("hybridprobe/", env!("CARGO_PKG_VERSION")),
     };
-    parse_address_body(&String::from_utf8_lossy(&body), json_field)
-}
-
-fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = body.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&body[..line_end]).ok()?;
-        let size_text = size_text.split(';').next()?.trim();
-        let size = usize::from_str_radix(size_text, 16).ok()?;
-        body = &body[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(body.get(..size)?);
-        body = body.get(size + 2..)?;
+    let response = http1::get(stream, &get, MAX_BODY, deadline).await?;
+    if response.status != 200 {
+        return Err(WhoamiError::Answer(format!(
+            "status {}, want 200",
+            response.status
+        )));
     }
+    parse_address_body(&String::from_utf8_lossy(&response.body), json_field)
+        .map_err(WhoamiError::Answer)
 }
 
 fn parse_address_body(body: &str, json_field: &str) -> Result<IpAddr, String> {
@@ -155,6 +124,9 @@ impl HttpUrl {
             .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
         {
             return Err(invalid("whitespace in the path"));
+        }
+        if path.parse::<hyper::http::uri::PathAndQuery>().is_err() {
+            return Err(invalid("not a valid request path"));
         }
         let port_of = |text: &str| {
             text.parse::<u16>()
