@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use lab::{Host, Lab, NODE_POD_GW, ONPREM_IP, VNET_GW};
 use support::{
-    assert_success, check, metric, pod_and_host_config, run_cli, write_config, Agent, Resolv,
+    assert_success, check, metric, pod_and_host_config, pod_only, run_cli, write_config, Agent,
+    Resolv,
 };
 
 const LDAP_PORT: u16 = 389;
@@ -184,9 +185,9 @@ fn refused_connection_is_classified_as_refused() {
     let Some(lab) = Lab::new("agent-refused") else {
         return;
     };
-    let text = format!(
-        "netns: {{pod: {{}}}}\ndefaults: {{interval: 1s, timeout: 800ms}}\nprobes:\n  - name: closed\n    tcp: {{target: \"{ONPREM_IP}:{CLOSED_PORT}\"}}\n"
-    );
+    let text = pod_only(&format!(
+        "  - name: closed\n    tcp: {{target: \"{ONPREM_IP}:{CLOSED_PORT}\"}}\n"
+    ));
     let agent = Agent::start(&lab, &text);
     agent.wait_check("closed", "pod", "refused", Duration::from_secs(10));
     let (code, verdict) = agent.healthz_json();

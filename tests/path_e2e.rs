@@ -351,7 +351,8 @@ fn filtered_fragmentation_needed_is_a_black_hole() {
 }
 
 /// `hybridprobe check` shows what a person needs: path MTU 1400 and where the route goes.
-/// (Without CAP_NET_RAW: hostile_e2e's each_missing_privilege_degrades_only_its_own_checks.)
+/// (Without CAP_NET_RAW: hostile_privileges_e2e's
+/// each_missing_privilege_degrades_only_its_own_checks.)
 #[test]
 #[ignore = "needs the network lab (root); .ci/run runs it"]
 fn check_command_shows_the_path() {

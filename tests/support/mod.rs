@@ -4,6 +4,8 @@
 // Each integration-test binary compiles this module and uses a different subset of it.
 #![allow(dead_code)]
 
+use std::io::{ErrorKind, Read};
+use std::net::{SocketAddr, TcpStream};
 use std::process::Output;
 use std::time::Duration;
 
@@ -201,4 +203,81 @@ fn series<'t>(
                 });
             matches.then(|| value.parse().ok()).flatten()
         })
+}
+
+// === the agent process's health, and raw connections to it
+
+/// A `kB` field of the process's /proc status, e.g. `VmRSS:`.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// How many file descriptors the process has open.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Fails the test if the process exited or panicked.
+pub fn assert_alive(lab: &Lab, handle: ProcHandle) {
+    assert_eq!(lab.try_status(handle), None, "{}", lab.logs(handle));
+    assert!(
+        !lab.logs(handle).contains("panicked"),
+        "{}",
+        lab.logs(handle)
+    );
+}
+
+/// `n` TCP connections to `addr` made from inside `h`.
+pub fn connections(lab: &Lab, h: Host, addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    lab.in_ns(h, move || {
+        (0..n)
+            .map(|i| {
+                TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                    .unwrap_or_else(|e| panic!("connection {i} to {addr}: {e}"))
+            })
+            .collect()
+    })
+}
+
+/// Whether the other end has closed the connection, without waiting; data it sent is skipped.
+pub fn closed(mut stream: &TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// A config that runs `probes` (YAML list items) in the pod namespace only, every second.
+pub fn pod_only(probes: &str) -> String {
+    format!(
+        "netns: {{ pod: {{}} }}\ndefaults: {{ interval: 1s, timeout: 800ms }}\nprobes:\n{probes}"
+    )
+}
+
+/// A verdict's check: its result and detail.
+pub fn result(verdict: &serde_json::Value, probe: &str, netns: &str) -> (String, String) {
+    let c = check(verdict, probe, netns);
+    (
+        c["result"].as_str().unwrap_or_default().to_owned(),
+        c["detail"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// Rounds of `probe` in `netns` that ended with `result`.
+pub fn runs(metrics: &str, probe: &str, netns: &str, result: &str) -> f64 {
+    let labels = [("probe", probe), ("netns", netns), ("result", result)];
+    metric(metrics, "hybridprobe_probe_runs_total", &labels).unwrap_or(0.0)
 }
