@@ -10,4 +10,4 @@ source bench/lib.sh
 
 minutes="${1:-30}"
 CI=true HYBRIDPROBE_SOAK_SECONDS=$((minutes * 60)) \
-  cargo test --release "${shipped_target[@]}" --test soak_e2e -- --nocapture
+  cargo test --release "${shipped_target[@]}" --test soak_e2e -- --include-ignored --nocapture
