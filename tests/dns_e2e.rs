@@ -1,13 +1,16 @@
 //! End to end: `dns` probes from the pod and the host namespace against real DNS servers in the
 //! lab: dnsmasq on-prem, authoritative for corp.example, and dnsmasq as the cluster DNS in the
 //! node namespace, forwarding that zone on-prem. The pod's resolv.conf points at the cluster
-//! DNS, the host's at the on-prem server, as on an AKS node joined to an on-prem domain.
+//! DNS, the host's at the on-prem server, as on an AKS node joined to an on-prem domain. The
+//! truncation tests use real BIND9 on-prem instead (authoritative, UDP answers capped at 512
+//! bytes) and unbound as the cluster-side forwarder.
 
 mod lab;
 mod support;
 
 use std::time::Duration;
 
+use lab::bind::{big_txt, bind_and_unbound_available, BIG_NAME, BIG_RECORDS, BIND_IP, UNBOUND_IP};
 use lab::dns::{
     dnsmasq_available, Forward, CLUSTER_DNS_IP, DB_IP, DB_NAME, LEAK_IP, LEAK_NAME, MISSING_NAME,
 };
@@ -326,4 +329,123 @@ fn a_lost_answer_is_not_asked_again() {
         .filter(|l| l.contains(&format!("auth[A] {DB_NAME} from 198.18.2.10")))
         .count();
     assert_eq!(asked, 1, "one query for a round of one pair:\n{log}");
+}
+
+/// A lab with BIND9 on-prem (authoritative, UDP answers capped at 512 bytes) and, if asked,
+/// unbound on the cluster side forwarding the corporate zone to it; no dnsmasq.
+fn bind_lab(test_name: &str, with_unbound: bool) -> Option<Lab> {
+    if !bind_and_unbound_available(test_name) {
+        return None;
+    }
+    let lab = Lab::new(test_name)?;
+    lab.bind();
+    if with_unbound {
+        lab.unbound();
+    }
+    Some(lab)
+}
+
+/// The big TXT set, asked over UDP only from `server`, with `extra` spec keys.
+fn big_probe(name: &str, server: impl std::fmt::Display, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    dns: {{ query: {BIG_NAME}, type: TXT, servers: [\"{server}\"], \
+         transport: udp, expect: {{ min_answers: {BIG_RECORDS} }}{extra} }}\n"
+    )
+}
+
+fn codes(verdict: &serde_json::Value) -> Vec<String> {
+    verdict["diagnoses"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no diagnoses in {verdict}"))
+        .iter()
+        .map(|d| d["code"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// BIND truncates the big TXT set over UDP; the probe follows it over TCP within the round and
+/// passes, from the pod and the host, while `truncation: fail` keeps UDP strict.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn a_truncated_answer_from_bind_is_followed_over_tcp() {
+    let Some(lab) = bind_lab("dns-bind-truncated", false) else {
+        return;
+    };
+    let probes = format!(
+        "{}{}",
+        big_probe("big", BIND_IP, ""),
+        big_probe("big-strict", BIND_IP, ", truncation: fail")
+    );
+    let verdict = check_once(&lab, &probes);
+    let followed = format!("TXT {BIG_NAME}: {BIND_IP} udp: truncated, followed over tcp: TXT ");
+    let rest = format!("(+{} more)", BIG_RECORDS - 4);
+    for netns in ["pod", "host"] {
+        let c = check(&verdict, "big", netns);
+        assert_eq!(c["result"], "success", "{c}");
+        let text = c["detail"].as_str().unwrap_or_default();
+        assert!(text.starts_with(&followed), "{text}");
+        // BIND rotates the set, so any of its records may come first.
+        assert!(text.contains(&big_txt(0)[..7]), "{text}");
+        assert!(text.ends_with(&rest), "{text}");
+
+        let strict = check(&verdict, "big-strict", netns);
+        assert_eq!(strict["result"], "error", "{strict}");
+        assert_eq!(
+            strict["detail"],
+            format!("TXT {BIG_NAME}: {BIND_IP} udp: truncated (the answer does not fit)")
+        );
+    }
+}
+
+/// TCP/53 dropped in front of BIND: UDP still answers (truncated), the TCP leg times out within
+/// the round, the check fails with that, and the diagnosis names TCP/53.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn a_truncated_answer_with_tcp_blocked_fails_as_dns_tcp_blocked() {
+    let Some(lab) = bind_lab("dns-bind-tcp-drop", false) else {
+        return;
+    };
+    lab.bind_tcp_drop(true);
+    let verdict = check_once(&lab, &big_probe("big", BIND_IP, ""));
+    for netns in ["pod", "host"] {
+        let c = check(&verdict, "big", netns);
+        assert_eq!(c["result"], "timeout", "{c}");
+        assert_eq!(
+            c["detail"],
+            format!("TXT {BIG_NAME}: {BIND_IP} udp: truncated, followed over tcp: timeout")
+        );
+    }
+    assert_eq!(codes(&verdict), ["dns_tcp_blocked"], "{verdict:#}");
+}
+
+/// unbound on the cluster side forwards the corporate zone to BIND and answers the pod (and the
+/// host), the big set too: truncated over UDP by unbound, followed over TCP.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn unbound_forwarding_to_bind_answers_from_the_pod_side() {
+    let Some(lab) = bind_lab("dns-unbound-forward", true) else {
+        return;
+    };
+    let probes = format!(
+        "  - name: fwd\n    dns: {{ query: {DB_NAME}, servers: [\"{UNBOUND_IP}\"], transport: [udp, tcp], \
+         expect: {{ equals: [{DB_IP}] }} }}\n{}",
+        big_probe("fwd-big", UNBOUND_IP, "")
+    );
+    let verdict = check_once(&lab, &probes);
+    for netns in ["pod", "host"] {
+        let c = check(&verdict, "fwd", netns);
+        assert_eq!(c["result"], "success", "{c}");
+        assert_eq!(
+            c["detail"],
+            format!("A {DB_NAME}: {UNBOUND_IP} udp: A {DB_IP}; tcp: A {DB_IP}")
+        );
+        let big = check(&verdict, "fwd-big", netns);
+        assert_eq!(big["result"], "success", "{big}");
+        let text = big["detail"].as_str().unwrap_or_default();
+        assert!(
+            text.starts_with(&format!(
+                "TXT {BIG_NAME}: {UNBOUND_IP} udp: truncated, followed over tcp: TXT "
+            )),
+            "{text}"
+        );
+    }
 }

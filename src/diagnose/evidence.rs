@@ -164,8 +164,17 @@ pub fn dns_pairs<'a>(check: &Observed<'a>) -> Vec<Pair<'a>> {
                 .iter()
                 .filter_map(|p| {
                     let server = spec.servers.iter().find(|s| s.to_string() == p.server)?;
-                    Some(pair(server, p.transport, p.failure))
+                    Some(match p.followed {
+                        // A truncated UDP answer followed over TCP: both legs are evidence,
+                        // a server that answers over UDP and fails over TCP among them.
+                        Some(legs) => vec![
+                            pair(server, p.transport, legs.udp),
+                            pair(server, Transport::Tcp, legs.tcp),
+                        ],
+                        None => vec![pair(server, p.transport, p.failure)],
+                    })
                 })
+                .flatten()
                 .collect(),
             _ => Vec::new(),
         },

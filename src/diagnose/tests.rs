@@ -66,8 +66,29 @@ fn dns(pairs: &[(&str, Transport, Option<Reason>)]) -> Failure {
                     transport: *transport,
                     failure: *failure,
                     durations: Vec::new(),
+                    followed: None,
                 })
                 .collect(),
+        }),
+    }
+}
+
+/// A UDP-only round whose truncated answer was followed over TCP, and the TCP leg failed.
+fn followed(server: &str, tcp: Reason) -> Failure {
+    Failure {
+        reason: tcp,
+        detail: "dns".into(),
+        measurements: Measurements::Dns(DnsReport {
+            pairs: vec![DnsPair {
+                server: server.into(),
+                transport: UDP,
+                failure: Some(tcp),
+                durations: Vec::new(),
+                followed: Some(crate::probe::dns::Followed {
+                    udp: None,
+                    tcp: Some(tcp),
+                }),
+            }],
         }),
     }
 }
@@ -470,6 +491,15 @@ fn cases() -> Vec<Case> {
                     (ONPREM_DNS, UDP, Some(Reason::Nxdomain)),
                     (ONPREM_DNS, TCP, Some(Reason::Nxdomain)),
                 ]),
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "a truncated UDP answer whose TCP leg is dropped",
+            failing: vec![("pod-dns", Pod, followed("198.19.10.53", Reason::Timeout))],
+            want: vec![Code::DnsTcpBlocked],
+            summary: Some(
+                "DNS over TCP fails while UDP answers: 198.19.10.53 from pod (pod-dns)",
             ),
             ..Case::default()
         },

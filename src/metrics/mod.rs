@@ -609,6 +609,7 @@ mod tests {
             transport,
             failure,
             durations: ms.iter().map(|m| Duration::from_millis(*m)).collect(),
+            followed: None,
         };
         let failure = Failure {
             reason: Reason::Timeout,

@@ -74,7 +74,7 @@ impl Lab {
 
     /// Makes `rules` the whole content of filter chain `chain` on `hook` in the lab's table.
     /// Declaring the chain is a no-op when it exists; flushing it makes every call idempotent.
-    fn nft_chain(&self, h: Host, chain: &str, hook: &str, rules: &[&str]) {
+    pub(super) fn nft_chain(&self, h: Host, chain: &str, hook: &str, rules: &[&str]) {
         let mut ruleset = format!(
             "table inet {NFT_TABLE} {{\n\
              \x20 chain {chain} {{\n\

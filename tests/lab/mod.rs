@@ -11,6 +11,7 @@
 // Each integration-test binary compiles this module and uses a different subset of it.
 #![allow(dead_code)]
 
+pub mod bind;
 pub mod dns;
 mod faults;
 mod http;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use hickory_net::proto::op::{DnsResponse, ResponseCode};
 
 use super::spec::Nameserver;
-use super::{Answer, Asked, DnsPair, DnsReport, DnsSpec, Rcode, Reply, Server};
+use super::{Answer, Asked, DnsPair, DnsReport, DnsSpec, Followed, Rcode, Reply, Server};
 use crate::net::Transport;
 use crate::probe::{conclude, Failure, Measurements, Outcome, Reason};
 
@@ -31,7 +31,7 @@ impl DnsSpec {
             at: Some(at),
             transport,
             took: Some(Duration::ZERO),
-            reply: Reply::from_response(response, transport),
+            reply: Reply::from_response(response),
         }])
     }
 
@@ -40,23 +40,40 @@ impl DnsSpec {
     pub(super) fn judge(&self, asked: &[Asked]) -> Result<Outcome, Failure> {
         let verdicts: Vec<Verdict> = asked.iter().map(|a| self.verdict(&a.reply)).collect();
         let mut pairs: Vec<DnsPair> = Vec::new();
+        // Per pair, the UDP legs' and the followed TCP legs' first failures, apart.
+        let mut legs: Vec<(Option<Reason>, Option<Reason>, bool)> = Vec::new();
         for (a, verdict) in asked.iter().zip(&verdicts) {
             let server = a.server.to_string();
-            match pairs
-                .iter_mut()
-                .find(|p| p.server == server && p.transport == a.transport)
+            let failure = failure_reason(verdict);
+            // A followed answer's UDP leg answered; its TCP leg is the verdict.
+            let (udp, tcp, followed) = match a.reply {
+                Reply::OverTcp(_) => (None, failure, true),
+                _ => (failure, None, false),
+            };
+            let i = match pairs
+                .iter()
+                .position(|p| p.server == server && p.transport == a.transport)
             {
-                Some(pair) => {
-                    pair.failure = pair.failure.or(failure_reason(verdict));
-                    pair.durations.extend(a.took);
+                Some(i) => i,
+                None => {
+                    pairs.push(DnsPair {
+                        server,
+                        transport: a.transport,
+                        failure: None,
+                        durations: Vec::new(),
+                        followed: None,
+                    });
+                    legs.push((None, None, false));
+                    pairs.len() - 1
                 }
-                None => pairs.push(DnsPair {
-                    server,
-                    transport: a.transport,
-                    failure: failure_reason(verdict),
-                    durations: a.took.into_iter().collect(),
-                }),
-            }
+            };
+            pairs[i].failure = pairs[i].failure.or(failure);
+            pairs[i].durations.extend(a.took);
+            let leg = &mut legs[i];
+            *leg = (leg.0.or(udp), leg.1.or(tcp), leg.2 || followed);
+        }
+        for (pair, (udp, tcp, followed)) in pairs.iter_mut().zip(legs) {
+            pair.followed = followed.then_some(Followed { udp, tcp });
         }
         let detail = self.render(asked, &verdicts);
         let measurements = Measurements::Dns(DnsReport { pairs });
@@ -80,6 +97,14 @@ impl DnsSpec {
                     _ => Reason::Error,
                 };
                 Err((reason, rcode_name(*code)))
+            }
+            Reply::Truncated => Err((Reason::Error, "truncated (the answer does not fit)".into())),
+            Reply::OverTcp(over_tcp) => {
+                let followed = |text| format!("truncated, followed over tcp: {text}");
+                match self.verdict(over_tcp) {
+                    Ok(text) => Ok(followed(text)),
+                    Err((reason, text)) => Err((reason, followed(text))),
+                }
             }
             Reply::NxDomain if nx_wanted => Ok("NXDOMAIN".into()),
             Reply::NxDomain => Err((Reason::Nxdomain, "NXDOMAIN".into())),

@@ -46,7 +46,7 @@ mod tests;
 use judge::printable;
 pub use resolv_conf::ResolvConf;
 use spec::RawDnsSpec;
-pub use spec::{Expect, Query, QueryType, Rcode, Server};
+pub use spec::{Expect, Query, QueryType, Rcode, Server, Truncation};
 
 /// A validated `dns:` probe.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -61,6 +61,8 @@ pub struct DnsSpec {
     /// Apply the resolv.conf search list and ndots, as applications do; off by default so a
     /// failure names exactly the query that failed.
     pub search: bool,
+    /// A truncated UDP answer is followed over TCP unless `fail` is asked for.
+    pub truncation: Truncation,
     pub expect: Expect,
 }
 
@@ -80,7 +82,21 @@ pub struct DnsPair {
     /// Why the pair failed (its first failing nameserver's reason); `None` when it passed. The
     /// diagnoses tell a server that never answered from one that answered wrongly by it.
     pub failure: Option<Reason>,
+    /// Each query's duration; for an answer followed over TCP, both legs together.
     pub durations: Vec<Duration>,
+    /// Set when a truncated UDP answer of the pair was followed over TCP: the legs judged apart,
+    /// so the diagnoses see a server that answers over UDP and fails over TCP. The pair keeps
+    /// its `udp` label.
+    pub followed: Option<Followed>,
+}
+
+/// The two legs of a UDP pair whose truncated answer was followed over TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Followed {
+    /// The UDP legs' own failure; `None` when every one answered (truncated or not).
+    pub udp: Option<Reason>,
+    /// The TCP legs' failure; `None` when they answered as expected.
+    pub tcp: Option<Reason>,
 }
 
 impl DnsPair {
@@ -109,7 +125,11 @@ enum Reply {
     NxDomain,
     NoData,
     Rcode(ResponseCode),
-    /// No usable reply: timeout, network error, truncation, a resolv.conf problem.
+    /// The TC bit: the answer did not fit.
+    Truncated,
+    /// A truncated UDP answer followed over TCP: what TCP answered for the same name.
+    OverTcp(Box<Reply>),
+    /// No usable reply: timeout, network error, a resolv.conf problem.
     Failed(Reason, String),
 }
 
@@ -203,13 +223,15 @@ impl Probe for DnsSpec {
                 let text = server.to_string();
                 let answered = match failure.map(|f| (f, &f.measurements)) {
                     None => Some(true),
-                    Some((_, Measurements::Dns(report))) => server_answered(
-                        report
-                            .pairs
-                            .iter()
-                            .filter(|p| p.server == text)
-                            .map(|p| p.failure),
-                    ),
+                    Some((_, Measurements::Dns(report))) => {
+                        server_answered(report.pairs.iter().filter(|p| p.server == text).flat_map(
+                            |p| match p.followed {
+                                // A truncated UDP answer is an answer, whatever TCP did.
+                                Some(legs) => vec![legs.udp, legs.tcp],
+                                None => vec![p.failure],
+                            },
+                        ))
+                    }
                     Some((f, _)) => f.reason.answered(),
                 };
                 Some(Target {
@@ -258,6 +280,7 @@ impl DnsSpec {
             servers: vec![Server::Addr(SocketAddr::new(server, 53))],
             transports: vec![Transport::Udp, Transport::Tcp],
             search: false,
+            truncation: Truncation::RetryTcp,
             expect: Expect {
                 rcode: Rcode::NOERROR,
                 within: Vec::new(),
@@ -332,8 +355,7 @@ impl DnsSpec {
         deadline: Instant,
     ) -> (Duration, Reply) {
         let started = Instant::now();
-        let budget = deadline.saturating_duration_since(started);
-        let exchange = self.exchange(at, transport, search, budget);
+        let exchange = self.exchange(at, transport, search, deadline);
         let reply = match tokio::time::timeout_at(deadline, exchange).await {
             Ok(reply) => reply,
             Err(_elapsed) => Reply::Failed(Reason::Timeout, "timeout".into()),
@@ -346,8 +368,9 @@ impl DnsSpec {
         at: SocketAddr,
         transport: Transport,
         search: Option<&ResolvConf>,
-        timeout: Duration,
+        deadline: Instant,
     ) -> Reply {
+        let timeout = deadline.saturating_duration_since(Instant::now());
         // The provider owns the exchange's background task, which ends when it is dropped at the
         // end of this call: nothing outlives the round.
         let provider = TokioRuntimeProvider::default();
@@ -376,21 +399,56 @@ impl DnsSpec {
         // As glibc's res_search: move on to the next candidate after NXDOMAIN, NODATA or
         // SERVFAIL; stop at an answer or a transport failure. NODATA outranks SERVFAIL, which
         // outranks NXDOMAIN, in what is finally reported.
+        // A truncated UDP answer is followed over TCP for that name only, and the search goes
+        // on from what TCP answered; the reply says when that happened.
         let mut negative = Reply::NxDomain;
+        let mut negative_followed = false;
         for name in names {
-            let reply =
-                query_once(&exchange, name, self.record_type.record_type(), transport).await;
+            let record_type = self.record_type.record_type();
+            let mut reply = query_once(&exchange, name.clone(), record_type).await;
+            let followed = reply == Reply::Truncated
+                && transport == Transport::Udp
+                && self.truncation == Truncation::RetryTcp;
+            if followed {
+                reply = over_tcp(at, name, record_type, deadline).await;
+            }
             match reply {
                 Reply::NxDomain => {}
-                Reply::NoData => negative = Reply::NoData,
+                Reply::NoData => (negative, negative_followed) = (Reply::NoData, followed),
                 Reply::Rcode(ResponseCode::ServFail) if negative != Reply::NoData => {
-                    negative = reply
+                    (negative, negative_followed) = (reply, followed)
                 }
                 Reply::Rcode(ResponseCode::ServFail) => {}
-                other => return other,
+                other => return followed_if(followed, other),
             }
         }
-        negative
+        followed_if(negative_followed, negative)
+    }
+}
+
+fn followed_if(followed: bool, reply: Reply) -> Reply {
+    if followed {
+        Reply::OverTcp(Box::new(reply))
+    } else {
+        reply
+    }
+}
+
+/// The TCP leg of a truncated UDP answer: the same name to the same server on a new connection,
+/// stopped at the round's deadline.
+async fn over_tcp(at: SocketAddr, name: Name, record_type: RecordType, deadline: Instant) -> Reply {
+    let leg = async {
+        // Kept alive to the end of the leg: it owns the exchange's background task.
+        let provider = TokioRuntimeProvider::default();
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        match TcpClientStream::exchange(at, None, timeout, None, provider.clone()).await {
+            Ok(exchange) => query_once(&exchange, name, record_type).await,
+            Err(e) => Reply::failed(&e),
+        }
+    };
+    match tokio::time::timeout_at(deadline, leg).await {
+        Ok(reply) => reply,
+        Err(_elapsed) => Reply::Failed(Reason::Timeout, "timeout".into()),
     }
 }
 
@@ -421,12 +479,11 @@ async fn query_once(
     exchange: &DnsExchange<TokioRuntimeProvider>,
     name: Name,
     record_type: RecordType,
-    transport: Transport,
 ) -> Reply {
     let question = Question::query(name, record_type);
     let mut responses = exchange.lookup(question, DnsRequestOptions::default());
     match responses.next().await {
-        Some(Ok(response)) => Reply::from_response(&response, transport),
+        Some(Ok(response)) => Reply::from_response(&response),
         Some(Err(e)) => Reply::failed(&e),
         // hickory ends the response stream when its own timeout fires.
         None => Reply::Failed(Reason::Timeout, "timeout".into()),
@@ -434,13 +491,9 @@ async fn query_once(
 }
 
 impl Reply {
-    fn from_response(response: &DnsResponse, transport: Transport) -> Reply {
+    fn from_response(response: &DnsResponse) -> Reply {
         if response.truncation {
-            let hint = match transport {
-                Transport::Udp => " (the answer does not fit in UDP; ask over tcp)",
-                Transport::Tcp => "",
-            };
-            return Reply::Failed(Reason::Error, format!("truncated{hint}"));
+            return Reply::Truncated;
         }
         match response.response_code {
             ResponseCode::NoError if response.answers.is_empty() => Reply::NoData,

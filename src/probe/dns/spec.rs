@@ -43,6 +43,18 @@ pub enum Server {
     Addr(SocketAddr),
 }
 
+/// What a UDP answer with the TC bit (it did not fit) leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Truncation {
+    /// Ask the same server the same name over TCP within the round, as every stub resolver
+    /// does; the pair fails only when that TCP leg does.
+    #[default]
+    RetryTcp,
+    /// UDP-only strictness: a truncated answer fails the pair.
+    Fail,
+}
+
 /// What counts as a correct answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expect {
@@ -77,6 +89,8 @@ pub(super) struct RawDnsSpec {
     transport: Vec<Transport>,
     #[serde(default)]
     search: bool,
+    #[serde(default)]
+    truncation: Truncation,
     #[serde(default)]
     expect: RawExpect,
 }
@@ -157,6 +171,7 @@ impl TryFrom<RawDnsSpec> for DnsSpec {
             servers: raw.servers,
             transports: raw.transport,
             search: raw.search,
+            truncation: raw.truncation,
             expect: Expect {
                 rcode: e.rcode,
                 within: e.within.into_iter().map(|c| c.0).collect(),

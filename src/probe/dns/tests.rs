@@ -358,7 +358,7 @@ fn responses_become_replies_without_trusting_their_content() {
         // A hostile server may put anything anywhere; rendering must not panic.
         m.add_answer(record(RData::OPT(OPT::default())));
     });
-    let Reply::Answers(answers) = Reply::from_response(&answered, Transport::Udp) else {
+    let Reply::Answers(answers) = Reply::from_response(&answered) else {
         panic!("expected answers");
     };
     assert_eq!(answers[1].ip, Some("198.19.10.5".parse().unwrap()));
@@ -367,17 +367,11 @@ fn responses_become_replies_without_trusting_their_content() {
     assert_eq!(answers[3].text, "<unprintable>");
 
     let empty = response(|_| {});
-    assert_eq!(Reply::from_response(&empty, Transport::Udp), Reply::NoData);
+    assert_eq!(Reply::from_response(&empty), Reply::NoData);
     let nx = response(|m| m.metadata.response_code = ResponseCode::NXDomain);
-    assert_eq!(Reply::from_response(&nx, Transport::Tcp), Reply::NxDomain);
+    assert_eq!(Reply::from_response(&nx), Reply::NxDomain);
     let truncated = response(|m| m.metadata.truncation = true);
-    assert_eq!(
-        Reply::from_response(&truncated, Transport::Udp),
-        Reply::Failed(
-            Reason::Error,
-            "truncated (the answer does not fit in UDP; ask over tcp)".into()
-        )
-    );
+    assert_eq!(Reply::from_response(&truncated), Reply::Truncated);
 }
 
 #[test]
@@ -436,4 +430,113 @@ fn a_server_answered_when_any_of_its_pairs_did() {
         Some(false)
     );
     assert_eq!(server_answered([Some(Reason::Error)].into_iter()), None);
+}
+
+#[test]
+fn a_truncated_answer_is_followed_over_tcp_and_judged_by_that_leg() {
+    let s = spec("{query: db.corp.example, servers: [198.19.10.1]}");
+    assert_eq!(s.truncation, Truncation::RetryTcp);
+    let bind = Server::Addr(addr("198.19.10.1:53"));
+    let over_tcp = |reply: Reply| Reply::OverTcp(Box::new(reply));
+    let passed = s
+        .judge(&[asked(
+            bind,
+            "198.19.10.1:53",
+            Transport::Udp,
+            over_tcp(Reply::Answers(vec![a("198.19.10.5")])),
+        )])
+        .unwrap();
+    assert_eq!(
+        passed.detail,
+        "A db.corp.example: 198.19.10.1 udp: truncated, followed over tcp: A 198.19.10.5"
+    );
+
+    let failure = s
+        .judge(&[asked(
+            bind,
+            "198.19.10.1:53",
+            Transport::Udp,
+            over_tcp(Reply::Failed(Reason::Timeout, "timeout".into())),
+        )])
+        .unwrap_err();
+    assert_eq!(failure.reason, Reason::Timeout);
+    assert_eq!(
+        failure.detail,
+        "A db.corp.example: 198.19.10.1 udp: truncated, followed over tcp: timeout"
+    );
+    let Measurements::Dns(report) = failure.measurements else {
+        panic!("expected a dns report");
+    };
+    // The pair keeps its udp label; its legs are told apart for the diagnoses.
+    assert_eq!(report.pairs.len(), 1);
+    assert_eq!(report.pairs[0].transport, Transport::Udp);
+    assert_eq!(report.pairs[0].failure, Some(Reason::Timeout));
+    assert_eq!(
+        report.pairs[0].followed,
+        Some(Followed {
+            udp: None,
+            tcp: Some(Reason::Timeout)
+        })
+    );
+}
+
+#[test]
+fn a_pair_not_followed_has_no_legs_and_a_mixed_system_pair_keeps_both() {
+    let s = spec("{query: db.corp.example}");
+    let rounds = [
+        asked(
+            Server::System,
+            "198.18.1.4:53",
+            Transport::Udp,
+            Reply::Failed(Reason::Refused, "refused".into()),
+        ),
+        asked(
+            Server::System,
+            "198.18.1.5:53",
+            Transport::Udp,
+            Reply::OverTcp(Box::new(Reply::Answers(vec![a("198.19.10.5")]))),
+        ),
+    ];
+    let Measurements::Dns(report) = s.judge(&rounds).unwrap_err().measurements else {
+        panic!("expected a dns report");
+    };
+    assert_eq!(
+        report.pairs[0].followed,
+        Some(Followed {
+            udp: Some(Reason::Refused),
+            tcp: None
+        })
+    );
+    let plain = s
+        .judge(&[asked(
+            Server::System,
+            "198.18.1.4:53",
+            Transport::Udp,
+            Reply::Answers(vec![a("198.19.10.5")]),
+        )])
+        .unwrap();
+    let Measurements::Dns(report) = plain.measurements else {
+        panic!("expected a dns report");
+    };
+    assert_eq!(report.pairs[0].followed, None);
+}
+
+#[test]
+fn truncation_fail_keeps_udp_strict() {
+    let s = spec("{query: db.corp.example, servers: [198.19.10.1], truncation: fail}");
+    assert_eq!(s.truncation, Truncation::Fail);
+    let failure = s
+        .judge(&[asked(
+            Server::Addr(addr("198.19.10.1:53")),
+            "198.19.10.1:53",
+            Transport::Udp,
+            Reply::Truncated,
+        )])
+        .unwrap_err();
+    assert_eq!(failure.reason, Reason::Error);
+    assert_eq!(
+        failure.detail,
+        "A db.corp.example: 198.19.10.1 udp: truncated (the answer does not fit)"
+    );
+    assert!(parse("{query: x.example, truncation: tcp}").is_err());
 }
