@@ -309,7 +309,8 @@ mod tests {
         let answered = async {
             Ok(Outcome {
                 detail: "connected".into(),
-                report: crate::probe::Report::None,
+                measurements: crate::probe::Measurements::None,
+                resolved: None,
             })
         };
         assert!(contained(&config.probes[0], answered).await.is_ok());

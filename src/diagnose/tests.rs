@@ -69,6 +69,7 @@ fn dns(pairs: &[(&str, Transport, Option<Reason>)]) -> Failure {
                 })
                 .collect(),
         }),
+        resolved: None,
     }
 }
 
@@ -89,6 +90,7 @@ fn source(reason: Reason, expected: &str, observed: &str, snat: Option<bool>) ->
             observed: ip(observed),
             snat_observed: snat,
         }),
+        resolved: None,
     }
 }
 
@@ -101,6 +103,7 @@ fn path_mtu(reason: Reason, mtu: Option<u16>, blackhole: bool) -> Failure {
             blackhole,
             tcp_mss: None,
         }),
+        resolved: None,
     }
 }
 
@@ -121,6 +124,7 @@ fn trace(reason: Reason, reached: bool) -> Failure {
             ],
             expected_hop_seen: Some(false),
         }),
+        resolved: None,
     }
 }
 
@@ -137,6 +141,7 @@ fn wrong_route() -> Failure {
                 dev_mtu: 1500,
             }),
         }),
+        resolved: None,
     }
 }
 
@@ -627,6 +632,7 @@ fn evidence_follows_the_damped_state() {
     let passed: Result<Outcome, Failure> = Ok(Outcome {
         detail: "connected".into(),
         measurements: Measurements::None,
+        resolved: None,
     });
     let seen = |results: &Results| {
         let (_, state) = results.in_order()[0];
