@@ -212,6 +212,7 @@ mod tests {
         Ok(Outcome {
             detail: "fine".into(),
             measurements: Measurements::None,
+            resolved: None,
         })
     }
 

@@ -88,6 +88,7 @@ pub fn config(machine: &Machine) -> Config {
             count: 3,
             size: 56,
             max_loss: 1.0,
+            resolver: Default::default(),
         }),
     )];
     for (ns, resolv_conf) in &machine.namespaces {
@@ -123,6 +124,7 @@ pub fn config(machine: &Machine) -> Config {
 fn tcp(host: Host, port: u16) -> ProbeKind {
     ProbeKind::Tcp(TcpSpec {
         target: HostPort { host, port },
+        resolver: Default::default(),
     })
 }
 

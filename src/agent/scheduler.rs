@@ -310,6 +310,7 @@ mod tests {
             Ok(Outcome {
                 detail: "connected".into(),
                 measurements: crate::probe::Measurements::None,
+                resolved: None,
             })
         };
         assert!(contained(&config.probes[0], answered).await.is_ok());

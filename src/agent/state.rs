@@ -257,6 +257,7 @@ mod tests {
         let ok = Ok(Outcome {
             detail: "connected".into(),
             measurements: crate::probe::Measurements::None,
+            resolved: None,
         });
         state.record(check, &ok, Duration::from_millis(1));
     }

@@ -70,6 +70,7 @@ fn dns(pairs: &[(&str, Transport, Option<Reason>)]) -> Failure {
                 })
                 .collect(),
         }),
+        resolved: None,
     }
 }
 
@@ -90,6 +91,7 @@ fn followed(server: &str, tcp: Reason) -> Failure {
                 }),
             }],
         }),
+        resolved: None,
     }
 }
 
@@ -110,6 +112,7 @@ fn source(reason: Reason, expected: &str, observed: &str, snat: Option<bool>) ->
             observed: ip(observed),
             snat_observed: snat,
         }),
+        resolved: None,
     }
 }
 
@@ -122,6 +125,7 @@ fn path_mtu(reason: Reason, mtu: Option<u16>, blackhole: bool) -> Failure {
             blackhole,
             tcp_mss: None,
         }),
+        resolved: None,
     }
 }
 
@@ -142,6 +146,7 @@ fn trace(reason: Reason, reached: bool) -> Failure {
             ],
             expected_hop_seen: Some(false),
         }),
+        resolved: None,
     }
 }
 
@@ -158,6 +163,7 @@ fn wrong_route() -> Failure {
                 dev_mtu: 1500,
             }),
         }),
+        resolved: None,
     }
 }
 
@@ -657,6 +663,7 @@ fn evidence_follows_the_damped_state() {
     let passed: Result<Outcome, Failure> = Ok(Outcome {
         detail: "connected".into(),
         measurements: Measurements::None,
+        resolved: None,
     });
     let seen = |results: &Results| {
         let (_, state) = results.in_order()[0];

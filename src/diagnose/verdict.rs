@@ -193,6 +193,7 @@ probes:
             Ok(Outcome {
                 detail: "connected".into(),
                 measurements: Measurements::None,
+                resolved: None,
             })
         } else {
             Err(Failure::new(Reason::Timeout, "no answer within 2s"))

@@ -15,6 +15,7 @@ use prometheus::{
 };
 
 use crate::netns::NetnsId;
+use crate::probe::series::InfoSeries;
 use crate::probe::{CheckLabels, Failure, Families, KindSeries, Outcome, DURATION_BUCKETS};
 use crate::results::Transition;
 
@@ -54,6 +55,8 @@ pub struct Metrics {
     outage_duration: HistogramVec,
     /// Every probe kind's own families, registered by the kinds.
     kinds: Arc<KindSeries>,
+    /// The address a check's host name resolved to in its last round, for every kind.
+    resolved_address: Arc<InfoSeries>,
     netns_available: GaugeVec,
     node_healthy: Gauge,
     /// One series per diagnosis code, always present: 1 while the diagnosis holds.
@@ -230,6 +233,13 @@ impl Metrics {
                 OUTAGE_BUCKETS,
             ),
             kinds: Arc::new(KindSeries::register(&mut r)),
+            resolved_address: Arc::new(InfoSeries::new(r.gauges(
+                "hybridprobe_resolved_address_info",
+                "Always 1; the address the check's host name resolved to in its last round, \
+                 in the namespace it ran in. Absent when the target is an address or the name \
+                 did not resolve.",
+                &["probe", "netns", "address"],
+            ))),
             netns_available: r.gauges(
                 "hybridprobe_netns_available",
                 "1 if the agent can run probes in the namespace, 0 if it cannot enter it.",
@@ -309,17 +319,17 @@ impl Metrics {
                 check.outage.observe(outage.as_secs_f64());
             }
         }
-        let measurements = match result {
-            Ok(outcome) => &outcome.measurements,
-            Err(failure) => &failure.measurements,
+        let (measurements, resolved) = match result {
+            Ok(outcome) => (&outcome.measurements, outcome.resolved),
+            Err(failure) => (&failure.measurements, failure.resolved),
         };
-        self.kinds.observe(
-            CheckLabels {
-                probe,
-                netns: check.netns,
-            },
-            measurements,
-        );
+        let labels = CheckLabels {
+            probe,
+            netns: check.netns,
+        };
+        self.kinds.observe(labels, measurements);
+        self.resolved_address
+            .set(labels, resolved.map(|ip| vec![ip.to_string()]));
         self.changed();
     }
 
@@ -331,6 +341,7 @@ impl Metrics {
             family.forget(&labels);
         }
         self.kinds.forget(CheckLabels { probe, netns });
+        self.resolved_address.forget(CheckLabels { probe, netns });
         self.changed();
     }
 
@@ -443,6 +454,48 @@ mod tests {
         }
     }
 
+    /// Every kind's rounds say the address a name resolved to, one series per check.
+    #[test]
+    fn the_resolved_address_is_one_series_replaced_on_change() {
+        let metrics = Metrics::new(&[]);
+        let ldap = metrics.check_series("ldap", "tcp", NetnsId::Host);
+        let round = |ip: Option<&str>| Outcome {
+            resolved: ip.map(|ip| ip.parse().unwrap()),
+            ..Outcome::new("connected", Measurements::None)
+        };
+        let series = |ip: &str| {
+            format!("hybridprobe_resolved_address_info{{address=\"{ip}\",netns=\"host\",probe=\"ldap\"}} 1")
+        };
+        metrics.observe(
+            &ldap,
+            &Ok(round(Some("198.19.10.1"))),
+            Duration::ZERO,
+            Transition::None,
+        );
+        let text = metrics.render();
+        assert!(text.contains(&series("198.19.10.1")), "{text}");
+        metrics.observe(
+            &ldap,
+            &Ok(round(Some("198.19.10.2"))),
+            Duration::ZERO,
+            Transition::None,
+        );
+        let text = metrics.render();
+        assert!(text.contains(&series("198.19.10.2")), "{text}");
+        assert!(!text.contains(&series("198.19.10.1")), "{text}");
+        let failed = Failure::new(Reason::ResolveFailed, "resolve ldap: nxdomain");
+        metrics.observe(&ldap, &Err(failed), Duration::ZERO, Transition::Failed);
+        assert!(!metrics.render().contains("address=\"198.19.10"));
+        metrics.observe(
+            &ldap,
+            &Ok(round(Some("198.19.10.1"))),
+            Duration::ZERO,
+            Transition::None,
+        );
+        metrics.forget_check("ldap", NetnsId::Host);
+        assert!(!metrics.render().contains("address=\"198.19.10"));
+    }
+
     #[test]
     fn a_round_updates_the_generic_and_kind_series() {
         let metrics = Metrics::new(&[]);
@@ -455,6 +508,7 @@ mod tests {
                 received: 1,
                 rtts: vec![Duration::from_millis(3)],
             }),
+            resolved: None,
         };
         metrics.observe(
             &dc1,
@@ -499,6 +553,7 @@ mod tests {
         let ok = Ok(Outcome {
             detail: String::new(),
             measurements: Measurements::None,
+            resolved: None,
         });
         let changes: [(&dyn Fn(), &str); 7] = [
             (
@@ -571,6 +626,7 @@ mod tests {
                 reason: Reason::Masqueraded,
                 detail: String::new(),
                 measurements,
+                resolved: None,
             };
             metrics.observe(
                 &check,
@@ -625,6 +681,7 @@ mod tests {
                     ),
                 ],
             }),
+            resolved: None,
         };
         metrics.observe(
             &check,
@@ -649,6 +706,7 @@ mod tests {
         Ok(Outcome {
             detail: String::new(),
             measurements,
+            resolved: None,
         })
     }
 
@@ -703,6 +761,7 @@ mod tests {
             reason: Reason::Unreachable,
             detail: "no route".into(),
             measurements: Measurements::Route(RouteReport { route: None }),
+            resolved: None,
         });
         metrics.observe(check, &gone, Duration::ZERO, Transition::None);
         assert!(info(&metrics.render()).is_empty());
@@ -754,6 +813,7 @@ mod tests {
         let ok = Outcome {
             detail: "ok".into(),
             measurements: Measurements::None,
+            resolved: None,
         };
         metrics.observe(
             &dc1,
@@ -786,6 +846,7 @@ mod tests {
                 received: 0,
                 rtts: vec![],
             }),
+            resolved: None,
         };
         metrics.observe(&gone, &Err(failure()), Duration::ZERO, Transition::None);
         metrics.observe(&kept, &Err(failure()), Duration::ZERO, Transition::None);

@@ -13,6 +13,7 @@ use surge_ping::{Client, Config, IcmpPacket, PingIdentifier, PingSequence, Surge
 use tokio::time::Instant;
 
 use super::raw;
+use super::resolver::Resolver;
 use super::target::Host;
 use super::{
     CheckLabels, Failure, Families, Measurements, Outcome, Probe, Reason, Target, DURATION_BUCKETS,
@@ -24,6 +25,9 @@ use crate::netns::NetnsContext;
 pub struct IcmpSpec {
     /// An address, a host name, or `gateway` for the namespace's default gateway.
     pub target: Host,
+    /// Who resolves a host name: `system` (the namespace's resolv.conf) or a list of servers.
+    #[serde(default)]
+    pub resolver: Resolver,
     /// Echo requests per round.
     #[serde(default = "default_count", deserialize_with = "count")]
     pub count: u16,
@@ -142,7 +146,7 @@ impl Probe for IcmpSpec {
 impl IcmpSpec {
     async fn round(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
         let deadline = Instant::now() + budget;
-        let ip = self.target.resolve(ctx).await?[0];
+        let ip = self.target.resolve(ctx, &self.resolver).await?[0];
         let kind = if ip.is_ipv4() { ICMP::V4 } else { ICMP::V6 };
         // DGRAM first: it needs only net.ipv4.ping_group_range; surge-ping falls back to RAW,
         // which needs CAP_NET_RAW.
@@ -213,6 +217,7 @@ impl IcmpSpec {
             return Ok(Outcome {
                 detail: summary,
                 measurements: Measurements::Icmp(report),
+                resolved: None,
             });
         }
         let (reason, why) = match worst {
@@ -227,6 +232,7 @@ impl IcmpSpec {
             reason,
             detail: format!("{summary}{why}"),
             measurements: Measurements::Icmp(report),
+            resolved: None,
         })
     }
 }
@@ -285,6 +291,7 @@ mod tests {
             count,
             size: 56,
             max_loss,
+            resolver: Default::default(),
         }
     }
 

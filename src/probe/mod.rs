@@ -18,6 +18,7 @@ pub mod dns;
 pub mod icmp;
 pub mod path_mtu;
 pub mod raw;
+pub mod resolver;
 pub mod route;
 pub mod series;
 pub mod source_ip;
@@ -27,6 +28,7 @@ pub mod traceroute;
 
 use std::fmt;
 use std::future::Future;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use prometheus::{CounterVec, GaugeVec, HistogramVec};
@@ -183,11 +185,24 @@ macro_rules! probe_kinds {
                 }
             }
 
-            /// Runs one round; see [`Probe::run`].
+            /// Runs one round; see [`Probe::run`]. The address a host name resolved to, for any
+            /// kind, goes in the round's detail and `resolved`.
             pub async fn run(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
-                match self {
-                    $(ProbeKind::$variant(spec) => spec.run(ctx, budget).await),+
+                let (mut result, noted) = resolver::noting(async {
+                    match self {
+                        $(ProbeKind::$variant(spec) => spec.run(ctx, budget).await),+
+                    }
+                })
+                .await;
+                if let Some((name, ip)) = noted {
+                    let (detail, resolved) = match &mut result {
+                        Ok(outcome) => (&mut outcome.detail, &mut outcome.resolved),
+                        Err(failure) => (&mut failure.detail, &mut failure.resolved),
+                    };
+                    *detail = format!("{name} ({ip}): {detail}");
+                    *resolved = Some(ip);
                 }
+                result
             }
 
             /// See [`Probe::targets`].
@@ -262,6 +277,18 @@ pub struct Outcome {
     /// One line for people, e.g. `connected to 198.19.10.1:389`.
     pub detail: String,
     pub measurements: Measurements,
+    /// The address the target's host name resolved to, when it is a name.
+    pub resolved: Option<IpAddr>,
+}
+
+impl Outcome {
+    pub fn new(detail: impl Into<String>, measurements: Measurements) -> Outcome {
+        Outcome {
+            detail: detail.into(),
+            measurements,
+            resolved: None,
+        }
+    }
 }
 
 /// A probe round that failed, and why.
@@ -270,6 +297,8 @@ pub struct Failure {
     pub reason: Reason,
     pub detail: String,
     pub measurements: Measurements,
+    /// The address the target's host name resolved to, when it is a name and resolved.
+    pub resolved: Option<IpAddr>,
 }
 
 impl Failure {
@@ -278,6 +307,7 @@ impl Failure {
             reason,
             detail: detail.into(),
             measurements: Measurements::None,
+            resolved: None,
         }
     }
 }
@@ -289,14 +319,12 @@ pub fn conclude(
     measurements: Measurements,
 ) -> Result<Outcome, Failure> {
     match failure {
-        None => Ok(Outcome {
-            detail,
-            measurements,
-        }),
+        None => Ok(Outcome::new(detail, measurements)),
         Some(reason) => Err(Failure {
             reason,
             detail,
             measurements,
+            resolved: None,
         }),
     }
 }
@@ -334,6 +362,8 @@ pub enum Reason {
     Blackhole,
     /// The path MTU is below the configured minimum.
     MtuLow,
+    /// The target's host name did not resolve (NXDOMAIN, SERVFAIL, no answer, ...).
+    ResolveFailed,
     Error,
 }
 
@@ -356,6 +386,7 @@ impl Reason {
         Reason::Mismatch,
         Reason::Blackhole,
         Reason::MtuLow,
+        Reason::ResolveFailed,
         Reason::Error,
     ];
 
@@ -378,12 +409,14 @@ impl Reason {
             Reason::Mismatch => "mismatch",
             Reason::Blackhole => "blackhole",
             Reason::MtuLow => "mtu_low",
+            Reason::ResolveFailed => "resolve_failed",
             Reason::Error => "error",
         }
     }
 
     /// Whether a failure shows that something came back from the far side: `None` when the
-    /// reason is local and says nothing about the path.
+    /// reason is local and says nothing about the path. A name that did not resolve says
+    /// nothing about the target's path either, even when a DNS server answered NXDOMAIN.
     pub fn answered(self) -> Option<bool> {
         match self {
             Reason::Timeout | Reason::Unreachable => Some(false),
@@ -400,7 +433,10 @@ impl Reason {
             | Reason::Mismatch
             | Reason::Blackhole
             | Reason::MtuLow => Some(true),
-            Reason::PermissionDenied | Reason::NetnsUnavailable | Reason::Error => None,
+            Reason::PermissionDenied
+            | Reason::NetnsUnavailable
+            | Reason::ResolveFailed
+            | Reason::Error => None,
         }
     }
 

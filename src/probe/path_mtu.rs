@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::raw::{self, IcmpError, Message, RawIcmp};
+use super::resolver::Resolver;
 use super::route;
 use super::series::flag;
 use super::target::{Host, HostPort};
@@ -35,6 +36,9 @@ pub struct PathMtuSpec {
     pub min: Option<u16>,
     /// `HOST:PORT` to connect to and read the TCP MSS from, to see whether clamping is in effect.
     pub tcp_mss: Option<HostPort>,
+    /// Who resolves host names (the target's and `tcp_mss`'s): `system` or a list of servers.
+    #[serde(default)]
+    pub resolver: Resolver,
 }
 
 /// What a round measured.
@@ -350,7 +354,7 @@ impl Probe for PathMtuSpec {
 impl PathMtuSpec {
     async fn round(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
         let deadline = Instant::now() + budget;
-        let target = raw::ipv4_target(&self.target, ctx, "path_mtu").await?;
+        let target = raw::ipv4_target(&self.target, ctx, &self.resolver, "path_mtu").await?;
         let egress = route::lookup(IpAddr::V4(target).into(), ctx).await?;
         let socket = RawIcmp::open("path_mtu")?;
         socket.set_probe_pmtu().map_err(|e| {
@@ -385,7 +389,7 @@ impl PathMtuSpec {
         };
         let mss = async {
             match &self.tcp_mss {
-                Some(endpoint) => Some(tcp_mss(endpoint, ctx, deadline).await),
+                Some(endpoint) => Some(tcp_mss(endpoint, ctx, &self.resolver, deadline).await),
                 None => None,
             }
         };
@@ -422,6 +426,7 @@ impl PathMtuSpec {
                     search.floor
                 ),
                 measurements,
+                resolved: None,
             });
         };
         let mut detail = if blackhole {
@@ -455,6 +460,7 @@ impl PathMtuSpec {
                 reason,
                 detail,
                 measurements: measurements.clone(),
+                resolved: None,
             })
         };
         if blackhole {
@@ -469,6 +475,7 @@ impl PathMtuSpec {
         Ok(Outcome {
             detail,
             measurements,
+            resolved: None,
         })
     }
 }
@@ -542,9 +549,10 @@ async fn round(
 async fn tcp_mss(
     endpoint: &HostPort,
     ctx: &NetnsContext,
+    resolver: &Resolver,
     deadline: Instant,
 ) -> Result<(SocketAddr, u32), Failure> {
-    let ip = endpoint.host.resolve(ctx).await?[0];
+    let ip = endpoint.host.resolve(ctx, resolver).await?[0];
     let addr = SocketAddr::new(ip, endpoint.port);
     let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
@@ -765,6 +773,7 @@ mod tests {
             target: Host::Ip(IpAddr::V4(THEM)),
             min,
             tcp_mss: None,
+            resolver: Default::default(),
         };
         let egress = route::Route {
             destination: IpAddr::V4(THEM).into(),

@@ -16,6 +16,7 @@ use pnet_packet::icmp::{self, IcmpCode, IcmpPacket, IcmpTypes};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
+use super::resolver::Resolver;
 use super::target::Host;
 use super::{Failure, Reason};
 use crate::netns::NetnsContext;
@@ -50,8 +51,13 @@ pub fn next_ident() -> u16 {
 
 /// The first IPv4 address of `host`, resolved in the probe's namespace: these probes measure
 /// IPv4 paths only.
-pub async fn ipv4_target(host: &Host, ctx: &NetnsContext, kind: &str) -> Result<Ipv4Addr, Failure> {
-    let ips = host.resolve(ctx).await?;
+pub async fn ipv4_target(
+    host: &Host,
+    ctx: &NetnsContext,
+    resolver: &Resolver,
+    kind: &str,
+) -> Result<Ipv4Addr, Failure> {
+    let ips = host.resolve(ctx, resolver).await?;
     ips.iter()
         .find_map(|ip| match ip {
             std::net::IpAddr::V4(v4) => Some(*v4),

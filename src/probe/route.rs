@@ -160,12 +160,14 @@ impl RouteSpec {
             return Ok(Outcome {
                 detail: route.to_string(),
                 measurements,
+                resolved: None,
             });
         }
         Err(Failure {
             reason: Reason::Mismatch,
             detail: format!("{route} (expected {})", wrong.join(", ")),
             measurements,
+            resolved: None,
         })
     }
 

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
+use super::resolver::{lookup, note_resolved, Resolver};
 use super::{Failure, Reason};
 use crate::netns::NetnsContext;
 
@@ -41,21 +42,19 @@ impl Host {
         valid_hostname(text).then(|| Host::Name(text.trim_end_matches('.').to_owned()))
     }
 
-    /// The addresses to probe, looked up from inside the probe's namespace.
-    pub async fn resolve(&self, ctx: &NetnsContext) -> Result<Vec<IpAddr>, Failure> {
+    /// The addresses to probe, looked up from inside the probe's namespace: a name through
+    /// `resolver`, a fresh one each round (see [`lookup`]), and the first address noted for the
+    /// round (see [`note_resolved`]).
+    pub async fn resolve(
+        &self,
+        ctx: &NetnsContext,
+        resolver: &Resolver,
+    ) -> Result<Vec<IpAddr>, Failure> {
         match self {
             Host::Ip(ip) => Ok(vec![*ip]),
             Host::Name(name) => {
-                let addrs = tokio::net::lookup_host((name.as_str(), 0))
-                    .await
-                    .map_err(|e| Failure::new(Reason::Error, format!("resolve {name}: {e}")))?;
-                let ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
-                if ips.is_empty() {
-                    return Err(Failure::new(
-                        Reason::Error,
-                        format!("resolve {name}: no addresses"),
-                    ));
-                }
+                let ips = lookup(name, ctx, resolver).await?;
+                note_resolved(name, ips[0]);
                 Ok(ips)
             }
             Host::Gateway => {

@@ -23,6 +23,7 @@ use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::time::Instant;
 
 use super::raw::{self, IcmpError, Message, RawIcmp, PROTO_TCP, PROTO_UDP};
+use super::resolver::Resolver;
 use super::route::some_ip_or_cidr;
 use super::series::{flag, PerCheck};
 use super::target::Host;
@@ -60,6 +61,8 @@ pub struct TracerouteSpec {
     /// An address or prefix one of the hops must be in (the VPN gateway's inner address).
     pub expect_hop: Option<IpNet>,
     pub max_hops: u8,
+    /// Who resolves a host name: `system` (the namespace's resolv.conf) or a list of servers.
+    pub resolver: Resolver,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +76,8 @@ struct RawTracerouteSpec {
     expect_hop: Option<IpNet>,
     #[serde(default = "default_max_hops")]
     max_hops: u8,
+    #[serde(default)]
+    resolver: Resolver,
 }
 
 fn default_protocol() -> Protocol {
@@ -116,6 +121,7 @@ impl TryFrom<RawTracerouteSpec> for TracerouteSpec {
             port,
             expect_hop: raw.expect_hop,
             max_hops: raw.max_hops,
+            resolver: raw.resolver,
         })
     }
 }
@@ -353,7 +359,7 @@ impl Probe for TracerouteSpec {
 impl TracerouteSpec {
     async fn round(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
         let deadline = Instant::now() + budget;
-        let target = raw::ipv4_target(&self.target, ctx, "traceroute").await?;
+        let target = raw::ipv4_target(&self.target, ctx, &self.resolver, "traceroute").await?;
         let icmp = RawIcmp::open("traceroute")?;
         let sender = match self.protocol {
             Protocol::Icmp => Sender::Icmp(&icmp),

@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{timeout_at, Instant};
 
+use super::resolver::Resolver;
 use super::series::{flag, InfoSeries};
 use super::target::HostPort;
 use super::{
@@ -46,6 +47,8 @@ struct RawSourceIpSpec {
     #[serde(default)]
     masquerade: Masquerade,
     to: Option<IpAddr>,
+    #[serde(default)]
+    resolver: Resolver,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -65,6 +68,9 @@ pub struct SourceIpSpec {
     /// picks for the route to the reflector, in the probe's namespace.
     pub expect: Option<IpAddr>,
     pub policy: Policy,
+    /// Who resolves the reflector's host name: `system` (the namespace's resolv.conf) or a
+    /// list of servers.
+    pub resolver: Resolver,
 }
 
 /// Who tells us the address it saw.
@@ -125,6 +131,7 @@ impl TryFrom<RawSourceIpSpec> for SourceIpSpec {
             reflector,
             expect: raw.expect,
             policy,
+            resolver: raw.resolver,
         })
     }
 }
@@ -285,7 +292,10 @@ impl SourceIpSpec {
             Reflector::Stun { server, .. } => (&server.host, server.port),
             Reflector::Http { url, .. } => (&url.host, url.port),
         };
-        Ok(SocketAddr::new(host.resolve(ctx).await?[0], port))
+        Ok(SocketAddr::new(
+            host.resolve(ctx, &self.resolver).await?[0],
+            port,
+        ))
     }
 
     fn judge(
