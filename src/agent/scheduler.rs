@@ -309,7 +309,7 @@ mod tests {
         let answered = async {
             Ok(Outcome {
                 detail: "connected".into(),
-                report: crate::probe::Report::None,
+                measurements: crate::probe::Measurements::None,
             })
         };
         assert!(contained(&config.probes[0], answered).await.is_ok());
