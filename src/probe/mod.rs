@@ -15,6 +15,7 @@
 //!    checks every kind ships) and a lab test in `tests/`.
 
 pub mod dns;
+pub mod http;
 pub mod icmp;
 pub mod path_mtu;
 pub mod raw;
@@ -254,6 +255,7 @@ probe_kinds! {
     route: Route(route::RouteSpec),
     path_mtu: PathMtu(path_mtu::PathMtuSpec),
     traceroute: Traceroute(traceroute::TracerouteSpec),
+    http: Http(http::HttpSpec),
 }
 
 /// A probe round that passed.
@@ -334,6 +336,18 @@ pub enum Reason {
     Blackhole,
     /// The path MTU is below the configured minimum.
     MtuLow,
+    /// The server's certificate chains to no trusted CA.
+    TlsUntrusted,
+    /// The server's certificate is expired (or not yet valid).
+    TlsExpired,
+    /// The server's certificate is not valid for the name asked for.
+    TlsNameMismatch,
+    /// The TLS handshake failed otherwise (no common version or cipher, an alert, a close).
+    TlsHandshake,
+    /// An HTTP response came with a status the probe does not accept.
+    HttpStatus,
+    /// An HTTP response came, but its body does not match the expected pattern.
+    BodyMismatch,
     Error,
 }
 
@@ -356,6 +370,12 @@ impl Reason {
         Reason::Mismatch,
         Reason::Blackhole,
         Reason::MtuLow,
+        Reason::TlsUntrusted,
+        Reason::TlsExpired,
+        Reason::TlsNameMismatch,
+        Reason::TlsHandshake,
+        Reason::HttpStatus,
+        Reason::BodyMismatch,
         Reason::Error,
     ];
 
@@ -378,6 +398,12 @@ impl Reason {
             Reason::Mismatch => "mismatch",
             Reason::Blackhole => "blackhole",
             Reason::MtuLow => "mtu_low",
+            Reason::TlsUntrusted => "tls_untrusted",
+            Reason::TlsExpired => "tls_expired",
+            Reason::TlsNameMismatch => "tls_name_mismatch",
+            Reason::TlsHandshake => "tls_handshake",
+            Reason::HttpStatus => "http_status",
+            Reason::BodyMismatch => "body_mismatch",
             Reason::Error => "error",
         }
     }
@@ -399,7 +425,13 @@ impl Reason {
             | Reason::DnsRefused
             | Reason::Mismatch
             | Reason::Blackhole
-            | Reason::MtuLow => Some(true),
+            | Reason::MtuLow
+            | Reason::TlsUntrusted
+            | Reason::TlsExpired
+            | Reason::TlsNameMismatch
+            | Reason::TlsHandshake
+            | Reason::HttpStatus
+            | Reason::BodyMismatch => Some(true),
             Reason::PermissionDenied | Reason::NetnsUnavailable | Reason::Error => None,
         }
     }
