@@ -70,7 +70,7 @@ pub struct HttpReport {
     /// Each phase that ran, summed over redirects.
     pub phases: Vec<(Phase, Duration)>,
     pub status: Option<u16>,
-    /// `TLSv1_3`, as rustls names it.
+    /// `TLS 1.3`, as blackbox_exporter names it.
     pub tls_version: Option<String>,
     /// The earliest notAfter of the last presented chain, Unix seconds.
     pub cert_expiry: Option<i64>,
@@ -283,6 +283,7 @@ impl HttpSpec {
         let handshake = tokio_rustls::TlsConnector::from(config)
             .connect(name.clone(), tcp)
             .await;
+        round.done(Phase::Tls, started);
         let chain = presented.lock().unwrap_or_else(|p| p.into_inner()).clone();
         round.report.cert_expiry = tls::earliest_expiry(&chain);
         let stream = match handshake {
@@ -298,12 +299,7 @@ impl HttpSpec {
                 return Err((reason, format!("tls {addr} ({name}): {e}{seen}")));
             }
         };
-        round.done(Phase::Tls, started);
-        round.report.tls_version = stream
-            .get_ref()
-            .1
-            .protocol_version()
-            .map(|v| format!("{v:?}"));
+        round.report.tls_version = stream.get_ref().1.protocol_version().map(tls::version_name);
         self.exchange(stream, url, round).await
     }
 

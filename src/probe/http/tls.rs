@@ -151,6 +151,15 @@ impl ServerCertVerifier for Keeping {
     }
 }
 
+/// `TLS 1.3`, as blackbox_exporter's `probe_tls_version_info` says it.
+pub fn version_name(version: rustls::ProtocolVersion) -> String {
+    match version {
+        rustls::ProtocolVersion::TLSv1_2 => "TLS 1.2".to_owned(),
+        rustls::ProtocolVersion::TLSv1_3 => "TLS 1.3".to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
 /// The typed reason of a failed handshake.
 pub fn classify(error: &std::io::Error) -> Reason {
     let Some(tls) = error
