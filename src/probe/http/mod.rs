@@ -178,12 +178,12 @@ impl Probe for HttpSpec {
         series.tls_version.forget(check);
     }
 
+    /// The URL's host, or the pinned address when `resolve_to` says where the round connects.
     fn targets(&self, failure: Option<&Failure>) -> Vec<Target> {
-        vec![Target::by_reason(
-            &self.url.host,
-            self.url.authority(),
-            failure,
-        )]
+        let host = self
+            .resolve_to
+            .map_or_else(|| self.url.host.clone(), Host::Ip);
+        vec![Target::by_reason(&host, self.url.authority(), failure)]
     }
 }
 

@@ -111,6 +111,10 @@ fn targets_name_the_host() {
     assert_eq!(targets[0].text, "api.corp.example:8443");
     assert_eq!(targets[0].host, Host::Name("api.corp.example".into()));
     assert_eq!(targets[0].answered, Some(true));
+    let pinned = parse("{url: 'https://api.corp.example/', resolve_to: 198.19.10.5}").unwrap();
+    let targets = pinned.targets(None);
+    assert_eq!(targets[0].host, Host::Ip("198.19.10.5".parse().unwrap()));
+    assert_eq!(targets[0].text, "api.corp.example");
 }
 
 #[test]
