@@ -22,7 +22,7 @@ const RATE_INTERVAL: &str = "30s";
 const RANGE: &str = "5m";
 const RANGE_SECONDS: u64 = 300;
 /// Alerting and recording rules in deploy/base/prometheusrule.yaml.
-const RULES: usize = 27;
+const RULES: usize = 28;
 /// A Prometheus in the lab's node namespace, queried from inside it.
 struct Prometheus<'a> {
     lab: &'a Lab,

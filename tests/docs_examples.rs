@@ -24,7 +24,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_hybridprobe");
 const MIN_CONFIG_BLOCKS: usize = 4;
 
 const CONFIG_KEYS: [&str; 3] = ["netns", "defaults", "probes"];
-const PROBE_KINDS: [&str; 7] = [
+const PROBE_KINDS: [&str; 8] = [
     "tcp",
     "icmp",
     "source_ip",
@@ -32,6 +32,7 @@ const PROBE_KINDS: [&str; 7] = [
     "route",
     "path_mtu",
     "traceroute",
+    "http",
 ];
 const FOREIGN_KEYS: [&str; 7] = [
     "apiVersion",

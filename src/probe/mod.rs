@@ -15,6 +15,7 @@
 //!    checks every kind ships) and a lab test in `tests/`.
 
 pub mod dns;
+pub mod http;
 pub mod icmp;
 pub mod path_mtu;
 pub mod raw;
@@ -269,6 +270,7 @@ probe_kinds! {
     route: Route(route::RouteSpec),
     path_mtu: PathMtu(path_mtu::PathMtuSpec),
     traceroute: Traceroute(traceroute::TracerouteSpec),
+    http: Http(http::HttpSpec),
 }
 
 /// A probe round that passed.
@@ -364,6 +366,18 @@ pub enum Reason {
     MtuLow,
     /// The target's host name did not resolve (NXDOMAIN, SERVFAIL, no answer, ...).
     ResolveFailed,
+    /// The server's certificate chains to no trusted CA.
+    TlsUntrusted,
+    /// The server's certificate is expired (or not yet valid).
+    TlsExpired,
+    /// The server's certificate is not valid for the name asked for.
+    TlsNameMismatch,
+    /// The TLS handshake failed otherwise (no common version or cipher, an alert, a close).
+    TlsHandshake,
+    /// An HTTP response came with a status the probe does not accept.
+    HttpStatus,
+    /// An HTTP response came, but its body does not match the expected pattern.
+    BodyMismatch,
     Error,
 }
 
@@ -387,6 +401,12 @@ impl Reason {
         Reason::Blackhole,
         Reason::MtuLow,
         Reason::ResolveFailed,
+        Reason::TlsUntrusted,
+        Reason::TlsExpired,
+        Reason::TlsNameMismatch,
+        Reason::TlsHandshake,
+        Reason::HttpStatus,
+        Reason::BodyMismatch,
         Reason::Error,
     ];
 
@@ -410,6 +430,12 @@ impl Reason {
             Reason::Blackhole => "blackhole",
             Reason::MtuLow => "mtu_low",
             Reason::ResolveFailed => "resolve_failed",
+            Reason::TlsUntrusted => "tls_untrusted",
+            Reason::TlsExpired => "tls_expired",
+            Reason::TlsNameMismatch => "tls_name_mismatch",
+            Reason::TlsHandshake => "tls_handshake",
+            Reason::HttpStatus => "http_status",
+            Reason::BodyMismatch => "body_mismatch",
             Reason::Error => "error",
         }
     }
@@ -432,7 +458,13 @@ impl Reason {
             | Reason::DnsRefused
             | Reason::Mismatch
             | Reason::Blackhole
-            | Reason::MtuLow => Some(true),
+            | Reason::MtuLow
+            | Reason::TlsUntrusted
+            | Reason::TlsExpired
+            | Reason::TlsNameMismatch
+            | Reason::TlsHandshake
+            | Reason::HttpStatus
+            | Reason::BodyMismatch => Some(true),
             Reason::PermissionDenied
             | Reason::NetnsUnavailable
             | Reason::ResolveFailed

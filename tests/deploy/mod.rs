@@ -15,6 +15,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::lab::dns::{self, Forward, CLUSTER_DNS_IP};
+use crate::lab::web;
 use crate::lab::{Host, Lab, ProcHandle, NODE_IP, ONPREM_IP, POD_IP};
 use crate::support::BIN;
 
@@ -441,9 +442,11 @@ pub struct ConfigTargets {
 
 impl ConfigTargets {
     pub fn start(lab: &Lab, test: &str, masquerade: bool) -> Option<ConfigTargets> {
-        if !dns::dnsmasq_available(test) {
+        if !dns::dnsmasq_available(test) || !web::nginx_available(test) {
             return None;
         }
+        // Its plain HTTP /healthz on port 80 is what the shipped `http` probe asks.
+        lab.onprem_web();
         lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, 389)));
         lab.onprem_dns();
         lab.cluster_dns(Forward::Onprem);

@@ -20,6 +20,7 @@ mod procs;
 mod sockets;
 mod stun;
 mod topology;
+pub mod web;
 
 use std::io::Write;
 use std::net::Ipv4Addr;

@@ -1,0 +1,449 @@
+//! The `http` probe: one HTTP/1.1 request over a fresh connection opened in the probe's
+//! namespace, over TLS for `https`, judged by its status and optionally its body, with each
+//! phase timed under blackbox_exporter's names.
+
+mod spec;
+mod tls;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use prometheus::GaugeVec;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::series::InfoSeries;
+use super::target::Host;
+use super::{CheckLabels, Failure, Families, Measurements, Outcome, Probe, Reason, Target};
+use crate::netns::NetnsContext;
+
+pub use spec::{HttpSpec, Method, StatusRanges, Url};
+pub use tls::TlsSpec;
+
+/// The most a response head may take (hyper's read buffer, which bounds the head).
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// The most of a body read to match `body_regex`.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// blackbox_exporter's phase names, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Resolve,
+    Connect,
+    Tls,
+    Processing,
+    Transfer,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 5] = [
+        Phase::Resolve,
+        Phase::Connect,
+        Phase::Tls,
+        Phase::Processing,
+        Phase::Transfer,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Resolve => "resolve",
+            Phase::Connect => "connect",
+            Phase::Tls => "tls",
+            Phase::Processing => "processing",
+            Phase::Transfer => "transfer",
+        }
+    }
+}
+
+/// What a round measured; failed rounds carry what they got to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HttpReport {
+    /// Each phase that ran, summed over redirects.
+    pub phases: Vec<(Phase, Duration)>,
+    pub status: Option<u16>,
+    /// `TLS 1.3`, as blackbox_exporter names it.
+    pub tls_version: Option<String>,
+    /// The earliest notAfter of the last presented chain, Unix seconds.
+    pub cert_expiry: Option<i64>,
+}
+
+impl HttpReport {
+    fn add(&mut self, phase: Phase, took: Duration) {
+        match self.phases.iter_mut().find(|(p, _)| *p == phase) {
+            Some((_, sum)) => *sum += took,
+            None => self.phases.push((phase, took)),
+        }
+    }
+}
+
+/// The `http` kind's own series.
+pub struct HttpSeries {
+    phase: GaugeVec,
+    status: GaugeVec,
+    tls_version: InfoSeries,
+    cert_expiry: GaugeVec,
+}
+
+impl Probe for HttpSpec {
+    type Measurements = HttpReport;
+    type Series = HttpSeries;
+
+    fn register(families: &mut dyn Families) -> HttpSeries {
+        HttpSeries {
+            phase: families.gauges(
+                "hybridprobe_http_phase_duration_seconds",
+                "Duration of each phase of the last HTTP round (resolve, connect, tls, \
+                 processing, transfer), summed over redirects.",
+                &["probe", "netns", "phase"],
+            ),
+            status: families.gauges(
+                "hybridprobe_http_status_code",
+                "Status code of the last HTTP response (0 when none came).",
+                &["probe", "netns"],
+            ),
+            tls_version: InfoSeries::new(families.gauges(
+                "hybridprobe_http_tls_version_info",
+                "Always 1; the version label is the TLS version of the last handshake.",
+                &["probe", "netns", "version"],
+            )),
+            cert_expiry: families.gauges(
+                "hybridprobe_http_cert_expiry_timestamp_seconds",
+                "Earliest notAfter in the certificate chain the server last presented, as a \
+                 Unix timestamp.",
+                &["probe", "netns"],
+            ),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("http {} {}", self.method.as_str(), self.url)
+    }
+
+    async fn run(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
+        let mut round = Round::default();
+        let result = tokio::time::timeout(budget, self.round(ctx, &mut round)).await;
+        let (reason, detail) = match result {
+            Ok(Ok(detail)) => (None, detail),
+            Ok(Err((reason, detail))) => (Some(reason), detail),
+            Err(_) => (
+                Some(Reason::Timeout),
+                format!(
+                    "{}: no answer within {budget:?} ({})",
+                    round.at,
+                    round.phase.map_or("resolve", Phase::as_str)
+                ),
+            ),
+        };
+        super::conclude(reason, detail, Measurements::Http(round.report))
+    }
+
+    fn observe(series: &HttpSeries, check: CheckLabels<'_>, measured: &HttpReport) {
+        let [probe, netns] = check.pair();
+        for phase in Phase::ALL {
+            let took = measured
+                .phases
+                .iter()
+                .find(|(p, _)| *p == phase)
+                .map_or(0.0, |(_, d)| d.as_secs_f64());
+            series
+                .phase
+                .with_label_values(&[probe, netns, phase.as_str()])
+                .set(took);
+        }
+        series
+            .status
+            .with_label_values(&[probe, netns])
+            .set(f64::from(measured.status.unwrap_or(0)));
+        series
+            .tls_version
+            .set(check, measured.tls_version.clone().map(|v| vec![v]));
+        if let Some(expiry) = measured.cert_expiry {
+            series
+                .cert_expiry
+                .with_label_values(&[probe, netns])
+                .set(expiry as f64);
+        }
+    }
+
+    fn forget(series: &HttpSeries, check: CheckLabels<'_>) {
+        series.tls_version.forget(check);
+    }
+
+    /// The URL's host, or the pinned address when `resolve_to` says where the round connects.
+    fn targets(&self, failure: Option<&Failure>) -> Vec<Target> {
+        let host = self
+            .resolve_to
+            .map_or_else(|| self.url.host.clone(), Host::Ip);
+        vec![Target::by_reason(&host, self.url.authority(), failure)]
+    }
+}
+
+/// Where a round got to, kept outside its future so a timeout can say.
+#[derive(Default)]
+struct Round {
+    report: HttpReport,
+    phase: Option<Phase>,
+    /// The URL being fetched.
+    at: String,
+}
+
+impl Round {
+    fn enter(&mut self, phase: Phase) -> Instant {
+        self.phase = Some(phase);
+        Instant::now()
+    }
+
+    fn done(&mut self, phase: Phase, started: Instant) {
+        self.report.add(phase, started.elapsed());
+    }
+}
+
+type Judged = Result<String, (Reason, String)>;
+
+impl HttpSpec {
+    async fn round(&self, ctx: &NetnsContext, round: &mut Round) -> Judged {
+        let mut url = self.url.clone();
+        let mut hops = 0;
+        loop {
+            round.at = url.to_string();
+            let response = self.fetch(ctx, &url, round).await?;
+            let status = response.status.as_u16();
+            let location = response.location.as_deref();
+            if (300..400).contains(&status) && hops < self.max_redirects {
+                if let Some(next) = location.and_then(|l| url.join(l)) {
+                    hops += 1;
+                    url = next;
+                    continue;
+                }
+            }
+            return self.judge(&url, response);
+        }
+    }
+
+    fn judge(&self, url: &Url, response: Fetched) -> Judged {
+        let status = response.status.as_u16();
+        let seen = format!("{} {url}: {status}", self.method.as_str());
+        if !self.valid_status.contains(status) {
+            let reason = response
+                .status
+                .canonical_reason()
+                .map(|r| format!(" {r}"))
+                .unwrap_or_default();
+            return Err((
+                Reason::HttpStatus,
+                format!("{seen}{reason}, expected {}", self.valid_status),
+            ));
+        }
+        match (&self.body_regex, response.body_matched) {
+            (Some(regex), Some((false, read))) => Err((
+                Reason::BodyMismatch,
+                format!("{seen}, body ({read} bytes read) does not match /{regex}/"),
+            )),
+            _ => Ok(seen),
+        }
+    }
+
+    /// One request over a fresh connection to `url`.
+    async fn fetch(
+        &self,
+        ctx: &NetnsContext,
+        url: &Url,
+        round: &mut Round,
+    ) -> Result<Fetched, (Reason, String)> {
+        let started = round.enter(Phase::Resolve);
+        let ip = match (self.resolve_to, &url.host) {
+            (Some(ip), _) if url.host == self.url.host => ip,
+            // `resolve` returns at least one address or fails.
+            (_, host) => host
+                .resolve(ctx, &self.resolver)
+                .await
+                .map_err(|f| (f.reason, f.detail))?[0],
+        };
+        round.done(Phase::Resolve, started);
+        let addr = SocketAddr::new(ip, url.port);
+
+        let started = round.enter(Phase::Connect);
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| (Reason::of_io(&e), format!("connect {addr}: {e}")))?;
+        round.done(Phase::Connect, started);
+
+        if !url.https {
+            return self.exchange(tcp, url, round).await;
+        }
+        let (config, presented) = tls::client_config(&self.tls).map_err(|e| (Reason::Error, e))?;
+        let name = tls::server_name(&self.tls, &url.host_text()).map_err(|e| (Reason::Error, e))?;
+        let started = round.enter(Phase::Tls);
+        let handshake = tokio_rustls::TlsConnector::from(config)
+            .connect(name.clone(), tcp)
+            .await;
+        round.done(Phase::Tls, started);
+        let chain = presented.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        round.report.cert_expiry = tls::earliest_expiry(&chain);
+        let stream = match handshake {
+            Ok(stream) => stream,
+            Err(e) => {
+                let reason = tls::classify(&e);
+                let seen = chain
+                    .first()
+                    .and_then(|der| tls::CertInfo::parse(der))
+                    .map(|c| format!("; {}", c.describe()))
+                    .unwrap_or_default();
+                let name = name.to_str();
+                return Err((reason, format!("tls {addr} ({name}): {e}{seen}")));
+            }
+        };
+        round.report.tls_version = stream.get_ref().1.protocol_version().map(tls::version_name);
+        self.exchange(stream, url, round).await
+    }
+
+    /// Sends the request and reads the response as far as the check needs.
+    async fn exchange<S>(
+        &self,
+        stream: S,
+        url: &Url,
+        round: &mut Round,
+    ) -> Result<Fetched, (Reason, String)>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let io_err = |what: &str, e: hyper::Error| {
+            let reason = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<std::io::Error>())
+                .map_or(Reason::Error, Reason::of_io);
+            let reason = if e.is_incomplete_message() {
+                Reason::Reset
+            } else {
+                reason
+            };
+            (reason, format!("{what} {url}: {e}"))
+        };
+        let started = round.enter(Phase::Processing);
+        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .max_buf_size(MAX_HEAD_BYTES)
+            .handshake::<_, RequestBody>(TokioIo::new(stream))
+            .await
+            .map_err(|e| io_err("handshake", e))?;
+        let request = self.request(url).map_err(|e| (Reason::Error, e))?;
+        let exchange = async {
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| io_err("request", e))?;
+            round.done(Phase::Processing, started);
+            self.read(response, url, round).await
+        };
+        tokio::pin!(exchange);
+        // The connection is driven beside the exchange, in this task: nothing outlives the round.
+        tokio::select! {
+            biased;
+            fetched = &mut exchange => fetched,
+            driven = conn => match driven {
+                Err(e) => Err(io_err("connection", e)),
+                Ok(()) => exchange.await,
+            },
+        }
+    }
+
+    fn request(&self, url: &Url) -> Result<Request<RequestBody>, String> {
+        let body: RequestBody = match &self.body {
+            Some(text) => http_body_util::Either::Right(Full::new(Bytes::from(text.clone()))),
+            None => http_body_util::Either::Left(Empty::new()),
+        };
+        Request::builder()
+            .method(self.method.as_str())
+            .uri(url.path_and_query.as_str())
+            .header(hyper::header::HOST, url.authority())
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("hybridprobe/", env!("CARGO_PKG_VERSION")),
+            )
+            .header(hyper::header::CONNECTION, "close")
+            .body(body)
+            .map_err(|e| format!("request {url}: {e}"))
+    }
+
+    async fn read(
+        &self,
+        response: Response<Incoming>,
+        url: &Url,
+        round: &mut Round,
+    ) -> Result<Fetched, (Reason, String)> {
+        let status = response.status();
+        round.report.status = Some(status.as_u16());
+        let location = response
+            .headers()
+            .get(hyper::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_owned);
+        let Some(regex) = self
+            .body_regex
+            .as_ref()
+            .filter(|_| self.valid_status.contains(status.as_u16()))
+        else {
+            return Ok(Fetched {
+                status,
+                location,
+                body_matched: None,
+            });
+        };
+        let started = round.enter(Phase::Transfer);
+        let mut body = response.into_body();
+        let mut read = Vec::new();
+        let matched = loop {
+            if regex.is_match(&read) {
+                break true;
+            }
+            if read.len() >= MAX_BODY_BYTES {
+                break false;
+            }
+            match body.frame().await {
+                None => break false,
+                Some(Err(e)) => {
+                    return Err((Reason::Reset, format!("read body {url}: {e}")));
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        let room = MAX_BODY_BYTES - read.len();
+                        read.extend_from_slice(&data[..data.len().min(room)]);
+                    }
+                }
+            }
+        };
+        round.done(Phase::Transfer, started);
+        Ok(Fetched {
+            status,
+            location,
+            body_matched: Some((matched, read.len())),
+        })
+    }
+}
+
+type RequestBody = http_body_util::Either<Empty<Bytes>, Full<Bytes>>;
+
+/// A response as far as it was read.
+struct Fetched {
+    status: hyper::StatusCode,
+    location: Option<String>,
+    /// Whether the body matched, and how many bytes were read; `None` when not read.
+    body_matched: Option<(bool, usize)>,
+}
+
+impl Url {
+    /// The host as SNI and certificates name it.
+    fn host_text(&self) -> String {
+        match &self.host {
+            Host::Ip(ip) => ip.to_string(),
+            host => host.to_string(),
+        }
+    }
+}

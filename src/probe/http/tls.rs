@@ -1,0 +1,330 @@
+//! TLS for the `http` kind: the client config built from the probe's `tls:` settings, a verifier
+//! that keeps the chain the server presented (so a failure can name the certificate), and the
+//! classification of handshake errors into typed reasons.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize;
+use tokio_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use tokio_rustls::rustls::client::WebPkiServerVerifier;
+use tokio_rustls::rustls::crypto::{ring, WebPkiSupportedAlgorithms};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio_rustls::rustls::{
+    self, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+
+use crate::probe::Reason;
+
+/// The probe's `tls:` settings.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    /// A PEM bundle of the CAs to trust, for on-prem PKI; read on every round.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Trust the public web PKI too (Mozilla's roots, built in). Default: only when there is no
+    /// `ca_file`.
+    #[serde(default)]
+    pub public_roots: Option<bool>,
+    /// The name to send as SNI and to verify the certificate against; default the URL's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Accept any certificate (the chain is still read for the expiry metric).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+/// The chain a server presented during one handshake.
+pub type Presented = Arc<Mutex<Vec<CertificateDer<'static>>>>;
+
+/// Builds the client config for one round, and the slot the presented chain lands in.
+pub fn client_config(spec: &TlsSpec) -> Result<(Arc<ClientConfig>, Presented), String> {
+    let provider = Arc::new(ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    if let Some(path) = &spec.ca_file {
+        add_ca_file(&mut roots, path)?;
+    }
+    if spec.public_roots.unwrap_or(spec.ca_file.is_none()) {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    let inner = if spec.insecure_skip_verify {
+        None
+    } else if roots.is_empty() {
+        return Err("tls: no CA to trust: set ca_file or public_roots".into());
+    } else {
+        Some(
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| format!("tls: {e}"))?,
+        )
+    };
+    let presented = Presented::default();
+    let verifier = Keeping {
+        inner,
+        algorithms: provider.signature_verification_algorithms,
+        presented: presented.clone(),
+    };
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((Arc::new(config), presented))
+}
+
+fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("ca_file {shown}: {e}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("ca_file {shown}: {e}"))?;
+    let (added, _ignored) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(format!("ca_file {shown}: no usable certificate"));
+    }
+    Ok(())
+}
+
+/// The SNI name: `server_name` when set, else the URL's host.
+pub fn server_name(spec: &TlsSpec, host: &str) -> Result<ServerName<'static>, String> {
+    let name = spec.server_name.as_deref().unwrap_or(host);
+    ServerName::try_from(name.to_owned()).map_err(|e| format!("tls server name {name:?}: {e}"))
+}
+
+/// Verifies with webpki (or not at all when `inner` is `None`), after keeping the chain.
+#[derive(Debug)]
+struct Keeping {
+    inner: Option<Arc<WebPkiServerVerifier>>,
+    algorithms: WebPkiSupportedAlgorithms,
+    presented: Presented,
+}
+
+impl ServerCertVerifier for Keeping {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        {
+            let mut kept = self.presented.lock().unwrap_or_else(|p| p.into_inner());
+            kept.clear();
+            kept.push(end_entity.clone().into_owned());
+            kept.extend(intermediates.iter().map(|c| c.clone().into_owned()));
+        }
+        match &self.inner {
+            Some(inner) => {
+                inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            }
+            None => Ok(ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// `TLS 1.3`, as blackbox_exporter's `probe_tls_version_info` says it.
+pub fn version_name(version: rustls::ProtocolVersion) -> String {
+    match version {
+        rustls::ProtocolVersion::TLSv1_2 => "TLS 1.2".to_owned(),
+        rustls::ProtocolVersion::TLSv1_3 => "TLS 1.3".to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The typed reason of a failed handshake.
+pub fn classify(error: &std::io::Error) -> Reason {
+    let Some(tls) = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
+        return match Reason::of_io(error) {
+            Reason::Error => Reason::TlsHandshake,
+            other => other,
+        };
+    };
+    match tls {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                Reason::TlsUntrusted
+            }
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. } => Reason::TlsExpired,
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                Reason::TlsNameMismatch
+            }
+            _ => Reason::TlsHandshake,
+        },
+        _ => Reason::TlsHandshake,
+    }
+}
+
+/// What a failure detail says of a certificate: subject, issuer, names and validity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertInfo {
+    pub subject: String,
+    pub issuer: String,
+    pub names: Vec<String>,
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+impl CertInfo {
+    pub fn parse(der: &[u8]) -> Option<CertInfo> {
+        use x509_parser::extensions::GeneralName;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let names = match cert.subject_alternative_name() {
+            Ok(Some(san)) => san
+                .value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+                    GeneralName::IPAddress(raw) => ip_text(raw),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Some(CertInfo {
+            subject: cert.subject().to_string(),
+            issuer: cert.issuer().to_string(),
+            names,
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
+        })
+    }
+
+    /// `subject "CN=a" issued by "CN=lab CA", names [a], valid until 2027-01-01T00:00:00Z`.
+    pub fn describe(&self) -> String {
+        format!(
+            "certificate {:?} issued by {:?}, names [{}], valid {} to {}",
+            self.subject,
+            self.issuer,
+            self.names.join(", "),
+            timestamp(self.not_before),
+            timestamp(self.not_after),
+        )
+    }
+}
+
+fn ip_text(raw: &[u8]) -> Option<String> {
+    match raw.len() {
+        4 => Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(raw).ok()?).to_string()),
+        16 => Some(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(raw).ok()?).to_string()),
+        _ => None,
+    }
+}
+
+fn timestamp(secs: i64) -> String {
+    let time = std::time::UNIX_EPOCH
+        + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or_default());
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// The earliest notAfter of a chain, as Unix seconds.
+pub fn earliest_expiry(chain: &[CertificateDer<'_>]) -> Option<i64> {
+    chain
+        .iter()
+        .filter_map(|der| CertInfo::parse(der))
+        .map(|info| info.not_after)
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    fn wrapped(e: rustls::Error) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn certificate_errors_are_typed() {
+        let cert = |c| classify(&wrapped(rustls::Error::InvalidCertificate(c)));
+        assert_eq!(cert(CertificateError::UnknownIssuer), Reason::TlsUntrusted);
+        assert_eq!(cert(CertificateError::Expired), Reason::TlsExpired);
+        assert_eq!(cert(CertificateError::NotValidYet), Reason::TlsExpired);
+        assert_eq!(
+            cert(CertificateError::NotValidForName),
+            Reason::TlsNameMismatch
+        );
+        assert_eq!(cert(CertificateError::Revoked), Reason::TlsHandshake);
+        assert_eq!(
+            classify(&wrapped(rustls::Error::HandshakeNotComplete)),
+            Reason::TlsHandshake
+        );
+        assert_eq!(
+            classify(&io::Error::from_raw_os_error(libc::ECONNRESET)),
+            Reason::Reset
+        );
+        assert_eq!(
+            classify(&io::Error::from(io::ErrorKind::UnexpectedEof)),
+            Reason::TlsHandshake
+        );
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_named() {
+        let spec = TlsSpec {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..TlsSpec::default()
+        };
+        let err = client_config(&spec).unwrap_err();
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    }
+
+    #[test]
+    fn configs_build_with_public_roots_or_none() {
+        assert!(client_config(&TlsSpec::default()).is_ok());
+        let skip = TlsSpec {
+            insecure_skip_verify: true,
+            public_roots: Some(false),
+            ..TlsSpec::default()
+        };
+        assert!(client_config(&skip).is_ok());
+    }
+
+    #[test]
+    fn server_names() {
+        let spec = TlsSpec::default();
+        assert!(server_name(&spec, "api.corp.example").is_ok());
+        assert!(server_name(&spec, "198.19.10.1").is_ok());
+        let bad = TlsSpec {
+            server_name: Some("bad name".into()),
+            ..TlsSpec::default()
+        };
+        assert!(server_name(&bad, "x").is_err());
+    }
+}
