@@ -449,3 +449,35 @@ fn unbound_forwarding_to_bind_answers_from_the_pod_side() {
         );
     }
 }
+
+/// A `tcp` probe against a name resolves it with each namespace's own resolv.conf: the host asks
+/// on-prem and connects to the address it got; the pod asks the cluster DNS, which lost the
+/// corporate zone, so its round is `resolve_failed` (NXDOMAIN), not a path failure.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn pod_and_host_resolve_a_target_name_with_their_own_resolv_conf() {
+    if !dnsmasq_available("resolve-per-netns") {
+        return;
+    }
+    let Some(lab) = Lab::new("resolve-per-netns") else {
+        return;
+    };
+    let _onprem = lab.onprem_dns();
+    let _cluster = lab.cluster_dns(Forward::Lost);
+    let verdict = check_once(
+        &lab,
+        "  - name: ns1\n    tcp: { target: 'ns1.corp.example:53' }\n",
+    );
+    let host = check(&verdict, "ns1", "host");
+    assert_eq!(host["result"], "success", "{host}");
+    assert_eq!(
+        detail(&verdict, "ns1", "host"),
+        format!("ns1.corp.example ({ONPREM_IP}): connected to {ONPREM_IP}:53")
+    );
+    let pod = check(&verdict, "ns1", "pod");
+    assert_eq!(pod["result"], "resolve_failed", "{pod}");
+    assert_eq!(
+        detail(&verdict, "ns1", "pod"),
+        format!("resolve ns1.corp.example: nxdomain (via {CLUSTER_DNS_IP})")
+    );
+}
