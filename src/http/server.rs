@@ -204,74 +204,170 @@ mod tests {
         );
     }
 
+    /// Sends one request on `stream`, kept alive, and reads its whole answer.
+    async fn ask_kept_alive(stream: &mut TcpStream) -> String {
+        stream
+            .write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        // `/peer` answers with a Content-Length and a body of the client's address.
+        while !answer.ends_with(stream.local_addr().unwrap().to_string().as_bytes()) {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed mid-answer: {answer:?}");
+            answer.extend(&buf[..n]);
+        }
+        String::from_utf8(answer).unwrap()
+    }
+
+    /// Reads until the server closes `stream`; how long that took, from `since`.
+    async fn wait_closed(stream: &mut TcpStream, since: Instant, limit: Duration) -> Duration {
+        let mut buf = [0u8; 1024];
+        let closed = tokio::time::timeout(limit, async {
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+        closed.await.expect("the server closes the connection");
+        since.elapsed()
+    }
+
     #[tokio::test]
     async fn connections_beyond_the_limit_are_closed_at_once() {
-        let (addr, _stop) = start(limits()).await;
-        // Two idle connections take both slots until the header timeout frees them.
-        let _held: Vec<TcpStream> = vec![
-            TcpStream::connect(addr).await.unwrap(),
-            TcpStream::connect(addr).await.unwrap(),
-        ];
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let limits = limits();
+        let (addr, _stop) = start(limits).await;
+        // Each slot is taken by a connection that was answered and is now kept alive, idle.
+        let mut held = Vec::new();
+        for _ in 0..limits.connections {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            assert!(ask_kept_alive(&mut stream)
+                .await
+                .starts_with("HTTP/1.1 200 OK"));
+            held.push((stream, Instant::now()));
+        }
+        // One more is closed unanswered, at once: not by the header timeout.
+        let started = Instant::now();
         let refused = exchange(addr, GET_PEER).await;
-        assert_eq!(refused, "", "a third connection was served");
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        let served = exchange(addr, GET_PEER).await;
-        assert!(served.starts_with("HTTP/1.1 200 OK"), "{served}");
+        assert_eq!(refused, "", "a connection beyond the limit was served");
+        assert!(
+            started.elapsed() < limits.header_read / 2,
+            "closed only after {:?}",
+            started.elapsed()
+        );
+        // The idle ones are cut at the header timeout, and their slots serve again.
+        for (stream, answered) in &mut held {
+            let idle = wait_closed(stream, *answered, limits.header_read * 10).await;
+            assert!(idle >= limits.header_read / 2, "cut after {idle:?} idle");
+        }
+        let deadline = Instant::now() + limits.header_read;
+        loop {
+            // A slot comes back when the connection's task ends, just after the close is sent.
+            let served = exchange(addr, GET_PEER).await;
+            if served.starts_with("HTTP/1.1 200 OK") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no slot came back: {served:?}");
+            tokio::time::sleep(limits.header_read / 30).await;
+        }
     }
 
     #[tokio::test]
     async fn a_kept_alive_connection_is_closed_after_its_lifetime() {
         let limits = Limits {
-            lifetime: Duration::from_millis(200),
+            lifetime: Duration::from_millis(300),
             header_read: Duration::from_secs(5),
             ..limits()
         };
         let (addr, _stop) = start(limits).await;
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let mut answers = 0;
-        let mut buf = [0u8; 1024];
         let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(3) {
-            if stream
-                .write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n")
-                .await
-                .is_err()
-            {
-                break;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        // Requests on the one connection, while it lasts.
+        let mut answers = 0;
+        let closed_after = loop {
+            let request = stream.write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n");
+            if request.await.is_err() {
+                break started.elapsed();
             }
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => answers += 1,
+            let mut answer = Vec::new();
+            let mut buf = [0u8; 1024];
+            let local = stream.local_addr().unwrap().to_string();
+            let complete = loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break false,
+                    Ok(n) => answer.extend(&buf[..n]),
+                }
+                if answer.ends_with(local.as_bytes()) {
+                    break true;
+                }
+            };
+            if !complete {
+                break started.elapsed();
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(answers >= 1, "no request was served");
+            answers += 1;
+            assert!(
+                started.elapsed() < limits.lifetime * 10,
+                "still open after {answers} answers"
+            );
+            tokio::time::sleep(limits.lifetime / 10).await;
+        };
+        assert!(answers >= 2, "kept alive for {answers} answers only");
         assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "still open after {answers} requests"
+            closed_after >= limits.lifetime,
+            "closed after {closed_after:?}, before the lifetime of {:?}",
+            limits.lifetime
         );
     }
 
     #[tokio::test]
     async fn shutdown_waits_for_connections_to_finish() {
+        let limits = Limits {
+            grace: Duration::from_secs(5),
+            ..limits()
+        };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        // `/slow` answers when the test says so, having said that it started.
+        let (started_tx, started) = tokio::sync::mpsc::channel::<()>(1);
+        let (go_tx, go) = watch::channel(false);
+        let router = Router::new().route(
+            "/slow",
+            get(move || {
+                let (started_tx, mut go) = (started_tx.clone(), go.clone());
+                async move {
+                    let _ = started_tx.send(()).await;
+                    let _ = go.wait_for(|go| *go).await;
+                    "done"
+                }
+            }),
+        );
         let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, Router::new(), limits(), async move {
+        let server = tokio::spawn(serve(listener, router, limits, async move {
             let _ = stop.await;
         }));
-        let idle = TcpStream::connect(addr).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut started = started;
+        let client = tokio::spawn(exchange(
+            addr,
+            b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        ));
+        started.recv().await.expect("the request is in flight");
         stop_tx.send(()).unwrap();
+        // Shutdown has begun; the server must not end while the request is in flight.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!server.is_finished(), "the server ended mid-request");
+        go_tx.send(true).unwrap();
+        let answer = client.await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(answer.ends_with("done"), "{answer}");
         tokio::time::timeout(Duration::from_secs(2), server)
             .await
-            .expect("the server stops within its grace")
+            .expect("the server stops once its connections are done")
             .unwrap();
         assert!(
             TcpStream::connect(addr).await.is_err(),
             "still accepting after shutdown"
         );
-        drop(idle);
     }
 }
