@@ -31,7 +31,7 @@ impl DnsSpec {
             at: Some(at),
             transport,
             took: Some(Duration::ZERO),
-            reply: Reply::from_response(response),
+            reply: Reply::of(response, self.authoritative),
         }])
     }
 
@@ -105,6 +105,12 @@ impl DnsSpec {
                     Ok(text) => Ok(followed(text)),
                     Err((reason, text)) => Err((reason, followed(text))),
                 }
+            }
+            Reply::NotAuthoritative(reply) => {
+                let text = match self.verdict(reply) {
+                    Ok(text) | Err((_, text)) => text,
+                };
+                Err((Reason::Mismatch, format!("{text} (not authoritative)")))
             }
             Reply::NxDomain if nx_wanted => Ok("NXDOMAIN".into()),
             Reply::NxDomain => Err((Reason::Nxdomain, "NXDOMAIN".into())),

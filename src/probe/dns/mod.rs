@@ -63,6 +63,10 @@ pub struct DnsSpec {
     pub search: bool,
     /// A truncated UDP answer is followed over TCP unless `fail` is asked for.
     pub truncation: Truncation,
+    /// The answer must carry the AA flag: the server is authoritative for the name.
+    pub authoritative: bool,
+    /// The RD flag of the query; `false` asks a server for what it holds itself.
+    pub recursion_desired: bool,
     pub expect: Expect,
 }
 
@@ -129,6 +133,8 @@ enum Reply {
     Truncated,
     /// A truncated UDP answer followed over TCP: what TCP answered for the same name.
     OverTcp(Box<Reply>),
+    /// An answer without the AA flag when `authoritative: true` asks for it.
+    NotAuthoritative(Box<Reply>),
     /// No usable reply: timeout, network error, a resolv.conf problem.
     Failed(Reason, String),
 }
@@ -281,6 +287,8 @@ impl DnsSpec {
             transports: vec![Transport::Udp, Transport::Tcp],
             search: false,
             truncation: Truncation::RetryTcp,
+            authoritative: false,
+            recursion_desired: true,
             expect: Expect {
                 rcode: Rcode::NOERROR,
                 within: Vec::new(),
@@ -404,13 +412,12 @@ impl DnsSpec {
         let mut negative = Reply::NxDomain;
         let mut negative_followed = false;
         for name in names {
-            let record_type = self.record_type.record_type();
-            let mut reply = query_once(&exchange, name.clone(), record_type).await;
+            let mut reply = self.query_once(&exchange, name.clone()).await;
             let followed = reply == Reply::Truncated
                 && transport == Transport::Udp
                 && self.truncation == Truncation::RetryTcp;
             if followed {
-                reply = over_tcp(at, name, record_type, deadline).await;
+                reply = self.over_tcp(at, name, deadline).await;
             }
             match reply {
                 Reply::NxDomain => {}
@@ -424,6 +431,38 @@ impl DnsSpec {
         }
         followed_if(negative_followed, negative)
     }
+
+    /// The TCP leg of a truncated UDP answer: the same name to the same server on a new
+    /// connection, stopped at the round's deadline.
+    async fn over_tcp(&self, at: SocketAddr, name: Name, deadline: Instant) -> Reply {
+        let leg = async {
+            // Kept alive to the end of the leg: it owns the exchange's background task.
+            let provider = TokioRuntimeProvider::default();
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            match TcpClientStream::exchange(at, None, timeout, None, provider.clone()).await {
+                Ok(exchange) => self.query_once(&exchange, name).await,
+                Err(e) => Reply::failed(&e),
+            }
+        };
+        match tokio::time::timeout_at(deadline, leg).await {
+            Ok(reply) => reply,
+            Err(_elapsed) => Reply::Failed(Reason::Timeout, "timeout".into()),
+        }
+    }
+
+    /// One question on an open exchange, with the spec's flags.
+    async fn query_once(&self, exchange: &DnsExchange<TokioRuntimeProvider>, name: Name) -> Reply {
+        let question = Question::query(name, self.record_type.record_type());
+        let mut options = DnsRequestOptions::default();
+        options.recursion_desired = self.recursion_desired;
+        let mut responses = exchange.lookup(question, options);
+        match responses.next().await {
+            Some(Ok(response)) => Reply::of(&response, self.authoritative),
+            Some(Err(e)) => Reply::failed(&e),
+            // hickory ends the response stream when its own timeout fires.
+            None => Reply::Failed(Reason::Timeout, "timeout".into()),
+        }
+    }
 }
 
 fn followed_if(followed: bool, reply: Reply) -> Reply {
@@ -431,24 +470,6 @@ fn followed_if(followed: bool, reply: Reply) -> Reply {
         Reply::OverTcp(Box::new(reply))
     } else {
         reply
-    }
-}
-
-/// The TCP leg of a truncated UDP answer: the same name to the same server on a new connection,
-/// stopped at the round's deadline.
-async fn over_tcp(at: SocketAddr, name: Name, record_type: RecordType, deadline: Instant) -> Reply {
-    let leg = async {
-        // Kept alive to the end of the leg: it owns the exchange's background task.
-        let provider = TokioRuntimeProvider::default();
-        let timeout = deadline.saturating_duration_since(Instant::now());
-        match TcpClientStream::exchange(at, None, timeout, None, provider.clone()).await {
-            Ok(exchange) => query_once(&exchange, name, record_type).await,
-            Err(e) => Reply::failed(&e),
-        }
-    };
-    match tokio::time::timeout_at(deadline, leg).await {
-        Ok(reply) => reply,
-        Err(_elapsed) => Reply::Failed(Reason::Timeout, "timeout".into()),
     }
 }
 
@@ -475,22 +496,17 @@ pub(crate) fn candidates(name: &Name, conf: &ResolvConf) -> Vec<Name> {
     }
 }
 
-async fn query_once(
-    exchange: &DnsExchange<TokioRuntimeProvider>,
-    name: Name,
-    record_type: RecordType,
-) -> Reply {
-    let question = Question::query(name, record_type);
-    let mut responses = exchange.lookup(question, DnsRequestOptions::default());
-    match responses.next().await {
-        Some(Ok(response)) => Reply::from_response(&response),
-        Some(Err(e)) => Reply::failed(&e),
-        // hickory ends the response stream when its own timeout fires.
-        None => Reply::Failed(Reason::Timeout, "timeout".into()),
-    }
-}
-
 impl Reply {
+    /// What a response says; with `require_aa`, an answer without the AA flag is marked.
+    fn of(response: &DnsResponse, require_aa: bool) -> Reply {
+        let reply = Reply::from_response(response);
+        let answered = matches!(reply, Reply::Answers(_) | Reply::NxDomain | Reply::NoData);
+        if require_aa && answered && !response.authoritative {
+            return Reply::NotAuthoritative(Box::new(reply));
+        }
+        reply
+    }
+
     fn from_response(response: &DnsResponse) -> Reply {
         if response.truncation {
             return Reply::Truncated;

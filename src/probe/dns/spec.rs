@@ -92,6 +92,10 @@ pub(super) struct RawDnsSpec {
     #[serde(default)]
     truncation: Truncation,
     #[serde(default)]
+    authoritative: bool,
+    #[serde(default = "yes")]
+    recursion_desired: bool,
+    #[serde(default)]
     expect: RawExpect,
 }
 
@@ -105,6 +109,10 @@ struct RawExpect {
     #[serde(default)]
     equals: Vec<Address>,
     min_answers: Option<usize>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_servers() -> Vec<Server> {
@@ -172,6 +180,8 @@ impl TryFrom<RawDnsSpec> for DnsSpec {
             transports: raw.transport,
             search: raw.search,
             truncation: raw.truncation,
+            authoritative: raw.authoritative,
+            recursion_desired: raw.recursion_desired,
             expect: Expect {
                 rcode: e.rcode,
                 within: e.within.into_iter().map(|c| c.0).collect(),

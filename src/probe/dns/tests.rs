@@ -540,3 +540,54 @@ fn truncation_fail_keeps_udp_strict() {
     );
     assert!(parse("{query: x.example, truncation: tcp}").is_err());
 }
+
+#[test]
+fn authoritative_and_recursion_desired_parse_with_resolver_defaults() {
+    let s = spec("{query: db.corp.example}");
+    assert!(!s.authoritative);
+    assert!(s.recursion_desired);
+    let s = spec("{query: db.corp.example, authoritative: true, recursion_desired: false}");
+    assert!(s.authoritative);
+    assert!(!s.recursion_desired);
+    assert!(parse("{query: x.example, authoritative: maybe}").is_err());
+}
+
+#[test]
+fn an_answer_without_aa_fails_only_when_authority_is_asked_for() {
+    let name = Name::from_ascii("db.corp.example.").unwrap();
+    let answer = |aa: bool| {
+        response(|m| {
+            m.metadata.authoritative = aa;
+            m.add_answer(Record::from_rdata(
+                name.clone(),
+                60,
+                RData::A(A::new(198, 19, 10, 5)),
+            ));
+        })
+    };
+    let not_aa = answer(false);
+    assert!(matches!(Reply::of(&not_aa, false), Reply::Answers(_)));
+    assert!(matches!(Reply::of(&answer(true), true), Reply::Answers(_)));
+    let marked = Reply::of(&not_aa, true);
+    assert_eq!(
+        marked,
+        Reply::NotAuthoritative(Box::new(Reply::Answers(vec![a("198.19.10.5")])))
+    );
+    // Only answers are marked: a failure stays what it was.
+    let servfail = response(|m| m.metadata.response_code = ResponseCode::ServFail);
+    assert_eq!(
+        Reply::of(&servfail, true),
+        Reply::Rcode(ResponseCode::ServFail)
+    );
+
+    let s = spec("{query: db.corp.example, servers: [198.19.10.1], authoritative: true}");
+    assert_eq!(
+        s.verdict(&marked),
+        Err((Reason::Mismatch, "A 198.19.10.5 (not authoritative)".into()))
+    );
+    let nx = Reply::NotAuthoritative(Box::new(Reply::NxDomain));
+    assert_eq!(
+        s.verdict(&nx),
+        Err((Reason::Mismatch, "NXDOMAIN (not authoritative)".into()))
+    );
+}
