@@ -481,3 +481,39 @@ fn pod_and_host_resolve_a_target_name_with_their_own_resolv_conf() {
         format!("resolve ns1.corp.example: nxdomain (via {CLUSTER_DNS_IP})")
     );
 }
+
+/// `authoritative: true` with `recursion_desired: false`: BIND, authoritative for the zone,
+/// passes; unbound, which only forwards it, answers without the AA flag and fails as mismatch.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn only_bind_answers_authoritatively() {
+    let Some(lab) = bind_lab("dns-authoritative", true) else {
+        return;
+    };
+    let probe = |name: &str, server| {
+        format!(
+            "  - name: {name}\n    dns: {{ query: {DB_NAME}, servers: [\"{server}\"], \
+             authoritative: true, recursion_desired: false }}\n"
+        )
+    };
+    let probes = format!(
+        "{}  - name: fwd-aa\n    dns: {{ query: {DB_NAME}, servers: [\"{UNBOUND_IP}\"], \
+         authoritative: true }}\n",
+        probe("bind-aa", BIND_IP)
+    );
+    let verdict = check_once(&lab, &probes);
+    for netns in ["pod", "host"] {
+        let c = check(&verdict, "bind-aa", netns);
+        assert_eq!(c["result"], "success", "{c}");
+        assert_eq!(
+            c["detail"],
+            format!("A {DB_NAME}: {BIND_IP} udp: A {DB_IP}")
+        );
+        let fwd = check(&verdict, "fwd-aa", netns);
+        assert_eq!(fwd["result"], "mismatch", "{fwd}");
+        assert_eq!(
+            fwd["detail"],
+            format!("A {DB_NAME}: {UNBOUND_IP} udp: A {DB_IP} (not authoritative)")
+        );
+    }
+}
