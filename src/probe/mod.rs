@@ -25,6 +25,7 @@ pub mod series;
 pub mod source_ip;
 pub mod target;
 pub mod tcp;
+pub mod tls;
 pub mod traceroute;
 
 use std::fmt;

@@ -6,9 +6,9 @@ use std::net::IpAddr;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use super::tls::TlsSpec;
 use crate::probe::resolver::Resolver;
 use crate::probe::target::Host;
+use crate::probe::tls::TlsSpec;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "RawSpec")]
