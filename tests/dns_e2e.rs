@@ -25,12 +25,17 @@ struct DnsLab {
 }
 
 fn dns_lab(test_name: &str) -> Option<DnsLab> {
+    dns_lab_forwarding(test_name, Forward::Onprem)
+}
+
+/// A lab with both DNS servers, the cluster DNS forwarding as `forward` says.
+fn dns_lab_forwarding(test_name: &str, forward: Forward) -> Option<DnsLab> {
     if !dnsmasq_available(test_name) {
         return None;
     }
     let lab = Lab::new(test_name)?;
     let onprem = lab.onprem_dns();
-    let cluster = lab.cluster_dns(Forward::Onprem);
+    let cluster = lab.cluster_dns(forward);
     Some(DnsLab {
         lab,
         onprem,
@@ -456,14 +461,9 @@ fn unbound_forwarding_to_bind_answers_from_the_pod_side() {
 #[test]
 #[ignore = "needs the network lab (root); .ci/run runs it"]
 fn pod_and_host_resolve_a_target_name_with_their_own_resolv_conf() {
-    if !dnsmasq_available("resolve-per-netns") {
-        return;
-    }
-    let Some(lab) = Lab::new("resolve-per-netns") else {
+    let Some(DnsLab { lab, .. }) = dns_lab_forwarding("resolve-per-netns", Forward::Lost) else {
         return;
     };
-    let _onprem = lab.onprem_dns();
-    let _cluster = lab.cluster_dns(Forward::Lost);
     let verdict = check_once(
         &lab,
         "  - name: ns1\n    tcp: { target: 'ns1.corp.example:53' }\n",
@@ -515,5 +515,42 @@ fn only_bind_answers_authoritatively() {
             fwd["detail"],
             format!("A {DB_NAME}: {UNBOUND_IP} udp: A {DB_IP} (not authoritative)")
         );
+    }
+}
+
+/// `resolver:` naming a server asks that server, not the namespace's resolv.conf: the pod's
+/// cluster DNS lost the corporate zone, yet both namespaces resolve through on-prem. With the
+/// tunnel down the lookup fails as `resolve_failed` (`timeout`) within the round's budget, before
+/// the scheduler's own timeout would cut it off without naming the lookup.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn a_named_resolver_is_asked_and_its_silence_ends_within_the_budget() {
+    let Some(DnsLab { lab, .. }) = dns_lab_forwarding("resolve-named", Forward::Lost) else {
+        return;
+    };
+    let probe = format!(
+        "  - name: ns1\n    tcp: {{ target: 'ns1.corp.example:53', resolver: [\"{ONPREM_IP}\"] }}\n"
+    );
+    let verdict = check_once(&lab, &probe);
+    for netns in ["pod", "host"] {
+        let c = check(&verdict, "ns1", netns);
+        assert_eq!(c["result"], "success", "{c}");
+        assert_eq!(
+            c["detail"],
+            format!("ns1.corp.example ({ONPREM_IP}): connected to {ONPREM_IP}:53")
+        );
+    }
+
+    lab.tunnel_drop(true);
+    let verdict = check_once(&lab, &probe);
+    for netns in ["pod", "host"] {
+        let c = check(&verdict, "ns1", netns);
+        assert_eq!(c["result"], "resolve_failed", "{c}");
+        assert_eq!(
+            c["detail"],
+            format!("resolve ns1.corp.example: timeout (via {ONPREM_IP})")
+        );
+        let took = c["duration_seconds"].as_f64().unwrap_or(f64::MAX);
+        assert!(took < 1.0, "the lookup outlived the 1s timeout: {c}");
     }
 }
