@@ -3,14 +3,16 @@
 //! node namespace, forwarding that zone on-prem. The pod's resolv.conf points at the cluster
 //! DNS, the host's at the on-prem server, as on an AKS node joined to an on-prem domain. The
 //! truncation tests use real BIND9 on-prem instead (authoritative, UDP answers capped at 512
-//! bytes) and unbound as the cluster-side forwarder.
+//! bytes) and unbound as the cluster-side forwarder, which also serves DNS over TLS.
 
 mod lab;
 mod support;
 
 use std::time::Duration;
 
-use lab::bind::{big_txt, bind_and_unbound_available, BIG_NAME, BIG_RECORDS, BIND_IP, UNBOUND_IP};
+use lab::bind::{
+    big_txt, bind_and_unbound_available, BIG_NAME, BIG_RECORDS, BIND_IP, DOT_NAME, UNBOUND_IP,
+};
 use lab::dns::{
     dnsmasq_available, Forward, CLUSTER_DNS_IP, DB_IP, DB_NAME, LEAK_IP, LEAK_NAME, MISSING_NAME,
 };
@@ -553,4 +555,97 @@ fn a_named_resolver_is_asked_and_its_silence_ends_within_the_budget() {
         let took = c["duration_seconds"].as_f64().unwrap_or(f64::MAX);
         assert!(took < 1.0, "the lookup outlived the 1s timeout: {c}");
     }
+}
+
+/// DNS over TLS to unbound (port 853, a certificate from the lab CA naming its address and
+/// `DOT_NAME`), from the pod and the host: verified against the address's IP SAN by default or
+/// against `server_name`; each TLS failure typed; a closed port 853 refused.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn dns_over_tls_to_unbound() {
+    let Some(lab) = bind_lab("dns-dot", false) else {
+        return;
+    };
+    let (_unbound, ca) = lab.unbound_dot();
+    let ca = ca.display();
+    let probe = |name: &str, server, tls: &str| {
+        format!(
+            "  - name: {name}\n    dns: {{ query: {DB_NAME}, servers: [\"{server}\"], \
+             transport: tls{tls} }}\n"
+        )
+    };
+    let probes = [
+        probe("dot", UNBOUND_IP, &format!(", tls: {{ ca_file: {ca} }}")),
+        probe(
+            "dot-named",
+            UNBOUND_IP,
+            &format!(", tls: {{ ca_file: {ca}, server_name: {DOT_NAME} }}"),
+        ),
+        probe("dot-untrusted", UNBOUND_IP, ""),
+        probe(
+            "dot-wrong-name",
+            UNBOUND_IP,
+            &format!(", tls: {{ ca_file: {ca}, server_name: other.cluster.example }}"),
+        ),
+        probe(
+            "dot-closed",
+            BIND_IP,
+            &format!(", tls: {{ ca_file: {ca} }}"),
+        ),
+    ]
+    .concat();
+    let verdict = check_once(&lab, &probes);
+    let answered = format!("A {DB_NAME}: {UNBOUND_IP} tls: A {DB_IP}");
+    for netns in ["pod", "host"] {
+        for name in ["dot", "dot-named"] {
+            let c = check(&verdict, name, netns);
+            assert_eq!(c["result"], "success", "{c}");
+            assert_eq!(c["detail"], answered, "{c}");
+        }
+        for (name, result) in [
+            ("dot-untrusted", "tls_untrusted"),
+            ("dot-wrong-name", "tls_name_mismatch"),
+        ] {
+            let c = check(&verdict, name, netns);
+            assert_eq!(c["result"], result, "{c}");
+            let text = c["detail"].as_str().unwrap_or_default();
+            let prefix = format!("A {DB_NAME}: {UNBOUND_IP} tls: {result} (");
+            assert!(text.starts_with(&prefix), "{text}");
+            let seen = format!(
+                "certificate \"CN={DOT_NAME}\" issued by \"CN=hybridprobe lab CA\", \
+                 names [{DOT_NAME}, {UNBOUND_IP}]"
+            );
+            assert!(text.contains(&seen), "{text}");
+        }
+        let closed = check(&verdict, "dot-closed", netns);
+        assert_eq!(closed["result"], "refused", "{closed}");
+        let text = closed["detail"].as_str().unwrap_or_default();
+        assert!(
+            text.starts_with(&format!("A {DB_NAME}: {BIND_IP} tls: refused (")),
+            "{text}"
+        );
+    }
+
+    let agent = Agent::start(
+        &lab,
+        &pod_and_host_config(
+            &lab,
+            Resolv::ClusterAndOnprem,
+            "{ interval: 1s, timeout: 1s }",
+            &probe("dot", UNBOUND_IP, &format!(", tls: {{ ca_file: {ca} }}")),
+        ),
+    );
+    agent.wait_check("dot", "host", "success", Duration::from_secs(10));
+    let metrics = agent.metrics();
+    let server = UNBOUND_IP.to_string();
+    let labels = [
+        ("probe", "dot"),
+        ("netns", "host"),
+        ("server", server.as_str()),
+        ("transport", "tls"),
+    ];
+    assert_eq!(
+        metric(&metrics, "hybridprobe_dns_success", &labels),
+        Some(1.0)
+    );
 }

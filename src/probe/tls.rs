@@ -39,6 +39,18 @@ pub struct TlsSpec {
     pub insecure_skip_verify: bool,
 }
 
+impl TlsSpec {
+    /// What config validation rejects: a `server_name` that can never be verified.
+    pub fn validate(&self) -> Result<(), String> {
+        match &self.server_name {
+            Some(name) if ServerName::try_from(name.as_str()).is_err() => {
+                Err(format!("tls.server_name: {name:?} is not a valid name"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The chain a server presented during one handshake.
 pub type Presented = Arc<Mutex<Vec<CertificateDer<'static>>>>;
 

@@ -67,11 +67,7 @@ impl TryFrom<RawSpec> for HttpSpec {
             return Err("body_regex: a HEAD response has no body".into());
         }
         if let Some(tls) = &raw.tls {
-            if let Some(name) = &tls.server_name {
-                if rustls_pki_types::ServerName::try_from(name.as_str()).is_err() {
-                    return Err(format!("tls.server_name: {name:?} is not a valid name"));
-                }
-            }
+            tls.validate()?;
         }
         Ok(HttpSpec {
             url: raw.url,
