@@ -649,3 +649,31 @@ fn dns_over_tls_to_unbound() {
         Some(1.0)
     );
 }
+
+/// `recursion_desired: false` against the unbound forwarder, which holds nothing in its cache:
+/// unbound refuses a non-recursive query from a client it only `allow`s (snooping its cache
+/// needs `allow_snoop`), so the check fails as `dns_refused`; the same query with RD set passes.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn a_non_recursive_query_to_unbound_is_refused() {
+    let Some(lab) = bind_lab("dns-unbound-rd0", true) else {
+        return;
+    };
+    let probe = |name: &str, rd: bool| {
+        format!(
+            "  - name: {name}\n    dns: {{ query: {DB_NAME}, servers: [\"{UNBOUND_IP}\"], \
+             recursion_desired: {rd} }}\n"
+        )
+    };
+    let verdict = check_once(&lab, &(probe("rd0", false) + &probe("rd1", true)));
+    for netns in ["pod", "host"] {
+        let c = check(&verdict, "rd0", netns);
+        assert_eq!(c["result"], "dns_refused", "{c}");
+        assert_eq!(
+            c["detail"],
+            format!("A {DB_NAME}: {UNBOUND_IP} udp: REFUSED")
+        );
+        let c = check(&verdict, "rd1", netns);
+        assert_eq!(c["result"], "success", "{c}");
+    }
+}
