@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 use hickory_net::proto::op::DnsResponse;
 use hickory_net::proto::rr::Name;
 
-use crate::net::{http1, Transport};
-use crate::probe::dns::{self, DnsSpec, ResolvConf};
+use crate::net::http1;
+use crate::probe::dns::{self, DnsSpec, DnsTransport, ResolvConf};
 use crate::probe::source_ip::{self, HttpUrl};
 use crate::probe::{Failure, Outcome};
 use crate::smoke::{self, AgentReport, Answer, Summary};
@@ -35,14 +35,14 @@ fn dns_specs() -> &'static [DnsSpec] {
 }
 
 /// Decodes a DNS message as hickory does for the probe, then judges it against every kind of
-/// expectation, over UDP and TCP. `None` when hickory rejects the bytes (the probe then reports
+/// expectation, over UDP, TCP and TLS. `None` when hickory rejects the bytes (the probe then reports
 /// hickory's error).
 pub fn dns_response(wire: &[u8]) -> Option<Vec<Result<Outcome, Failure>>> {
     let response = DnsResponse::from_buffer(wire.to_vec()).ok()?;
     let at = SocketAddr::from(([198, 19, 10, 1], 53));
     let mut rounds = Vec::new();
     for spec in dns_specs() {
-        for transport in [Transport::Udp, Transport::Tcp] {
+        for transport in [DnsTransport::Udp, DnsTransport::Tcp, DnsTransport::Tls] {
             rounds.push(spec.judge_response(&response, at, transport));
         }
     }

@@ -3,14 +3,16 @@
 //! node namespace, forwarding that zone on-prem. The pod's resolv.conf points at the cluster
 //! DNS, the host's at the on-prem server, as on an AKS node joined to an on-prem domain. The
 //! truncation tests use real BIND9 on-prem instead (authoritative, UDP answers capped at 512
-//! bytes) and unbound as the cluster-side forwarder.
+//! bytes) and unbound as the cluster-side forwarder, which also serves DNS over TLS.
 
 mod lab;
 mod support;
 
 use std::time::Duration;
 
-use lab::bind::{big_txt, bind_and_unbound_available, BIG_NAME, BIG_RECORDS, BIND_IP, UNBOUND_IP};
+use lab::bind::{
+    big_txt, bind_and_unbound_available, BIG_NAME, BIG_RECORDS, BIND_IP, DOT_NAME, UNBOUND_IP,
+};
 use lab::dns::{
     dnsmasq_available, Forward, CLUSTER_DNS_IP, DB_IP, DB_NAME, LEAK_IP, LEAK_NAME, MISSING_NAME,
 };
@@ -25,12 +27,17 @@ struct DnsLab {
 }
 
 fn dns_lab(test_name: &str) -> Option<DnsLab> {
+    dns_lab_forwarding(test_name, Forward::Onprem)
+}
+
+/// A lab with both DNS servers, the cluster DNS forwarding as `forward` says.
+fn dns_lab_forwarding(test_name: &str, forward: Forward) -> Option<DnsLab> {
     if !dnsmasq_available(test_name) {
         return None;
     }
     let lab = Lab::new(test_name)?;
     let onprem = lab.onprem_dns();
-    let cluster = lab.cluster_dns(Forward::Onprem);
+    let cluster = lab.cluster_dns(forward);
     Some(DnsLab {
         lab,
         onprem,
@@ -456,14 +463,9 @@ fn unbound_forwarding_to_bind_answers_from_the_pod_side() {
 #[test]
 #[ignore = "needs the network lab (root); .ci/run runs it"]
 fn pod_and_host_resolve_a_target_name_with_their_own_resolv_conf() {
-    if !dnsmasq_available("resolve-per-netns") {
-        return;
-    }
-    let Some(lab) = Lab::new("resolve-per-netns") else {
+    let Some(DnsLab { lab, .. }) = dns_lab_forwarding("resolve-per-netns", Forward::Lost) else {
         return;
     };
-    let _onprem = lab.onprem_dns();
-    let _cluster = lab.cluster_dns(Forward::Lost);
     let verdict = check_once(
         &lab,
         "  - name: ns1\n    tcp: { target: 'ns1.corp.example:53' }\n",
@@ -515,5 +517,163 @@ fn only_bind_answers_authoritatively() {
             fwd["detail"],
             format!("A {DB_NAME}: {UNBOUND_IP} udp: A {DB_IP} (not authoritative)")
         );
+    }
+}
+
+/// `resolver:` naming a server asks that server, not the namespace's resolv.conf: the pod's
+/// cluster DNS lost the corporate zone, yet both namespaces resolve through on-prem. With the
+/// tunnel down the lookup fails as `resolve_failed` (`timeout`) within the round's budget, before
+/// the scheduler's own timeout would cut it off without naming the lookup.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn a_named_resolver_is_asked_and_its_silence_ends_within_the_budget() {
+    let Some(DnsLab { lab, .. }) = dns_lab_forwarding("resolve-named", Forward::Lost) else {
+        return;
+    };
+    let probe = format!(
+        "  - name: ns1\n    tcp: {{ target: 'ns1.corp.example:53', resolver: [\"{ONPREM_IP}\"] }}\n"
+    );
+    let verdict = check_once(&lab, &probe);
+    for netns in ["pod", "host"] {
+        let c = check(&verdict, "ns1", netns);
+        assert_eq!(c["result"], "success", "{c}");
+        assert_eq!(
+            c["detail"],
+            format!("ns1.corp.example ({ONPREM_IP}): connected to {ONPREM_IP}:53")
+        );
+    }
+
+    lab.tunnel_drop(true);
+    let verdict = check_once(&lab, &probe);
+    for netns in ["pod", "host"] {
+        let c = check(&verdict, "ns1", netns);
+        assert_eq!(c["result"], "resolve_failed", "{c}");
+        assert_eq!(
+            c["detail"],
+            format!("resolve ns1.corp.example: timeout (via {ONPREM_IP})")
+        );
+        let took = c["duration_seconds"].as_f64().unwrap_or(f64::MAX);
+        assert!(took < 1.0, "the lookup outlived the 1s timeout: {c}");
+    }
+}
+
+/// DNS over TLS to unbound (port 853, a certificate from the lab CA naming its address and
+/// `DOT_NAME`), from the pod and the host: verified against the address's IP SAN by default or
+/// against `server_name`; each TLS failure typed; a closed port 853 refused.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn dns_over_tls_to_unbound() {
+    let Some(lab) = bind_lab("dns-dot", false) else {
+        return;
+    };
+    let (_unbound, ca) = lab.unbound_dot();
+    let ca = ca.display();
+    let probe = |name: &str, server, tls: &str| {
+        format!(
+            "  - name: {name}\n    dns: {{ query: {DB_NAME}, servers: [\"{server}\"], \
+             transport: tls{tls} }}\n"
+        )
+    };
+    let probes = [
+        probe("dot", UNBOUND_IP, &format!(", tls: {{ ca_file: {ca} }}")),
+        probe(
+            "dot-named",
+            UNBOUND_IP,
+            &format!(", tls: {{ ca_file: {ca}, server_name: {DOT_NAME} }}"),
+        ),
+        probe("dot-untrusted", UNBOUND_IP, ""),
+        probe(
+            "dot-wrong-name",
+            UNBOUND_IP,
+            &format!(", tls: {{ ca_file: {ca}, server_name: other.cluster.example }}"),
+        ),
+        probe(
+            "dot-closed",
+            BIND_IP,
+            &format!(", tls: {{ ca_file: {ca} }}"),
+        ),
+    ]
+    .concat();
+    let verdict = check_once(&lab, &probes);
+    let answered = format!("A {DB_NAME}: {UNBOUND_IP} tls: A {DB_IP}");
+    for netns in ["pod", "host"] {
+        for name in ["dot", "dot-named"] {
+            let c = check(&verdict, name, netns);
+            assert_eq!(c["result"], "success", "{c}");
+            assert_eq!(c["detail"], answered, "{c}");
+        }
+        for (name, result) in [
+            ("dot-untrusted", "tls_untrusted"),
+            ("dot-wrong-name", "tls_name_mismatch"),
+        ] {
+            let c = check(&verdict, name, netns);
+            assert_eq!(c["result"], result, "{c}");
+            let text = c["detail"].as_str().unwrap_or_default();
+            let prefix = format!("A {DB_NAME}: {UNBOUND_IP} tls: {result} (");
+            assert!(text.starts_with(&prefix), "{text}");
+            let seen = format!(
+                "certificate \"CN={DOT_NAME}\" issued by \"CN=hybridprobe lab CA\", \
+                 names [{DOT_NAME}, {UNBOUND_IP}]"
+            );
+            assert!(text.contains(&seen), "{text}");
+        }
+        let closed = check(&verdict, "dot-closed", netns);
+        assert_eq!(closed["result"], "refused", "{closed}");
+        let text = closed["detail"].as_str().unwrap_or_default();
+        assert!(
+            text.starts_with(&format!("A {DB_NAME}: {BIND_IP} tls: refused (")),
+            "{text}"
+        );
+    }
+
+    let agent = Agent::start(
+        &lab,
+        &pod_and_host_config(
+            &lab,
+            Resolv::ClusterAndOnprem,
+            "{ interval: 1s, timeout: 1s }",
+            &probe("dot", UNBOUND_IP, &format!(", tls: {{ ca_file: {ca} }}")),
+        ),
+    );
+    agent.wait_check("dot", "host", "success", Duration::from_secs(10));
+    let metrics = agent.metrics();
+    let server = UNBOUND_IP.to_string();
+    let labels = [
+        ("probe", "dot"),
+        ("netns", "host"),
+        ("server", server.as_str()),
+        ("transport", "tls"),
+    ];
+    assert_eq!(
+        metric(&metrics, "hybridprobe_dns_success", &labels),
+        Some(1.0)
+    );
+}
+
+/// `recursion_desired: false` against the unbound forwarder, which holds nothing in its cache:
+/// unbound refuses a non-recursive query from a client it only `allow`s (snooping its cache
+/// needs `allow_snoop`), so the check fails as `dns_refused`; the same query with RD set passes.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn a_non_recursive_query_to_unbound_is_refused() {
+    let Some(lab) = bind_lab("dns-unbound-rd0", true) else {
+        return;
+    };
+    let probe = |name: &str, rd: bool| {
+        format!(
+            "  - name: {name}\n    dns: {{ query: {DB_NAME}, servers: [\"{UNBOUND_IP}\"], \
+             recursion_desired: {rd} }}\n"
+        )
+    };
+    let verdict = check_once(&lab, &(probe("rd0", false) + &probe("rd1", true)));
+    for netns in ["pod", "host"] {
+        let c = check(&verdict, "rd0", netns);
+        assert_eq!(c["result"], "dns_refused", "{c}");
+        assert_eq!(
+            c["detail"],
+            format!("A {DB_NAME}: {UNBOUND_IP} udp: REFUSED")
+        );
+        let c = check(&verdict, "rd1", netns);
+        assert_eq!(c["result"], "success", "{c}");
     }
 }

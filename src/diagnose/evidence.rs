@@ -10,9 +10,8 @@
 use std::net::IpAddr;
 
 use crate::config::ProbeConfig;
-use crate::net::Transport;
 use crate::netns::NetnsId;
-use crate::probe::dns::Server;
+use crate::probe::dns::{DnsTransport, Server};
 use crate::probe::target::Host;
 use crate::probe::{Failure, Measurements, ProbeKind, Reason};
 use crate::results::CheckState;
@@ -126,7 +125,7 @@ pub struct Pair<'a> {
     /// `system` or the configured address, as in the `server` label.
     pub server: String,
     pub asked: Asked,
-    pub transport: Transport,
+    pub transport: DnsTransport,
     /// `None` when the pair passed.
     pub failure: Option<Reason>,
 }
@@ -169,7 +168,7 @@ pub fn dns_pairs<'a>(check: &Observed<'a>) -> Vec<Pair<'a>> {
                         // a server that answers over UDP and fails over TCP among them.
                         Some(legs) => vec![
                             pair(server, p.transport, legs.udp),
-                            pair(server, Transport::Tcp, legs.tcp),
+                            pair(server, DnsTransport::Tcp, legs.tcp),
                         ],
                         None => vec![pair(server, p.transport, p.failure)],
                     })

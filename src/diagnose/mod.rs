@@ -34,9 +34,9 @@ use serde::Serialize;
 use evidence::{dns_pairs, reaches, Asked, Pair, Reach};
 pub use evidence::{Observed, Seen};
 
-use crate::net::Transport;
 use crate::netns::NetnsId;
 use crate::netns::NetnsStatus;
+use crate::probe::dns::DnsTransport;
 use crate::probe::{Measurements, ProbeKind, Reason};
 
 /// A likely cause, named by a fixed code, with what to do about it.
@@ -348,13 +348,13 @@ fn onprem_dns_down(pairs: &[Pair], pod_blocked: bool) -> Option<Diagnosis> {
 fn dns_tcp_blocked(pairs: &[Pair]) -> Option<Diagnosis> {
     let udp_answers: HashSet<(&str, NetnsId, &str)> = pairs
         .iter()
-        .filter(|p| p.transport == Transport::Udp)
+        .filter(|p| p.transport == DnsTransport::Udp)
         .filter(|p| p.failure.map_or(Some(true), Reason::answered) == Some(true))
         .map(|p| (p.probe, p.netns, p.server.as_str()))
         .collect();
     let blocked: Vec<&Pair> = pairs
         .iter()
-        .filter(|p| p.asked == Asked::Onprem && p.transport == Transport::Tcp)
+        .filter(|p| p.asked == Asked::Onprem && p.transport == DnsTransport::Tcp)
         .filter(|p| {
             p.failure.is_some_and(|r| {
                 matches!(
@@ -516,7 +516,7 @@ impl fmt::Display for Witnesses<'_> {
 
 /// `udp: timeout, tcp: refused`: each transport's first failure.
 fn pair_results(pairs: &[&Pair]) -> String {
-    let mut seen: Vec<(Transport, &str)> = Vec::new();
+    let mut seen: Vec<(DnsTransport, &str)> = Vec::new();
     for p in pairs {
         if seen.iter().any(|(t, _)| *t == p.transport) {
             continue;

@@ -50,7 +50,7 @@ fn timeout() -> Failure {
 }
 
 /// A DNS round: (server, transport, failure) per pair; the round fails with the first failure.
-fn dns(pairs: &[(&str, Transport, Option<Reason>)]) -> Failure {
+fn dns(pairs: &[(&str, DnsTransport, Option<Reason>)]) -> Failure {
     let reason = pairs
         .iter()
         .find_map(|(_, _, f)| *f)
@@ -95,8 +95,8 @@ fn followed(server: &str, tcp: Reason) -> Failure {
     }
 }
 
-const UDP: Transport = Transport::Udp;
-const TCP: Transport = Transport::Tcp;
+const UDP: DnsTransport = DnsTransport::Udp;
+const TCP: DnsTransport = DnsTransport::Tcp;
 const ONPREM_DNS: &str = "198.19.10.1";
 
 fn ip(text: &str) -> IpAddr {

@@ -656,8 +656,7 @@ mod tests {
 
     #[test]
     fn dns_pairs_get_their_own_series() {
-        use crate::net::Transport;
-        use crate::probe::dns::{DnsPair, DnsReport};
+        use crate::probe::dns::{DnsPair, DnsReport, DnsTransport};
         let metrics = Metrics::new(&[]);
         let check = metrics.check_series("corp-db", "dns", NetnsId::Host);
         let pair = |server: &str, transport, failure, ms: &[u64]| DnsPair {
@@ -672,10 +671,10 @@ mod tests {
             detail: "x".into(),
             measurements: Measurements::Dns(DnsReport {
                 pairs: vec![
-                    pair("system", Transport::Udp, None, &[2, 3]),
+                    pair("system", DnsTransport::Udp, None, &[2, 3]),
                     pair(
                         "198.19.10.1",
-                        Transport::Tcp,
+                        DnsTransport::Tcp,
                         Some(Reason::Timeout),
                         &[1900],
                     ),

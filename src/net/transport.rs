@@ -1,11 +1,12 @@
-//! The one transport enum: UDP or TCP, as config, metric labels and messages spell it.
+//! The one transport enum of STUN and tracked flows: UDP or TCP, as config, metric labels and
+//! messages spell it.
 
 use std::fmt;
 
 use serde::Deserialize;
 
-/// UDP or TCP: a DNS query's, a STUN exchange's, a tracked flow's. Config accepts `udp` and
-/// `tcp`; labels and messages use the same words.
+/// UDP or TCP: a STUN exchange's, a tracked flow's (the `dns` kind has its own, with TLS).
+/// Config accepts `udp` and `tcp`; labels and messages use the same words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {

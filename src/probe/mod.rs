@@ -25,6 +25,7 @@ pub mod series;
 pub mod source_ip;
 pub mod target;
 pub mod tcp;
+pub mod tls;
 pub mod traceroute;
 
 use std::fmt;
@@ -186,10 +187,11 @@ macro_rules! probe_kinds {
                 }
             }
 
-            /// Runs one round; see [`Probe::run`]. The address a host name resolved to, for any
-            /// kind, goes in the round's detail and `resolved`.
+            /// Runs one round; see [`Probe::run`]. Name lookups end within `budget`, and the
+            /// address a host name resolved to, for any kind, goes in the round's detail and
+            /// `resolved`.
             pub async fn run(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
-                let (mut result, noted) = resolver::noting(async {
+                let (mut result, noted) = resolver::noting(budget, async {
                     match self {
                         $(ProbeKind::$variant(spec) => spec.run(ctx, budget).await),+
                     }

@@ -7,10 +7,16 @@
 //! sockets live in that namespace. It is dropped after the round: nothing is cached between
 //! rounds, and a DNS failure shows on the round it happens. `/etc/hosts` is not read, for the
 //! same reason as resolv.conf: the file the agent sees is the pod's.
+//!
+//! A lookup ends with the round's budget: hickory's own timeout (resolv.conf's `timeout:`, 5 s by
+//! default) is capped to what is left of it, so a server that does not answer fails the round as
+//! `resolve_failed` (`timeout`) before the scheduler cuts it off with a bare `timeout` that would
+//! not say the name was the problem.
 
 use std::cell::RefCell;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -19,6 +25,7 @@ use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::Resolver as Hickory;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
+use tokio::time::Instant;
 
 use super::{Failure, Reason};
 use crate::netns::NetnsContext;
@@ -90,31 +97,49 @@ impl<'de> Deserialize<'de> for Resolver {
     }
 }
 
-tokio::task_local! {
-    /// The name and address a round resolved, noted by [`note_resolved`] for
+/// What the lookups of one round share, whatever kind runs it.
+struct Round {
+    /// The end of the round's budget, which no lookup outlives.
+    deadline: Instant,
+    /// The name and address the round resolved, noted by [`note_resolved`] for
     /// [`super::ProbeKind::run`], which puts it in the round's detail and result for every kind.
-    static RESOLVED: RefCell<Option<(String, IpAddr)>>;
+    resolved: Option<(String, IpAddr)>,
 }
 
-/// Runs a round, returning what it noted with [`note_resolved`].
+tokio::task_local! {
+    static ROUND: RefCell<Round>;
+}
+
+/// Runs a round whose lookups end within `budget`, returning what it noted with
+/// [`note_resolved`].
 pub async fn noting<T>(
+    budget: Duration,
     round: impl std::future::Future<Output = T>,
 ) -> (T, Option<(String, IpAddr)>) {
-    RESOLVED
-        .scope(RefCell::new(None), async {
+    let scope = Round {
+        deadline: Instant::now() + budget,
+        resolved: None,
+    };
+    ROUND
+        .scope(RefCell::new(scope), async {
             let value = round.await;
-            (value, RESOLVED.with(|noted| noted.borrow_mut().take()))
+            (value, ROUND.with(|r| r.borrow_mut().resolved.take()))
         })
         .await
+}
+
+/// The end of the current round's budget; `None` outside a round ([`noting`]).
+fn deadline() -> Option<Instant> {
+    ROUND.try_with(|r| r.borrow().deadline).ok()
 }
 
 /// Notes the address a round probes for `name`. The first name a round resolves is its
 /// target (`path_mtu` resolves its `tcp_mss` endpoint after), so later ones are not noted.
 /// Outside a round ([`noting`]) it does nothing.
 pub fn note_resolved(name: &str, ip: IpAddr) {
-    let _ = RESOLVED.try_with(|noted| {
-        noted
-            .borrow_mut()
+    let _ = ROUND.try_with(|r| {
+        r.borrow_mut()
+            .resolved
             .get_or_insert_with(|| (name.to_owned(), ip));
     });
 }
@@ -155,6 +180,12 @@ pub async fn lookup(
     };
     opts.cache_size = 0;
     opts.use_hosts_file = ResolveHosts::Never;
+    let deadline = deadline();
+    if let Some(deadline) = deadline {
+        opts.timeout = opts
+            .timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+    }
     let via = match resolver {
         Resolver::System => config
             .name_servers
@@ -174,7 +205,14 @@ pub async fn lookup(
             format!("resolve {name}: {class} (via {via})"),
         )
     };
-    match hickory.lookup_ip(name).await {
+    let found = match deadline {
+        // hickory's retries (`attempts:`) may start again after a capped timeout.
+        Some(deadline) => tokio::time::timeout_at(deadline, hickory.lookup_ip(name))
+            .await
+            .unwrap_or(Err(NetError::Timeout)),
+        None => hickory.lookup_ip(name).await,
+    };
+    match found {
         Ok(found) => {
             let ips: Vec<IpAddr> = found.iter().collect();
             if ips.is_empty() {
@@ -265,13 +303,14 @@ mod tests {
     async fn a_round_notes_what_it_resolved() {
         let ip: IpAddr = "198.19.10.1".parse().unwrap();
         let other: IpAddr = "198.19.10.2".parse().unwrap();
-        let ((), noted) = noting(async {
+        let budget = Duration::from_secs(1);
+        let ((), noted) = noting(budget, async {
             note_resolved("ldap.corp.example", ip);
             note_resolved("mss.corp.example", other);
         })
         .await;
         assert_eq!(noted, Some(("ldap.corp.example".to_owned(), ip)));
-        let ((), noted) = noting(async {}).await;
+        let ((), noted) = noting(budget, async {}).await;
         assert_eq!(noted, None);
         note_resolved("outside.example", ip); // no round: nothing to note, no panic
     }

@@ -1,11 +1,12 @@
 //! Real resolvers from Debian beside dnsmasq: BIND9 on-prem, authoritative for the corporate
 //! zone and truncating large UDP answers, and unbound on the cluster side, forwarding that zone
-//! to BIND as a CoreDNS stand-in would. Both run in the foreground with their config, zone, pid
+//! to BIND as a CoreDNS stand-in would, and serving DNS over TLS on port 853 when asked, with a
+//! certificate from the lab CA ([`super::web`]'s). Both run in the foreground with their config, zone, pid
 //! file and keys in the lab's temp dir (no systemd, no /etc), listen on their lab address only,
 //! and never ask the machine's own resolvers.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -16,6 +17,11 @@ use super::{preflight, Host, Lab, ProcHandle, NODE_POD_GW, ONPREM_IP};
 pub const BIND_IP: Ipv4Addr = ONPREM_IP;
 /// unbound listens on the node's pod-side address, which pods reach directly.
 pub const UNBOUND_IP: Ipv4Addr = NODE_POD_GW;
+/// unbound's DNS-over-TLS port.
+pub const DOT_PORT: u16 = 853;
+/// The name unbound's DoT certificate carries beside its address (an IP SAN).
+pub const DOT_NAME: &str = "dns.cluster.example";
+
 /// A TXT set far larger than BIND's 512-byte UDP limit: every UDP answer is truncated.
 pub const BIG_NAME: &str = "big.corp.example";
 pub const BIG_RECORDS: usize = 30;
@@ -88,12 +94,42 @@ zone "{CORP_ZONE}" {{ type primary; file "{d}/corp.example.zone"; }};
     /// BIND and nothing else (no root hints are ever asked: no other name is queried). It
     /// caches nothing.
     pub fn unbound(&self) -> ProcHandle {
+        self.start_unbound("")
+    }
+
+    /// [`Lab::unbound`], also serving DNS over TLS on `UNBOUND_IP:853` with a certificate from a
+    /// lab CA naming [`DOT_NAME`] and its address. Returns the CA's certificate too.
+    pub fn unbound_dot(&self) -> (ProcHandle, PathBuf) {
+        let dir = self.tmpdir().join("unbound");
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let ca_file = self.lab_ca(&dir);
+        let san = format!("DNS:{DOT_NAME},IP:{UNBOUND_IP}");
+        self.leaf(&dir, "dot", DOT_NAME, &san, None);
+        let d = dir.display();
+        let handle = self.start_unbound(&format!(
+            "    interface: {UNBOUND_IP}@{DOT_PORT}\n    tls-port: {DOT_PORT}\n    \
+             tls-service-pem: \"{d}/dot.pem\"\n    tls-service-key: \"{d}/dot.key\"\n"
+        ));
+        let addr = SocketAddr::from((UNBOUND_IP, DOT_PORT));
+        self.wait_until(
+            &format!("unbound on {addr}"),
+            Duration::from_secs(15),
+            || {
+                self.tcp_connect(Host::Node, addr, Duration::from_millis(200))
+                    .is_ok()
+            },
+        );
+        (handle, ca_file)
+    }
+
+    /// unbound with `extra` lines in its `server:` section.
+    fn start_unbound(&self, extra: &str) -> ProcHandle {
         let dir = self.tmpdir().join("unbound");
         let d = dir.display();
         let conf = format!(
             r#"server:
     interface: {UNBOUND_IP}
-    port: 53
+{extra}    port: 53
     do-ip6: no
     do-daemonize: no
     username: ""

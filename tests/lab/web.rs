@@ -52,15 +52,21 @@ impl Lab {
         let dir = self.tmpdir().join("web");
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let ca_file = self.lab_ca(&dir);
-        self.leaf(&dir, "good", GOOD_NAME, GOOD_NAME, None);
+        self.leaf(&dir, "good", GOOD_NAME, &format!("DNS:{GOOD_NAME}"), None);
         self.leaf(
             &dir,
             "expired",
             EXPIRED_NAME,
-            EXPIRED_NAME,
+            &format!("DNS:{EXPIRED_NAME}"),
             Some(("20200101000000Z", "20210101000000Z")),
         );
-        self.leaf(&dir, "wrong", WRONG_NAME, OTHER_NAME, None);
+        self.leaf(
+            &dir,
+            "wrong",
+            WRONG_NAME,
+            &format!("DNS:{OTHER_NAME}"),
+            None,
+        );
 
         let d = dir.display();
         let vhost = |name: &str, cert: &str, default: &str| {
@@ -127,8 +133,8 @@ impl Lab {
         Web { proc, ca_file }
     }
 
-    /// A self-signed CA: returns its certificate's path.
-    fn lab_ca(&self, dir: &std::path::Path) -> PathBuf {
+    /// A self-signed CA in `dir`, for [`Lab::leaf`]: returns its certificate's path.
+    pub(super) fn lab_ca(&self, dir: &std::path::Path) -> PathBuf {
         let d = dir.display();
         self.must_sh(
             Host::Onprem,
@@ -155,16 +161,17 @@ commonName = supplied
 [leaf]
 basicConstraints = CA:FALSE
 extendedKeyUsage = serverAuth
-subjectAltName = DNS:$ENV::SAN
+subjectAltName = $ENV::SAN
 EOF"
             ),
         );
         dir.join("ca.pem")
     }
 
-    /// A certificate for `cn` naming `san`, signed by the lab CA, valid from now for 30 days or
-    /// over `dates` (`YYYYMMDDHHMMSSZ` start and end).
-    fn leaf(
+    /// A certificate for `cn` with the subjectAltName `san` (`DNS:a.example,IP:198.18.1.4`),
+    /// signed by the lab CA in `dir`, as `dir/{file}.pem` and `.key`, valid from now for 30 days
+    /// or over `dates` (`YYYYMMDDHHMMSSZ` start and end).
+    pub(super) fn leaf(
         &self,
         dir: &std::path::Path,
         file: &str,
@@ -183,7 +190,7 @@ EOF"
                 "set -e; cd {d}
                  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
                    -keyout {file}.key -out {file}.csr -subj '/CN={cn}' 2>&1
-                 SAN={san} openssl ca -batch -config ca.cnf -extensions leaf -cert ca.pem \
+                 SAN='{san}' openssl ca -batch -config ca.cnf -extensions leaf -cert ca.pem \
                    -keyfile ca.key -in {file}.csr -out {file}.pem -notext {validity} 2>&1"
             ),
         );

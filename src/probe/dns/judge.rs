@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use hickory_net::proto::op::{DnsResponse, ResponseCode};
 
-use super::spec::Nameserver;
-use super::{Answer, Asked, DnsPair, DnsReport, DnsSpec, Followed, Rcode, Reply, Server};
-use crate::net::Transport;
+use super::{
+    Answer, Asked, DnsPair, DnsReport, DnsSpec, DnsTransport, Followed, Rcode, Reply, Server,
+};
 use crate::probe::{conclude, Failure, Measurements, Outcome, Reason};
 
 /// Only this many answers of one query appear in the detail; the rest are counted.
@@ -24,7 +24,7 @@ impl DnsSpec {
         &self,
         response: &DnsResponse,
         at: SocketAddr,
-        transport: Transport,
+        transport: DnsTransport,
     ) -> Result<Outcome, Failure> {
         self.judge(&[Asked {
             server: Server::Addr(at),
@@ -173,16 +173,18 @@ impl DnsSpec {
             let text = match verdict {
                 Ok(text) | Err((_, text)) => text,
             };
-            if group == Some((a.server, a.at)) {
+            // A server's pairs share a group whatever port each transport asks it on.
+            let key = (a.server, a.at.map(|at| at.ip()));
+            if group == Some(key) {
                 let _ = write!(out, "; {}: {text}", a.transport.as_str());
                 continue;
             }
             if group.is_some() {
                 out.push_str(" |");
             }
-            group = Some((a.server, a.at));
+            group = Some(key);
             let _ = match (a.server, a.at) {
-                (Server::System, Some(at)) => write!(out, " system {}", Nameserver(at)),
+                (Server::System, Some(at)) => write!(out, " system {}", at.ip()),
                 (server, _) => write!(out, " {server}"),
             };
             let _ = write!(out, " {}: {text}", a.transport.as_str());

@@ -1,8 +1,8 @@
 //! The `dns` probe: does each resolver, over each transport, answer a name as expected from this
 //! namespace?
 //!
-//! Every (server, transport) pair gets its own connection, opened inside the probe's namespace
-//! for one round: one query, one packet, no cache, no retry, no fallback to another server or
+//! Every (server, transport) pair gets its own connection (UDP, TCP, or TLS for DNS over TLS),
+//! opened inside the probe's namespace for one round: one query, one packet, no cache, no retry, no fallback to another server or
 //! transport, no CNAME chasing, and no search list unless asked. What one pair answered never
 //! hides what another did, and each pair is reported on its own.
 //!
@@ -21,20 +21,21 @@ use futures_util::StreamExt;
 use hickory_net::proto::op::{DnsRequestOptions, DnsResponse, Query as Question, ResponseCode};
 use hickory_net::proto::rr::{Name, RecordType};
 use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::runtime::{RuntimeProvider, Spawn};
 use hickory_net::tcp::TcpClientStream;
 use hickory_net::udp::UdpClientStream;
 use hickory_net::xfer::DnsExchange;
-use hickory_net::{DnsHandle, NetError};
+use hickory_net::{DnsHandle, DnsMultiplexer, NetError};
 use prometheus::{GaugeVec, HistogramVec};
 use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::series::flag;
 use super::target::Host;
+use super::tls::{self, TlsSpec};
 use super::{
     CheckLabels, Failure, Families, Measurements, Outcome, Probe, Reason, Target, DURATION_BUCKETS,
 };
-use crate::net::Transport;
 use crate::netns::NetnsContext;
 
 mod judge;
@@ -46,7 +47,7 @@ mod tests;
 use judge::printable;
 pub use resolv_conf::ResolvConf;
 use spec::RawDnsSpec;
-pub use spec::{Expect, Query, QueryType, Rcode, Server, Truncation};
+pub use spec::{DnsTransport, Expect, Query, QueryType, Rcode, Server, Truncation, TLS_PORT};
 
 /// A validated `dns:` probe.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -57,7 +58,7 @@ pub struct DnsSpec {
     /// In config order; `system` expands to every nameserver of the namespace's resolv.conf.
     pub servers: Vec<Server>,
     /// In config order, without duplicates.
-    pub transports: Vec<Transport>,
+    pub transports: Vec<DnsTransport>,
     /// Apply the resolv.conf search list and ndots, as applications do; off by default so a
     /// failure names exactly the query that failed.
     pub search: bool,
@@ -67,6 +68,8 @@ pub struct DnsSpec {
     pub authoritative: bool,
     /// The RD flag of the query; `false` asks a server for what it holds itself.
     pub recursion_desired: bool,
+    /// How `tls` pairs verify the server: CA file, server name, or no verification.
+    pub tls: TlsSpec,
     pub expect: Expect,
 }
 
@@ -82,7 +85,7 @@ pub struct DnsReport {
 pub struct DnsPair {
     /// `system` or the configured address: a bounded label value.
     pub server: String,
-    pub transport: Transport,
+    pub transport: DnsTransport,
     /// Why the pair failed (its first failing nameserver's reason); `None` when it passed. The
     /// diagnoses tell a server that never answered from one that answered wrongly by it.
     pub failure: Option<Reason>,
@@ -117,7 +120,7 @@ struct Asked {
     server: Server,
     /// The nameserver asked; `None` when there was none to ask.
     at: Option<SocketAddr>,
-    transport: Transport,
+    transport: DnsTransport,
     took: Option<Duration>,
     reply: Reply,
 }
@@ -284,11 +287,12 @@ impl DnsSpec {
             query,
             record_type,
             servers: vec![Server::Addr(SocketAddr::new(server, 53))],
-            transports: vec![Transport::Udp, Transport::Tcp],
+            transports: vec![DnsTransport::Udp, DnsTransport::Tcp],
             search: false,
             truncation: Truncation::RetryTcp,
             authoritative: false,
             recursion_desired: true,
+            tls: TlsSpec::default(),
             expect: Expect {
                 rcode: Rcode::NOERROR,
                 within: Vec::new(),
@@ -333,7 +337,8 @@ impl DnsSpec {
             self.transports.iter().map(move |&transport| async move {
                 let (took, reply) = match (at, search) {
                     (Ok(at), Ok(search)) => {
-                        let (took, reply) = self.ask(*at, transport, search, deadline).await;
+                        let at = transport.port_of(*at);
+                        let (took, reply) = self.ask(at, transport, search, deadline).await;
                         (Some(took), reply)
                     }
                     (Err(why), _) | (Ok(_), Err(why)) => {
@@ -342,7 +347,7 @@ impl DnsSpec {
                 };
                 Asked {
                     server: *server,
-                    at: at.as_ref().ok().copied(),
+                    at: at.as_ref().ok().map(|at| transport.port_of(*at)),
                     transport,
                     took,
                     reply,
@@ -358,7 +363,7 @@ impl DnsSpec {
     async fn ask(
         &self,
         at: SocketAddr,
-        transport: Transport,
+        transport: DnsTransport,
         search: Option<&ResolvConf>,
         deadline: Instant,
     ) -> (Duration, Reply) {
@@ -374,7 +379,7 @@ impl DnsSpec {
     async fn exchange(
         &self,
         at: SocketAddr,
-        transport: Transport,
+        transport: DnsTransport,
         search: Option<&ResolvConf>,
         deadline: Instant,
     ) -> Reply {
@@ -385,16 +390,20 @@ impl DnsSpec {
         let exchange = match transport {
             // hickory resends an unanswered UDP query every few hundred milliseconds unless told
             // otherwise: a hidden retry that would turn a lost packet into a pass.
-            Transport::Udp => UdpClientStream::builder(at, provider.clone())
+            DnsTransport::Udp => UdpClientStream::builder(at, provider.clone())
                 .with_timeout(Some(timeout))
                 .with_max_retries(1)
                 .exchange(),
-            Transport::Tcp => {
+            DnsTransport::Tcp => {
                 match TcpClientStream::exchange(at, None, timeout, None, provider.clone()).await {
                     Ok(exchange) => exchange,
                     Err(e) => return Reply::failed(&e),
                 }
             }
+            DnsTransport::Tls => match self.tls_exchange(at, timeout, &provider).await {
+                Ok(exchange) => exchange,
+                Err(reply) => return reply,
+            },
         };
         let names = match search {
             Some(conf) => candidates(&self.query.name, conf),
@@ -414,7 +423,7 @@ impl DnsSpec {
         for name in names {
             let mut reply = self.query_once(&exchange, name.clone()).await;
             let followed = reply == Reply::Truncated
-                && transport == Transport::Udp
+                && transport == DnsTransport::Udp
                 && self.truncation == Truncation::RetryTcp;
             if followed {
                 reply = self.over_tcp(at, name, deadline).await;
@@ -448,6 +457,34 @@ impl DnsSpec {
             Ok(reply) => reply,
             Err(_elapsed) => Reply::Failed(Reason::Timeout, "timeout".into()),
         }
+    }
+
+    /// A DNS-over-TLS connection to `at`: hickory's TLS stream with the probe's own client
+    /// config, so a failed handshake gets the typed reason and names the certificate, as the
+    /// `http` kind's do. hickory's `tls_exchange` would turn SNI off; `server_name` is sent.
+    async fn tls_exchange(
+        &self,
+        at: SocketAddr,
+        timeout: Duration,
+        provider: &TokioRuntimeProvider,
+    ) -> Result<DnsExchange<TokioRuntimeProvider>, Reply> {
+        let error = |why| Reply::Failed(Reason::Error, why);
+        let (config, presented) = tls::client_config(&self.tls, b"dot").map_err(error)?;
+        let name = tls::server_name(&self.tls, &at.ip().to_string()).map_err(error)?;
+        let (connect, sender) =
+            hickory_net::tls::tls_client_connect(at, name, config, provider.clone());
+        let stream = match connect.await {
+            Ok(stream) => stream,
+            Err(NetError::Io(io)) => {
+                let (reason, why) = tls::failed(&io, &presented);
+                return Err(Reply::Failed(reason, format!("{reason} ({why})")));
+            }
+            Err(e) => return Err(Reply::failed(&e)),
+        };
+        let multiplexer = DnsMultiplexer::new(stream, sender).with_timeout(timeout);
+        let (exchange, background) = DnsExchange::from_stream(multiplexer);
+        provider.create_handle().spawn_bg(background);
+        Ok(exchange)
     }
 
     /// One question on an open exchange, with the spec's flags.

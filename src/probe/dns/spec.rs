@@ -10,7 +10,7 @@ use serde::de::{self, Deserializer, IntoDeserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::DnsSpec;
-use crate::net::Transport;
+use crate::probe::tls::TlsSpec;
 
 /// The name to ask for, as written and as parsed.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +41,38 @@ pub enum Server {
     /// Every nameserver in the namespace's resolv.conf, each asked on its own.
     System,
     Addr(SocketAddr),
+}
+
+/// How a query travels, as config, the `transport` label and details spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsTransport {
+    Udp,
+    Tcp,
+    /// DNS over TLS (RFC 7858): TCP's framing inside a TLS session, port 853 by default.
+    Tls,
+}
+
+/// Where DNS over TLS listens unless the server names another port.
+pub const TLS_PORT: u16 = 853;
+
+impl DnsTransport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsTransport::Udp => "udp",
+            DnsTransport::Tcp => "tcp",
+            DnsTransport::Tls => "tls",
+        }
+    }
+
+    /// The address to ask `at` on: a server written without a port (port 53, plain DNS's)
+    /// is asked over TLS on 853.
+    pub fn port_of(self, at: SocketAddr) -> SocketAddr {
+        match self {
+            DnsTransport::Tls if at.port() == 53 => SocketAddr::new(at.ip(), TLS_PORT),
+            _ => at,
+        }
+    }
 }
 
 /// What a UDP answer with the TC bit (it did not fit) leads to.
@@ -86,7 +118,7 @@ pub(super) struct RawDnsSpec {
     #[serde(default = "default_servers")]
     servers: Vec<Server>,
     #[serde(default = "default_transports", deserialize_with = "transports")]
-    transport: Vec<Transport>,
+    transport: Vec<DnsTransport>,
     #[serde(default)]
     search: bool,
     #[serde(default)]
@@ -97,6 +129,7 @@ pub(super) struct RawDnsSpec {
     recursion_desired: bool,
     #[serde(default)]
     expect: RawExpect,
+    tls: Option<TlsSpec>,
 }
 
 #[derive(Deserialize, Default)]
@@ -120,8 +153,8 @@ fn default_servers() -> Vec<Server> {
 }
 
 /// UDP is what applications use first; TCP is checked when asked for.
-fn default_transports() -> Vec<Transport> {
-    vec![Transport::Udp]
+fn default_transports() -> Vec<DnsTransport> {
+    vec![DnsTransport::Udp]
 }
 
 impl TryFrom<RawDnsSpec> for DnsSpec {
@@ -147,6 +180,12 @@ impl TryFrom<RawDnsSpec> for DnsSpec {
                 "expect.rcode NXDOMAIN cannot be combined with within, equals or min_answers"
                     .into(),
             );
+        }
+        if let Some(tls) = &raw.tls {
+            if !raw.transport.contains(&DnsTransport::Tls) {
+                return Err("tls: only with transport tls".into());
+            }
+            tls.validate()?;
         }
         let want_v4 = raw.record_type == QueryType::A;
         if let Some(Address(ip)) = e.equals.iter().find(|a| a.0.is_ipv4() != want_v4) {
@@ -182,6 +221,7 @@ impl TryFrom<RawDnsSpec> for DnsSpec {
             truncation: raw.truncation,
             authoritative: raw.authoritative,
             recursion_desired: raw.recursion_desired,
+            tls: raw.tls.unwrap_or_default(),
             expect: Expect {
                 rcode: e.rcode,
                 within: e.within.into_iter().map(|c| c.0).collect(),
@@ -248,7 +288,7 @@ impl fmt::Display for Server {
 }
 
 /// A nameserver address as people write it: the port only when it is not 53.
-pub(super) struct Nameserver(pub(super) SocketAddr);
+struct Nameserver(SocketAddr);
 
 impl fmt::Display for Nameserver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -282,29 +322,29 @@ impl QueryType {
     }
 }
 
-/// Accepts `udp`, `tcp`, or a list of them.
-fn transports<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Transport>, D::Error> {
+/// Accepts `udp`, `tcp`, `tls`, or a list of them.
+fn transports<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<DnsTransport>, D::Error> {
     struct OneOrMore;
     impl<'de> Visitor<'de> for OneOrMore {
-        type Value = Vec<Transport>;
+        type Value = Vec<DnsTransport>;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("udp, tcp, or a list of them")
+            f.write_str("udp, tcp, tls, or a list of them")
         }
 
-        fn visit_str<E: de::Error>(self, text: &str) -> Result<Vec<Transport>, E> {
-            Transport::deserialize(text.into_deserializer()).map(|t| vec![t])
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Vec<DnsTransport>, E> {
+            DnsTransport::deserialize(text.into_deserializer()).map(|t| vec![t])
         }
 
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Transport>, A::Error> {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<DnsTransport>, A::Error> {
             let mut out = Vec::new();
-            while let Some(t) = seq.next_element::<Transport>()? {
+            while let Some(t) = seq.next_element::<DnsTransport>()? {
                 if !out.contains(&t) {
                     out.push(t);
                 }
             }
             if out.is_empty() {
-                return Err(de::Error::custom("must list udp, tcp or both"));
+                return Err(de::Error::custom("must list udp, tcp, tls or several"));
             }
             Ok(out)
         }

@@ -29,7 +29,7 @@ fn a(ip: &str) -> Answer {
     }
 }
 
-fn asked(server: Server, at: &str, transport: Transport, reply: Reply) -> Asked {
+fn asked(server: Server, at: &str, transport: DnsTransport, reply: Reply) -> Asked {
     Asked {
         server,
         at: Some(addr(at)),
@@ -44,7 +44,7 @@ fn defaults_ask_the_system_resolvers_over_udp_for_an_a_record() {
     let s = spec("{query: db.corp.example}");
     assert_eq!(s.record_type, QueryType::A);
     assert_eq!(s.servers, vec![Server::System]);
-    assert_eq!(s.transports, vec![Transport::Udp]);
+    assert_eq!(s.transports, vec![DnsTransport::Udp]);
     assert!(!s.search);
     assert_eq!(s.expect.rcode, Rcode::NOERROR);
     assert_eq!(s.expect.min_answers, 1);
@@ -67,19 +67,47 @@ fn full_spec_parses() {
             Server::Addr(addr("[2001:db8::53]:53")),
         ]
     );
-    assert_eq!(s.transports, vec![Transport::Udp, Transport::Tcp]);
+    assert_eq!(s.transports, vec![DnsTransport::Udp, DnsTransport::Tcp]);
     assert_eq!(
         s.describe(),
         "dns A db.corp.example via system, 198.19.10.1, 198.19.10.2:5353, 2001:db8::53 over udp, tcp"
     );
     assert_eq!(
         spec("{query: x.example, transport: tcp}").transports,
-        vec![Transport::Tcp]
+        vec![DnsTransport::Tcp]
     );
     let ptr = spec("{query: 198.19.10.5, type: PTR}");
     assert_eq!(ptr.query.name.to_ascii(), "5.10.19.198.in-addr.arpa.");
     let negative = spec("{query: gone.corp.example, expect: {rcode: NXDOMAIN}}");
     assert_eq!(negative.expect.min_answers, 0);
+}
+
+#[test]
+fn dns_over_tls_asks_port_853_unless_another_port_is_named() {
+    let s = parse(
+        "{query: x.example, servers: [198.19.10.1, '198.19.10.2:8853'], transport: [udp, tls], \
+         tls: {ca_file: /etc/hybridprobe/corp-ca.pem, server_name: dns.corp.example}}",
+    )
+    .unwrap();
+    assert_eq!(s.transports, vec![DnsTransport::Udp, DnsTransport::Tls]);
+    assert_eq!(s.tls.server_name.as_deref(), Some("dns.corp.example"));
+    assert!(!s.tls.insecure_skip_verify);
+    let ports: Vec<(u16, u16)> = s
+        .servers
+        .iter()
+        .map(|server| match server {
+            Server::Addr(at) => (
+                DnsTransport::Udp.port_of(*at).port(),
+                DnsTransport::Tls.port_of(*at).port(),
+            ),
+            Server::System => unreachable!(),
+        })
+        .collect();
+    assert_eq!(ports, [(53, TLS_PORT), (8853, 8853)]);
+    assert_eq!(
+        s.describe(),
+        "dns A x.example via 198.19.10.1, 198.19.10.2:8853 over udp, tls"
+    );
 }
 
 #[test]
@@ -96,11 +124,23 @@ fn config_errors_say_what_is_wrong() {
         ("{query: x.example, servers: []}", "servers: list `system`"),
         (
             "{query: x.example, transport: quic}",
-            "unknown variant `quic`, expected `udp` or `tcp`",
+            "unknown variant `quic`, expected one of `udp`, `tcp`, `tls`",
         ),
         (
             "{query: x.example, transport: []}",
-            "must list udp, tcp or both",
+            "must list udp, tcp, tls or several",
+        ),
+        (
+            "{query: x.example, tls: {ca_file: /etc/ca.pem}}",
+            "tls: only with transport tls",
+        ),
+        (
+            "{query: x.example, transport: tls, tls: {server_name: 'bad name'}}",
+            "tls.server_name: \"bad name\" is not a valid name",
+        ),
+        (
+            "{query: x.example, transport: tls, tls: {verify: no}}",
+            "unknown field `verify`",
         ),
         ("{query: x.example, type: a}", "unknown variant `a`"),
         (
@@ -191,37 +231,37 @@ fn each_pair_is_judged_and_reported_on_its_own() {
         asked(
             Server::System,
             "198.18.1.4:53",
-            Transport::Udp,
+            DnsTransport::Udp,
             Reply::Answers(vec![a("198.19.10.5")]),
         ),
         asked(
             Server::System,
             "198.18.1.4:53",
-            Transport::Tcp,
+            DnsTransport::Tcp,
             Reply::Failed(Reason::Timeout, "timeout".into()),
         ),
         asked(
             Server::System,
             "198.18.1.5:53",
-            Transport::Udp,
+            DnsTransport::Udp,
             Reply::Answers(vec![a("198.19.10.5")]),
         ),
         asked(
             Server::System,
             "198.18.1.5:53",
-            Transport::Tcp,
+            DnsTransport::Tcp,
             Reply::Answers(vec![a("198.19.10.5")]),
         ),
         asked(
             Server::Addr(addr("198.19.10.1:53")),
             "198.19.10.1:53",
-            Transport::Udp,
+            DnsTransport::Udp,
             Reply::Answers(vec![a("198.18.99.7")]),
         ),
         asked(
             Server::Addr(addr("198.19.10.1:53")),
             "198.19.10.1:53",
-            Transport::Tcp,
+            DnsTransport::Tcp,
             Reply::NxDomain,
         ),
     ];
@@ -442,7 +482,7 @@ fn a_truncated_answer_is_followed_over_tcp_and_judged_by_that_leg() {
         .judge(&[asked(
             bind,
             "198.19.10.1:53",
-            Transport::Udp,
+            DnsTransport::Udp,
             over_tcp(Reply::Answers(vec![a("198.19.10.5")])),
         )])
         .unwrap();
@@ -455,7 +495,7 @@ fn a_truncated_answer_is_followed_over_tcp_and_judged_by_that_leg() {
         .judge(&[asked(
             bind,
             "198.19.10.1:53",
-            Transport::Udp,
+            DnsTransport::Udp,
             over_tcp(Reply::Failed(Reason::Timeout, "timeout".into())),
         )])
         .unwrap_err();
@@ -469,7 +509,7 @@ fn a_truncated_answer_is_followed_over_tcp_and_judged_by_that_leg() {
     };
     // The pair keeps its udp label; its legs are told apart for the diagnoses.
     assert_eq!(report.pairs.len(), 1);
-    assert_eq!(report.pairs[0].transport, Transport::Udp);
+    assert_eq!(report.pairs[0].transport, DnsTransport::Udp);
     assert_eq!(report.pairs[0].failure, Some(Reason::Timeout));
     assert_eq!(
         report.pairs[0].followed,
@@ -487,13 +527,13 @@ fn a_pair_not_followed_has_no_legs_and_a_mixed_system_pair_keeps_both() {
         asked(
             Server::System,
             "198.18.1.4:53",
-            Transport::Udp,
+            DnsTransport::Udp,
             Reply::Failed(Reason::Refused, "refused".into()),
         ),
         asked(
             Server::System,
             "198.18.1.5:53",
-            Transport::Udp,
+            DnsTransport::Udp,
             Reply::OverTcp(Box::new(Reply::Answers(vec![a("198.19.10.5")]))),
         ),
     ];
@@ -511,7 +551,7 @@ fn a_pair_not_followed_has_no_legs_and_a_mixed_system_pair_keeps_both() {
         .judge(&[asked(
             Server::System,
             "198.18.1.4:53",
-            Transport::Udp,
+            DnsTransport::Udp,
             Reply::Answers(vec![a("198.19.10.5")]),
         )])
         .unwrap();
@@ -529,7 +569,7 @@ fn truncation_fail_keeps_udp_strict() {
         .judge(&[asked(
             Server::Addr(addr("198.19.10.1:53")),
             "198.19.10.1:53",
-            Transport::Udp,
+            DnsTransport::Udp,
             Reply::Truncated,
         )])
         .unwrap_err();

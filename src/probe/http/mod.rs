@@ -3,7 +3,6 @@
 //! phase timed under blackbox_exporter's names.
 
 mod spec;
-mod tls;
 
 #[cfg(test)]
 mod tests;
@@ -23,11 +22,11 @@ use tokio::time::Instant;
 
 use super::series::InfoSeries;
 use super::target::Host;
+use super::tls;
 use super::{CheckLabels, Failure, Families, Measurements, Outcome, Probe, Reason, Target};
 use crate::netns::NetnsContext;
 
 pub use spec::{HttpSpec, Method, StatusRanges, Url};
-pub use tls::TlsSpec;
 
 /// The most a response head may take (hyper's read buffer, which bounds the head).
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -280,7 +279,8 @@ impl HttpSpec {
         if !url.https {
             return self.exchange(tcp, url, round).await;
         }
-        let (config, presented) = tls::client_config(&self.tls).map_err(|e| (Reason::Error, e))?;
+        let (config, presented) =
+            tls::client_config(&self.tls, b"http/1.1").map_err(|e| (Reason::Error, e))?;
         let name = tls::server_name(&self.tls, &url.host_text()).map_err(|e| (Reason::Error, e))?;
         let started = round.enter(Phase::Tls);
         let handshake = tokio_rustls::TlsConnector::from(config)
@@ -292,14 +292,9 @@ impl HttpSpec {
         let stream = match handshake {
             Ok(stream) => stream,
             Err(e) => {
-                let reason = tls::classify(&e);
-                let seen = chain
-                    .first()
-                    .and_then(|der| tls::CertInfo::parse(der))
-                    .map(|c| format!("; {}", c.describe()))
-                    .unwrap_or_default();
+                let (reason, why) = tls::failed(&e, &presented);
                 let name = name.to_str();
-                return Err((reason, format!("tls {addr} ({name}): {e}{seen}")));
+                return Err((reason, format!("tls {addr} ({name}): {why}")));
             }
         };
         round.report.tls_version = stream.get_ref().1.protocol_version().map(tls::version_name);

@@ -6,9 +6,9 @@ use std::net::IpAddr;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use super::tls::TlsSpec;
 use crate::probe::resolver::Resolver;
 use crate::probe::target::Host;
+use crate::probe::tls::TlsSpec;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "RawSpec")]
@@ -67,11 +67,7 @@ impl TryFrom<RawSpec> for HttpSpec {
             return Err("body_regex: a HEAD response has no body".into());
         }
         if let Some(tls) = &raw.tls {
-            if let Some(name) = &tls.server_name {
-                if rustls_pki_types::ServerName::try_from(name.as_str()).is_err() {
-                    return Err(format!("tls.server_name: {name:?} is not a valid name"));
-                }
-            }
+            tls.validate()?;
         }
         Ok(HttpSpec {
             url: raw.url,

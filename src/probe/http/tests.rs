@@ -1,4 +1,5 @@
 use super::*;
+use crate::probe::tls::TlsSpec;
 
 fn parse(yaml: &str) -> Result<HttpSpec, String> {
     serde_norway::from_str::<HttpSpec>(yaml).map_err(|e| e.to_string())

@@ -1,6 +1,6 @@
-//! TLS for the `http` kind: the client config built from the probe's `tls:` settings, a verifier
-//! that keeps the chain the server presented (so a failure can name the certificate), and the
-//! classification of handshake errors into typed reasons.
+//! TLS for the kinds that speak it (`http`, `dns` over TLS): the client config built from a
+//! probe's `tls:` settings, a verifier that keeps the chain the server presented (so a failure
+//! can name the certificate), and the classification of handshake errors into typed reasons.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -30,7 +30,8 @@ pub struct TlsSpec {
     /// `ca_file`.
     #[serde(default)]
     pub public_roots: Option<bool>,
-    /// The name to send as SNI and to verify the certificate against; default the URL's host.
+    /// The name to send as SNI and to verify the certificate against; default the host the
+    /// probe connects to (the URL's host, a DNS server's address).
     #[serde(default)]
     pub server_name: Option<String>,
     /// Accept any certificate (the chain is still read for the expiry metric).
@@ -38,11 +39,27 @@ pub struct TlsSpec {
     pub insecure_skip_verify: bool,
 }
 
+impl TlsSpec {
+    /// What config validation rejects: a `server_name` that can never be verified.
+    pub fn validate(&self) -> Result<(), String> {
+        match &self.server_name {
+            Some(name) if ServerName::try_from(name.as_str()).is_err() => {
+                Err(format!("tls.server_name: {name:?} is not a valid name"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The chain a server presented during one handshake.
 pub type Presented = Arc<Mutex<Vec<CertificateDer<'static>>>>;
 
-/// Builds the client config for one round, and the slot the presented chain lands in.
-pub fn client_config(spec: &TlsSpec) -> Result<(Arc<ClientConfig>, Presented), String> {
+/// Builds the client config for one round, offering `alpn` (`http/1.1`, `dot`), and the slot
+/// the presented chain lands in.
+pub fn client_config(
+    spec: &TlsSpec,
+    alpn: &[u8],
+) -> Result<(Arc<ClientConfig>, Presented), String> {
     let provider = Arc::new(ring::default_provider());
     let mut roots = RootCertStore::empty();
     if let Some(path) = &spec.ca_file {
@@ -74,7 +91,7 @@ pub fn client_config(spec: &TlsSpec) -> Result<(Arc<ClientConfig>, Presented), S
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok((Arc::new(config), presented))
 }
 
@@ -91,7 +108,8 @@ fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The SNI name: `server_name` when set, else the URL's host.
+/// The SNI name: `server_name` when set, else `host`. For an address, rustls sends no SNI and
+/// webpki verifies the certificate's IP SANs.
 pub fn server_name(spec: &TlsSpec, host: &str) -> Result<ServerName<'static>, String> {
     let name = spec.server_name.as_deref().unwrap_or(host);
     ServerName::try_from(name.to_owned()).map_err(|e| format!("tls server name {name:?}: {e}"))
@@ -187,6 +205,18 @@ pub fn classify(error: &std::io::Error) -> Reason {
         },
         _ => Reason::TlsHandshake,
     }
+}
+
+/// The reason of a failed handshake and what to say of it: the error, then the certificate the
+/// server presented, when it got that far.
+pub fn failed(error: &std::io::Error, presented: &Presented) -> (Reason, String) {
+    let chain = presented.lock().unwrap_or_else(|p| p.into_inner());
+    let seen = chain
+        .first()
+        .and_then(|der| CertInfo::parse(der))
+        .map(|c| format!("; {}", c.describe()))
+        .unwrap_or_default();
+    (classify(error), format!("{error}{seen}"))
 }
 
 /// What a failure detail says of a certificate: subject, issuer, names and validity.
@@ -301,19 +331,19 @@ mod tests {
             ca_file: Some("/nonexistent/ca.pem".into()),
             ..TlsSpec::default()
         };
-        let err = client_config(&spec).unwrap_err();
+        let err = client_config(&spec, b"dot").unwrap_err();
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     }
 
     #[test]
     fn configs_build_with_public_roots_or_none() {
-        assert!(client_config(&TlsSpec::default()).is_ok());
+        assert!(client_config(&TlsSpec::default(), b"http/1.1").is_ok());
         let skip = TlsSpec {
             insecure_skip_verify: true,
             public_roots: Some(false),
             ..TlsSpec::default()
         };
-        assert!(client_config(&skip).is_ok());
+        assert!(client_config(&skip, b"dot").is_ok());
     }
 
     #[test]
