@@ -12,7 +12,8 @@ use std::cell::Cell;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use lab::dns::{dnsmasq_available, Forward, DB_NAME};
+use lab::dns::{dnsmasq_available, Forward, APP_NAME, APP_PORT, DB_NAME};
+use lab::web::{nginx_available, Web, APP_PATH, GOOD_NAME, HEALTHY_BODY, WEB_IP};
 use lab::{Host, Lab, ProcHandle, NODE_IP, ONPREM_IP, POD_IP, VNET_GW, VPN_REMOTE};
 use support::{metric, pod_and_host_config, run_cli, Agent, Resolv};
 
@@ -28,7 +29,7 @@ const WITHIN: Duration = Duration::from_secs(6);
 /// timeouts, the path MTU search) must not add a second one.
 const HOLD: Duration = Duration::from_secs(3);
 
-const CODES: [&str; 11] = [
+const CODES: [&str; 14] = [
     "config_reload_failed",
     "host_netns_unavailable",
     "route_mismatch",
@@ -40,6 +41,9 @@ const CODES: [&str; 11] = [
     "dns_tcp_blocked",
     "cluster_dns_forwarding",
     "pmtu_blackhole",
+    "resolved_address_down",
+    "tls_failure",
+    "service_error",
 ];
 
 fn turnserver_available(test: &str) -> bool {
@@ -57,8 +61,10 @@ fn turnserver_available(test: &str) -> bool {
 }
 
 /// Every kind of on-prem check from both namespaces: the pod asks the cluster DNS, the host
-/// asks on-prem, as on an AKS node joined to an on-prem domain.
-fn config(lab: &Lab) -> String {
+/// asks on-prem, as on an AKS node joined to an on-prem domain. The web checks come last, so
+/// the tunnel's summary names the other targets first.
+fn config(lab: &Lab, web: &Web) -> String {
+    let ca = web.ca_file.display();
     pod_and_host_config(
         lab,
         Resolv::ClusterAndOnprem,
@@ -80,6 +86,12 @@ fn config(lab: &Lab) -> String {
     route: {{ destination: 198.19.0.0/16, via: {VNET_GW} }}
   - name: tunnel-trace
     traceroute: {{ target: {ONPREM_IP}, expect_hop: {VPN_REMOTE} }}
+  - name: corp-app
+    tcp: {{ target: "{APP_NAME}:{APP_PORT}" }}
+  - name: corp-api
+    http: {{ url: "https://{GOOD_NAME}/healthz", resolve_to: {WEB_IP}, tls: {{ ca_file: {ca} }} }}
+  - name: corp-web
+    http: {{ url: "http://{GOOD_NAME}{APP_PATH}", resolve_to: {WEB_IP}, body_regex: ok }}
 "#
         ),
     )
@@ -239,6 +251,39 @@ fn faults<'a>(
             inject: Box::new(|| lab.frag_needed_drop(true)),
             remove: Box::new(|| lab.frag_needed_drop(false)),
         },
+        // The on-prem host's firewall rejects one service's port: its name still resolves (from
+        // the pod through the cluster DNS), its address refuses. (A silently dropped port times
+        // out in the scheduler, whose timeout does not know the resolved address.)
+        Fault {
+            code: "resolved_address_down",
+            summary: vec![format!(
+                "the name resolves, the address does not answer: {APP_NAME}:{APP_PORT} resolves \
+                 to {ONPREM_IP}, which gives refused from pod and host (corp-app)"
+            )],
+            inject: Box::new(|| lab.onprem_port_reject(APP_PORT, true)),
+            remove: Box::new(|| lab.onprem_port_reject(APP_PORT, false)),
+        },
+        // A botched renewal: the web server presents a certificate that expired in 2021.
+        Fault {
+            code: "tls_failure",
+            summary: vec![format!(
+                "the server answers TCP, TLS fails: https://{GOOD_NAME}/healthz from pod and host \
+                 (corp-api): certificate \"CN=expired.corp.example\" expired \
+                 2021-01-01T00:00:00Z"
+            )],
+            inject: Box::new(|| lab.web_present("expired")),
+            remove: Box::new(|| lab.web_present("good")),
+        },
+        // The service behind the web server is down and it answers 503; the path is fine.
+        Fault {
+            code: "service_error",
+            summary: vec![format!(
+                "the service fails while its path answers: http://{GOOD_NAME}{APP_PATH} from pod \
+                 and host (corp-web): answers 503"
+            )],
+            inject: Box::new(|| lab.web_app(None)),
+            remove: Box::new(|| lab.web_app(Some(HEALTHY_BODY))),
+        },
         // The node routes on-prem to a gateway that is not there: everything on-prem fails from
         // both sides, and the wrong route, not the tunnel, is named.
         Fault {
@@ -257,7 +302,7 @@ fn faults<'a>(
 #[ignore = "needs the network lab (root); .ci/run runs it"]
 fn each_fault_yields_exactly_its_diagnosis_and_a_healthy_lab_none() {
     let test = "each_fault_yields_exactly_its_diagnosis";
-    if !dnsmasq_available(test) || !turnserver_available(test) {
+    if !dnsmasq_available(test) || !turnserver_available(test) || !nginx_available(test) {
         return;
     }
     let Some(lab) = Lab::new("diagnose") else {
@@ -266,10 +311,12 @@ fn each_fault_yields_exactly_its_diagnosis_and_a_healthy_lab_none() {
     let onprem_dns = Cell::new(lab.onprem_dns());
     let cluster_dns = Cell::new(lab.cluster_dns(Forward::Onprem));
     lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, LDAP_PORT)));
+    lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, APP_PORT)));
     lab.start_coturn(STUN_PORT);
+    let web = lab.onprem_web();
     // The node tracks connections, as a real node does; masquerade is off.
     lab.masquerade(false);
-    let agent = Agent::start(&lab, &config(&lab));
+    let agent = Agent::start(&lab, &config(&lab, &web));
     agent.wait_ready();
 
     // Healthy: no diagnosis from the first round on, every code exported at 0, and `check`

@@ -17,6 +17,10 @@
 //!    the pod asks is then not called down.
 //! 6. `onprem_dns_down`, `dns_tcp_blocked`, `cluster_dns_forwarding`, `pmtu_blackhole`: each from
 //!    its own evidence; they cannot be symptoms of one another.
+//! 7. `resolved_address_down`: a name resolves, but its address does not answer. A wrong route
+//!    explains it, and a target that fails only from the pod is `pod_path_blocked`'s.
+//! 8. `tls_failure` and `service_error`: the server answered, so the path is not at fault. A
+//!    PMTU black hole explains a TLS handshake that stalls after the connect.
 
 mod evidence;
 pub mod table;
@@ -28,16 +32,19 @@ pub mod verdict;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::net::IpAddr;
 
 use serde::Serialize;
 
-use evidence::{dns_pairs, reaches, Asked, Pair, Reach};
+use evidence::{dns_pairs, reaches, remote, Asked, Pair, Reach};
 pub use evidence::{Observed, Seen};
 
 use crate::netns::NetnsId;
 use crate::netns::NetnsStatus;
 use crate::probe::dns::DnsTransport;
-use crate::probe::{Measurements, ProbeKind, Reason};
+use crate::probe::http::{HttpReport, HttpSpec, Phase};
+use crate::probe::target::Host;
+use crate::probe::{Failure, Measurements, ProbeKind, Reason};
 
 /// A likely cause, named by a fixed code, with what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -62,6 +69,9 @@ pub enum Code {
     DnsTcpBlocked,
     ClusterDnsForwarding,
     PmtuBlackhole,
+    ResolvedAddressDown,
+    TlsFailure,
+    ServiceError,
 }
 
 impl Code {
@@ -78,6 +88,9 @@ impl Code {
         Code::DnsTcpBlocked,
         Code::ClusterDnsForwarding,
         Code::PmtuBlackhole,
+        Code::ResolvedAddressDown,
+        Code::TlsFailure,
+        Code::ServiceError,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -93,6 +106,9 @@ impl Code {
             Code::DnsTcpBlocked => "dns_tcp_blocked",
             Code::ClusterDnsForwarding => "cluster_dns_forwarding",
             Code::PmtuBlackhole => "pmtu_blackhole",
+            Code::ResolvedAddressDown => "resolved_address_down",
+            Code::TlsFailure => "tls_failure",
+            Code::ServiceError => "service_error",
         }
     }
 
@@ -152,6 +168,22 @@ impl Code {
                 "clamp TCP MSS at 1350 on the VPN device (or set the tunnel interface MTU to 1400) \
                  and let ICMP type 3 code 4 (fragmentation needed) through NSGs and firewalls"
             }
+            Code::ResolvedAddressDown => {
+                "the name resolves, but nothing answers at its address: a stale DNS record (the \
+                 service moved: fix the on-prem record, or a CoreDNS hosts or rewrite entry, and \
+                 wait out its TTL), or the host behind the address is down or firewalls the port"
+            }
+            Code::TlsFailure => {
+                "the server answers TCP, TLS fails: renew an expired certificate (intermediates \
+                 too), add the issuing CA to the probe's ca_file and the clients' trust stores, or \
+                 reissue the certificate with the name clients ask for; a handshake that stalls \
+                 after connecting is a TLS-inspecting firewall or a PMTU black hole"
+            }
+            Code::ServiceError => {
+                "the path and the server answer, the service does not: check the service's health, \
+                 logs and backends (a load balancer with no healthy backend answers 502/503); the \
+                 VPN and firewalls are not at fault"
+            }
         }
     }
 
@@ -204,9 +236,12 @@ pub fn diagnose(
     }
     let masqueraded = pod_source_address(checks, Reason::Masqueraded);
     let missing = pod_source_address(checks, Reason::NotMasqueraded);
-    // Pod-only failures, whatever explains them, make a server only the pod asks no evidence.
-    let pod_only = pod_path_blocked(&reach);
+    // Pod-only failures, whatever explains them, make a server only the pod asks no evidence,
+    // and the address of a name no suspect.
+    let pod_failures = pod_only(&reach);
+    let pod_only = pod_path_blocked(&pod_failures);
     let dns_down = onprem_dns_down(&pairs, pod_only.is_some()).filter(|_| !routed);
+    let address_down = resolved_address_down(checks, &pod_failures).filter(|_| !routed);
     let blocked = pod_only.filter(|_| !routed && masqueraded.is_none() && missing.is_none());
     found.extend(masqueraded.map(|s| Code::PodIpMasqueraded.with(s)));
     found.extend(missing.map(|s| Code::MasqueradeMissing.with(s)));
@@ -214,7 +249,12 @@ pub fn diagnose(
     found.extend(dns_down);
     found.extend(dns_tcp_blocked(&pairs));
     found.extend(cluster_dns_forwarding(&pairs));
-    found.extend(pmtu_blackhole(checks));
+    let blackhole = pmtu_blackhole(checks);
+    let stalls_explained = blackhole.is_some();
+    found.extend(blackhole);
+    found.extend(address_down);
+    found.extend(tls_failure(checks, stalls_explained));
+    found.extend(service_error(checks));
     found
 }
 
@@ -290,21 +330,24 @@ fn pod_source_address(checks: &[Observed], reason: Reason) -> Option<String> {
 }
 
 /// Targets that fail from the pod but answer the same check from the host.
-fn pod_path_blocked(reach: &[Reach]) -> Option<Diagnosis> {
+fn pod_only<'r, 'a>(reach: &'r [Reach<'a>]) -> Vec<&'r Reach<'a>> {
     let answered_by_host: HashSet<(&str, &str)> = reach
         .iter()
         .filter(|h| h.netns == NetnsId::Host && h.answered)
         .map(|h| (h.probe, h.target.as_str()))
         .collect();
-    let blocked: Vec<&Reach> = reach
+    reach
         .iter()
         .filter(|r| r.netns == NetnsId::Pod && !r.answered)
         .filter(|r| answered_by_host.contains(&(r.probe, r.target.as_str())))
-        .collect();
+        .collect()
+}
+
+fn pod_path_blocked(blocked: &[&Reach]) -> Option<Diagnosis> {
     (!blocked.is_empty()).then(|| {
         Code::PodPathBlocked.with(format!(
             "from the pod no answer, from the host an answer: {}",
-            by_target(blocked.into_iter())
+            by_target(blocked.iter().copied())
         ))
     })
 }
@@ -439,6 +482,149 @@ fn pmtu_blackhole(checks: &[Observed]) -> Option<Diagnosis> {
         })
         .collect();
     (!parts.is_empty()).then(|| Code::PmtuBlackhole.with(parts.join("; ")))
+}
+
+/// Checks whose on-prem host name resolved, and whose address then timed out, was unreachable
+/// or refused the connection. A target failing from the pod only is the pod path's.
+fn resolved_address_down(checks: &[Observed], pod_failures: &[&Reach]) -> Option<Diagnosis> {
+    let mut down: BTreeMap<(String, IpAddr), (Vec<&str>, Witnesses)> = BTreeMap::new();
+    for check in checks {
+        let Some(failure) = check.failure() else {
+            continue;
+        };
+        let (Some(address), Reason::Timeout | Reason::Unreachable | Reason::Refused) =
+            (failure.resolved, failure.reason)
+        else {
+            continue;
+        };
+        let named = check
+            .probe
+            .kind
+            .targets(Some(failure))
+            .into_iter()
+            .find(|t| {
+                matches!(t.host, Host::Name(_))
+                    && remote(&t.host)
+                    && !pod_failures.iter().any(|r| {
+                        (r.probe, r.netns, r.target.as_str())
+                            == (check.probe.name.as_str(), check.netns, t.text.as_str())
+                    })
+            });
+        let Some(target) = named else {
+            continue;
+        };
+        let (reasons, witnesses) = down.entry((target.text, address)).or_default();
+        if !reasons.contains(&failure.reason.as_str()) {
+            reasons.push(failure.reason.as_str());
+        }
+        witnesses.add(check.netns, &check.probe.name);
+    }
+    let parts: Vec<String> = down
+        .into_iter()
+        .map(|((target, address), (reasons, witnesses))| {
+            format!(
+                "{target} resolves to {address}, which gives {} {witnesses}",
+                reasons.join(" and ")
+            )
+        })
+        .collect();
+    (!parts.is_empty()).then(|| {
+        Code::ResolvedAddressDown.with(format!(
+            "the name resolves, the address does not answer: {}",
+            named(parts)
+        ))
+    })
+}
+
+/// `http` checks whose server answered TCP and failed TLS: a typed TLS failure (which comes only
+/// after the connect), or a round that connected and then stalled in the handshake, unless a
+/// PMTU black hole (`stalls_explained`) explains the stall.
+fn tls_failure(checks: &[Observed], stalls_explained: bool) -> Option<Diagnosis> {
+    let parts = http_findings(checks, |_, spec, failure, report| match failure.reason {
+        Reason::TlsUntrusted | Reason::TlsExpired | Reason::TlsNameMismatch => {
+            report.cert_problem.as_ref().map(ToString::to_string)
+        }
+        Reason::TlsHandshake => Some(format!("the handshake fails: {}", failure.detail)),
+        Reason::Timeout | Reason::Reset
+            if !stalls_explained
+                && spec.url.https
+                && report.ran(Phase::Connect)
+                && !report.ran(Phase::Tls) =>
+        {
+            Some(format!(
+                "the handshake stalls after the TCP connect ({})",
+                failure.reason
+            ))
+        }
+        _ => None,
+    });
+    (!parts.is_empty()).then(|| {
+        Code::TlsFailure.with(format!(
+            "the server answers TCP, TLS fails: {}",
+            named(parts)
+        ))
+    })
+}
+
+/// `http` checks answered with a 5xx or a body that does not match, from a namespace where
+/// another on-prem check passes: the path carries traffic, the service fails.
+fn service_error(checks: &[Observed]) -> Option<Diagnosis> {
+    let path_answers = |check: &Observed| {
+        checks.iter().any(|other| {
+            other.netns == check.netns
+                && other.probe.name != check.probe.name
+                && matches!(other.seen, Seen::Passing)
+                && other
+                    .probe
+                    .kind
+                    .targets(None)
+                    .iter()
+                    .any(|t| remote(&t.host))
+        })
+    };
+    let parts = http_findings(checks, |check, _, failure, report| {
+        let answer = match (failure.reason, report.status) {
+            (Reason::HttpStatus, Some(status)) if status >= 500 => format!("answers {status}"),
+            (Reason::BodyMismatch, Some(status)) => {
+                format!("answers {status} without the expected body")
+            }
+            _ => return None,
+        };
+        path_answers(check).then_some(answer)
+    });
+    (!parts.is_empty()).then(|| {
+        Code::ServiceError.with(format!(
+            "the service fails while its path answers: {}",
+            named(parts)
+        ))
+    })
+}
+
+/// What `finding` says of each failing `http` check, one entry per URL and finding:
+/// `https://api.corp.example/ from pod and host (api): answers 503`.
+fn http_findings(
+    checks: &[Observed],
+    finding: impl Fn(&Observed, &HttpSpec, &Failure, &HttpReport) -> Option<String>,
+) -> Vec<String> {
+    let mut found: BTreeMap<(String, String), Witnesses> = BTreeMap::new();
+    for check in checks {
+        let (ProbeKind::Http(spec), Some(failure)) = (&check.probe.kind, check.failure()) else {
+            continue;
+        };
+        let Measurements::Http(report) = &failure.measurements else {
+            continue;
+        };
+        if let Some(what) = finding(check, spec, failure, report) {
+            found
+                .entry((spec.url.to_string(), what))
+                .or_default()
+                .add(check.netns, &check.probe.name);
+        }
+    }
+    found
+        .into_iter()
+        .map(|((url, what), witnesses)| format!("{url} {witnesses}: {what}"))
+        .collect()
 }
 
 // === summaries ===

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use super::*;
 use crate::config::{Config, ProbeConfig};
 use crate::probe::dns::{DnsPair, DnsReport};
+use crate::probe::http::{CertProblem, HttpReport, Phase};
 use crate::probe::path_mtu::PathMtuReport;
 use crate::probe::route::{Route, RouteReport};
 use crate::probe::source_ip::SourceIpReport;
@@ -37,8 +38,18 @@ probes:
   - { name: trace, traceroute: { target: 198.19.10.1, expect_hop: 198.18.254.2 } }
 "#;
 
-fn probes() -> Vec<ProbeConfig> {
-    Config::parse(CONFIG, &|_| None).unwrap().probes
+/// Probes beside [`CONFIG`]'s, for the cases that name them: a host name, HTTPS and HTTP.
+const WEB: &str = r#"
+  - { name: app, tcp: { target: "app.corp.example:8443" } }
+  - { name: api, http: { url: "https://api.corp.example/healthz" } }
+  - { name: shop, http: { url: "http://198.19.10.1/healthz", body_regex: ok } }
+"#;
+
+/// [`CONFIG`]'s probes and `extra` ones.
+fn probes(extra: &str) -> Vec<ProbeConfig> {
+    Config::parse(&format!("{CONFIG}{extra}"), &|_| None)
+        .unwrap()
+        .probes
 }
 
 fn fail(reason: Reason) -> Failure {
@@ -47,6 +58,48 @@ fn fail(reason: Reason) -> Failure {
 
 fn timeout() -> Failure {
     fail(Reason::Timeout)
+}
+
+/// A round whose host name resolved to `address`, then failed with `reason`.
+fn resolved(reason: Reason, address: &str) -> Failure {
+    Failure {
+        resolved: Some(ip(address)),
+        ..fail(reason)
+    }
+}
+
+/// An `http` round that failed with `reason`, having connected when `connected`.
+fn http(reason: Reason, connected: bool, status: Option<u16>) -> Failure {
+    let mut report = HttpReport {
+        status,
+        ..HttpReport::default()
+    };
+    if connected {
+        report
+            .phases
+            .push((Phase::Connect, Duration::from_millis(2)));
+    }
+    Failure {
+        measurements: Measurements::Http(report),
+        ..fail(reason)
+    }
+}
+
+/// A refused TLS handshake and what was wrong with the certificate.
+fn tls(reason: Reason, problem: CertProblem) -> Failure {
+    let mut failure = http(reason, true, None);
+    if let Measurements::Http(report) = &mut failure.measurements {
+        report.phases.push((Phase::Tls, Duration::from_millis(3)));
+        report.cert_problem = Some(Box::new(problem));
+    }
+    failure
+}
+
+fn expired() -> CertProblem {
+    CertProblem::Expired {
+        subject: "CN=api.corp.example".into(),
+        not_after: 1_609_459_200,
+    }
 }
 
 /// A DNS round: (server, transport, failure) per pair; the round fails with the first failure.
@@ -232,13 +285,15 @@ struct Case {
     pending: bool,
     host_unavailable: bool,
     config_error: Option<&'static str>,
+    /// Probes beside [`CONFIG`]'s (passing unless listed in `failing`).
+    extra: &'static str,
     want: Vec<Code>,
     /// The first diagnosis's summary, where the case checks it.
     summary: Option<&'static str>,
 }
 
 fn run(case: &Case) -> Vec<Diagnosis> {
-    let probes = probes();
+    let probes = probes(case.extra);
     let checks: Vec<Observed> = probes
         .iter()
         .flat_map(|probe| probe.netns.iter().map(move |netns| (probe, *netns)))
@@ -570,6 +625,215 @@ fn cases() -> Vec<Case> {
             ..Case::default()
         },
         Case {
+            name: "a name resolves, its address does not answer",
+            extra: WEB,
+            failing: everywhere("app", resolved(Reason::Timeout, "198.19.10.7")),
+            want: vec![Code::ResolvedAddressDown],
+            summary: Some(
+                "the name resolves, the address does not answer: app.corp.example:8443 resolves \
+                 to 198.19.10.7, which gives timeout from pod and host (app)",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "a resolved address refused from the pod, silent from the host",
+            extra: WEB,
+            failing: vec![
+                ("app", Pod, resolved(Reason::Refused, "198.19.10.7")),
+                ("app", Host, resolved(Reason::Timeout, "198.19.10.7")),
+            ],
+            want: vec![Code::ResolvedAddressDown],
+            summary: Some(
+                "the name resolves, the address does not answer: app.corp.example:8443 resolves \
+                 to 198.19.10.7, which gives refused and timeout from pod and host (app)",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "a resolved address that fails from the pod only is the pod path's",
+            extra: WEB,
+            failing: {
+                let mut failing = pod_blocked();
+                failing.push(("app", Pod, resolved(Reason::Timeout, "198.19.10.7")));
+                failing
+            },
+            want: vec![Code::PodPathBlocked],
+            ..Case::default()
+        },
+        Case {
+            name: "the tunnel down is named, not the address of a name",
+            extra: WEB,
+            failing: {
+                let mut failing = both(tunnel_down);
+                failing.extend(everywhere("app", resolved(Reason::Timeout, "198.19.10.7")));
+                failing.extend(everywhere("api", http(Reason::Timeout, false, None)));
+                failing.extend(everywhere("shop", http(Reason::Timeout, false, None)));
+                failing
+            },
+            want: vec![Code::OnpremUnreachable],
+            ..Case::default()
+        },
+        Case {
+            name: "a wrong route explains a resolved address that does not answer",
+            extra: WEB,
+            failing: vec![
+                ("route", Host, wrong_route()),
+                ("app", Host, resolved(Reason::Timeout, "198.19.10.7")),
+            ],
+            want: vec![Code::RouteMismatch],
+            ..Case::default()
+        },
+        Case {
+            name: "a name that does not resolve says nothing of an address",
+            extra: WEB,
+            failing: everywhere("app", fail(Reason::ResolveFailed)),
+            ..Case::default()
+        },
+        Case {
+            name: "an expired certificate",
+            extra: WEB,
+            failing: everywhere("api", tls(Reason::TlsExpired, expired())),
+            want: vec![Code::TlsFailure],
+            summary: Some(
+                "the server answers TCP, TLS fails: https://api.corp.example/healthz from pod and \
+                 host (api): certificate \"CN=api.corp.example\" expired 2021-01-01T00:00:00Z",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "an untrusted certificate from the pod only is TLS, not the pod path",
+            extra: WEB,
+            failing: vec![(
+                "api",
+                Pod,
+                tls(
+                    Reason::TlsUntrusted,
+                    CertProblem::Untrusted {
+                        subject: "CN=api.corp.example".into(),
+                        issuer: "CN=Azure Firewall inspection CA".into(),
+                    },
+                ),
+            )],
+            want: vec![Code::TlsFailure],
+            summary: Some(
+                "the server answers TCP, TLS fails: https://api.corp.example/healthz from pod \
+                 (api): certificate \"CN=api.corp.example\" is issued by \"CN=Azure Firewall \
+                 inspection CA\", which no trusted CA vouches for",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "a certificate for another name",
+            extra: WEB,
+            failing: everywhere(
+                "api",
+                tls(
+                    Reason::TlsNameMismatch,
+                    CertProblem::NameMismatch {
+                        asked: "api.corp.example".into(),
+                        names: vec!["other.corp.example".into()],
+                    },
+                ),
+            ),
+            want: vec![Code::TlsFailure],
+            summary: Some(
+                "the server answers TCP, TLS fails: https://api.corp.example/healthz from pod and \
+                 host (api): certificate names [other.corp.example], not api.corp.example",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "a handshake that stalls after the TCP connect is TLS, not the pod path",
+            extra: WEB,
+            failing: vec![("api", Pod, http(Reason::Timeout, true, None))],
+            want: vec![Code::TlsFailure],
+            summary: Some(
+                "the server answers TCP, TLS fails: https://api.corp.example/healthz from pod \
+                 (api): the handshake stalls after the TCP connect (timeout)",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "a PMTU black hole explains a stalled handshake",
+            extra: WEB,
+            failing: {
+                let mut failing = everywhere("mtu", path_mtu(Reason::Blackhole, Some(1400), true));
+                failing.extend(everywhere("api", http(Reason::Timeout, true, None)));
+                failing
+            },
+            want: vec![Code::PmtuBlackhole],
+            ..Case::default()
+        },
+        Case {
+            name: "an HTTPS connect that times out is no TLS failure",
+            extra: WEB,
+            failing: vec![("api", Pod, http(Reason::Timeout, false, None))],
+            want: vec![Code::PodPathBlocked],
+            ..Case::default()
+        },
+        Case {
+            name: "a plain HTTP round that times out after connecting is no TLS failure",
+            extra: WEB,
+            failing: everywhere("shop", http(Reason::Timeout, true, None)),
+            ..Case::default()
+        },
+        Case {
+            name: "a 5xx from one service while the path answers",
+            extra: WEB,
+            failing: everywhere("api", http(Reason::HttpStatus, true, Some(503))),
+            want: vec![Code::ServiceError],
+            summary: Some(
+                "the service fails while its path answers: https://api.corp.example/healthz \
+                 from pod and host (api): answers 503",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "a body that does not match while the path answers",
+            extra: WEB,
+            failing: vec![("shop", Host, http(Reason::BodyMismatch, true, Some(200)))],
+            want: vec![Code::ServiceError],
+            summary: Some(
+                "the service fails while its path answers: http://198.19.10.1/healthz from \
+                 host (shop): answers 200 without the expected body",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "a 4xx is the check's own business",
+            extra: WEB,
+            failing: everywhere("api", http(Reason::HttpStatus, true, Some(404))),
+            ..Case::default()
+        },
+        Case {
+            name: "a 5xx where nothing else passes from its namespace is not called the service's",
+            extra: WEB,
+            failing: {
+                let mut failing = pod_blocked();
+                failing.push(("app", Pod, resolved(Reason::Timeout, "198.19.10.7")));
+                failing.push(("shop", Pod, http(Reason::Timeout, false, None)));
+                failing.push(("api", Pod, http(Reason::HttpStatus, true, Some(502))));
+                failing
+            },
+            want: vec![Code::PodPathBlocked],
+            ..Case::default()
+        },
+        Case {
+            name: "a certificate, a service and an address at once are each named",
+            extra: WEB,
+            failing: vec![
+                ("app", Host, resolved(Reason::Refused, "198.19.10.7")),
+                ("api", Pod, tls(Reason::TlsExpired, expired())),
+                ("shop", Pod, http(Reason::HttpStatus, true, Some(500))),
+            ],
+            want: vec![
+                Code::ResolvedAddressDown,
+                Code::TlsFailure,
+                Code::ServiceError,
+            ],
+            ..Case::default()
+        },
+        Case {
             name: "independent causes are each reported",
             failing: {
                 let mut failing = everywhere("mtu", path_mtu(Reason::Blackhole, Some(1400), true));
@@ -635,6 +899,9 @@ fn codes_are_distinct_snake_case_and_each_has_a_hint() {
         (Code::RouteMismatch, "(UDR)"),
         (Code::PodPathBlocked, "IPsec traffic selectors"),
         (Code::DnsTcpBlocked, "TCP/53"),
+        (Code::ResolvedAddressDown, "stale DNS record"),
+        (Code::TlsFailure, "ca_file"),
+        (Code::ServiceError, "not at fault"),
     ] {
         assert!(code.hint().contains(names), "{code}: {}", code.hint());
     }
@@ -642,14 +909,14 @@ fn codes_are_distinct_snake_case_and_each_has_a_hint() {
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), count);
-    assert_eq!(count, 11);
+    assert_eq!(count, 14);
 }
 
 /// Flap damping decides whether a check counts; its latest failure stays the evidence until it
 /// has recovered.
 #[test]
 fn evidence_follows_the_damped_state() {
-    let probe = Arc::new(probes().remove(0));
+    let probe = Arc::new(probes("").remove(0));
     let key = CheckKey {
         probe: probe.name.clone(),
         netns: Pod,

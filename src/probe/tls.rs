@@ -268,6 +268,103 @@ impl CertInfo {
     }
 }
 
+/// What a refused certificate has wrong, as the diagnoses name it: the certificate of the chain
+/// at fault and the one fact that faults it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CertProblem {
+    Expired {
+        subject: String,
+        not_after: i64,
+    },
+    /// Usually the node's clock rather than the certificate.
+    NotYetValid {
+        subject: String,
+        not_before: i64,
+    },
+    Untrusted {
+        subject: String,
+        issuer: String,
+    },
+    NameMismatch {
+        asked: String,
+        names: Vec<String>,
+    },
+}
+
+impl CertProblem {
+    /// The problem behind `reason` in the presented `chain`, checked at Unix time `now` for the
+    /// name `asked`; `None` for other reasons, or when no certificate of the chain parses.
+    pub fn of(reason: Reason, chain: &[CertificateDer<'_>], asked: &str, now: i64) -> Option<Self> {
+        let certs: Vec<CertInfo> = chain
+            .iter()
+            .filter_map(|der| CertInfo::parse(der))
+            .collect();
+        CertProblem::in_chain(reason, &certs, asked, now)
+    }
+
+    fn in_chain(reason: Reason, certs: &[CertInfo], asked: &str, now: i64) -> Option<Self> {
+        let leaf = certs.first()?;
+        Some(match reason {
+            // Any certificate of the chain may be the one out of date, an intermediate too.
+            Reason::TlsExpired => match certs.iter().find(|c| c.not_before > now) {
+                Some(c) if certs.iter().all(|c| c.not_after >= now) => CertProblem::NotYetValid {
+                    subject: c.subject.clone(),
+                    not_before: c.not_before,
+                },
+                _ => {
+                    let c = certs.iter().min_by_key(|c| c.not_after).unwrap_or(leaf);
+                    CertProblem::Expired {
+                        subject: c.subject.clone(),
+                        not_after: c.not_after,
+                    }
+                }
+            },
+            // The top of the presented chain names the issuer that is not trusted.
+            Reason::TlsUntrusted => {
+                let top = certs.last().unwrap_or(leaf);
+                CertProblem::Untrusted {
+                    subject: top.subject.clone(),
+                    issuer: top.issuer.clone(),
+                }
+            }
+            Reason::TlsNameMismatch => CertProblem::NameMismatch {
+                asked: asked.to_owned(),
+                names: leaf.names.clone(),
+            },
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for CertProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CertProblem::Expired { subject, not_after } => {
+                write!(
+                    f,
+                    "certificate {subject:?} expired {}",
+                    timestamp(*not_after)
+                )
+            }
+            CertProblem::NotYetValid {
+                subject,
+                not_before,
+            } => write!(
+                f,
+                "certificate {subject:?} is not valid before {} (is the node's clock right?)",
+                timestamp(*not_before)
+            ),
+            CertProblem::Untrusted { subject, issuer } => write!(
+                f,
+                "certificate {subject:?} is issued by {issuer:?}, which no trusted CA vouches for"
+            ),
+            CertProblem::NameMismatch { asked, names } => {
+                write!(f, "certificate names [{}], not {asked}", names.join(", "))
+            }
+        }
+    }
+}
+
 fn ip_text(raw: &[u8]) -> Option<String> {
     match raw.len() {
         4 => Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(raw).ok()?).to_string()),
@@ -323,6 +420,58 @@ mod tests {
             classify(&io::Error::from(io::ErrorKind::UnexpectedEof)),
             Reason::TlsHandshake
         );
+    }
+
+    fn cert(subject: &str, issuer: &str, valid: (i64, i64)) -> CertInfo {
+        CertInfo {
+            subject: subject.into(),
+            issuer: issuer.into(),
+            names: vec!["other.corp.example".into(), "198.19.10.1".into()],
+            not_before: valid.0,
+            not_after: valid.1,
+        }
+    }
+
+    /// 2021-01-01T00:00:00Z and a year on.
+    const Y2021: i64 = 1_609_459_200;
+    const Y2022: i64 = 1_640_995_200;
+
+    #[test]
+    fn a_refused_certificate_names_what_is_wrong_with_it() {
+        let problem = |reason, certs: &[CertInfo], now| {
+            CertProblem::in_chain(reason, certs, "api.corp.example", now).map(|p| p.to_string())
+        };
+        let leaf = cert("CN=api", "CN=issuing CA", (Y2021, Y2022));
+        let intermediate = cert("CN=issuing CA", "CN=root CA", (0, Y2021 + 86_400));
+        let chain = [leaf.clone(), intermediate];
+        assert_eq!(
+            problem(Reason::TlsExpired, &chain[..1], Y2022 + 1).as_deref(),
+            Some(r#"certificate "CN=api" expired 2022-01-01T00:00:00Z"#)
+        );
+        assert_eq!(
+            problem(Reason::TlsExpired, &chain, Y2021 + 2 * 86_400).as_deref(),
+            Some(r#"certificate "CN=issuing CA" expired 2021-01-02T00:00:00Z"#),
+            "the intermediate that expired, not the leaf"
+        );
+        assert_eq!(
+            problem(Reason::TlsExpired, &chain[..1], Y2021 - 1).as_deref(),
+            Some(
+                r#"certificate "CN=api" is not valid before 2021-01-01T00:00:00Z (is the node's clock right?)"#
+            )
+        );
+        assert_eq!(
+            problem(Reason::TlsUntrusted, &chain, Y2021).as_deref(),
+            Some(
+                r#"certificate "CN=issuing CA" is issued by "CN=root CA", which no trusted CA vouches for"#
+            ),
+            "the top of the chain names the unknown issuer"
+        );
+        assert_eq!(
+            problem(Reason::TlsNameMismatch, &chain, Y2021).as_deref(),
+            Some("certificate names [other.corp.example, 198.19.10.1], not api.corp.example")
+        );
+        assert_eq!(problem(Reason::TlsHandshake, &chain, Y2021), None);
+        assert_eq!(problem(Reason::TlsExpired, &[], Y2021), None);
     }
 
     #[test]

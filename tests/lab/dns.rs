@@ -18,6 +18,9 @@ pub const DB_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 10, 5);
 /// the wrong view would give. Only ever an answer: nothing is sent to it.
 pub const LEAK_NAME: &str = "web.corp.example";
 pub const LEAK_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 99, 7);
+/// A name for a service on the on-prem host, which the lab serves on [`APP_PORT`].
+pub const APP_NAME: &str = "app.corp.example";
+pub const APP_PORT: u16 = 8443;
 /// A name the zone does not have.
 pub const MISSING_NAME: &str = "gone.corp.example";
 
@@ -51,6 +54,7 @@ impl Lab {
             ("ns1.corp.example", ONPREM_IP),
             (DB_NAME, DB_IP),
             (LEAK_NAME, LEAK_IP),
+            (APP_NAME, ONPREM_IP),
         ];
         let mut args = vec![
             format!("--auth-server=ns1.{CORP_ZONE},{ONPREM_IP}"),

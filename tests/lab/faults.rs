@@ -54,6 +54,14 @@ impl Lab {
         self.nft_chain(Host::Node, "pod_forward_drop", "forward", rules);
     }
 
+    /// The on-prem host's own firewall rejects TCP to `port` with a reset: that service stops
+    /// answering while everything else on the host does.
+    pub fn onprem_port_reject(&self, port: u16, on: bool) {
+        let rule = format!("tcp dport {port} reject with tcp reset");
+        let rules: &[&str] = if on { &[rule.as_str()] } else { &[] };
+        self.nft_chain(Host::Onprem, "onprem_port_reject", "input", rules);
+    }
+
     /// A wrong route on the node: on-prem goes via `via` (a gateway that is not there) instead of
     /// the VNET gateway; `None` removes it again.
     pub fn node_onprem_route(&self, via: Option<Ipv4Addr>) {

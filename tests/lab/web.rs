@@ -1,7 +1,8 @@
 //! A real web server on-prem: nginx serving plain HTTP and HTTPS with certificates from a lab CA
 //! that the test makes with openssl: a good vhost, one whose certificate expired, and one whose
-//! certificate names another host. Every file lives in the lab's temp dir; nginx runs in the
-//! foreground and stops with the lab.
+//! certificate names another host; and the faults a deploy makes: the good vhost presenting
+//! another certificate, a service answering 503. Every file lives in the lab's temp dir; nginx
+//! runs in the foreground and stops with the lab.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -23,6 +24,8 @@ pub const OTHER_NAME: &str = "other.corp.example";
 pub const HEALTHY_BODY: &str = r#"{"status":"ok"}"#;
 /// The path that answers 503.
 pub const DOWN_PATH: &str = "/down";
+/// The path that serves the file [`Lab::web_app`] writes, and 503 while there is none.
+pub const APP_PATH: &str = "/app";
 
 /// What the web server's tests need to know.
 pub struct Web {
@@ -67,6 +70,9 @@ impl Lab {
             &format!("DNS:{OTHER_NAME}"),
             None,
         );
+        copy_cert(&dir, "good");
+        std::fs::create_dir_all(dir.join("www")).unwrap_or_else(|e| panic!("www: {e}"));
+        self.web_app(Some(HEALTHY_BODY));
 
         let d = dir.display();
         let vhost = |name: &str, cert: &str, default: &str| {
@@ -83,6 +89,10 @@ impl Lab {
                  }}\n"
             )
         };
+        let app = format!(
+            "location = {APP_PATH} {{ root {d}/www; default_type application/json; \
+             try_files /app.json =503; }}"
+        );
         let conf = format!(
             "daemon off;
              master_process on;
@@ -102,11 +112,12 @@ impl Lab {
                  listen {WEB_IP}:80 default_server;
                  location = /healthz {{ default_type application/json; return 200 '{HEALTHY_BODY}'; }}
                  location = {DOWN_PATH} {{ return 503; }}
+                 {app}
                  location / {{ return 404; }}
                }}
                {}{}{}
              }}\n",
-            vhost(GOOD_NAME, "good", " default_server"),
+            vhost(GOOD_NAME, "presented", " default_server"),
             vhost(EXPIRED_NAME, "expired", ""),
             vhost(WRONG_NAME, "wrong", ""),
         );
@@ -131,6 +142,39 @@ impl Lab {
             });
         }
         Web { proc, ca_file }
+    }
+
+    /// The good vhost presents the certificate made as `cert` (`good`, `expired`, `wrong`) from
+    /// now on, as after a botched renewal: nginx rereads it on a reload.
+    pub fn web_present(&self, cert: &str) {
+        let dir = self.tmpdir().join("web");
+        copy_cert(&dir, cert);
+        let d = dir.display();
+        self.must(
+            Host::Onprem,
+            "nginx",
+            &[
+                "-e",
+                "stderr",
+                "-p",
+                &format!("{d}/"),
+                "-c",
+                &format!("{d}/nginx.conf"),
+                "-s",
+                "reload",
+            ],
+        );
+    }
+
+    /// What [`APP_PATH`] serves: `body` with 200, or 503 for `None`, as a service whose backend
+    /// is down. Takes effect on the next request.
+    pub fn web_app(&self, body: Option<&str>) {
+        let file = self.tmpdir().join("web/www/app.json");
+        let done = match body {
+            Some(body) => std::fs::write(&file, body),
+            None => std::fs::remove_file(&file),
+        };
+        done.unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     }
 
     /// A self-signed CA in `dir`, for [`Lab::leaf`]: returns its certificate's path.
@@ -194,5 +238,16 @@ EOF"
                    -keyfile ca.key -in {file}.csr -out {file}.pem -notext {validity} 2>&1"
             ),
         );
+    }
+}
+
+/// `cert`'s certificate and key as the good vhost's `presented` ones.
+fn copy_cert(dir: &std::path::Path, cert: &str) {
+    for ext in ["pem", "key"] {
+        let (from, to) = (
+            dir.join(format!("{cert}.{ext}")),
+            dir.join(format!("presented.{ext}")),
+        );
+        std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
     }
 }

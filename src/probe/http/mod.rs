@@ -26,6 +26,7 @@ use super::tls;
 use super::{CheckLabels, Failure, Families, Measurements, Outcome, Probe, Reason, Target};
 use crate::netns::NetnsContext;
 
+pub use super::tls::CertProblem;
 pub use spec::{HttpSpec, Method, StatusRanges, Url};
 
 /// The most a response head may take (hyper's read buffer, which bounds the head).
@@ -73,9 +74,17 @@ pub struct HttpReport {
     pub tls_version: Option<String>,
     /// The earliest notAfter of the last presented chain, Unix seconds.
     pub cert_expiry: Option<i64>,
+    /// What was wrong with the certificate of a refused handshake, for the diagnoses (boxed:
+    /// every round's result carries the field, few fill it).
+    pub cert_problem: Option<Box<CertProblem>>,
 }
 
 impl HttpReport {
+    /// Whether the round got through `phase` (on any hop of a redirect chain).
+    pub fn ran(&self, phase: Phase) -> bool {
+        self.phases.iter().any(|(p, _)| *p == phase)
+    }
+
     fn add(&mut self, phase: Phase, took: Duration) {
         match self.phases.iter_mut().find(|(p, _)| *p == phase) {
             Some((_, sum)) => *sum += took,
@@ -178,11 +187,21 @@ impl Probe for HttpSpec {
     }
 
     /// The URL's host, or the pinned address when `resolve_to` says where the round connects.
+    /// A round that connected answered, even if it then timed out (a stalled TLS handshake).
     fn targets(&self, failure: Option<&Failure>) -> Vec<Target> {
         let host = self
             .resolve_to
             .map_or_else(|| self.url.host.clone(), Host::Ip);
-        vec![Target::by_reason(&host, self.url.authority(), failure)]
+        let connected = |measured: &Measurements| match measured {
+            Measurements::Http(report) if report.ran(Phase::Connect) => Some(true),
+            _ => None,
+        };
+        vec![Target::judged(
+            &host,
+            self.url.authority(),
+            failure,
+            connected,
+        )]
     }
 }
 
@@ -294,6 +313,8 @@ impl HttpSpec {
             Err(e) => {
                 let (reason, why) = tls::failed(&e, &presented);
                 let name = name.to_str();
+                round.report.cert_problem =
+                    CertProblem::of(reason, &chain, &name, unix_now()).map(Box::new);
                 return Err((reason, format!("tls {addr} ({name}): {why}")));
             }
         };
@@ -431,6 +452,11 @@ struct Fetched {
     location: Option<String>,
     /// Whether the body matched, and how many bytes were read; `None` when not read.
     body_matched: Option<(bool, usize)>,
+}
+
+fn unix_now() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl Url {

@@ -112,6 +112,16 @@ fn targets_name_the_host() {
     assert_eq!(targets[0].text, "api.corp.example:8443");
     assert_eq!(targets[0].host, Host::Name("api.corp.example".into()));
     assert_eq!(targets[0].answered, Some(true));
+    let mut stalled = Failure::new(Reason::Timeout, "no answer within 1s (tls)");
+    assert_eq!(spec.targets(Some(&stalled))[0].answered, Some(false));
+    let mut report = HttpReport::default();
+    report.add(Phase::Connect, Duration::from_millis(1));
+    stalled.measurements = Measurements::Http(report);
+    assert_eq!(
+        spec.targets(Some(&stalled))[0].answered,
+        Some(true),
+        "the TCP connect was an answer"
+    );
     let pinned = parse("{url: 'https://api.corp.example/', resolve_to: 198.19.10.5}").unwrap();
     let targets = pinned.targets(None);
     assert_eq!(targets[0].host, Host::Ip("198.19.10.5".parse().unwrap()));
