@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{Config, NamespaceConfig, ProbeConfig};
+use crate::config::{Config, Expect, NamespaceConfig, ProbeConfig, Thresholds};
 use crate::netns::NetnsId;
 use crate::probe::dns::{DnsSpec, ResolvConf};
 use crate::probe::icmp::IcmpSpec;
@@ -78,6 +78,8 @@ pub fn config(machine: &Machine) -> Config {
         fail_after: 1,
         recover_after: 1,
         netns,
+        expect: Expect::Reachable,
+        thresholds: Thresholds::default(),
         kind,
     };
     let mut probes = vec![probe(

@@ -154,7 +154,8 @@ pub async fn run_round(check: &Check) -> (Result<Outcome, Failure>, Duration) {
         // Caught where it runs, which may be another namespace's thread.
         contained(&probe, probe.kind.run(&ctx, budget)).await
     }));
-    within_timeout(&check.probe, work).await
+    let (result, took) = within_timeout(&check.probe, work).await;
+    (check.probe.expect.judge(result), took)
 }
 
 /// Runs a round, turning a panic in it into a failed round: a bug in one probe fails that

@@ -113,19 +113,24 @@ impl AgentState {
             fail_after: check.probe.fail_after,
             recover_after: check.probe.recover_after,
         };
-        let (transition, first_round_done) = {
+        let (transition, standing, first_round_done) = {
             let mut results = self.results();
             // A round that finishes after its check was removed by a reload is dropped, so it
             // cannot bring back the series that were just forgotten.
-            let Some(transition) =
-                results.record(&check.key, result, took, SystemTime::now(), damping)
-            else {
+            let recorded = results
+                .record(&check.key, result, took, SystemTime::now(), damping)
+                .zip(results.standing(&check.key));
+            let Some((transition, standing)) = recorded else {
                 return;
             };
-            (transition, !self.is_ready() && results.all_reported())
+            (
+                transition,
+                standing,
+                !self.is_ready() && results.all_reported(),
+            )
         };
         self.metrics
-            .observe(&check.series, result, took, transition);
+            .observe(&check.series, result, took, transition, standing);
         let (probe, netns) = (&check.key.probe, check.key.netns);
         match (transition, result) {
             (Transition::Failed, Err(failure)) => {

@@ -16,6 +16,11 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 mod env;
+mod judging;
+
+pub use crate::probe::expect::Expect;
+use judging::RawThresholds;
+pub use judging::{Levels, Thresholds, MAX_WINDOW};
 
 use crate::netns::NetnsId;
 use crate::probe::ProbeKind;
@@ -65,6 +70,10 @@ pub struct ProbeConfig {
     pub recover_after: u32,
     /// The namespaces this probe runs in: a subset of the configured ones.
     pub netns: Vec<NetnsId>,
+    /// Whether the target should answer; `blocked` inverts the round's judgement.
+    pub expect: Expect,
+    /// What the check's state over its recent rounds is held to.
+    pub thresholds: Thresholds,
     pub kind: ProbeKind,
 }
 
@@ -182,6 +191,8 @@ struct RawDefaults {
     fail_after: Option<u32>,
     #[serde(default, deserialize_with = "rounds")]
     recover_after: Option<u32>,
+    #[serde(default)]
+    thresholds: RawThresholds,
 }
 
 /// The `defaults` section with every value filled in.
@@ -190,6 +201,7 @@ struct Defaults {
     timeout: Duration,
     fail_after: u32,
     recover_after: u32,
+    thresholds: Thresholds,
 }
 
 /// One entry of `probes`: the common keys, then the kind keys, read by the kinds table.
@@ -200,6 +212,8 @@ struct RawProbe {
     fail_after: Option<u32>,
     recover_after: Option<u32>,
     netns: Option<Vec<NetnsId>>,
+    expect: Option<Expect>,
+    thresholds: Option<RawThresholds>,
     /// Every kind key present, in the order of [`ProbeKind::NAMES`]; validation wants one.
     kinds: Vec<ProbeKind>,
 }
@@ -212,6 +226,8 @@ const COMMON_KEYS: &[&str] = &[
     "fail_after",
     "recover_after",
     "netns",
+    "expect",
+    "thresholds",
 ];
 
 /// Every key of a probe entry, as unknown-key errors list them.
@@ -243,6 +259,7 @@ impl<'de> de::Visitor<'de> for RawProbeVisitor {
         let (mut interval, mut timeout) = (None, None);
         let (mut fail_after, mut recover_after) = (None, None);
         let mut netns = None;
+        let (mut expect, mut thresholds) = (None, None);
         let mut kinds = Vec::new();
         while let Some(ProbeKey(key)) = map.next_key()? {
             match key.as_str() {
@@ -256,6 +273,8 @@ impl<'de> de::Visitor<'de> for RawProbeVisitor {
                     map.next_value::<Rounds>()?.0,
                 )?,
                 "netns" => set(&mut netns, "netns", map.next_value()?)?,
+                "expect" => set(&mut expect, "expect", map.next_value()?)?,
+                "thresholds" => set(&mut thresholds, "thresholds", map.next_value()?)?,
                 kind => {
                     let spec = map.next_value_seed(KindSeed(kind))?;
                     if kinds.iter().any(|k: &ProbeKind| k.name() == spec.name()) {
@@ -274,6 +293,8 @@ impl<'de> de::Visitor<'de> for RawProbeVisitor {
             fail_after,
             recover_after,
             netns,
+            expect,
+            thresholds,
             kinds,
         })
     }
@@ -313,6 +334,7 @@ impl<'de> de::DeserializeSeed<'de> for KindSeed<'_> {
 }
 
 /// An interval or timeout: `10s`, `500ms`, `1m30s`.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
 struct Timing(Duration);
 
 /// A count of consecutive rounds (`fail_after`, `recover_after`).
@@ -371,11 +393,20 @@ impl RawConfig {
                 "at least one of pod and host must be listed",
             ));
         }
+        let thresholds = self
+            .defaults
+            .thresholds
+            .over(Thresholds::default())
+            .unwrap_or_else(|(key, message)| {
+                problems.push(problem(format!("defaults.thresholds.{key}"), message));
+                Thresholds::default()
+            });
         let defaults = Defaults {
             interval: self.defaults.interval.unwrap_or(DEFAULT_INTERVAL),
             timeout: self.defaults.timeout.unwrap_or(DEFAULT_TIMEOUT),
             fail_after: self.defaults.fail_after.unwrap_or(1),
             recover_after: self.defaults.recover_after.unwrap_or(1),
+            thresholds,
         };
         let (interval, timeout) = (defaults.interval, defaults.timeout);
         if timeout > interval {
@@ -499,6 +530,15 @@ impl RawProbe {
                 unique
             }
         };
+        let thresholds = match self.thresholds {
+            None => defaults.thresholds,
+            Some(raw) => raw
+                .over(defaults.thresholds)
+                .unwrap_or_else(|(key, message)| {
+                    problems.push(problem(format!("{at}.thresholds.{key}"), message));
+                    defaults.thresholds
+                }),
+        };
         let mut kinds = self.kinds;
         let kind = match kinds.len() {
             1 => kinds.pop(),
@@ -529,6 +569,8 @@ impl RawProbe {
                 fail_after: self.fail_after.unwrap_or(defaults.fail_after),
                 recover_after: self.recover_after.unwrap_or(defaults.recover_after),
                 netns,
+                expect: self.expect.unwrap_or_default(),
+                thresholds,
                 kind,
             }),
             _ => Err(problems),
@@ -675,6 +717,34 @@ probes:
                 "probes[0].icmp.target: environment variable NOPE is not set",
             ),
             ("probes: [", "not valid YAML"),
+            (
+                "probes: [{name: a, expect: closed, tcp: {target: 'x:80'}}]",
+                "probes[0].expect: unknown variant `closed`, expected `reachable` or `blocked`",
+            ),
+            (
+                "probes: [{name: a, thresholds: {window: 31}, tcp: {target: 'x:80'}}]",
+                "probes[0].thresholds.window: must be between 1 and 30 rounds",
+            ),
+            (
+                "probes: [{name: a, thresholds: {failed: {warning: 0.6, fail: 0.5}}, tcp: {target: 'x:80'}}]",
+                "probes[0].thresholds.failed: warning must not be above fail",
+            ),
+            (
+                "probes: [{name: a, thresholds: {failed: {warning: 0.1, fail: 2}}, tcp: {target: 'x:80'}}]",
+                "probes[0].thresholds.failed.fail: 2 is not a ratio between 0 and 1",
+            ),
+            (
+                "defaults: {thresholds: {window: 5, min_rounds: 6}}\nprobes: [{name: a, tcp: {target: 'x:80'}}]",
+                "defaults.thresholds.min_rounds: 6 is more than the window of 5 rounds",
+            ),
+            (
+                "defaults: {thresholds: {window: 5}}\nprobes: [{name: a, thresholds: {min_rounds: 8}, tcp: {target: 'x:80'}}]",
+                "probes[0].thresholds.min_rounds: 8 is more than the window of 5 rounds",
+            ),
+            (
+                "probes: [{name: a, thresholds: {round_trip: {warning: 1s}}, tcp: {target: 'x:80'}}]",
+                "probes[0].thresholds.round_trip: missing field `fail`",
+            ),
         ];
         for (text, want) in cases {
             let got = errors(text);
@@ -701,6 +771,51 @@ probes:
         assert_eq!(
             got,
             r#"probes[1].name: "a" is used by an earlier probe; names must be unique"#
+        );
+    }
+
+    #[test]
+    fn thresholds_lay_a_probe_over_the_defaults_key_by_key() {
+        let config = parse(
+            r#"
+defaults:
+  thresholds: { window: 20, failed: { warning: 0.2, fail: 0.6 } }
+probes:
+  - { name: plain, tcp: { target: "x:1" } }
+  - name: slow
+    expect: blocked
+    thresholds: { min_rounds: 5, round_trip: { warning: 100ms, fail: 300ms } }
+    tcp: { target: "x:2" }
+"#,
+        )
+        .unwrap();
+        let (plain, slow) = (&config.probes[0], &config.probes[1]);
+        assert_eq!(plain.expect, Expect::Reachable);
+        assert_eq!(slow.expect, Expect::Blocked);
+        let failed = Levels {
+            warning: 0.2,
+            fail: 0.6,
+        };
+        assert_eq!(
+            plain.thresholds,
+            Thresholds {
+                window: 20,
+                min_rounds: 3,
+                failed,
+                round_trip: None,
+            }
+        );
+        assert_eq!(
+            slow.thresholds,
+            Thresholds {
+                window: 20,
+                min_rounds: 5,
+                failed,
+                round_trip: Some(Levels {
+                    warning: Duration::from_millis(100),
+                    fail: Duration::from_millis(300),
+                }),
+            }
         );
     }
 

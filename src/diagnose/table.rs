@@ -102,7 +102,7 @@ pub fn styled_table(verdict: &Verdict, style: Style) -> String {
             &format!("on {}: {}", printable(&verdict.node), headline(verdict))
         )
     );
-    let rows: Vec<[String; 6]> = verdict
+    let rows: Vec<[String; 7]> = verdict
         .checks
         .iter()
         .map(|c| {
@@ -118,12 +118,13 @@ pub fn styled_table(verdict: &Verdict, style: Style) -> String {
                 c.kind.to_owned(),
                 c.netns.to_string(),
                 c.result.to_owned(),
+                c.state.to_owned(),
                 c.duration_seconds.map(format_seconds).unwrap_or_default(),
             ]
         })
         .collect();
-    let header = ["", "PROBE", "KIND", "NETNS", "RESULT", "TIME"].map(str::to_owned);
-    let mut widths = [0usize; 6];
+    let header = ["", "PROBE", "KIND", "NETNS", "RESULT", "STATE", "TIME"].map(str::to_owned);
+    let mut widths = [0usize; 7];
     for row in std::iter::once(&header).chain(&rows) {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.len());
@@ -255,15 +256,15 @@ mod tests {
         assert_eq!(lines[0], "FAIL on node-1: 1 of 2 checks fail");
         assert_eq!(
             lines[1],
-            "      PROBE     KIND  NETNS  RESULT   TIME    DETAIL"
+            "      PROBE     KIND  NETNS  RESULT   STATE  TIME    DETAIL"
         );
         assert_eq!(
             lines[2],
-            "FAIL  dc1-ldap  tcp   pod    timeout  2.000s  tcp connect 198.19.10.1:389: no answer within 2s (since 2026-11-26T03:00:00Z)"
+            "FAIL  dc1-ldap  tcp   pod    timeout  fail   2.000s  tcp connect 198.19.10.1:389: no answer within 2s (since 2026-11-26T03:00:00Z)"
         );
         assert_eq!(
             lines[3],
-            "ok    dc1-ldap  tcp   host   success  1.2ms   connected to 198.19.10.1:389"
+            "ok    dc1-ldap  tcp   host   success  pass   1.2ms   connected to 198.19.10.1:389"
         );
         assert_eq!(lines[4], "diagnosis x: y");
     }

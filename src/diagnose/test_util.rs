@@ -22,5 +22,7 @@ pub(crate) fn check(
         detail: detail.into(),
         since: Some("2026-11-26T03:00:00Z".into()),
         last_success: None,
+        state: if ok { "pass" } else { "fail" },
+        consecutive_failures: u32::from(!ok),
     }
 }

@@ -51,6 +51,10 @@ pub struct CheckView {
     /// When the check entered its current state (RFC 3339).
     pub since: Option<String>,
     pub last_success: Option<String>,
+    /// The state over recent rounds against the probe's thresholds: `pass`, `warning`,
+    /// `fail`, or `unknown` before enough rounds ran.
+    pub state: &'static str,
+    pub consecutive_failures: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -98,6 +102,7 @@ pub fn judge(snapshot: &Snapshot) -> Verdict {
         .iter()
         .map(|(key, check)| {
             let last = check.last.as_ref();
+            let standing = check.standing();
             CheckView {
                 probe: key.probe.clone(),
                 kind: check.kind,
@@ -108,6 +113,8 @@ pub fn judge(snapshot: &Snapshot) -> Verdict {
                 detail: last.map(|r| r.detail.clone()).unwrap_or_default(),
                 since: check.since.map(rfc3339),
                 last_success: check.last_success.map(rfc3339),
+                state: standing.state.as_str(),
+                consecutive_failures: standing.consecutive_failures,
             }
         })
         .collect();

@@ -251,6 +251,11 @@ fn cell(out: &mut String, snapshot: &Snapshot, check: &CheckView) {
             format_seconds(seconds)
         );
     }
+    let _ = write!(
+        out,
+        r#" <span class="state state-{0}" title="state over recent rounds">{0}</span>"#,
+        check.state
+    );
     if let (true, Some(since)) = (ran, &check.since) {
         let state = if check.ok { "passing" } else { "failing" };
         let _ = write!(out, r#"<span class="since">{state}"#);
@@ -445,6 +450,7 @@ mod tests {
                 ok: c == '+',
                 result: if c == '+' { "success" } else { "timeout" },
                 duration: Duration::from_millis(if c == '+' { 2 } else { 800 }),
+                round_trip: Duration::from_millis(2),
                 at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + i as u64),
             })
             .collect()

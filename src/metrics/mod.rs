@@ -17,7 +17,7 @@ use prometheus::{
 use crate::netns::NetnsId;
 use crate::probe::series::InfoSeries;
 use crate::probe::{CheckLabels, Failure, Families, KindSeries, Outcome, DURATION_BUCKETS};
-use crate::results::Transition;
+use crate::results::{Standing, TargetState, Transition};
 
 mod exposition;
 mod text;
@@ -53,6 +53,8 @@ pub struct Metrics {
     probe_last_success: GaugeVec,
     probe_state_changes: CounterVec,
     outage_duration: HistogramVec,
+    probe_consecutive_failures: GaugeVec,
+    probe_state: GaugeVec,
     /// Every probe kind's own families, registered by the kinds.
     kinds: Arc<KindSeries>,
     /// The address a check's host name resolved to in its last round, for every kind.
@@ -120,6 +122,9 @@ pub struct CheckSeries {
     last_success: OnceLock<Gauge>,
     state_changes: Counter,
     outage: Histogram,
+    consecutive_failures: Gauge,
+    /// One per [`TargetState::ALL`], in that order: 1 for the check's state, 0 for the others.
+    state: Vec<Gauge>,
 }
 
 const CHECK: &[&str] = &["probe", "kind", "netns"];
@@ -232,6 +237,17 @@ impl Metrics {
                 CHECK,
                 OUTAGE_BUCKETS,
             ),
+            probe_consecutive_failures: r.gauges(
+                "hybridprobe_probe_consecutive_failures",
+                "Failed rounds in a row up to the check's latest; 0 when the latest passed.",
+                CHECK,
+            ),
+            probe_state: r.gauges(
+                "hybridprobe_probe_state",
+                "1 for the check's state over its recent rounds (pass, warning, fail, or \
+                 unknown before enough rounds ran), 0 for the other states.",
+                &["probe", "kind", "netns", "state"],
+            ),
             kinds: Arc::new(KindSeries::register(&mut r)),
             resolved_address: Arc::new(InfoSeries::new(r.gauges(
                 "hybridprobe_resolved_address_info",
@@ -281,6 +297,20 @@ impl Metrics {
             last_success: OnceLock::new(),
             state_changes: self.probe_state_changes.with_label_values(&labels),
             outage: self.outage_duration.with_label_values(&labels),
+            consecutive_failures: self.probe_consecutive_failures.with_label_values(&labels),
+            state: TargetState::ALL
+                .iter()
+                .map(|state| {
+                    let gauge = self.probe_state.with_label_values(&[
+                        probe,
+                        kind,
+                        netns.as_str(),
+                        state.as_str(),
+                    ]);
+                    gauge.set(f64::from(*state == TargetState::Unknown));
+                    gauge
+                })
+                .collect(),
         };
         self.changed();
         series
@@ -293,8 +323,15 @@ impl Metrics {
         result: &Result<Outcome, Failure>,
         took: Duration,
         transition: Transition,
+        standing: Standing,
     ) {
         let (probe, netns) = (check.probe.as_str(), check.netns.as_str());
+        check
+            .consecutive_failures
+            .set(f64::from(standing.consecutive_failures));
+        for (gauge, state) in check.state.iter().zip(TargetState::ALL) {
+            gauge.set(f64::from(state == standing.state));
+        }
         check.success.set(if result.is_ok() { 1.0 } else { 0.0 });
         check.duration.observe(took.as_secs_f64());
         match result {
@@ -440,6 +477,11 @@ mod tests {
     use crate::probe::source_ip::SourceIpReport;
     use crate::probe::{Measurements, Reason};
 
+    const STANDING: Standing = Standing {
+        state: TargetState::Pass,
+        consecutive_failures: 0,
+    };
+
     /// Dashboards and alerts need a series for every code from the first scrape on.
     #[test]
     fn every_diagnosis_code_is_exported_from_the_start() {
@@ -471,6 +513,7 @@ mod tests {
             &Ok(round(Some("198.19.10.1"))),
             Duration::ZERO,
             Transition::None,
+            STANDING,
         );
         let text = metrics.render();
         assert!(text.contains(&series("198.19.10.1")), "{text}");
@@ -479,18 +522,26 @@ mod tests {
             &Ok(round(Some("198.19.10.2"))),
             Duration::ZERO,
             Transition::None,
+            STANDING,
         );
         let text = metrics.render();
         assert!(text.contains(&series("198.19.10.2")), "{text}");
         assert!(!text.contains(&series("198.19.10.1")), "{text}");
         let failed = Failure::new(Reason::ResolveFailed, "resolve ldap: nxdomain");
-        metrics.observe(&ldap, &Err(failed), Duration::ZERO, Transition::Failed);
+        metrics.observe(
+            &ldap,
+            &Err(failed),
+            Duration::ZERO,
+            Transition::Failed,
+            STANDING,
+        );
         assert!(!metrics.render().contains("address=\"198.19.10"));
         metrics.observe(
             &ldap,
             &Ok(round(Some("198.19.10.1"))),
             Duration::ZERO,
             Transition::None,
+            STANDING,
         );
         metrics.forget_check("ldap", NetnsId::Host);
         assert!(!metrics.render().contains("address=\"198.19.10"));
@@ -515,6 +566,7 @@ mod tests {
             &Err(failure),
             Duration::from_millis(1500),
             Transition::Failed,
+            STANDING,
         );
         let text = metrics.render();
         for line in [
@@ -557,7 +609,7 @@ mod tests {
         });
         let changes: [(&dyn Fn(), &str); 7] = [
             (
-                &|| metrics.observe(&check, &ok, Duration::ZERO, Transition::None),
+                &|| metrics.observe(&check, &ok, Duration::ZERO, Transition::None, STANDING),
                 r#"hybridprobe_probe_success{kind="tcp",netns="pod",probe="dc1"} 1"#,
             ),
             (
@@ -633,6 +685,7 @@ mod tests {
                 &Err(failure),
                 Duration::from_millis(3),
                 Transition::None,
+                STANDING,
             );
             metrics.render()
         };
@@ -687,6 +740,7 @@ mod tests {
             &Err(failure),
             Duration::from_secs(2),
             Transition::None,
+            STANDING,
         );
         let text = metrics.render();
         for line in [
@@ -736,12 +790,14 @@ mod tests {
             &via(Some("198.18.1.1"), "eth0"),
             Duration::ZERO,
             Transition::None,
+            STANDING,
         );
         metrics.observe(
             check,
             &via(Some("198.18.1.1"), "eth0"),
             Duration::ZERO,
             Transition::None,
+            STANDING,
         );
         assert_eq!(
             info(&metrics.render()),
@@ -749,7 +805,13 @@ mod tests {
                 r#"hybridprobe_route_info{dev="eth0",gateway="198.18.1.1",netns="host",probe="onprem-route"} 1"#
             ]
         );
-        metrics.observe(check, &via(None, "vpn"), Duration::ZERO, Transition::None);
+        metrics.observe(
+            check,
+            &via(None, "vpn"),
+            Duration::ZERO,
+            Transition::None,
+            STANDING,
+        );
         assert_eq!(
             info(&metrics.render()),
             vec![
@@ -762,7 +824,7 @@ mod tests {
             measurements: Measurements::Route(RouteReport { route: None }),
             resolved: None,
         });
-        metrics.observe(check, &gone, Duration::ZERO, Transition::None);
+        metrics.observe(check, &gone, Duration::ZERO, Transition::None, STANDING);
         assert!(info(&metrics.render()).is_empty());
     }
 
@@ -793,7 +855,13 @@ mod tests {
             &["198.18.2.1", "198.18.1.1"],
             &["198.18.2.1", "198.18.1.9"],
         ] {
-            metrics.observe(check, &path(hops), Duration::ZERO, Transition::None);
+            metrics.observe(
+                check,
+                &path(hops),
+                Duration::ZERO,
+                Transition::None,
+                STANDING,
+            );
         }
         assert_eq!(changes(&metrics).as_deref(), Some("1"));
         let text = metrics.render();
@@ -821,6 +889,7 @@ mod tests {
             Transition::Recovered {
                 outage: Duration::from_secs(90),
             },
+            STANDING,
         );
         let text = metrics.render();
         let line = text
@@ -830,6 +899,41 @@ mod tests {
         let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
         assert!(value > 1.7e9, "{line}");
         assert!(text.contains(r#"hybridprobe_outage_duration_seconds_bucket{kind="tcp",netns="host",probe="dc1",le="120"} 1"#));
+    }
+
+    #[test]
+    fn state_is_one_of_four_series_and_failures_count_in_a_row() {
+        let metrics = Metrics::new(&[]);
+        let check = metrics.check_series("dc1", "tcp", NetnsId::Pod);
+        let state = |text: &str, state: &str| {
+            let line = format!(
+                r#"hybridprobe_probe_state{{kind="tcp",netns="pod",probe="dc1",state="{state}"}} "#
+            );
+            let value = text.lines().find_map(|l| l.strip_prefix(line.as_str()));
+            value
+                .unwrap_or_else(|| panic!("no {line} in {text}"))
+                .to_owned()
+        };
+        let text = metrics.render();
+        assert_eq!(state(&text, "unknown"), "1", "before the first round");
+        for other in ["pass", "warning", "fail"] {
+            assert_eq!(state(&text, other), "0");
+        }
+        let failing = Standing {
+            state: TargetState::Fail,
+            consecutive_failures: 3,
+        };
+        let failed = Err(Failure::new(Reason::Timeout, ""));
+        metrics.observe(&check, &failed, Duration::ZERO, Transition::None, failing);
+        let text = metrics.render();
+        assert_eq!(state(&text, "fail"), "1");
+        assert_eq!(state(&text, "unknown"), "0");
+        assert!(
+            text.contains(
+                r#"hybridprobe_probe_consecutive_failures{kind="tcp",netns="pod",probe="dc1"} 3"#
+            ),
+            "{text}"
+        );
     }
 
     #[test]
@@ -847,8 +951,20 @@ mod tests {
             }),
             resolved: None,
         };
-        metrics.observe(&gone, &Err(failure()), Duration::ZERO, Transition::None);
-        metrics.observe(&kept, &Err(failure()), Duration::ZERO, Transition::None);
+        metrics.observe(
+            &gone,
+            &Err(failure()),
+            Duration::ZERO,
+            Transition::None,
+            STANDING,
+        );
+        metrics.observe(
+            &kept,
+            &Err(failure()),
+            Duration::ZERO,
+            Transition::None,
+            STANDING,
+        );
         metrics.forget_check("gone", NetnsId::Pod);
         let text = metrics.render();
         assert!(!text.contains(r#"netns="pod",probe="gone""#), "{text}");

@@ -122,6 +122,10 @@ impl Probe for IcmpSpec {
         self.round(ctx, budget).await
     }
 
+    fn round_trip(measured: &IcmpReport) -> Option<Duration> {
+        average_rtt(&measured.rtts)
+    }
+
     fn observe(series: &IcmpSeries, check: CheckLabels<'_>, measured: &IcmpReport) {
         let labels = check.pair();
         series

@@ -15,6 +15,7 @@
 //!    checks every kind ships) and a lab test in `tests/`.
 
 pub mod dns;
+pub mod expect;
 pub mod http;
 pub mod icmp;
 pub mod path_mtu;
@@ -60,6 +61,12 @@ pub trait Probe: Sized {
         ctx: &NetnsContext,
         budget: Duration,
     ) -> impl Future<Output = Result<Outcome, Failure>> + Send;
+
+    /// The round trip a round measured, when the kind has a better one than the round's
+    /// duration (an echo's RTT without the spacing between requests).
+    fn round_trip(_measured: &Self::Measurements) -> Option<Duration> {
+        None
+    }
 
     /// Records a round's measurements into the kind's series.
     fn observe(_series: &Self::Series, _check: CheckLabels<'_>, _measured: &Self::Measurements) {}
@@ -168,6 +175,16 @@ macro_rules! probe_kinds {
         pub enum Measurements {
             None,
             $($variant(<$spec as Probe>::Measurements)),+
+        }
+
+        impl Measurements {
+            /// See [`Probe::round_trip`].
+            pub fn round_trip(&self) -> Option<Duration> {
+                match self {
+                    Measurements::None => None,
+                    $(Measurements::$variant(measured) => <$spec as Probe>::round_trip(measured)),+
+                }
+            }
         }
 
         impl ProbeKind {
@@ -380,6 +397,8 @@ pub enum Reason {
     HttpStatus,
     /// An HTTP response came, but its body does not match the expected pattern.
     BodyMismatch,
+    /// The probe expects its target blocked (`expect: blocked`), and the target answered.
+    NotBlocked,
     Error,
 }
 
@@ -409,6 +428,7 @@ impl Reason {
         Reason::TlsHandshake,
         Reason::HttpStatus,
         Reason::BodyMismatch,
+        Reason::NotBlocked,
         Reason::Error,
     ];
 
@@ -438,6 +458,7 @@ impl Reason {
             Reason::TlsHandshake => "tls_handshake",
             Reason::HttpStatus => "http_status",
             Reason::BodyMismatch => "body_mismatch",
+            Reason::NotBlocked => "not_blocked",
             Reason::Error => "error",
         }
     }
@@ -466,7 +487,8 @@ impl Reason {
             | Reason::TlsNameMismatch
             | Reason::TlsHandshake
             | Reason::HttpStatus
-            | Reason::BodyMismatch => Some(true),
+            | Reason::BodyMismatch
+            | Reason::NotBlocked => Some(true),
             Reason::PermissionDenied
             | Reason::NetnsUnavailable
             | Reason::ResolveFailed

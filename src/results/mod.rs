@@ -1,16 +1,24 @@
 //! Recent results per check (a probe in one namespace): the last round, the check's state with
 //! flap damping, when that state last changed, the last success, and a short history.
 
+mod state;
+
+pub use state::TargetState;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::config::ProbeConfig;
+use crate::config::{ProbeConfig, MAX_WINDOW};
 use crate::netns::NetnsId;
 use crate::probe::{result_label, Failure, Outcome};
 
 /// How many past rounds each check keeps.
 pub const HISTORY: usize = 30;
+const _: () = assert!(
+    HISTORY >= MAX_WINDOW,
+    "a state's window must fit in the history"
+);
 
 /// A check is one probe in one namespace.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -36,6 +44,8 @@ pub struct Sample {
     pub ok: bool,
     pub result: &'static str,
     pub duration: Duration,
+    /// What the kind measured as the round trip (an echo's average RTT), else the duration.
+    pub round_trip: Duration,
     pub at: SystemTime,
 }
 
@@ -60,6 +70,27 @@ pub struct CheckState {
     /// check as failing, it is the evidence the diagnoses read.
     pub last_failure: Option<Failure>,
     pub history: VecDeque<Sample>,
+}
+
+/// Where a check stands after its latest round, beyond that round: what the per-check state
+/// series and alerts read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    pub state: TargetState,
+    /// Failed rounds in a row up to the latest; 0 when the latest passed.
+    pub consecutive_failures: u32,
+}
+
+impl CheckState {
+    pub fn standing(&self) -> Standing {
+        Standing {
+            state: TargetState::judge(&self.history, &self.probe.thresholds),
+            consecutive_failures: match &self.last {
+                Some(last) if !last.ok => self.streak,
+                _ => 0,
+            },
+        }
+    }
 }
 
 /// How many rounds in a row it takes to change a check's state.
@@ -155,10 +186,15 @@ impl Results {
         if state.history.len() == HISTORY {
             state.history.pop_front();
         }
+        let measured = match result {
+            Ok(outcome) => outcome.measurements.round_trip(),
+            Err(failure) => failure.measurements.round_trip(),
+        };
         state.history.push_back(Sample {
             ok,
             result: result_label(result),
             duration,
+            round_trip: measured.unwrap_or(duration),
             at,
         });
         state.last = Some(Round {
@@ -172,6 +208,10 @@ impl Results {
             at,
         });
         Some(transition)
+    }
+
+    pub fn standing(&self, key: &CheckKey) -> Option<Standing> {
+        self.checks.get(key).map(CheckState::standing)
     }
 
     /// True once every check has finished at least one round.
