@@ -378,6 +378,11 @@ pub enum Reason {
     HttpStatus,
     /// An HTTP response came, but its body does not match the expected pattern.
     BodyMismatch,
+    /// The forward proxy declined the request (403, 407: its access rules or authentication).
+    ProxyRefused,
+    /// The forward proxy answered with another failure (502, 503, 504: it could not reach the
+    /// target), or with something that is not HTTP.
+    ProxyError,
     Error,
 }
 
@@ -407,6 +412,8 @@ impl Reason {
         Reason::TlsHandshake,
         Reason::HttpStatus,
         Reason::BodyMismatch,
+        Reason::ProxyRefused,
+        Reason::ProxyError,
         Reason::Error,
     ];
 
@@ -436,13 +443,16 @@ impl Reason {
             Reason::TlsHandshake => "tls_handshake",
             Reason::HttpStatus => "http_status",
             Reason::BodyMismatch => "body_mismatch",
+            Reason::ProxyRefused => "proxy_refused",
+            Reason::ProxyError => "proxy_error",
             Reason::Error => "error",
         }
     }
 
     /// Whether a failure shows that something came back from the far side: `None` when the
     /// reason is local and says nothing about the path. A name that did not resolve says
-    /// nothing about the target's path either, even when a DNS server answered NXDOMAIN.
+    /// nothing about the target's path either, even when a DNS server answered NXDOMAIN, nor
+    /// does a proxy's answer: the proxy's path to the target is not the probe's.
     pub fn answered(self) -> Option<bool> {
         match self {
             Reason::Timeout | Reason::Unreachable => Some(false),
@@ -468,6 +478,8 @@ impl Reason {
             Reason::PermissionDenied
             | Reason::NetnsUnavailable
             | Reason::ResolveFailed
+            | Reason::ProxyRefused
+            | Reason::ProxyError
             | Reason::Error => None,
         }
     }
