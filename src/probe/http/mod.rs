@@ -292,7 +292,7 @@ impl HttpSpec {
     fn proxy_for(&self, url: &Url) -> Option<&Proxy> {
         self.proxy
             .as_ref()
-            .filter(|p| !p.bypassed_by(url, self.pinned(url)))
+            .filter(|p| !p.bypassed_by(&url.host, self.pinned(url)))
     }
 
     /// The `resolve_to` address, when it applies to `url` (the configured host only).

@@ -8,7 +8,6 @@ use ipnet::IpNet;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use super::spec::Url;
 use crate::probe::target::Host;
 
 /// An `http://HOST:PORT` forward proxy and the hosts it is not used for.
@@ -54,12 +53,12 @@ impl Proxy {
         })
     }
 
-    /// Whether a request to `url` (connecting to `pinned` when `resolve_to` applies) goes
-    /// direct: a `no_proxy` entry names its host, a domain above it, or its address.
-    pub fn bypassed_by(&self, url: &Url, pinned: Option<IpAddr>) -> bool {
+    /// Whether a request to `host` (connecting to `pinned` when `resolve_to` applies) goes
+    /// direct: a `no_proxy` entry names the host, a domain above it, or its address.
+    pub fn bypassed_by(&self, host: &Host, pinned: Option<IpAddr>) -> bool {
         self.no_proxy
             .iter()
-            .any(|entry| entry.matches(&url.host) || pinned.is_some_and(|ip| entry.covers(ip)))
+            .any(|entry| entry.matches(host) || pinned.is_some_and(|ip| entry.covers(ip)))
     }
 }
 
@@ -155,8 +154,8 @@ mod tests {
     }
 
     fn bypassed(proxy: &Proxy, url: &str, pinned: Option<&str>) -> bool {
-        let url = Url::parse(url).unwrap();
-        proxy.bypassed_by(&url, pinned.map(|ip| ip.parse().unwrap()))
+        let url = crate::probe::http::Url::parse(url).unwrap();
+        proxy.bypassed_by(&url.host, pinned.map(|ip| ip.parse().unwrap()))
     }
 
     #[test]
