@@ -29,7 +29,7 @@ use super::target::Host;
 use super::{CheckLabels, Failure, Families, Measurements, Outcome, Probe, Reason, Target};
 use crate::netns::NetnsContext;
 
-pub use connect::{parse_reply, Parsed, Reply};
+pub use connect::{judge_connect, parse_reply, Parsed, Reply};
 pub use proxy::{NoProxy, Proxy};
 pub use spec::{HttpSpec, Method, StatusRanges, Url};
 pub use tls::TlsSpec;
