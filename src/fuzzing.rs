@@ -11,8 +11,9 @@ use hickory_net::proto::rr::Name;
 
 use crate::net::http1;
 use crate::probe::dns::{self, DnsSpec, DnsTransport, ResolvConf};
+use crate::probe::http::{judge_connect, parse_reply, Parsed};
 use crate::probe::source_ip::{self, HttpUrl};
-use crate::probe::{Failure, Outcome};
+use crate::probe::{Failure, Outcome, Reason};
 use crate::smoke::{self, AgentReport, Answer, Summary};
 
 /// One `dns:` probe per kind of expectation, so an answer meets every judging path.
@@ -97,4 +98,15 @@ pub fn http_response(raw: &[u8]) -> HttpReadings {
     })
     .map_err(|e| e.to_string());
     HttpReadings { whoami, smoke }
+}
+
+/// A forward proxy's reply to CONNECT, read and judged as the `http` probe does: `None` while
+/// the head is incomplete, else the tunnel opened or the reason and detail.
+pub fn proxy_reply(raw: &[u8]) -> Option<Result<(), (Reason, String)>> {
+    let (proxy, target) = ("198.18.1.1:3128", "api.corp.example:443");
+    match parse_reply(raw) {
+        Parsed::Partial => None,
+        Parsed::Complete(reply) => Some(judge_connect(&reply, proxy, target)),
+        Parsed::NotHttp(why) => Some(Err((Reason::ProxyError, why))),
+    }
 }

@@ -17,7 +17,7 @@ use lab::dns::{
     dnsmasq_available, Forward, CLUSTER_DNS_IP, DB_IP, DB_NAME, LEAK_IP, LEAK_NAME, MISSING_NAME,
 };
 use lab::{Host, Lab, ProcHandle, NFT_TABLE, ONPREM_IP};
-use support::{check, metric, pod_and_host_config, run_cli, write_config, Agent, Resolv};
+use support::{check, metric, pod_and_host_config, Agent, Resolv};
 
 /// A lab with both DNS servers running.
 struct DnsLab {
@@ -64,25 +64,12 @@ fn agent_config(lab: &Lab) -> String {
 
 /// One `check` round with `probes` (YAML list items), as JSON.
 fn check_once(lab: &Lab, probes: &str) -> serde_json::Value {
-    let text = pod_and_host_config(
+    support::check_once(
         lab,
         Resolv::ClusterAndOnprem,
         "{ interval: 2s, timeout: 1s }",
         probes,
-    );
-    let path = write_config(lab, "check.yaml", &text);
-    let out = run_cli(
-        lab,
-        Host::Pod,
-        &["check", "--config", &path, "--format", "json"],
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "check printed no JSON ({e}):\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    )
 }
 
 fn detail(verdict: &serde_json::Value, probe: &str, netns: &str) -> String {

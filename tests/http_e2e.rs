@@ -9,8 +9,8 @@ use lab::web::{
     nginx_available, Web, DOWN_PATH, EXPIRED_NAME, GOOD_NAME, HEALTHY_BODY, OTHER_NAME, WEB_IP,
     WRONG_NAME,
 };
-use lab::{Host, Lab};
-use support::{check, metric, pod_and_host_config, run_cli, write_config, Agent, Resolv};
+use lab::Lab;
+use support::{check_once, metric, pod_and_host_config, result, Agent, Resolv};
 
 fn web_lab(test_name: &str) -> Option<(Lab, Web)> {
     if !nginx_available(test_name) {
@@ -50,32 +50,13 @@ fn probes(web: &Web) -> String {
 }
 
 /// One `check` round of `probes`, as JSON.
-fn check_once(lab: &Lab, probes: &str) -> serde_json::Value {
-    let text = pod_and_host_config(
+fn check_round(lab: &Lab, probes: &str) -> serde_json::Value {
+    check_once(
         lab,
         Resolv::Own,
         "{ interval: 2s, timeout: 1500ms }",
         probes,
-    );
-    let path = write_config(lab, "check.yaml", &text);
-    let out = run_cli(
-        lab,
-        Host::Pod,
-        &["check", "--config", &path, "--format", "json"],
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "check printed no JSON ({e}):\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn result_and_detail(verdict: &serde_json::Value, probe: &str, netns: &str) -> (String, String) {
-    let c = check(verdict, probe, netns);
-    let text = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
-    (text("result"), text("detail"))
+    )
 }
 
 #[test]
@@ -84,7 +65,7 @@ fn each_answer_has_its_typed_result_from_both_namespaces() {
     let Some((lab, web)) = web_lab("http-results") else {
         return;
     };
-    let verdict = check_once(&lab, &probes(&web));
+    let verdict = check_round(&lab, &probes(&web));
     let expected = [
         (
             "good",
@@ -112,9 +93,9 @@ fn each_answer_has_its_typed_result_from_both_namespaces() {
         ("closed", "refused", format!("{WEB_IP}:8081")),
     ];
     for netns in ["pod", "host"] {
-        for (probe, result, seen) in &expected {
-            let (got, detail) = result_and_detail(&verdict, probe, netns);
-            assert_eq!(&got, result, "{probe}/{netns}: {detail}");
+        for (probe, want, seen) in &expected {
+            let (got, detail) = result(&verdict, probe, netns);
+            assert_eq!(&got, want, "{probe}/{netns}: {detail}");
             assert!(
                 detail.contains(seen.as_str()),
                 "{probe}/{netns}: {detail:?} lacks {seen:?}"
@@ -130,10 +111,10 @@ fn a_dead_tunnel_is_a_timeout_from_both_namespaces() {
         return;
     };
     lab.tunnel_drop(true);
-    let verdict = check_once(&lab, &probes(&web));
+    let verdict = check_round(&lab, &probes(&web));
     for netns in ["pod", "host"] {
         for probe in ["good", "plain"] {
-            let (got, detail) = result_and_detail(&verdict, probe, netns);
+            let (got, detail) = result(&verdict, probe, netns);
             assert_eq!(got, "timeout", "{probe}/{netns}: {detail}");
             assert!(detail.contains("(connect)"), "{probe}/{netns}: {detail}");
         }

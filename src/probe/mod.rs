@@ -399,6 +399,11 @@ pub enum Reason {
     BodyMismatch,
     /// The probe expects its target blocked (`expect: blocked`), and the target answered.
     NotBlocked,
+    /// The forward proxy declined the request (403, 407: its access rules or authentication).
+    ProxyRefused,
+    /// The forward proxy answered with another failure (502, 503, 504: it could not reach the
+    /// target), or with something that is not HTTP.
+    ProxyError,
     Error,
 }
 
@@ -429,6 +434,8 @@ impl Reason {
         Reason::HttpStatus,
         Reason::BodyMismatch,
         Reason::NotBlocked,
+        Reason::ProxyRefused,
+        Reason::ProxyError,
         Reason::Error,
     ];
 
@@ -459,13 +466,16 @@ impl Reason {
             Reason::HttpStatus => "http_status",
             Reason::BodyMismatch => "body_mismatch",
             Reason::NotBlocked => "not_blocked",
+            Reason::ProxyRefused => "proxy_refused",
+            Reason::ProxyError => "proxy_error",
             Reason::Error => "error",
         }
     }
 
     /// Whether a failure shows that something came back from the far side: `None` when the
     /// reason is local and says nothing about the path. A name that did not resolve says
-    /// nothing about the target's path either, even when a DNS server answered NXDOMAIN.
+    /// nothing about the target's path either, even when a DNS server answered NXDOMAIN, nor
+    /// does a proxy's answer: the proxy's path to the target is not the probe's.
     pub fn answered(self) -> Option<bool> {
         match self {
             Reason::Timeout | Reason::Unreachable => Some(false),
@@ -492,6 +502,8 @@ impl Reason {
             Reason::PermissionDenied
             | Reason::NetnsUnavailable
             | Reason::ResolveFailed
+            | Reason::ProxyRefused
+            | Reason::ProxyError
             | Reason::Error => None,
         }
     }

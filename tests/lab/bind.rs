@@ -202,7 +202,8 @@ fn zone() -> String {
     zone
 }
 
-fn write(path: &Path, text: &str) {
+/// Writes a lab file, its directory made first.
+pub(super) fn write(path: &Path, text: &str) {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
     }

@@ -17,6 +17,7 @@ mod faults;
 mod http;
 mod preflight;
 mod procs;
+pub mod proxy;
 mod sockets;
 mod stun;
 mod topology;

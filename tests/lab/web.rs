@@ -177,6 +177,29 @@ impl Lab {
         done.unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     }
 
+    /// Stops (`SIGSTOP`) or continues nginx, master and workers: while stopped, connections
+    /// still complete in the kernel and their bytes wait unread.
+    pub fn pause_web(&self, web: &Web, paused: bool) {
+        let master = self.pid(web.proc).to_string();
+        let workers = Command::new("pgrep")
+            .args(["-P", &master])
+            .output()
+            .expect("pgrep");
+        let mut pids = vec![master];
+        pids.extend(
+            String::from_utf8_lossy(&workers.stdout)
+                .split_whitespace()
+                .map(str::to_owned),
+        );
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let out = Command::new("kill")
+            .arg(signal)
+            .args(&pids)
+            .output()
+            .expect("kill");
+        assert!(out.status.success(), "kill {signal} {pids:?}: {out:?}");
+    }
+
     /// A self-signed CA in `dir`, for [`Lab::leaf`]: returns its certificate's path.
     pub(super) fn lab_ca(&self, dir: &std::path::Path) -> PathBuf {
         let d = dir.display();

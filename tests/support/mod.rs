@@ -141,6 +141,24 @@ pub fn pod_and_host_config(lab: &Lab, resolv: Resolv, defaults: &str, probes: &s
     )
 }
 
+/// One `check` round of `probes` (YAML list items) from pod and host, as JSON.
+pub fn check_once(lab: &Lab, resolv: Resolv, defaults: &str, probes: &str) -> serde_json::Value {
+    let text = pod_and_host_config(lab, resolv, defaults, probes);
+    let path = write_config(lab, "check.yaml", &text);
+    let out = run_cli(
+        lab,
+        Host::Pod,
+        &["check", "--config", &path, "--format", "json"],
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "check printed no JSON ({e}):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 /// Asserts that a command exited 0, else panics showing its status, stdout and stderr; returns
 /// its stdout.
 pub fn assert_success(out: &Output) -> String {

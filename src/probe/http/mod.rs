@@ -1,13 +1,15 @@
 //! The `http` probe: one HTTP/1.1 request over a fresh connection opened in the probe's
-//! namespace, over TLS for `https`, judged by its status and optionally its body, with each
-//! phase timed under blackbox_exporter's names.
+//! namespace, over TLS for `https`, directly or through a forward proxy, judged by its status and
+//! optionally its body, with each phase timed under blackbox_exporter's names.
 
+mod connect;
+mod proxy;
 mod spec;
 
 #[cfg(test)]
 mod tests;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::resolver::lookup;
 use super::series::InfoSeries;
 use super::target::Host;
 use super::tls;
@@ -27,6 +30,8 @@ use super::{CheckLabels, Failure, Families, Measurements, Outcome, Probe, Reason
 use crate::netns::NetnsContext;
 
 pub use super::tls::CertProblem;
+pub use connect::{judge_connect, parse_reply, Parsed, Reply};
+pub use proxy::{NoProxy, Proxy};
 pub use spec::{HttpSpec, Method, StatusRanges, Url};
 
 /// The most a response head may take (hyper's read buffer, which bounds the head).
@@ -34,20 +39,23 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// The most of a body read to match `body_regex`.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// blackbox_exporter's phase names, in order.
+/// blackbox_exporter's phase names, in order, and the proxy's CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     Resolve,
     Connect,
+    /// From sending CONNECT to the proxy's reply head.
+    ProxyConnect,
     Tls,
     Processing,
     Transfer,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 5] = [
+    pub const ALL: [Phase; 6] = [
         Phase::Resolve,
         Phase::Connect,
+        Phase::ProxyConnect,
         Phase::Tls,
         Phase::Processing,
         Phase::Transfer,
@@ -57,6 +65,7 @@ impl Phase {
         match self {
             Phase::Resolve => "resolve",
             Phase::Connect => "connect",
+            Phase::ProxyConnect => "proxy_connect",
             Phase::Tls => "tls",
             Phase::Processing => "processing",
             Phase::Transfer => "transfer",
@@ -109,8 +118,8 @@ impl Probe for HttpSpec {
         HttpSeries {
             phase: families.gauges(
                 "hybridprobe_http_phase_duration_seconds",
-                "Duration of each phase of the last HTTP round (resolve, connect, tls, \
-                 processing, transfer), summed over redirects.",
+                "Duration of each phase of the last HTTP round (resolve, connect, \
+                 proxy_connect, tls, processing, transfer), summed over redirects.",
                 &["probe", "netns", "phase"],
             ),
             status: families.gauges(
@@ -133,7 +142,11 @@ impl Probe for HttpSpec {
     }
 
     fn describe(&self) -> String {
-        format!("http {} {}", self.method.as_str(), self.url)
+        let via = self
+            .proxy_for(&self.url)
+            .map(|p| format!(" via proxy {p}"))
+            .unwrap_or_default();
+        format!("http {} {}{via}", self.method.as_str(), self.url)
     }
 
     async fn run(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
@@ -145,8 +158,13 @@ impl Probe for HttpSpec {
             Err(_) => (
                 Some(Reason::Timeout),
                 format!(
-                    "{}: no answer within {budget:?} ({})",
+                    "{}{}: no answer within {budget:?} ({})",
                     round.at,
+                    round
+                        .via
+                        .as_ref()
+                        .map(|p| format!(" via proxy {p}"))
+                        .unwrap_or_default(),
                     round.phase.map_or("resolve", Phase::as_str)
                 ),
             ),
@@ -187,21 +205,39 @@ impl Probe for HttpSpec {
     }
 
     /// The URL's host, or the pinned address when `resolve_to` says where the round connects.
+    /// Through a proxy, the probe's own path ends at the proxy: only what the target itself
+    /// said (a pass, its certificate, its status or body) tells that it answered.
     /// A round that connected answered, even if it then timed out (a stalled TLS handshake).
     fn targets(&self, failure: Option<&Failure>) -> Vec<Target> {
         let host = self
             .resolve_to
             .map_or_else(|| self.url.host.clone(), Host::Ip);
-        let connected = |measured: &Measurements| match measured {
-            Measurements::Http(report) if report.ran(Phase::Connect) => Some(true),
-            _ => None,
+        let through_proxy = self.proxy_for(&self.url).is_some();
+        if !through_proxy {
+            let connected = |measured: &Measurements| match measured {
+                Measurements::Http(report) if report.ran(Phase::Connect) => Some(true),
+                _ => None,
+            };
+            return vec![Target::judged(
+                &host,
+                self.url.authority(),
+                failure,
+                connected,
+            )];
+        }
+        let mut target = Target::by_reason(&host, self.url.authority(), failure);
+        target.answered = match failure.map(|f| f.reason) {
+            None => Some(true),
+            Some(
+                Reason::TlsUntrusted
+                | Reason::TlsExpired
+                | Reason::TlsNameMismatch
+                | Reason::HttpStatus
+                | Reason::BodyMismatch,
+            ) => Some(true),
+            Some(_) => None,
         };
-        vec![Target::judged(
-            &host,
-            self.url.authority(),
-            failure,
-            connected,
-        )]
+        vec![target]
     }
 }
 
@@ -212,6 +248,8 @@ struct Round {
     phase: Option<Phase>,
     /// The URL being fetched.
     at: String,
+    /// The proxy it is fetched through, if any.
+    via: Option<String>,
 }
 
 impl Round {
@@ -270,34 +308,60 @@ impl HttpSpec {
         }
     }
 
-    /// One request over a fresh connection to `url`.
+    /// The proxy a request to `url` goes through: none without one, or when `no_proxy` says.
+    fn proxy_for(&self, url: &Url) -> Option<&Proxy> {
+        self.proxy
+            .as_ref()
+            .filter(|p| !p.bypassed_by(&url.host, self.pinned(url)))
+    }
+
+    /// The `resolve_to` address, when it applies to `url` (the configured host only).
+    fn pinned(&self, url: &Url) -> Option<IpAddr> {
+        self.resolve_to.filter(|_| url.host == self.url.host)
+    }
+
+    /// One request over a fresh connection to `url`, or to its proxy.
     async fn fetch(
         &self,
         ctx: &NetnsContext,
         url: &Url,
         round: &mut Round,
     ) -> Result<Fetched, (Reason, String)> {
+        let proxy = self.proxy_for(url);
+        round.via = proxy.map(Proxy::to_string);
         let started = round.enter(Phase::Resolve);
-        let ip = match (self.resolve_to, &url.host) {
-            (Some(ip), _) if url.host == self.url.host => ip,
-            // `resolve` returns at least one address or fails.
-            (_, host) => host
-                .resolve(ctx, &self.resolver)
-                .await
-                .map_err(|f| (f.reason, f.detail))?[0],
+        let addr = match proxy {
+            Some(proxy) => SocketAddr::new(self.proxy_ip(ctx, proxy).await?, proxy.port),
+            None => SocketAddr::new(self.target_ip(ctx, url).await?, url.port),
         };
         round.done(Phase::Resolve, started);
-        let addr = SocketAddr::new(ip, url.port);
 
         let started = round.enter(Phase::Connect);
-        let tcp = TcpStream::connect(addr)
+        let peer = match proxy {
+            Some(proxy) if matches!(proxy.host, Host::Name(_)) => {
+                format!("proxy {proxy} ({})", addr.ip())
+            }
+            Some(proxy) => format!("proxy {proxy}"),
+            None => addr.to_string(),
+        };
+        let mut tcp = TcpStream::connect(addr)
             .await
-            .map_err(|e| (Reason::of_io(&e), format!("connect {addr}: {e}")))?;
+            .map_err(|e| (Reason::of_io(&e), format!("connect {peer}: {e}")))?;
         round.done(Phase::Connect, started);
 
         if !url.https {
             return self.exchange(tcp, url, round).await;
         }
+        let peer = match proxy {
+            Some(proxy) => {
+                let target = self.tunnel_target(url);
+                let started = round.enter(Phase::ProxyConnect);
+                connect::open(&mut tcp, &proxy.to_string(), &target).await?;
+                round.done(Phase::ProxyConnect, started);
+                format!("{target} via proxy {proxy}")
+            }
+            None => peer,
+        };
         let (config, presented) =
             tls::client_config(&self.tls, b"http/1.1").map_err(|e| (Reason::Error, e))?;
         let name = tls::server_name(&self.tls, &url.host_text()).map_err(|e| (Reason::Error, e))?;
@@ -315,11 +379,53 @@ impl HttpSpec {
                 let name = name.to_str();
                 round.report.cert_problem =
                     CertProblem::of(reason, &chain, &name, unix_now()).map(Box::new);
-                return Err((reason, format!("tls {addr} ({name}): {why}")));
+                return Err((reason, format!("tls {peer} ({name}): {why}")));
             }
         };
         round.report.tls_version = stream.get_ref().1.protocol_version().map(tls::version_name);
         self.exchange(stream, url, round).await
+    }
+
+    /// The address the request goes to directly: pinned, or the host resolved (and noted).
+    async fn target_ip(&self, ctx: &NetnsContext, url: &Url) -> Result<IpAddr, (Reason, String)> {
+        match self.pinned(url) {
+            Some(ip) => Ok(ip),
+            // `resolve` returns at least one address or fails.
+            None => url
+                .host
+                .resolve(ctx, &self.resolver)
+                .await
+                .map(|ips| ips[0])
+                .map_err(|f| (f.reason, f.detail)),
+        }
+    }
+
+    /// The proxy's address, its name resolved like the target's would be. Not noted as the
+    /// round's resolved address: that stays the target's.
+    async fn proxy_ip(
+        &self,
+        ctx: &NetnsContext,
+        proxy: &Proxy,
+    ) -> Result<IpAddr, (Reason, String)> {
+        let found = match &proxy.host {
+            Host::Name(name) => lookup(name, ctx, &self.resolver).await,
+            host => host.resolve(ctx, &self.resolver).await,
+        };
+        found
+            .map(|ips| ips[0])
+            .map_err(|f| (f.reason, format!("proxy {proxy}: {}", f.detail)))
+    }
+
+    /// What CONNECT asks for: the URL's host name, for the proxy to resolve, or the pinned
+    /// address when `resolve_to` pins it.
+    fn tunnel_target(&self, url: &Url) -> String {
+        match self.pinned(url) {
+            Some(ip) => SocketAddr::new(ip, url.port).to_string(),
+            None => match &url.host {
+                Host::Ip(IpAddr::V6(ip)) => format!("[{ip}]:{}", url.port),
+                host => format!("{host}:{}", url.port),
+            },
+        }
     }
 
     /// Sends the request and reads the response as far as the check needs.
@@ -349,7 +455,9 @@ impl HttpSpec {
             .handshake::<_, RequestBody>(TokioIo::new(stream))
             .await
             .map_err(|e| io_err("handshake", e))?;
-        let request = self.request(url).map_err(|e| (Reason::Error, e))?;
+        let request = self
+            .request(url, round.via.is_some())
+            .map_err(|e| (Reason::Error, e))?;
         let exchange = async {
             let response = sender
                 .send_request(request)
@@ -370,14 +478,26 @@ impl HttpSpec {
         }
     }
 
-    fn request(&self, url: &Url) -> Result<Request<RequestBody>, String> {
+    /// The request for `url`: in origin-form, or in absolute-form to a proxy (naming the pinned
+    /// address when `resolve_to` pins it, as CONNECT would). Over a CONNECT tunnel the
+    /// request is the origin's, so `to_proxy` is only for plain `http://`.
+    fn request(&self, url: &Url, to_proxy: bool) -> Result<Request<RequestBody>, String> {
         let body: RequestBody = match &self.body {
             Some(text) => http_body_util::Either::Right(Full::new(Bytes::from(text.clone()))),
             None => http_body_util::Either::Left(Empty::new()),
         };
+        let target = match (to_proxy && !url.https, self.pinned(url)) {
+            (false, _) => url.path_and_query.clone(),
+            (true, None) => url.to_string(),
+            (true, Some(ip)) => Url {
+                host: Host::Ip(ip),
+                ..url.clone()
+            }
+            .to_string(),
+        };
         Request::builder()
             .method(self.method.as_str())
-            .uri(url.path_and_query.as_str())
+            .uri(target)
             .header(hyper::header::HOST, url.authority())
             .header(
                 hyper::header::USER_AGENT,
@@ -396,6 +516,9 @@ impl HttpSpec {
     ) -> Result<Fetched, (Reason, String)> {
         let status = response.status();
         round.report.status = Some(status.as_u16());
+        if let Some(failed) = self.proxy_own(&response, url, round) {
+            return Err(failed);
+        }
         let location = response
             .headers()
             .get(hyper::header::LOCATION)
@@ -441,6 +564,34 @@ impl HttpSpec {
             location,
             body_matched: Some((matched, read.len())),
         })
+    }
+}
+
+impl HttpSpec {
+    /// A plain `http://` request through a proxy gets the proxy's own reply when it fails: a
+    /// 407, or any reply with squid's `X-Squid-Error`. Other replies are the target's.
+    fn proxy_own(
+        &self,
+        response: &Response<Incoming>,
+        url: &Url,
+        round: &Round,
+    ) -> Option<(Reason, String)> {
+        let proxy = round.via.as_deref().filter(|_| !url.https)?;
+        let status = response.status();
+        let squid_error = response
+            .headers()
+            .get("x-squid-error")
+            .map(|v| connect::quoted(v.as_bytes(), connect::QUOTED));
+        if status != hyper::StatusCode::PROXY_AUTHENTICATION_REQUIRED && squid_error.is_none() {
+            return None;
+        }
+        let reply = Reply {
+            status: status.as_u16(),
+            reason: status.canonical_reason().unwrap_or_default().to_owned(),
+            squid_error,
+            extra: 0,
+        };
+        connect::refusal(&reply, proxy, &format!("{} {url}", self.method.as_str()))
     }
 }
 

@@ -1,4 +1,5 @@
-//! The `http:` config: the URL, the method, what counts as a good answer, TLS and pinning.
+//! The `http:` config: the URL, the method, what counts as a good answer, TLS, pinning and the
+//! proxy.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -6,6 +7,7 @@ use std::net::IpAddr;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
+use super::proxy::{NoProxy, Proxy};
 use crate::probe::resolver::Resolver;
 use crate::probe::target::Host;
 use crate::probe::tls::TlsSpec;
@@ -23,6 +25,8 @@ pub struct HttpSpec {
     /// Who resolves the URL's host name: `system` (the namespace's resolv.conf) or servers.
     pub resolver: Resolver,
     pub max_redirects: u8,
+    /// The forward proxy, with its `no_proxy` list.
+    pub proxy: Option<Proxy>,
 }
 
 /// The most redirects a probe may follow.
@@ -48,6 +52,10 @@ struct RawSpec {
     resolver: Resolver,
     #[serde(default)]
     max_redirects: u8,
+    #[serde(default)]
+    proxy: Option<Proxy>,
+    #[serde(default)]
+    no_proxy: Option<Vec<NoProxy>>,
 }
 
 impl TryFrom<RawSpec> for HttpSpec {
@@ -69,6 +77,13 @@ impl TryFrom<RawSpec> for HttpSpec {
         if let Some(tls) = &raw.tls {
             tls.validate()?;
         }
+        let proxy = match (raw.proxy, raw.no_proxy) {
+            (None, Some(_)) => return Err("no_proxy: only with a proxy".into()),
+            (proxy, no_proxy) => proxy.map(|proxy| Proxy {
+                no_proxy: no_proxy.unwrap_or_default(),
+                ..proxy
+            }),
+        };
         Ok(HttpSpec {
             url: raw.url,
             method: raw.method,
@@ -79,6 +94,7 @@ impl TryFrom<RawSpec> for HttpSpec {
             resolve_to: raw.resolve_to,
             resolver: raw.resolver,
             max_redirects: raw.max_redirects,
+            proxy,
         })
     }
 }

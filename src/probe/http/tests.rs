@@ -90,6 +90,63 @@ fn validation() {
 }
 
 #[test]
+fn proxy_keys() {
+    let err = |yaml: &str| parse(yaml).unwrap_err();
+    assert!(
+        err("{url: http://a.example/, no_proxy: [.corp.example]}").contains("only with a proxy")
+    );
+    assert!(err("{url: http://a.example/, proxy: 'https://p.example:3128'}").contains("proxy: "));
+    assert!(
+        err("{url: http://a.example/, proxy: 'http://p.example:3128', no_proxy: ['a b']}")
+            .contains("no_proxy: ")
+    );
+    let spec = parse(
+        "{url: 'https://api.corp.example/', proxy: 'http://proxy.corp.example:3128',
+          no_proxy: [db.corp.example, 198.19.0.0/16]}",
+    )
+    .unwrap();
+    let proxy = spec.proxy.as_ref().unwrap();
+    assert_eq!(proxy.to_string(), "proxy.corp.example:3128");
+    assert_eq!(proxy.no_proxy.len(), 2);
+    assert_eq!(
+        spec.describe(),
+        "http GET https://api.corp.example/ via proxy proxy.corp.example:3128"
+    );
+    let bypassed = parse(
+        "{url: 'https://db.corp.example/', proxy: 'http://198.18.1.1:3128',
+          no_proxy: [db.corp.example]}",
+    )
+    .unwrap();
+    assert_eq!(bypassed.describe(), "http GET https://db.corp.example/");
+}
+
+#[test]
+fn through_a_proxy_only_the_targets_own_answers_count() {
+    let spec =
+        parse("{url: 'https://api.corp.example/', proxy: 'http://198.18.1.1:3128'}").unwrap();
+    for (reason, answered) in [
+        (Reason::ProxyRefused, None),
+        (Reason::ProxyError, None),
+        (Reason::Refused, None),
+        (Reason::Timeout, None),
+        (Reason::TlsHandshake, None),
+        (Reason::TlsExpired, Some(true)),
+        (Reason::HttpStatus, Some(true)),
+    ] {
+        let failure = Failure::new(reason, "x");
+        assert_eq!(
+            spec.targets(Some(&failure))[0].answered,
+            answered,
+            "{reason}"
+        );
+    }
+    assert_eq!(spec.targets(None)[0].answered, Some(true));
+    let direct = parse("{url: 'https://api.corp.example/'}").unwrap();
+    let refused = Failure::new(Reason::Refused, "x");
+    assert_eq!(direct.targets(Some(&refused))[0].answered, Some(true));
+}
+
+#[test]
 fn tls_and_http_failures_mean_the_far_side_answered() {
     for reason in [
         Reason::TlsUntrusted,
@@ -146,15 +203,24 @@ mod exchange {
     use tokio::net::TcpListener;
 
     async fn serve_once(response: &'static str) -> u16 {
+        serve_and_keep(response).await.0
+    }
+
+    /// Serves `response` once; the receiver gets the request's first read.
+    async fn serve_and_keep(
+        response: &'static str,
+    ) -> (u16, tokio::sync::oneshot::Receiver<String>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let (tell, told) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
             let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf).await;
+            let read = stream.read(&mut buf).await.unwrap_or(0);
+            let _ = tell.send(String::from_utf8_lossy(&buf[..read]).into_owned());
             let _ = stream.write_all(response.as_bytes()).await;
         });
-        port
+        (port, told)
     }
 
     async fn round(spec: &str, response: &'static str) -> Result<Outcome, Failure> {
@@ -255,5 +321,104 @@ mod exchange {
         let ctx = context();
         let failure = spec.run(&ctx, Duration::from_secs(1)).await.unwrap_err();
         assert_eq!(failure.reason, Reason::Refused);
+    }
+
+    async fn proxied(url: &str, response: &'static str) -> (Result<Outcome, Failure>, String) {
+        let (port, told) = serve_and_keep(response).await;
+        let spec = parse(&format!(
+            "{{url: '{url}', proxy: 'http://127.0.0.1:{port}', resolve_to: 198.19.10.5}}"
+        ))
+        .unwrap();
+        let result = spec.run(&context(), Duration::from_secs(2)).await;
+        (result, told.await.unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn plain_http_goes_to_the_proxy_in_absolute_form() {
+        let (result, request) = proxied("http://api.corp.example:8080/h", OK).await;
+        assert!(result.is_ok(), "{result:?}");
+        assert!(
+            request.starts_with("GET http://198.19.10.5:8080/h HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(
+            request.contains("host: api.corp.example:8080\r\n"),
+            "{request}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_squid_error_to_plain_http_is_the_proxys() {
+        let (result, _) = proxied(
+            "http://api.corp.example/",
+            "HTTP/1.1 503 Service Unavailable\r\nX-Squid-Error: ERR_CONNECT_FAIL 111\r\n\
+             content-length: 0\r\n\r\n",
+        )
+        .await;
+        let failure = result.unwrap_err();
+        assert_eq!(failure.reason, Reason::ProxyError);
+        assert!(
+            failure.detail.contains("proxy 127.0.0.1:")
+                && failure.detail.contains("ERR_CONNECT_FAIL 111"),
+            "{}",
+            failure.detail
+        );
+    }
+
+    #[tokio::test]
+    async fn connect_names_the_pinned_address_and_a_refusal_is_typed() {
+        let (result, request) = proxied(
+            "https://api.corp.example/",
+            "HTTP/1.1 403 Forbidden\r\nX-Squid-Error: ERR_ACCESS_DENIED 0\r\n\r\n",
+        )
+        .await;
+        assert!(
+            request.starts_with("CONNECT 198.19.10.5:443 HTTP/1.1\r\nHost: 198.19.10.5:443\r\n"),
+            "{request}"
+        );
+        let failure = result.unwrap_err();
+        assert_eq!(failure.reason, Reason::ProxyRefused, "{}", failure.detail);
+        let Measurements::Http(report) = failure.measurements else {
+            panic!("an http report");
+        };
+        let phases: Vec<Phase> = report.phases.iter().map(|(p, _)| *p).collect();
+        assert_eq!(phases, [Phase::Resolve, Phase::Connect]);
+    }
+
+    #[tokio::test]
+    async fn a_proxy_that_hangs_up_is_a_proxy_error() {
+        let (result, _) = proxied("https://api.corp.example/", "").await;
+        let failure = result.unwrap_err();
+        assert_eq!(failure.reason, Reason::ProxyError);
+        assert!(
+            failure
+                .detail
+                .contains("closed the connection without answering CONNECT"),
+            "{}",
+            failure.detail
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_proxy_port_is_refused_naming_the_proxy() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let spec = parse(&format!(
+            "{{url: 'https://198.19.10.5/', proxy: 'http://127.0.0.1:{port}'}}"
+        ))
+        .unwrap();
+        let failure = spec
+            .run(&context(), Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert_eq!(failure.reason, Reason::Refused);
+        assert!(
+            failure
+                .detail
+                .starts_with(&format!("connect proxy 127.0.0.1:{port}: ")),
+            "{}",
+            failure.detail
+        );
     }
 }
