@@ -21,8 +21,10 @@ const RATE_INTERVAL: &str = "30s";
 /// What Grafana would substitute for `$__range`, and the span of range queries: the whole test.
 const RANGE: &str = "5m";
 const RANGE_SECONDS: u64 = 300;
-/// Alerting and recording rules in deploy/base/prometheusrule.yaml.
-const RULES: usize = 28;
+/// Panels whose queries must be valid but may return nothing here: the shipped config probes
+/// plain HTTP, so no certificate is ever presented in this lab run (tests/http_e2e.rs checks
+/// the expiry series against nginx's HTTPS vhosts).
+const MAY_BE_EMPTY: &[&str] = &["TLS certificate time left"];
 /// A Prometheus in the lab's node namespace, queried from inside it.
 struct Prometheus<'a> {
     lab: &'a Lab,
@@ -157,7 +159,16 @@ fn every_panel_and_rule_evaluates_against_a_live_agent() {
     let port = run.port(&Value::from("http"));
 
     let rules = lab.tmpdir().join("rules.yaml");
-    std::fs::write(&rules, manifests.one("PrometheusRule")["spec"].to_string()).unwrap();
+    let spec = &manifests.one("PrometheusRule")["spec"];
+    std::fs::write(&rules, spec.to_string()).unwrap();
+    // Every alerting and recording rule the PrometheusRule holds must load.
+    let written: usize = spec["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| g["rules"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert!(written >= 30, "only {written} rules in the PrometheusRule");
     // JSON is YAML, so both files are written as JSON.
     let config = json!({
         "global": {"evaluation_interval": "1s"},
@@ -202,7 +213,7 @@ fn every_panel_and_rule_evaluates_against_a_live_agent() {
         all_rules(&rules).iter().all(|r| r["health"] == "ok")
     });
     let rules = prom.api("rules", &[]);
-    assert_eq!(all_rules(&rules).len(), RULES, "{rules}");
+    assert_eq!(all_rules(&rules).len(), written, "{rules}");
     let alerts = prom.api("alerts", &[]);
     assert_eq!(alerts["data"]["alerts"], json!([]), "healthy lab: {alerts}");
 
@@ -312,7 +323,7 @@ fn every_panel_and_rule_evaluates_against_a_live_agent() {
             let empty = answer["data"]["result"]
                 .as_array()
                 .is_none_or(|r| r.is_empty());
-            if answer["status"] != "success" || empty {
+            if answer["status"] != "success" || (empty && !MAY_BE_EMPTY.contains(title)) {
                 failures.push(format!("{title}: {expr}\n  -> {answer}"));
             }
         }
