@@ -252,8 +252,7 @@ fn faults<'a>(
             remove: Box::new(|| lab.frag_needed_drop(false)),
         },
         // The on-prem host's firewall rejects one service's port: its name still resolves (from
-        // the pod through the cluster DNS), its address refuses. (A silently dropped port times
-        // out in the scheduler, whose timeout does not know the resolved address.)
+        // the pod through the cluster DNS), its address refuses.
         Fault {
             code: "resolved_address_down",
             summary: vec![format!(
@@ -262,6 +261,17 @@ fn faults<'a>(
             )],
             inject: Box::new(|| lab.onprem_port_reject(APP_PORT, true)),
             remove: Box::new(|| lab.onprem_port_reject(APP_PORT, false)),
+        },
+        // The same port silently dropped: the round runs into the scheduler's timeout, which
+        // still knows what the name resolved to.
+        Fault {
+            code: "resolved_address_down",
+            summary: vec![format!(
+                "the name resolves, the address does not answer: {APP_NAME}:{APP_PORT} resolves \
+                 to {ONPREM_IP}, which gives timeout from pod and host (corp-app)"
+            )],
+            inject: Box::new(|| lab.onprem_port_drop(APP_PORT, true)),
+            remove: Box::new(|| lab.onprem_port_drop(APP_PORT, false)),
         },
         // A botched renewal: the web server presents a certificate that expired in 2021.
         Fault {

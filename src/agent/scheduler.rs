@@ -20,7 +20,8 @@ use super::check::{executors, planned, Check};
 use super::state::AgentState;
 use crate::config::{Config, NamespaceConfig, ProbeConfig};
 use crate::netns::{Executor, NetnsError, NetnsId};
-use crate::probe::{Failure, Outcome, Reason};
+use crate::probe::resolver::Noted;
+use crate::probe::{with_resolved, Failure, Outcome, Reason};
 use crate::results::CheckKey;
 
 /// Runs the checks of the current config and swaps in new configs without a restart.
@@ -150,11 +151,14 @@ pub async fn run_round(check: &Check) -> (Result<Outcome, Failure>, Duration) {
     let budget = timeout.saturating_sub((timeout / 10).min(Duration::from_millis(100)));
     // Boxed: a round's future is large (the largest probe kind's state) and a thousand idle
     // checks should not each carry one between rounds.
+    let noted = Noted::default();
+    let noting = noted.clone();
     let work = Box::pin(check.executor.run(move |ctx| async move {
         // Caught where it runs, which may be another namespace's thread.
-        contained(&probe, probe.kind.run(&ctx, budget)).await
+        contained(&probe, probe.kind.run(&ctx, budget, noting)).await
     }));
     let (result, took) = within_timeout(&check.probe, work).await;
+    let result = with_resolved(result, noted.take());
     (check.probe.expect.judge(result), took)
 }
 

@@ -205,24 +205,20 @@ macro_rules! probe_kinds {
             }
 
             /// Runs one round; see [`Probe::run`]. Name lookups end within `budget`, and the
-            /// address a host name resolved to, for any kind, goes in the round's detail and
-            /// `resolved`.
-            pub async fn run(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
-                let (mut result, noted) = resolver::noting(budget, async {
+            /// address a host name resolved to, for any kind, goes to `noted` (see
+            /// [`with_resolved`]).
+            pub async fn run(
+                &self,
+                ctx: &NetnsContext,
+                budget: Duration,
+                noted: resolver::Noted,
+            ) -> Result<Outcome, Failure> {
+                resolver::noting(budget, noted, async {
                     match self {
                         $(ProbeKind::$variant(spec) => spec.run(ctx, budget).await),+
                     }
                 })
-                .await;
-                if let Some((name, ip)) = noted {
-                    let (detail, resolved) = match &mut result {
-                        Ok(outcome) => (&mut outcome.detail, &mut outcome.resolved),
-                        Err(failure) => (&mut failure.detail, &mut failure.resolved),
-                    };
-                    *detail = format!("{name} ({ip}): {detail}");
-                    *resolved = Some(ip);
-                }
-                result
+                .await
             }
 
             /// See [`Probe::targets`].
@@ -331,6 +327,23 @@ impl Failure {
             resolved: None,
         }
     }
+}
+
+/// Puts the name and address a round resolved in its detail and `resolved`, for any kind and
+/// whether the round finished or was cut off.
+pub fn with_resolved(
+    mut result: Result<Outcome, Failure>,
+    noted: Option<(String, IpAddr)>,
+) -> Result<Outcome, Failure> {
+    if let Some((name, ip)) = noted {
+        let (detail, resolved) = match &mut result {
+            Ok(outcome) => (&mut outcome.detail, &mut outcome.resolved),
+            Err(failure) => (&mut failure.detail, &mut failure.resolved),
+        };
+        *detail = format!("{name} ({ip}): {detail}");
+        *resolved = Some(ip);
+    }
+    result
 }
 
 /// A round's result from its judgement: passed when there is no failure reason.

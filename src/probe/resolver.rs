@@ -16,6 +16,7 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
@@ -101,31 +102,41 @@ impl<'de> Deserialize<'de> for Resolver {
 struct Round {
     /// The end of the round's budget, which no lookup outlives.
     deadline: Instant,
-    /// The name and address the round resolved, noted by [`note_resolved`] for
-    /// [`super::ProbeKind::run`], which puts it in the round's detail and result for every kind.
-    resolved: Option<(String, IpAddr)>,
+    resolved: Noted,
+}
+
+/// The name and address a round resolved, noted by [`note_resolved`]. Shared with whoever runs
+/// the round, so it outlives a round that the scheduler's timeout cuts off: "the name resolved,
+/// then the address was silent" is the evidence that matters most.
+#[derive(Debug, Clone, Default)]
+pub struct Noted(Arc<Mutex<Option<(String, IpAddr)>>>);
+
+impl Noted {
+    pub fn take(&self) -> Option<(String, IpAddr)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn note(&self, name: &str, ip: IpAddr) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert_with(|| (name.to_owned(), ip));
+    }
 }
 
 tokio::task_local! {
     static ROUND: RefCell<Round>;
 }
 
-/// Runs a round whose lookups end within `budget`, returning what it noted with
-/// [`note_resolved`].
+/// Runs a round whose lookups end within `budget` and whose resolved target goes to `noted`.
 pub async fn noting<T>(
     budget: Duration,
+    noted: Noted,
     round: impl std::future::Future<Output = T>,
-) -> (T, Option<(String, IpAddr)>) {
+) -> T {
     let scope = Round {
         deadline: Instant::now() + budget,
-        resolved: None,
+        resolved: noted,
     };
-    ROUND
-        .scope(RefCell::new(scope), async {
-            let value = round.await;
-            (value, ROUND.with(|r| r.borrow_mut().resolved.take()))
-        })
-        .await
+    ROUND.scope(RefCell::new(scope), round).await
 }
 
 /// The end of the current round's budget; `None` outside a round ([`noting`]).
@@ -137,11 +148,7 @@ fn deadline() -> Option<Instant> {
 /// target (`path_mtu` resolves its `tcp_mss` endpoint after), so later ones are not noted.
 /// Outside a round ([`noting`]) it does nothing.
 pub fn note_resolved(name: &str, ip: IpAddr) {
-    let _ = ROUND.try_with(|r| {
-        r.borrow_mut()
-            .resolved
-            .get_or_insert_with(|| (name.to_owned(), ip));
-    });
+    let _ = ROUND.try_with(|r| r.borrow().resolved.note(name, ip));
 }
 
 /// Looks `name` up with `resolver`, from the calling thread's namespace. A failed lookup is
@@ -304,14 +311,26 @@ mod tests {
         let ip: IpAddr = "198.19.10.1".parse().unwrap();
         let other: IpAddr = "198.19.10.2".parse().unwrap();
         let budget = Duration::from_secs(1);
-        let ((), noted) = noting(budget, async {
+        let noted = Noted::default();
+        noting(budget, noted.clone(), async {
             note_resolved("ldap.corp.example", ip);
             note_resolved("mss.corp.example", other);
         })
         .await;
-        assert_eq!(noted, Some(("ldap.corp.example".to_owned(), ip)));
-        let ((), noted) = noting(budget, async {}).await;
-        assert_eq!(noted, None);
+        assert_eq!(noted.take(), Some(("ldap.corp.example".to_owned(), ip)));
+        let noted = Noted::default();
+        noting(budget, noted.clone(), async {}).await;
+        assert_eq!(noted.take(), None);
+        // A round cut off after its lookup still leaves the address it resolved.
+        let noted = Noted::default();
+        let cut = noting(budget, noted.clone(), async {
+            note_resolved("ldap.corp.example", ip);
+            std::future::pending::<()>().await
+        });
+        assert!(tokio::time::timeout(Duration::from_millis(10), cut)
+            .await
+            .is_err());
+        assert_eq!(noted.take(), Some(("ldap.corp.example".to_owned(), ip)));
         note_resolved("outside.example", ip); // no round: nothing to note, no panic
     }
 }

@@ -62,6 +62,14 @@ impl Lab {
         self.nft_chain(Host::Onprem, "onprem_port_reject", "input", rules);
     }
 
+    /// The on-prem host's own firewall drops TCP to `port` without a word: that service goes
+    /// silent while everything else on the host answers.
+    pub fn onprem_port_drop(&self, port: u16, on: bool) {
+        let rule = format!("tcp dport {port} drop");
+        let rules: &[&str] = if on { &[rule.as_str()] } else { &[] };
+        self.nft_chain(Host::Onprem, "onprem_port_drop", "input", rules);
+    }
+
     /// A wrong route on the node: on-prem goes via `via` (a gateway that is not there) instead of
     /// the VNET gateway; `None` removes it again.
     pub fn node_onprem_route(&self, via: Option<Ipv4Addr>) {
