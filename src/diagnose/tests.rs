@@ -120,6 +120,7 @@ fn dns(pairs: &[(&str, DnsTransport, Option<Reason>)]) -> Failure {
                     failure: *failure,
                     durations: Vec::new(),
                     followed: None,
+                    mismatch: None,
                 })
                 .collect(),
         }),
@@ -142,6 +143,7 @@ fn followed(server: &str, tcp: Reason) -> Failure {
                     udp: None,
                     tcp: Some(tcp),
                 }),
+                mismatch: None,
             }],
         }),
         resolved: None,
