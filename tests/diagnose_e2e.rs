@@ -12,13 +12,19 @@ use std::cell::Cell;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use lab::dns::{dnsmasq_available, Forward, APP_NAME, APP_PORT, DB_NAME};
+use lab::dns::{dnsmasq_available, Forward, APP_NAME, APP_PORT, DB_NAME, LEAK_IP};
 use lab::web::{nginx_available, Web, APP_PATH, GOOD_NAME, HEALTHY_BODY, WEB_IP};
-use lab::{Host, Lab, ProcHandle, NODE_IP, ONPREM_IP, POD_IP, VNET_GW, VPN_REMOTE};
+use lab::{Host, Lab, ProcHandle, NODE_IP, ONPREM_IP, POD_IP, TUNNEL_MTU, VNET_GW, VPN_REMOTE};
 use support::{metric, pod_and_host_config, run_cli, Agent, Resolv};
 
 const LDAP_PORT: u16 = 389;
 const STUN_PORT: u16 = 3478;
+/// An on-prem management port that pods must not reach: served on-prem, dropped at the node.
+const MGMT_PORT: u16 = 2222;
+/// The path MTU the narrowed tunnel carries, below the checks' minimum of [`TUNNEL_MTU`].
+const NARROW_MTU: u32 = 1300;
+/// What `corp-db` expects of an answer, as the dns kind says it.
+const DB_EXPECT: &str = "not within 198.19.0.0/16";
 /// A gateway on the node's subnet that does not exist.
 const NO_SUCH_GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 99);
 
@@ -29,18 +35,24 @@ const WITHIN: Duration = Duration::from_secs(6);
 /// timeouts, the path MTU search) must not add a second one.
 const HOLD: Duration = Duration::from_secs(3);
 
-const CODES: [&str; 14] = [
+const CODES: [&str; 20] = [
     "config_reload_failed",
     "host_netns_unavailable",
+    "blocked_target_reachable",
     "route_mismatch",
     "onprem_unreachable",
     "pod_ip_masqueraded",
     "masquerade_missing",
+    "masquerade_unexpected",
     "pod_path_blocked",
     "onprem_dns_down",
     "dns_tcp_blocked",
     "cluster_dns_forwarding",
+    "onprem_dns_wrong_answer",
+    "cluster_dns_wrong_answer",
     "pmtu_blackhole",
+    "path_mtu_low",
+    "onprem_service_down",
     "resolved_address_down",
     "tls_failure",
     "service_error",
@@ -61,8 +73,9 @@ fn turnserver_available(test: &str) -> bool {
 }
 
 /// Every kind of on-prem check from both namespaces: the pod asks the cluster DNS, the host
-/// asks on-prem, as on an AKS node joined to an on-prem domain. The web checks come last, so
-/// the tunnel's summary names the other targets first.
+/// asks on-prem, as on an AKS node joined to an on-prem domain; and a management port the pod
+/// must not reach. The web checks come last, so the tunnel's summary names the other targets
+/// first.
 fn config(lab: &Lab, web: &Web) -> String {
     let ca = web.ca_file.display();
     pod_and_host_config(
@@ -80,7 +93,7 @@ fn config(lab: &Lab, web: &Web) -> String {
   - name: pod-ip
     source_ip: {{ stun: "{ONPREM_IP}:{STUN_PORT}" }}
   - name: tunnel-mtu
-    path_mtu: {{ target: {ONPREM_IP} }}
+    path_mtu: {{ target: {ONPREM_IP}, min: {TUNNEL_MTU} }}
   - name: onprem-route
     netns: [host]
     route: {{ destination: 198.19.0.0/16, via: {VNET_GW} }}
@@ -92,6 +105,10 @@ fn config(lab: &Lab, web: &Web) -> String {
     http: {{ url: "https://{GOOD_NAME}/healthz", resolve_to: {WEB_IP}, tls: {{ ca_file: {ca} }} }}
   - name: corp-web
     http: {{ url: "http://{GOOD_NAME}{APP_PATH}", resolve_to: {WEB_IP}, body_regex: ok }}
+  - name: mgmt-ssh
+    netns: [pod]
+    expect: blocked
+    tcp: {{ target: "{ONPREM_IP}:{MGMT_PORT}" }}
 "#
         ),
     )
@@ -294,6 +311,59 @@ fn faults<'a>(
             inject: Box::new(|| lab.web_app(None)),
             remove: Box::new(|| lab.web_app(Some(HEALTHY_BODY))),
         },
+        // The on-prem host's firewall rejects the LDAP port; everything else on-prem answers.
+        Fault {
+            code: "onprem_service_down",
+            summary: vec![format!(
+                "one on-prem service does not answer while the rest of on-prem does: \
+                 {ONPREM_IP}:{LDAP_PORT} gives refused from pod and host (onprem-ldap)"
+            )],
+            inject: Box::new(|| lab.onprem_port_reject(LDAP_PORT, true)),
+            remove: Box::new(|| lab.onprem_port_reject(LDAP_PORT, false)),
+        },
+        // A stale record on-prem: the server itself, and so every resolver forwarding to it,
+        // answers the database's name with an address outside the on-prem range.
+        Fault {
+            code: "onprem_dns_wrong_answer",
+            summary: vec![format!(
+                "the on-prem DNS server answers wrong: {ONPREM_IP} answers {DB_NAME} with A \
+                 {LEAK_IP} ({LEAK_IP} {DB_EXPECT}) from pod and host (corp-db)"
+            )],
+            inject: Box::new(|| {
+                lab.stop(onprem_dns.get());
+                onprem_dns.set(lab.onprem_dns_answering(LEAK_IP));
+            }),
+            remove: Box::new(|| {
+                lab.stop(onprem_dns.get());
+                onprem_dns.set(lab.onprem_dns());
+            }),
+        },
+        // An entry in the cluster DNS overrides the database's name; on-prem answers right.
+        Fault {
+            code: "cluster_dns_wrong_answer",
+            summary: vec![format!(
+                "the pod's resolver answers {DB_NAME} with A {LEAK_IP} ({LEAK_IP} {DB_EXPECT}) \
+                 while {ONPREM_IP} answers it as expected (corp-db)"
+            )],
+            inject: Box::new(|| {
+                lab.stop(cluster_dns.get());
+                cluster_dns.set(lab.cluster_dns(Forward::Override));
+            }),
+            remove: Box::new(|| {
+                lab.stop(cluster_dns.get());
+                cluster_dns.set(lab.cluster_dns(Forward::Onprem));
+            }),
+        },
+        // The node's segmentation rule is removed: the pod reaches the management port.
+        Fault {
+            code: "blocked_target_reachable",
+            summary: vec![format!(
+                "a target that must stay blocked answers: {ONPREM_IP}:{MGMT_PORT} from pod \
+                 (mgmt-ssh)"
+            )],
+            inject: Box::new(|| lab.pod_port_drop(MGMT_PORT, false)),
+            remove: Box::new(|| lab.pod_port_drop(MGMT_PORT, true)),
+        },
         // The node routes on-prem to a gateway that is not there: everything on-prem fails from
         // both sides, and the wrong route, not the tunnel, is named.
         Fault {
@@ -304,6 +374,17 @@ fn faults<'a>(
             )],
             inject: Box::new(|| lab.node_onprem_route(Some(NO_SUCH_GATEWAY))),
             remove: Box::new(|| lab.node_onprem_route(None)),
+        },
+        // The tunnel narrows and says so: the path MTU falls below the minimum, no black hole.
+        // Last, since the narrower path MTU stays cached in the pod and the node for minutes.
+        Fault {
+            code: "path_mtu_low",
+            summary: vec![format!(
+                "the path MTU is below the configured minimum: {ONPREM_IP} carries {NARROW_MTU} \
+                 bytes, below the minimum {TUNNEL_MTU}, from pod and host (tunnel-mtu)"
+            )],
+            inject: Box::new(|| lab.vnet_tunnel_mtu(NARROW_MTU)),
+            remove: Box::new(|| lab.vnet_tunnel_mtu(TUNNEL_MTU)),
         },
     ]
 }
@@ -322,6 +403,8 @@ fn each_fault_yields_exactly_its_diagnosis_and_a_healthy_lab_none() {
     let cluster_dns = Cell::new(lab.cluster_dns(Forward::Onprem));
     lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, LDAP_PORT)));
     lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, APP_PORT)));
+    lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, MGMT_PORT)));
+    lab.pod_port_drop(MGMT_PORT, true);
     lab.start_coturn(STUN_PORT);
     let web = lab.onprem_web();
     // The node tracks connections, as a real node does; masquerade is off.
