@@ -25,6 +25,8 @@ const MGMT_PORT: u16 = 2222;
 const NARROW_MTU: u32 = 1300;
 /// What `corp-db` expects of an answer, as the dns kind says it.
 const DB_EXPECT: &str = "not within 198.19.0.0/16";
+/// A second address on the node's subnet, for an SNAT to another address than the node's own.
+const OTHER_NODE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 5);
 /// A gateway on the node's subnet that does not exist.
 const NO_SUCH_GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 99);
 
@@ -78,10 +80,8 @@ fn turnserver_available(test: &str) -> bool {
 /// first.
 fn config(lab: &Lab, web: &Web) -> String {
     let ca = web.ca_file.display();
-    pod_and_host_config(
+    every_second(
         lab,
-        Resolv::ClusterAndOnprem,
-        "{ interval: 1s, timeout: 1s }",
         &format!(
             r#"  - name: onprem-ldap
     tcp: {{ target: "{ONPREM_IP}:{LDAP_PORT}" }}
@@ -111,6 +111,16 @@ fn config(lab: &Lab, web: &Web) -> String {
     tcp: {{ target: "{ONPREM_IP}:{MGMT_PORT}" }}
 "#
         ),
+    )
+}
+
+/// `probes` from both namespaces, a round every second, the pod asking the cluster DNS.
+fn every_second(lab: &Lab, probes: &str) -> String {
+    pod_and_host_config(
+        lab,
+        Resolv::ClusterAndOnprem,
+        "{ interval: 1s, timeout: 1s }",
+        probes,
     )
 }
 
@@ -190,6 +200,11 @@ fn faults<'a>(
              tunnel-mtu, tunnel-trace), {ONPREM_IP}:{STUN_PORT} (pod-ip)"
         )
     };
+    // Stops a DNS server before starting its replacement: both bind the same address.
+    let restart = |server: &Cell<ProcHandle>, start: &dyn Fn() -> ProcHandle| {
+        lab.stop(server.get());
+        server.set(start());
+    };
     vec![
         // The tunnel is down: every on-prem check fails from both sides (DNS, TCP, ICMP, STUN,
         // path MTU, traceroute); only the cause is named.
@@ -227,14 +242,8 @@ fn faults<'a>(
                 "the pod's resolver fails {DB_NAME} (udp: nxdomain, tcp: nxdomain) while \
                  {ONPREM_IP} answers it directly (corp-db)"
             )],
-            inject: Box::new(|| {
-                lab.stop(cluster_dns.get());
-                cluster_dns.set(lab.cluster_dns(Forward::Lost));
-            }),
-            remove: Box::new(|| {
-                lab.stop(cluster_dns.get());
-                cluster_dns.set(lab.cluster_dns(Forward::Onprem));
-            }),
+            inject: Box::new(move || restart(cluster_dns, &|| lab.cluster_dns(Forward::Lost))),
+            remove: Box::new(move || restart(cluster_dns, &|| lab.cluster_dns(Forward::Onprem))),
         },
         // The on-prem DNS server is down; everything else on-prem answers.
         Fault {
@@ -329,14 +338,8 @@ fn faults<'a>(
                 "the on-prem DNS server answers wrong: {ONPREM_IP} answers {DB_NAME} with A \
                  {LEAK_IP} ({LEAK_IP} {DB_EXPECT}) from pod and host (corp-db)"
             )],
-            inject: Box::new(|| {
-                lab.stop(onprem_dns.get());
-                onprem_dns.set(lab.onprem_dns_answering(LEAK_IP));
-            }),
-            remove: Box::new(|| {
-                lab.stop(onprem_dns.get());
-                onprem_dns.set(lab.onprem_dns());
-            }),
+            inject: Box::new(move || restart(onprem_dns, &|| lab.onprem_dns_answering(LEAK_IP))),
+            remove: Box::new(move || restart(onprem_dns, &|| lab.onprem_dns())),
         },
         // An entry in the cluster DNS overrides the database's name; on-prem answers right.
         Fault {
@@ -345,14 +348,8 @@ fn faults<'a>(
                 "the pod's resolver answers {DB_NAME} with A {LEAK_IP} ({LEAK_IP} {DB_EXPECT}) \
                  while {ONPREM_IP} answers it as expected (corp-db)"
             )],
-            inject: Box::new(|| {
-                lab.stop(cluster_dns.get());
-                cluster_dns.set(lab.cluster_dns(Forward::Override));
-            }),
-            remove: Box::new(|| {
-                lab.stop(cluster_dns.get());
-                cluster_dns.set(lab.cluster_dns(Forward::Onprem));
-            }),
+            inject: Box::new(move || restart(cluster_dns, &|| lab.cluster_dns(Forward::Override))),
+            remove: Box::new(move || restart(cluster_dns, &|| lab.cluster_dns(Forward::Onprem))),
         },
         // The node's segmentation rule is removed: the pod reaches the management port.
         Fault {
@@ -463,6 +460,54 @@ fn each_fault_yields_exactly_its_diagnosis_and_a_healthy_lab_none() {
     for (code, took) in timings {
         eprintln!("  {code:<24} {:.1}s", took.as_secs_f64());
     }
+}
+
+/// A kubenet-style node: pod traffic to on-prem is masqueraded to the node's address, and a
+/// check says so (`to`). Translated to another address instead, it yields exactly
+/// `masquerade_unexpected`, naming both addresses; restored, nothing.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn an_unexpected_masquerade_address_yields_its_diagnosis() {
+    let test = "an_unexpected_masquerade_address";
+    if !turnserver_available(test) {
+        return;
+    }
+    let Some(lab) = Lab::new("diag-snat") else {
+        return;
+    };
+    lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, LDAP_PORT)));
+    lab.start_coturn(STUN_PORT);
+    lab.masquerade(true);
+    let config = every_second(
+        &lab,
+        &format!(
+            r#"  - name: onprem-ldap
+    tcp: {{ target: "{ONPREM_IP}:{LDAP_PORT}" }}
+  - name: kubenet-ip
+    netns: [pod]
+    source_ip: {{ stun: "{ONPREM_IP}:{STUN_PORT}", masquerade: expected, to: {NODE_IP} }}
+"#
+        ),
+    );
+    let agent = Agent::start(&lab, &config);
+    agent.wait_ready();
+    expect_exactly(&agent, &[]);
+
+    lab.snat_to(OTHER_NODE_IP);
+    let (verdict, _) = expect_exactly(&agent, &["masquerade_unexpected"]);
+    let summary = verdict["diagnoses"][0]["summary"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        summary.starts_with(&format!(
+            "on-prem sees the pod's {POD_IP} masqueraded to {OTHER_NODE_IP} instead of {NODE_IP}"
+        )),
+        "{summary}"
+    );
+    assert!(summary.ends_with("(kubenet-ip)"), "{summary}");
+
+    lab.masquerade(true);
+    expect_healthy(&agent, "the node's own masquerade address was restored");
 }
 
 fn config_path(lab: &Lab) -> String {
