@@ -330,6 +330,16 @@ fn faults<'a>(
             inject: Box::new(|| lab.onprem_port_reject(LDAP_PORT, true)),
             remove: Box::new(|| lab.onprem_port_reject(LDAP_PORT, false)),
         },
+        // The same port silently dropped: a timeout from both sides, still one service.
+        Fault {
+            code: "onprem_service_down",
+            summary: vec![format!(
+                "one on-prem service does not answer while the rest of on-prem does: \
+                 {ONPREM_IP}:{LDAP_PORT} gives timeout from pod and host (onprem-ldap)"
+            )],
+            inject: Box::new(|| lab.onprem_port_drop(LDAP_PORT, true)),
+            remove: Box::new(|| lab.onprem_port_drop(LDAP_PORT, false)),
+        },
         // A stale record on-prem: the server itself, and so every resolver forwarding to it,
         // answers the database's name with an address outside the on-prem range.
         Fault {
