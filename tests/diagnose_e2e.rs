@@ -12,13 +12,21 @@ use std::cell::Cell;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use lab::dns::{dnsmasq_available, Forward, APP_NAME, APP_PORT, DB_NAME};
+use lab::dns::{dnsmasq_available, Forward, APP_NAME, APP_PORT, DB_NAME, LEAK_IP};
 use lab::web::{nginx_available, Web, APP_PATH, GOOD_NAME, HEALTHY_BODY, WEB_IP};
-use lab::{Host, Lab, ProcHandle, NODE_IP, ONPREM_IP, POD_IP, VNET_GW, VPN_REMOTE};
+use lab::{Host, Lab, ProcHandle, NODE_IP, ONPREM_IP, POD_IP, TUNNEL_MTU, VNET_GW, VPN_REMOTE};
 use support::{metric, pod_and_host_config, run_cli, Agent, Resolv};
 
 const LDAP_PORT: u16 = 389;
 const STUN_PORT: u16 = 3478;
+/// An on-prem management port that pods must not reach: served on-prem, dropped at the node.
+const MGMT_PORT: u16 = 2222;
+/// The path MTU the narrowed tunnel carries, below the checks' minimum of [`TUNNEL_MTU`].
+const NARROW_MTU: u32 = 1300;
+/// What `corp-db` expects of an answer, as the dns kind says it.
+const DB_EXPECT: &str = "not within 198.19.0.0/16";
+/// A second address on the node's subnet, for an SNAT to another address than the node's own.
+const OTHER_NODE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 5);
 /// A gateway on the node's subnet that does not exist.
 const NO_SUCH_GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 99);
 
@@ -29,18 +37,24 @@ const WITHIN: Duration = Duration::from_secs(6);
 /// timeouts, the path MTU search) must not add a second one.
 const HOLD: Duration = Duration::from_secs(3);
 
-const CODES: [&str; 14] = [
+const CODES: [&str; 20] = [
     "config_reload_failed",
     "host_netns_unavailable",
+    "blocked_target_reachable",
     "route_mismatch",
     "onprem_unreachable",
     "pod_ip_masqueraded",
     "masquerade_missing",
+    "masquerade_unexpected",
     "pod_path_blocked",
     "onprem_dns_down",
     "dns_tcp_blocked",
     "cluster_dns_forwarding",
+    "onprem_dns_wrong_answer",
+    "cluster_dns_wrong_answer",
     "pmtu_blackhole",
+    "path_mtu_low",
+    "onprem_service_down",
     "resolved_address_down",
     "tls_failure",
     "service_error",
@@ -61,14 +75,13 @@ fn turnserver_available(test: &str) -> bool {
 }
 
 /// Every kind of on-prem check from both namespaces: the pod asks the cluster DNS, the host
-/// asks on-prem, as on an AKS node joined to an on-prem domain. The web checks come last, so
-/// the tunnel's summary names the other targets first.
+/// asks on-prem, as on an AKS node joined to an on-prem domain; and a management port the pod
+/// must not reach. The web checks come last, so the tunnel's summary names the other targets
+/// first.
 fn config(lab: &Lab, web: &Web) -> String {
     let ca = web.ca_file.display();
-    pod_and_host_config(
+    every_second(
         lab,
-        Resolv::ClusterAndOnprem,
-        "{ interval: 1s, timeout: 1s }",
         &format!(
             r#"  - name: onprem-ldap
     tcp: {{ target: "{ONPREM_IP}:{LDAP_PORT}" }}
@@ -80,7 +93,7 @@ fn config(lab: &Lab, web: &Web) -> String {
   - name: pod-ip
     source_ip: {{ stun: "{ONPREM_IP}:{STUN_PORT}" }}
   - name: tunnel-mtu
-    path_mtu: {{ target: {ONPREM_IP} }}
+    path_mtu: {{ target: {ONPREM_IP}, min: {TUNNEL_MTU} }}
   - name: onprem-route
     netns: [host]
     route: {{ destination: 198.19.0.0/16, via: {VNET_GW} }}
@@ -92,8 +105,22 @@ fn config(lab: &Lab, web: &Web) -> String {
     http: {{ url: "https://{GOOD_NAME}/healthz", resolve_to: {WEB_IP}, tls: {{ ca_file: {ca} }} }}
   - name: corp-web
     http: {{ url: "http://{GOOD_NAME}{APP_PATH}", resolve_to: {WEB_IP}, body_regex: ok }}
+  - name: mgmt-ssh
+    netns: [pod]
+    expect: blocked
+    tcp: {{ target: "{ONPREM_IP}:{MGMT_PORT}" }}
 "#
         ),
+    )
+}
+
+/// `probes` from both namespaces, a round every second, the pod asking the cluster DNS.
+fn every_second(lab: &Lab, probes: &str) -> String {
+    pod_and_host_config(
+        lab,
+        Resolv::ClusterAndOnprem,
+        "{ interval: 1s, timeout: 1s }",
+        probes,
     )
 }
 
@@ -173,6 +200,11 @@ fn faults<'a>(
              tunnel-mtu, tunnel-trace), {ONPREM_IP}:{STUN_PORT} (pod-ip)"
         )
     };
+    // Stops a DNS server before starting its replacement: both bind the same address.
+    let restart = |server: &Cell<ProcHandle>, start: &dyn Fn() -> ProcHandle| {
+        lab.stop(server.get());
+        server.set(start());
+    };
     vec![
         // The tunnel is down: every on-prem check fails from both sides (DNS, TCP, ICMP, STUN,
         // path MTU, traceroute); only the cause is named.
@@ -210,14 +242,8 @@ fn faults<'a>(
                 "the pod's resolver fails {DB_NAME} (udp: nxdomain, tcp: nxdomain) while \
                  {ONPREM_IP} answers it directly (corp-db)"
             )],
-            inject: Box::new(|| {
-                lab.stop(cluster_dns.get());
-                cluster_dns.set(lab.cluster_dns(Forward::Lost));
-            }),
-            remove: Box::new(|| {
-                lab.stop(cluster_dns.get());
-                cluster_dns.set(lab.cluster_dns(Forward::Onprem));
-            }),
+            inject: Box::new(move || restart(cluster_dns, &|| lab.cluster_dns(Forward::Lost))),
+            remove: Box::new(move || restart(cluster_dns, &|| lab.cluster_dns(Forward::Onprem))),
         },
         // The on-prem DNS server is down; everything else on-prem answers.
         Fault {
@@ -294,6 +320,57 @@ fn faults<'a>(
             inject: Box::new(|| lab.web_app(None)),
             remove: Box::new(|| lab.web_app(Some(HEALTHY_BODY))),
         },
+        // The on-prem host's firewall rejects the LDAP port; everything else on-prem answers.
+        Fault {
+            code: "onprem_service_down",
+            summary: vec![format!(
+                "one on-prem service does not answer while the rest of on-prem does: \
+                 {ONPREM_IP}:{LDAP_PORT} gives refused from pod and host (onprem-ldap)"
+            )],
+            inject: Box::new(|| lab.onprem_port_reject(LDAP_PORT, true)),
+            remove: Box::new(|| lab.onprem_port_reject(LDAP_PORT, false)),
+        },
+        // The same port silently dropped: a timeout from both sides, still one service.
+        Fault {
+            code: "onprem_service_down",
+            summary: vec![format!(
+                "one on-prem service does not answer while the rest of on-prem does: \
+                 {ONPREM_IP}:{LDAP_PORT} gives timeout from pod and host (onprem-ldap)"
+            )],
+            inject: Box::new(|| lab.onprem_port_drop(LDAP_PORT, true)),
+            remove: Box::new(|| lab.onprem_port_drop(LDAP_PORT, false)),
+        },
+        // A stale record on-prem: the server itself, and so every resolver forwarding to it,
+        // answers the database's name with an address outside the on-prem range.
+        Fault {
+            code: "onprem_dns_wrong_answer",
+            summary: vec![format!(
+                "the on-prem DNS server answers wrong: {ONPREM_IP} answers {DB_NAME} with A \
+                 {LEAK_IP} ({LEAK_IP} {DB_EXPECT}) from pod and host (corp-db)"
+            )],
+            inject: Box::new(move || restart(onprem_dns, &|| lab.onprem_dns_answering(LEAK_IP))),
+            remove: Box::new(move || restart(onprem_dns, &|| lab.onprem_dns())),
+        },
+        // An entry in the cluster DNS overrides the database's name; on-prem answers right.
+        Fault {
+            code: "cluster_dns_wrong_answer",
+            summary: vec![format!(
+                "the pod's resolver answers {DB_NAME} with A {LEAK_IP} ({LEAK_IP} {DB_EXPECT}) \
+                 while {ONPREM_IP} answers it as expected (corp-db)"
+            )],
+            inject: Box::new(move || restart(cluster_dns, &|| lab.cluster_dns(Forward::Override))),
+            remove: Box::new(move || restart(cluster_dns, &|| lab.cluster_dns(Forward::Onprem))),
+        },
+        // The node's segmentation rule is removed: the pod reaches the management port.
+        Fault {
+            code: "blocked_target_reachable",
+            summary: vec![format!(
+                "a target that must stay blocked answers: {ONPREM_IP}:{MGMT_PORT} from pod \
+                 (mgmt-ssh)"
+            )],
+            inject: Box::new(|| lab.pod_port_drop(MGMT_PORT, false)),
+            remove: Box::new(|| lab.pod_port_drop(MGMT_PORT, true)),
+        },
         // The node routes on-prem to a gateway that is not there: everything on-prem fails from
         // both sides, and the wrong route, not the tunnel, is named.
         Fault {
@@ -304,6 +381,17 @@ fn faults<'a>(
             )],
             inject: Box::new(|| lab.node_onprem_route(Some(NO_SUCH_GATEWAY))),
             remove: Box::new(|| lab.node_onprem_route(None)),
+        },
+        // The tunnel narrows and says so: the path MTU falls below the minimum, no black hole.
+        // Last, since the narrower path MTU stays cached in the pod and the node for minutes.
+        Fault {
+            code: "path_mtu_low",
+            summary: vec![format!(
+                "the path MTU is below the configured minimum: {ONPREM_IP} carries {NARROW_MTU} \
+                 bytes, below the minimum {TUNNEL_MTU}, from pod and host (tunnel-mtu)"
+            )],
+            inject: Box::new(|| lab.vnet_tunnel_mtu(NARROW_MTU)),
+            remove: Box::new(|| lab.vnet_tunnel_mtu(TUNNEL_MTU)),
         },
     ]
 }
@@ -322,6 +410,8 @@ fn each_fault_yields_exactly_its_diagnosis_and_a_healthy_lab_none() {
     let cluster_dns = Cell::new(lab.cluster_dns(Forward::Onprem));
     lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, LDAP_PORT)));
     lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, APP_PORT)));
+    lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, MGMT_PORT)));
+    lab.pod_port_drop(MGMT_PORT, true);
     lab.start_coturn(STUN_PORT);
     let web = lab.onprem_web();
     // The node tracks connections, as a real node does; masquerade is off.
@@ -380,6 +470,54 @@ fn each_fault_yields_exactly_its_diagnosis_and_a_healthy_lab_none() {
     for (code, took) in timings {
         eprintln!("  {code:<24} {:.1}s", took.as_secs_f64());
     }
+}
+
+/// A kubenet-style node: pod traffic to on-prem is masqueraded to the node's address, and a
+/// check says so (`to`). Translated to another address instead, it yields exactly
+/// `masquerade_unexpected`, naming both addresses; restored, nothing.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn an_unexpected_masquerade_address_yields_its_diagnosis() {
+    let test = "an_unexpected_masquerade_address";
+    if !turnserver_available(test) {
+        return;
+    }
+    let Some(lab) = Lab::new("diag-snat") else {
+        return;
+    };
+    lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, LDAP_PORT)));
+    lab.start_coturn(STUN_PORT);
+    lab.masquerade(true);
+    let config = every_second(
+        &lab,
+        &format!(
+            r#"  - name: onprem-ldap
+    tcp: {{ target: "{ONPREM_IP}:{LDAP_PORT}" }}
+  - name: kubenet-ip
+    netns: [pod]
+    source_ip: {{ stun: "{ONPREM_IP}:{STUN_PORT}", masquerade: expected, to: {NODE_IP} }}
+"#
+        ),
+    );
+    let agent = Agent::start(&lab, &config);
+    agent.wait_ready();
+    expect_exactly(&agent, &[]);
+
+    lab.snat_to(OTHER_NODE_IP);
+    let (verdict, _) = expect_exactly(&agent, &["masquerade_unexpected"]);
+    let summary = verdict["diagnoses"][0]["summary"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        summary.starts_with(&format!(
+            "on-prem sees the pod's {POD_IP} masqueraded to {OTHER_NODE_IP} instead of {NODE_IP}"
+        )),
+        "{summary}"
+    );
+    assert!(summary.ends_with("(kubenet-ip)"), "{summary}");
+
+    lab.masquerade(true);
+    expect_healthy(&agent, "the node's own masquerade address was restored");
 }
 
 fn config_path(lab: &Lab) -> String {

@@ -128,6 +128,8 @@ pub struct Pair<'a> {
     pub transport: DnsTransport,
     /// `None` when the pair passed.
     pub failure: Option<Reason>,
+    /// A wrong answer (`mismatch`) with what was expected, as the detail shows it.
+    pub wrong: Option<&'a str>,
 }
 
 /// Every (server, transport) pair of a DNS check: all passing when the check passes, as the
@@ -141,7 +143,7 @@ pub fn dns_pairs<'a>(check: &Observed<'a>) -> Vec<Pair<'a>> {
         Server::Addr(addr) if remote_ip(addr.ip()) => Asked::Onprem,
         Server::Addr(_) => Asked::Local,
     };
-    let pair = |server: &Server, transport, failure| Pair {
+    let pair = |server: &Server, transport, failure, wrong: Option<&'a str>| Pair {
         probe: &check.probe.name,
         query: &spec.query.text,
         netns: check.netns,
@@ -149,13 +151,14 @@ pub fn dns_pairs<'a>(check: &Observed<'a>) -> Vec<Pair<'a>> {
         asked: asked(server),
         transport,
         failure,
+        wrong: wrong.filter(|_| failure == Some(Reason::Mismatch)),
     };
     match check.seen {
         Seen::Pending => Vec::new(),
         Seen::Passing => spec
             .servers
             .iter()
-            .flat_map(|server| spec.transports.iter().map(|t| pair(server, *t, None)))
+            .flat_map(|server| spec.transports.iter().map(|t| pair(server, *t, None, None)))
             .collect(),
         Seen::Failing(failure) => match &failure.measurements {
             Measurements::Dns(report) => report
@@ -163,14 +166,15 @@ pub fn dns_pairs<'a>(check: &Observed<'a>) -> Vec<Pair<'a>> {
                 .iter()
                 .filter_map(|p| {
                     let server = spec.servers.iter().find(|s| s.to_string() == p.server)?;
+                    let wrong = p.mismatch.as_deref();
                     Some(match p.followed {
                         // A truncated UDP answer followed over TCP: both legs are evidence,
                         // a server that answers over UDP and fails over TCP among them.
                         Some(legs) => vec![
-                            pair(server, p.transport, legs.udp),
-                            pair(server, DnsTransport::Tcp, legs.tcp),
+                            pair(server, p.transport, legs.udp, wrong),
+                            pair(server, DnsTransport::Tcp, legs.tcp, wrong),
                         ],
-                        None => vec![pair(server, p.transport, p.failure)],
+                        None => vec![pair(server, p.transport, p.failure, wrong)],
                     })
                 })
                 .flatten()

@@ -6,19 +6,24 @@
 //! A broken path fails many checks at once; only its cause is reported, not each symptom:
 //!
 //! 1. `config_reload_failed` and `host_netns_unavailable` are about the agent itself and are
-//!    always reported.
+//!    always reported, and so is `blocked_target_reachable`, a segmentation breach. Checks with
+//!    `expect: blocked` are no evidence for any other diagnosis: their passing is silence.
 //! 2. `route_mismatch`: the local route is wrong. It explains `onprem_unreachable`,
 //!    `pod_path_blocked` and `onprem_dns_down`, which are then not reported.
 //! 3. `onprem_unreachable`: no on-prem target answers from any namespace. Every other diagnosis
 //!    below is a symptom of that and is not reported.
-//! 4. `pod_ip_masqueraded` and `masquerade_missing`: the pod's source address is not what
-//!    on-prem expects. They explain `pod_path_blocked`.
+//! 4. `pod_ip_masqueraded`, `masquerade_missing` and `masquerade_unexpected`: the pod's source
+//!    address is not what on-prem expects. They explain `pod_path_blocked`.
 //! 5. `pod_path_blocked`: targets fail from the pod but answer the host. A DNS server that only
 //!    the pod asks is then not called down.
-//! 6. `onprem_dns_down`, `dns_tcp_blocked`, `cluster_dns_forwarding`, `pmtu_blackhole`: each from
-//!    its own evidence; they cannot be symptoms of one another.
-//! 7. `resolved_address_down`: a name resolves, but its address does not answer. A wrong route
-//!    explains it, and a target that fails only from the pod is `pod_path_blocked`'s.
+//! 6. `onprem_dns_down`, `dns_tcp_blocked`, `cluster_dns_forwarding`, `onprem_dns_wrong_answer`,
+//!    `cluster_dns_wrong_answer`, `pmtu_blackhole`, `path_mtu_low`: each from its own evidence;
+//!    they cannot be symptoms of one another. A wrong answer is never a forwarding failure, and
+//!    an on-prem server answering wrong explains the resolvers that forward to it.
+//! 7. `onprem_service_down` and `resolved_address_down`: one service does not answer from any
+//!    namespace that asks it while the rest of on-prem does; a target behind a name that
+//!    resolved is `resolved_address_down`'s. A wrong route explains both, and a target that
+//!    fails only from the pod is `pod_path_blocked`'s.
 //! 8. `tls_failure` and `service_error`: the server answered, so the path is not at fault. A
 //!    PMTU black hole explains a TLS handshake that stalls after the connect.
 
@@ -30,7 +35,7 @@ pub(crate) mod test_util;
 mod tests;
 pub mod verdict;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -42,7 +47,10 @@ pub use evidence::{Observed, Seen};
 use crate::netns::NetnsId;
 use crate::netns::NetnsStatus;
 use crate::probe::dns::DnsTransport;
+use crate::probe::expect::Expect;
 use crate::probe::http::{HttpReport, HttpSpec, Phase};
+use crate::probe::path_mtu::{PathMtuReport, PathMtuSpec};
+use crate::probe::source_ip::Policy;
 use crate::probe::target::Host;
 use crate::probe::{Failure, Measurements, ProbeKind, Reason};
 
@@ -60,15 +68,21 @@ pub struct Diagnosis {
 pub enum Code {
     ConfigReloadFailed,
     HostNetnsUnavailable,
+    BlockedTargetReachable,
     RouteMismatch,
     OnpremUnreachable,
     PodIpMasqueraded,
     MasqueradeMissing,
+    MasqueradeUnexpected,
     PodPathBlocked,
     OnpremDnsDown,
     DnsTcpBlocked,
     ClusterDnsForwarding,
+    OnpremDnsWrongAnswer,
+    ClusterDnsWrongAnswer,
     PmtuBlackhole,
+    PathMtuLow,
+    OnpremServiceDown,
     ResolvedAddressDown,
     TlsFailure,
     ServiceError,
@@ -79,15 +93,21 @@ impl Code {
     pub const ALL: &'static [Code] = &[
         Code::ConfigReloadFailed,
         Code::HostNetnsUnavailable,
+        Code::BlockedTargetReachable,
         Code::RouteMismatch,
         Code::OnpremUnreachable,
         Code::PodIpMasqueraded,
         Code::MasqueradeMissing,
+        Code::MasqueradeUnexpected,
         Code::PodPathBlocked,
         Code::OnpremDnsDown,
         Code::DnsTcpBlocked,
         Code::ClusterDnsForwarding,
+        Code::OnpremDnsWrongAnswer,
+        Code::ClusterDnsWrongAnswer,
         Code::PmtuBlackhole,
+        Code::PathMtuLow,
+        Code::OnpremServiceDown,
         Code::ResolvedAddressDown,
         Code::TlsFailure,
         Code::ServiceError,
@@ -97,15 +117,21 @@ impl Code {
         match self {
             Code::ConfigReloadFailed => "config_reload_failed",
             Code::HostNetnsUnavailable => "host_netns_unavailable",
+            Code::BlockedTargetReachable => "blocked_target_reachable",
             Code::RouteMismatch => "route_mismatch",
             Code::OnpremUnreachable => "onprem_unreachable",
             Code::PodIpMasqueraded => "pod_ip_masqueraded",
             Code::MasqueradeMissing => "masquerade_missing",
+            Code::MasqueradeUnexpected => "masquerade_unexpected",
             Code::PodPathBlocked => "pod_path_blocked",
             Code::OnpremDnsDown => "onprem_dns_down",
             Code::DnsTcpBlocked => "dns_tcp_blocked",
             Code::ClusterDnsForwarding => "cluster_dns_forwarding",
+            Code::OnpremDnsWrongAnswer => "onprem_dns_wrong_answer",
+            Code::ClusterDnsWrongAnswer => "cluster_dns_wrong_answer",
             Code::PmtuBlackhole => "pmtu_blackhole",
+            Code::PathMtuLow => "path_mtu_low",
+            Code::OnpremServiceDown => "onprem_service_down",
             Code::ResolvedAddressDown => "resolved_address_down",
             Code::TlsFailure => "tls_failure",
             Code::ServiceError => "service_error",
@@ -122,6 +148,12 @@ impl Code {
             Code::HostNetnsUnavailable => {
                 "run the agent with hostPID: true, CAP_SYS_ADMIN and CAP_SYS_PTRACE, or list only \
                  `pod` under netns in the config"
+            }
+            Code::BlockedTargetReachable => {
+                "segmentation is breached: restore the rule that keeps this namespace away from \
+                 the target (an NSG or Azure Firewall deny for the pod CIDR or node subnet, an \
+                 on-prem ACL, a network policy), and look for a new route, peering or VPN \
+                 traffic selector that bypasses it"
             }
             Code::RouteMismatch => {
                 "on-prem traffic takes the wrong route: compare `ip route get <target>` on the node \
@@ -144,6 +176,12 @@ impl Code {
                  nonMasqueradeCIDRs in azure-ip-masq-agent-config (only the pod CIDR belongs there) \
                  and keep ipMasq on in the bridge CNI config"
             }
+            Code::MasqueradeUnexpected => {
+                "pod traffic reaches on-prem from another address than the configured `to`: an \
+                 appliance on the path (Azure Firewall, an NVA, a NAT gateway) translates it, or \
+                 the node masquerades out of another interface; fix the SNAT or the expected \
+                 address, since on-prem rules that allow only it drop the rest"
+            }
             Code::PodPathBlocked => {
                 "the path filters pod addresses while node addresses pass: allow the pod CIDR in \
                  the NSG rules and on-prem firewalls and add it to the IPsec traffic selectors \
@@ -164,9 +202,31 @@ impl Code {
                  coredns-custom ConfigMap (a <zone>.server key with `forward . <on-prem DNS>`), \
                  check the CoreDNS pods, and let the on-prem DNS answer pod addresses"
             }
+            Code::OnpremDnsWrongAnswer => {
+                "the on-prem DNS server itself answers outside the expectation: fix the record in \
+                 its zone (a stale A record, a split-horizon view that hands out the public \
+                 address), then wait out the TTL; the cluster DNS only forwards what it says"
+            }
+            Code::ClusterDnsWrongAnswer => {
+                "only the namespace's own resolver answers wrong, the on-prem server is right: a \
+                 hosts or rewrite entry in the coredns-custom ConfigMap, a stub zone forwarding to \
+                 the wrong server, or on the node the VNET's DNS (an Azure private DNS zone \
+                 shadowing the corporate zone); fix it there and restart the CoreDNS pods"
+            }
             Code::PmtuBlackhole => {
                 "clamp TCP MSS at 1350 on the VPN device (or set the tunnel interface MTU to 1400) \
                  and let ICMP type 3 code 4 (fragmentation needed) through NSGs and firewalls"
+            }
+            Code::PathMtuLow => {
+                "the path carries smaller packets than the configured minimum: the tunnel MTU \
+                 or an extra encapsulation on the way (a backup path, GRE or IPsec in an NVA) \
+                 changed; set the VPN device's tunnel MTU (1400) and MSS clamping (1350) again, \
+                 or lower `min` if the path is meant to be so"
+            }
+            Code::OnpremServiceDown => {
+                "one on-prem service does not answer while the rest of on-prem does: the VPN is \
+                 fine; check that service and its host (is it running and listening on the \
+                 port?) and the host's own firewall"
             }
             Code::ResolvedAddressDown => {
                 "the name resolves, but nothing answers at its address: a stale DNS record (the \
@@ -185,6 +245,11 @@ impl Code {
                  VPN and firewalls are not at fault"
             }
         }
+    }
+
+    /// `lead: part, part (+2 more)`, or nothing without parts.
+    fn listing(self, lead: &str, parts: Vec<String>) -> Option<Diagnosis> {
+        (!parts.is_empty()).then(|| self.with(format!("{lead}: {}", named(parts))))
     }
 
     fn with(self, summary: String) -> Diagnosis {
@@ -221,6 +286,15 @@ pub fn diagnose(
             );
         }
     }
+    found.extend(blocked_target_reachable(checks));
+    // A blocked check passes on silence and fails when the path works: neither is evidence of
+    // what the other diagnoses read.
+    let checks: Vec<Observed> = checks
+        .iter()
+        .copied()
+        .filter(|c| c.probe.expect == Expect::Reachable)
+        .collect();
+    let checks = checks.as_slice();
     let reach: Vec<Reach> = checks.iter().flat_map(reaches).collect();
     let pairs: Vec<Pair> = checks.iter().flat_map(dns_pairs).collect();
 
@@ -236,26 +310,59 @@ pub fn diagnose(
     }
     let masqueraded = pod_source_address(checks, Reason::Masqueraded);
     let missing = pod_source_address(checks, Reason::NotMasqueraded);
+    let unexpected = pod_source_address(checks, Reason::UnexpectedSource);
     // Pod-only failures, whatever explains them, make a server only the pod asks no evidence,
     // and the address of a name no suspect.
     let pod_failures = pod_only(&reach);
     let pod_only = pod_path_blocked(&pod_failures);
     let dns_down = onprem_dns_down(&pairs, pod_only.is_some()).filter(|_| !routed);
     let address_down = resolved_address_down(checks, &pod_failures).filter(|_| !routed);
-    let blocked = pod_only.filter(|_| !routed && masqueraded.is_none() && missing.is_none());
+    let source_explains = masqueraded.is_some() || missing.is_some() || unexpected.is_some();
+    let blocked = pod_only.filter(|_| !routed && !source_explains);
     found.extend(masqueraded.map(|s| Code::PodIpMasqueraded.with(s)));
     found.extend(missing.map(|s| Code::MasqueradeMissing.with(s)));
+    found.extend(unexpected.map(|s| Code::MasqueradeUnexpected.with(s)));
     found.extend(blocked);
     found.extend(dns_down);
     found.extend(dns_tcp_blocked(&pairs));
     found.extend(cluster_dns_forwarding(&pairs));
+    found.extend(onprem_dns_wrong_answer(&pairs));
+    found.extend(cluster_dns_wrong_answer(&pairs));
     let blackhole = pmtu_blackhole(checks);
     let stalls_explained = blackhole.is_some();
     found.extend(blackhole);
+    found.extend(path_mtu_low(checks));
+    found.extend(onprem_service_down(checks).filter(|_| !routed));
     found.extend(address_down);
     found.extend(tls_failure(checks, stalls_explained));
     found.extend(service_error(checks));
     found
+}
+
+/// Checks with `expect: blocked` whose target answered: the segmentation they prove is gone.
+fn blocked_target_reachable(checks: &[Observed]) -> Option<Diagnosis> {
+    let mut reached: BTreeMap<String, Witnesses> = BTreeMap::new();
+    for check in checks.iter().filter(|c| c.probe.expect == Expect::Blocked) {
+        if check.failure().map(|f| f.reason) != Some(Reason::NotBlocked) {
+            continue;
+        }
+        let targets: Vec<String> = check
+            .probe
+            .kind
+            .targets(None)
+            .into_iter()
+            .map(|t| t.text)
+            .collect();
+        reached
+            .entry(targets.join(", "))
+            .or_default()
+            .add(check.netns, &check.probe.name);
+    }
+    let parts: Vec<String> = reached
+        .into_iter()
+        .map(|(target, witnesses)| format!("{target} {witnesses}"))
+        .collect();
+    Code::BlockedTargetReachable.listing("a target that must stay blocked answers", parts)
 }
 
 /// A route check that finds the wrong route or none, or a traceroute that reached its target,
@@ -303,22 +410,30 @@ fn pod_source_address(checks: &[Observed], reason: Reason) -> Option<String> {
         let Measurements::SourceIp(report) = &failure.measurements else {
             continue;
         };
-        let what = match reason {
-            Reason::NotMasqueraded => format!(
+        let snat = match report.snat_observed {
+            Some(true) => "; this node SNAT'd the flow",
+            Some(false) => "; this node did not SNAT the flow",
+            None => "",
+        };
+        let what = match (reason, &check.probe.kind) {
+            (Reason::NotMasqueraded, _) => format!(
                 "on-prem sees the pod's own {} though masquerade is expected",
                 report.observed
             ),
-            _ => {
-                let snat = match report.snat_observed {
-                    Some(true) => "; this node SNAT'd the flow",
-                    Some(false) => "; this node did not SNAT the flow",
-                    None => "",
+            (Reason::UnexpectedSource, ProbeKind::SourceIp(spec)) => {
+                let to = match spec.policy {
+                    Policy::Expected { to: Some(to) } => to.to_string(),
+                    _ => "the expected address".to_owned(),
                 };
                 format!(
-                    "on-prem sees {} instead of the pod's own {}{snat}",
-                    report.observed, report.expected
+                    "on-prem sees the pod's {} masqueraded to {} instead of {to}{snat}",
+                    report.expected, report.observed
                 )
             }
+            _ => format!(
+                "on-prem sees {} instead of the pod's own {}{snat}",
+                report.observed, report.expected
+            ),
         };
         seen.entry(what).or_default().push(&check.probe.name);
     }
@@ -435,7 +550,8 @@ fn cluster_dns_forwarding(pairs: &[Pair]) -> Option<Diagnosis> {
         .filter(pod)
         .filter(|p| p.asked == Asked::System)
     {
-        if system.failure.is_none() {
+        // A wrong answer is an answer: `cluster_dns_wrong_answer`'s, not a forwarding failure.
+        if matches!(system.failure, None | Some(Reason::Mismatch)) {
             continue;
         }
         if let Some(direct) = answered_directly.get(&(system.probe, system.transport.as_str())) {
@@ -458,36 +574,202 @@ fn cluster_dns_forwarding(pairs: &[Pair]) -> Option<Diagnosis> {
 }
 
 fn pmtu_blackhole(checks: &[Observed]) -> Option<Diagnosis> {
-    let mut holes: BTreeMap<(String, Option<u16>), Witnesses> = BTreeMap::new();
+    let parts = path_mtu_findings(checks, |spec, _, report| {
+        let over = report
+            .mtu
+            .map(|m| format!(" over {m} bytes"))
+            .unwrap_or_default();
+        report.blackhole.then(|| {
+            format!(
+                "don't-fragment packets to {}{over} vanish without fragmentation-needed",
+                spec.target
+            )
+        })
+    });
+    (!parts.is_empty()).then(|| Code::PmtuBlackhole.with(parts.join("; ")))
+}
+
+/// `path_mtu` checks whose path carries less than their `min` and answers the larger sizes with
+/// fragmentation-needed: no black hole, but a narrower path than the one configured.
+fn path_mtu_low(checks: &[Observed]) -> Option<Diagnosis> {
+    let parts = path_mtu_findings(checks, |spec, failure, report| {
+        let (Reason::MtuLow, Some(mtu), Some(min)) = (failure.reason, report.mtu, spec.min) else {
+            return None;
+        };
+        Some(format!(
+            "{} carries {mtu} bytes, below the minimum {min}",
+            spec.target
+        ))
+    });
+    Code::PathMtuLow.listing("the path MTU is below the configured minimum", parts)
+}
+
+/// What `finding` says of each failing `path_mtu` check, one entry per finding with its
+/// witnesses: `... vanish without fragmentation-needed, from pod and host (mtu)`.
+fn path_mtu_findings(
+    checks: &[Observed],
+    finding: impl Fn(&PathMtuSpec, &Failure, &PathMtuReport) -> Option<String>,
+) -> Vec<String> {
+    let mut found: BTreeMap<String, Witnesses> = BTreeMap::new();
     for check in checks {
         let (ProbeKind::PathMtu(spec), Some(failure)) = (&check.probe.kind, check.failure()) else {
             continue;
         };
-        match &failure.measurements {
-            Measurements::PathMtu(report) if report.blackhole => holes
-                .entry((spec.target.to_string(), report.mtu))
+        let Measurements::PathMtu(report) = &failure.measurements else {
+            continue;
+        };
+        if let Some(what) = finding(spec, failure, report) {
+            found
+                .entry(what)
                 .or_default()
-                .add(check.netns, &check.probe.name),
-            _ => {}
+                .add(check.netns, &check.probe.name);
         }
     }
-    let parts: Vec<String> = holes
+    found
         .into_iter()
-        .map(|((target, mtu), witnesses)| {
-            let over = mtu.map(|m| format!(" over {m} bytes")).unwrap_or_default();
+        .map(|(what, witnesses)| format!("{what}, {witnesses}"))
+        .collect()
+}
+
+/// On-prem servers that answer a name outside the check's expectation, from any namespace.
+fn onprem_dns_wrong_answer(pairs: &[Pair]) -> Option<Diagnosis> {
+    let mut wrong: BTreeMap<(&str, &str, &str), Witnesses> = BTreeMap::new();
+    for p in pairs.iter().filter(|p| p.asked == Asked::Onprem) {
+        if let Some(answer) = p.wrong {
+            wrong
+                .entry((&p.server, p.query, answer))
+                .or_default()
+                .add(p.netns, p.probe);
+        }
+    }
+    let parts: Vec<String> = wrong
+        .into_iter()
+        .map(|((server, query, answer), witnesses)| {
+            format!("{server} answers {query} with {answer} {witnesses}")
+        })
+        .collect();
+    Code::OnpremDnsWrongAnswer.listing("the on-prem DNS server answers wrong", parts)
+}
+
+/// A namespace's own resolver answers a name outside the expectation while an on-prem server,
+/// asked directly by the same check from the same namespace, answers it as expected: the fault
+/// is the resolver's (a CoreDNS entry, a forward elsewhere), not on-prem's.
+fn cluster_dns_wrong_answer(pairs: &[Pair]) -> Option<Diagnosis> {
+    let mut right: HashMap<(&str, NetnsId), &str> = HashMap::new();
+    for p in pairs
+        .iter()
+        .filter(|p| p.asked == Asked::Onprem && p.failure.is_none())
+    {
+        right.entry((p.probe, p.netns)).or_insert(&p.server);
+    }
+    let mut wrong: BTreeSet<(NetnsId, &str, &str, &str, &str)> = BTreeSet::new();
+    for p in pairs.iter().filter(|p| p.asked == Asked::System) {
+        if let (Some(answer), Some(direct)) = (p.wrong, right.get(&(p.probe, p.netns))) {
+            wrong.insert((p.netns, p.query, answer, direct, p.probe));
+        }
+    }
+    let parts: Vec<String> = wrong
+        .into_iter()
+        .map(|(netns, query, answer, direct, probe)| {
             format!(
-                "don't-fragment packets to {target}{over} vanish without fragmentation-needed, \
-                 {witnesses}"
+                "the {netns}'s resolver answers {query} with {answer} while {direct} answers it \
+                 as expected ({probe})"
             )
         })
         .collect();
-    (!parts.is_empty()).then(|| Code::PmtuBlackhole.with(parts.join("; ")))
+    (!parts.is_empty()).then(|| Code::ClusterDnsWrongAnswer.with(named(parts)))
+}
+
+/// Checks of one on-prem service that time out or are refused from every namespace that runs
+/// them, the host's among them, while in each of these namespaces another on-prem check
+/// passes: the path works, the service (or its host's firewall) does not. An address a name resolved to is
+/// `resolved_address_down`'s.
+fn onprem_service_down(checks: &[Observed]) -> Option<Diagnosis> {
+    let mut down: BTreeMap<String, Gives> = BTreeMap::new();
+    for check in checks {
+        let Some((failure, targets)) = service_failure(check) else {
+            continue;
+        };
+        let mut runs = checks.iter().filter(|c| c.probe.name == check.probe.name);
+        let everywhere = runs.clone().all(|c| {
+            matches!(c.seen, Seen::Pending)
+                || (service_failure(c).is_some() && path_answers(checks, c))
+        });
+        // From the pod alone a silent service and a filtered pod path look the same.
+        let host_too = runs.any(|c| c.netns == NetnsId::Host && c.failure().is_some());
+        if !(everywhere && host_too) {
+            continue;
+        }
+        for target in targets {
+            down.entry(target)
+                .or_default()
+                .add(failure.reason, check.netns, &check.probe.name);
+        }
+    }
+    let parts: Vec<String> = down
+        .into_iter()
+        .map(|(target, gives)| format!("{target} {gives}"))
+        .collect();
+    Code::OnpremServiceDown.listing(
+        "one on-prem service does not answer while the rest of on-prem does",
+        parts,
+    )
+}
+
+/// A failing check's on-prem targets that time out or refuse before anything else came back,
+/// for the kinds that ask a service (not a DNS server, which is `onprem_dns_down`'s, nor the
+/// path itself); none for a name that resolved.
+fn service_failure<'a>(check: &Observed<'a>) -> Option<(&'a Failure, Vec<String>)> {
+    let failure = check.failure().filter(|f| f.resolved.is_none())?;
+    let asks_a_service = matches!(
+        check.probe.kind,
+        ProbeKind::Tcp(_) | ProbeKind::Icmp(_) | ProbeKind::Http(_) | ProbeKind::SourceIp(_)
+    );
+    if !asks_a_service {
+        return None;
+    }
+    let targets: Vec<String> = check
+        .probe
+        .kind
+        .targets(Some(failure))
+        .into_iter()
+        .filter(|t| remote(&t.host))
+        .filter(|t| {
+            matches!(
+                (failure.reason, t.answered),
+                (Reason::Timeout | Reason::Unreachable, Some(false))
+                    | (Reason::Refused, Some(true))
+            )
+        })
+        // A URL says its port where the authority may not.
+        .map(|t| match &check.probe.kind {
+            ProbeKind::Http(spec) => spec.url.to_string(),
+            _ => t.text,
+        })
+        .collect();
+    (!targets.is_empty()).then_some((failure, targets))
+}
+
+/// Whether another check from `check`'s namespace passes against an on-prem target: the path
+/// from there carries traffic.
+fn path_answers(checks: &[Observed], check: &Observed) -> bool {
+    checks.iter().any(|other| {
+        other.netns == check.netns
+            && other.probe.name != check.probe.name
+            && matches!(other.seen, Seen::Passing)
+            && other
+                .probe
+                .kind
+                .targets(None)
+                .iter()
+                .any(|t| remote(&t.host))
+    })
 }
 
 /// Checks whose on-prem host name resolved, and whose address then timed out, was unreachable
 /// or refused the connection. A target failing from the pod only is the pod path's.
 fn resolved_address_down(checks: &[Observed], pod_failures: &[&Reach]) -> Option<Diagnosis> {
-    let mut down: BTreeMap<(String, IpAddr), (Vec<&str>, Witnesses)> = BTreeMap::new();
+    let mut down: BTreeMap<(String, IpAddr), Gives> = BTreeMap::new();
     for check in checks {
         let Some(failure) = check.failure() else {
             continue;
@@ -513,27 +795,17 @@ fn resolved_address_down(checks: &[Observed], pod_failures: &[&Reach]) -> Option
         let Some(target) = named else {
             continue;
         };
-        let (reasons, witnesses) = down.entry((target.text, address)).or_default();
-        if !reasons.contains(&failure.reason.as_str()) {
-            reasons.push(failure.reason.as_str());
-        }
-        witnesses.add(check.netns, &check.probe.name);
+        down.entry((target.text, address)).or_default().add(
+            failure.reason,
+            check.netns,
+            &check.probe.name,
+        );
     }
     let parts: Vec<String> = down
         .into_iter()
-        .map(|((target, address), (reasons, witnesses))| {
-            format!(
-                "{target} resolves to {address}, which gives {} {witnesses}",
-                reasons.join(" and ")
-            )
-        })
+        .map(|((target, address), gives)| format!("{target} resolves to {address}, which {gives}"))
         .collect();
-    (!parts.is_empty()).then(|| {
-        Code::ResolvedAddressDown.with(format!(
-            "the name resolves, the address does not answer: {}",
-            named(parts)
-        ))
-    })
+    Code::ResolvedAddressDown.listing("the name resolves, the address does not answer", parts)
 }
 
 /// `http` checks whose server answered TCP and failed TLS: a typed TLS failure (which comes only
@@ -558,30 +830,12 @@ fn tls_failure(checks: &[Observed], stalls_explained: bool) -> Option<Diagnosis>
         }
         _ => None,
     });
-    (!parts.is_empty()).then(|| {
-        Code::TlsFailure.with(format!(
-            "the server answers TCP, TLS fails: {}",
-            named(parts)
-        ))
-    })
+    Code::TlsFailure.listing("the server answers TCP, TLS fails", parts)
 }
 
 /// `http` checks answered with a 5xx or a body that does not match, from a namespace where
 /// another on-prem check passes: the path carries traffic, the service fails.
 fn service_error(checks: &[Observed]) -> Option<Diagnosis> {
-    let path_answers = |check: &Observed| {
-        checks.iter().any(|other| {
-            other.netns == check.netns
-                && other.probe.name != check.probe.name
-                && matches!(other.seen, Seen::Passing)
-                && other
-                    .probe
-                    .kind
-                    .targets(None)
-                    .iter()
-                    .any(|t| remote(&t.host))
-        })
-    };
     let parts = http_findings(checks, |check, _, failure, report| {
         let answer = match (failure.reason, report.status) {
             (Reason::HttpStatus, Some(status)) if status >= 500 => format!("answers {status}"),
@@ -590,14 +844,9 @@ fn service_error(checks: &[Observed]) -> Option<Diagnosis> {
             }
             _ => return None,
         };
-        path_answers(check).then_some(answer)
+        path_answers(checks, check).then_some(answer)
     });
-    (!parts.is_empty()).then(|| {
-        Code::ServiceError.with(format!(
-            "the service fails while its path answers: {}",
-            named(parts)
-        ))
-    })
+    Code::ServiceError.listing("the service fails while its path answers", parts)
 }
 
 /// What `finding` says of each failing `http` check, one entry per URL and finding:
@@ -697,6 +946,30 @@ impl fmt::Display for Witnesses<'_> {
             namespaces(self.netns.iter().copied()),
             self.probes.join(", ")
         )
+    }
+}
+
+/// The failures one target gave and who saw them: `gives refused and timeout from pod and host
+/// (app)`.
+#[derive(Default)]
+struct Gives<'a> {
+    reasons: Vec<Reason>,
+    witnesses: Witnesses<'a>,
+}
+
+impl<'a> Gives<'a> {
+    fn add(&mut self, reason: Reason, netns: NetnsId, probe: &'a str) {
+        if !self.reasons.contains(&reason) {
+            self.reasons.push(reason);
+        }
+        self.witnesses.add(netns, probe);
+    }
+}
+
+impl fmt::Display for Gives<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let reasons: Vec<&str> = self.reasons.iter().map(|r| r.as_str()).collect();
+        write!(f, "gives {} {}", reasons.join(" and "), self.witnesses)
     }
 }
 

@@ -32,10 +32,13 @@ probes:
     netns: [pod]
     dns: { query: db.corp.example, servers: ["198.19.10.53"] }
   - { name: pod-ip, source_ip: { stun: "198.19.10.1:3478" } }
-  - { name: kubenet, netns: [pod], source_ip: { stun: "198.19.10.1:3478", masquerade: expected } }
-  - { name: mtu, path_mtu: { target: 198.19.10.1 } }
+  - name: kubenet
+    netns: [pod]
+    source_ip: { stun: "198.19.10.1:3478", masquerade: expected, to: 198.18.1.4 }
+  - { name: mtu, path_mtu: { target: 198.19.10.1, min: 1400 } }
   - { name: route, netns: [host], route: { destination: 198.19.0.0/16, via: 198.18.1.1 } }
   - { name: trace, traceroute: { target: 198.19.10.1, expect_hop: 198.18.254.2 } }
+  - { name: mgmt, expect: blocked, tcp: { target: "198.19.20.1:22" } }
 "#;
 
 /// Probes beside [`CONFIG`]'s, for the cases that name them: a host name, HTTPS and HTTP.
@@ -120,6 +123,7 @@ fn dns(pairs: &[(&str, DnsTransport, Option<Reason>)]) -> Failure {
                     failure: *failure,
                     durations: Vec::new(),
                     followed: None,
+                    mismatch: (*failure == MISMATCH).then(|| WRONG.to_owned()),
                 })
                 .collect(),
         }),
@@ -142,6 +146,7 @@ fn followed(server: &str, tcp: Reason) -> Failure {
                     udp: None,
                     tcp: Some(tcp),
                 }),
+                mismatch: None,
             }],
         }),
         resolved: None,
@@ -151,6 +156,9 @@ fn followed(server: &str, tcp: Reason) -> Failure {
 const UDP: DnsTransport = DnsTransport::Udp;
 const TCP: DnsTransport = DnsTransport::Tcp;
 const ONPREM_DNS: &str = "198.19.10.1";
+/// A `mismatch` pair's answer, as the dns kind reports it.
+const WRONG: &str = "A 198.18.99.7 (198.18.99.7 not within 198.19.0.0/16)";
+const MISMATCH: Option<Reason> = Some(Reason::Mismatch);
 
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
@@ -607,7 +615,21 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "a low path MTU is no black hole",
-            failing: everywhere("mtu", path_mtu(Reason::MtuLow, Some(1400), false)),
+            failing: everywhere("mtu", path_mtu(Reason::MtuLow, Some(1300), false)),
+            want: vec![Code::PathMtuLow],
+            summary: Some(
+                "the path MTU is below the configured minimum: 198.19.10.1 carries 1300 bytes, \
+                 below the minimum 1400, from pod and host (mtu)",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "a low path MTU and a black hole are each named",
+            failing: vec![
+                ("mtu", Pod, path_mtu(Reason::Blackhole, Some(1400), true)),
+                ("mtu", Host, path_mtu(Reason::MtuLow, Some(1300), false)),
+            ],
+            want: vec![Code::PmtuBlackhole, Code::PathMtuLow],
             ..Case::default()
         },
         Case {
@@ -622,6 +644,192 @@ fn cases() -> Vec<Case> {
         Case {
             name: "one target down on-prem, the rest answers",
             failing: everywhere("ldap", timeout()),
+            want: vec![Code::OnpremServiceDown],
+            summary: Some(
+                "one on-prem service does not answer while the rest of on-prem does: \
+                 198.19.10.1:389 gives timeout from pod and host (ldap)",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "one port refused from the pod, silent from the host",
+            failing: vec![("ldap", Pod, fail(Reason::Refused)), ("ldap", Host, timeout())],
+            want: vec![Code::OnpremServiceDown],
+            summary: Some(
+                "one on-prem service does not answer while the rest of on-prem does: \
+                 198.19.10.1:389 gives refused and timeout from pod and host (ldap)",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "a service down and an HTTPS server that does not connect",
+            extra: WEB,
+            failing: {
+                let mut failing = everywhere("ldap", fail(Reason::Refused));
+                failing.extend(everywhere("api", http(Reason::Timeout, false, None)));
+                failing
+            },
+            want: vec![Code::OnpremServiceDown],
+            summary: Some(
+                "one on-prem service does not answer while the rest of on-prem does: \
+                 198.19.10.1:389 gives refused from pod and host (ldap), \
+                 https://api.corp.example/healthz gives timeout from pod and host (api)",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "a target failing from one namespace only is no service down",
+            failing: vec![("ldap", Host, timeout())],
+            ..Case::default()
+        },
+        Case {
+            name: "a check run from the pod only cannot tell a silent service from the pod path",
+            failing: vec![("kubenet", Pod, timeout())],
+            ..Case::default()
+        },
+        Case {
+            name: "a target silent from the pod only is the pod path's, not a service down",
+            failing: vec![("ldap", Pod, timeout())],
+            want: vec![Code::PodPathBlocked],
+            ..Case::default()
+        },
+        Case {
+            name: "a wrong route explains a service that does not answer",
+            failing: {
+                let mut failing = everywhere("ldap", timeout());
+                failing.push(("route", Host, wrong_route()));
+                failing
+            },
+            want: vec![Code::RouteMismatch],
+            ..Case::default()
+        },
+        Case {
+            name: "the tunnel down is named, not a service behind it",
+            failing: {
+                let mut failing = both(tunnel_down);
+                failing.retain(|(probe, _, _)| *probe != "ldap");
+                failing.extend(everywhere("ldap", fail(Reason::Unreachable)));
+                failing
+            },
+            want: vec![Code::OnpremUnreachable],
+            ..Case::default()
+        },
+        Case {
+            name: "the on-prem server answers wrong, and the cluster DNS forwards it",
+            failing: everywhere(
+                "corp-db",
+                dns(&[
+                    ("system", UDP, MISMATCH),
+                    ("system", TCP, MISMATCH),
+                    (ONPREM_DNS, UDP, MISMATCH),
+                    (ONPREM_DNS, TCP, MISMATCH),
+                ]),
+            ),
+            want: vec![Code::OnpremDnsWrongAnswer],
+            summary: Some(
+                "the on-prem DNS server answers wrong: 198.19.10.1 answers db.corp.example with \
+                 A 198.18.99.7 (198.18.99.7 not within 198.19.0.0/16) from pod and host (corp-db)",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "only the cluster resolver answers wrong",
+            failing: vec![(
+                "corp-db",
+                Pod,
+                dns(&[
+                    ("system", UDP, MISMATCH),
+                    ("system", TCP, MISMATCH),
+                    (ONPREM_DNS, UDP, None),
+                    (ONPREM_DNS, TCP, None),
+                ]),
+            )],
+            want: vec![Code::ClusterDnsWrongAnswer],
+            summary: Some(
+                "the pod's resolver answers db.corp.example with A 198.18.99.7 (198.18.99.7 not \
+                 within 198.19.0.0/16) while 198.19.10.1 answers it as expected (corp-db)",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "a wrong answer with nothing to compare it to names no resolver",
+            failing: vec![(
+                "corp-db",
+                Pod,
+                dns(&[
+                    ("system", UDP, MISMATCH),
+                    (ONPREM_DNS, UDP, Some(Reason::Timeout)),
+                ]),
+            )],
+            want: vec![Code::PodPathBlocked],
+            ..Case::default()
+        },
+        Case {
+            name: "a wrong answer and masquerade are each named",
+            failing: vec![
+                (
+                    "corp-db",
+                    Pod,
+                    dns(&[("system", UDP, MISMATCH), (ONPREM_DNS, UDP, None)]),
+                ),
+                (
+                    "pod-ip",
+                    Pod,
+                    source(Reason::Masqueraded, "198.18.2.10", "198.18.1.4", Some(true)),
+                ),
+            ],
+            want: vec![Code::PodIpMasqueraded, Code::ClusterDnsWrongAnswer],
+            ..Case::default()
+        },
+        Case {
+            name: "masqueraded to an unexpected address",
+            failing: vec![(
+                "kubenet",
+                Pod,
+                source(
+                    Reason::UnexpectedSource,
+                    "198.18.2.10",
+                    "198.18.1.9",
+                    Some(false),
+                ),
+            )],
+            want: vec![Code::MasqueradeUnexpected],
+            summary: Some(
+                "on-prem sees the pod's 198.18.2.10 masqueraded to 198.18.1.9 instead of \
+                 198.18.1.4; this node did not SNAT the flow (kubenet)",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "an unexpected masquerade address explains the pod-only failures",
+            failing: {
+                let mut failing = pod_blocked();
+                failing.retain(|(probe, _, _)| *probe != "kubenet");
+                failing.push((
+                    "kubenet",
+                    Pod,
+                    source(Reason::UnexpectedSource, "198.18.2.10", "198.18.1.9", None),
+                ));
+                failing
+            },
+            want: vec![Code::MasqueradeUnexpected],
+            ..Case::default()
+        },
+        Case {
+            name: "a blocked target answers",
+            failing: vec![("mgmt", Pod, fail(Reason::NotBlocked))],
+            want: vec![Code::BlockedTargetReachable],
+            summary: Some("a target that must stay blocked answers: 198.19.20.1:22 from pod (mgmt)"),
+            ..Case::default()
+        },
+        Case {
+            name: "a blocked target answering says nothing of the dead tunnel",
+            failing: {
+                let mut failing = both(tunnel_down);
+                failing.extend(everywhere("mgmt", fail(Reason::NotBlocked)));
+                failing
+            },
+            want: vec![Code::BlockedTargetReachable, Code::OnpremUnreachable],
             ..Case::default()
         },
         Case {
@@ -902,6 +1110,12 @@ fn codes_are_distinct_snake_case_and_each_has_a_hint() {
         (Code::ResolvedAddressDown, "stale DNS record"),
         (Code::TlsFailure, "ca_file"),
         (Code::ServiceError, "not at fault"),
+        (Code::OnpremServiceDown, "the VPN is fine"),
+        (Code::OnpremDnsWrongAnswer, "record in its zone"),
+        (Code::ClusterDnsWrongAnswer, "coredns-custom"),
+        (Code::PathMtuLow, "MSS clamping"),
+        (Code::MasqueradeUnexpected, "`to`"),
+        (Code::BlockedTargetReachable, "segmentation"),
     ] {
         assert!(code.hint().contains(names), "{code}: {}", code.hint());
     }
@@ -909,7 +1123,7 @@ fn codes_are_distinct_snake_case_and_each_has_a_hint() {
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), count);
-    assert_eq!(count, 14);
+    assert_eq!(count, 20);
 }
 
 /// Flap damping decides whether a check counts; its latest failure stays the evidence until it

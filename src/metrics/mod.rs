@@ -718,6 +718,7 @@ mod tests {
             failure,
             durations: ms.iter().map(|m| Duration::from_millis(*m)).collect(),
             followed: None,
+            mismatch: None,
         };
         let failure = Failure {
             reason: Reason::Timeout,

@@ -31,6 +31,9 @@ pub enum Forward {
     Onprem,
     /// Lost the stub zone: answers NXDOMAIN, as the default upstream does for a private zone.
     Lost,
+    /// Forwards it on-prem, but answers [`DB_NAME`] itself with [`LEAK_IP`], as a stale CoreDNS
+    /// `hosts` or `rewrite` entry does.
+    Override,
 }
 
 /// Whether dnsmasq can run here. Under CI a missing dnsmasq fails the test; elsewhere the test
@@ -50,9 +53,15 @@ impl Lab {
     /// Starts the on-prem DNS on `ONPREM_IP:53`, authoritative for `corp.example`; it refuses
     /// every other name.
     pub fn onprem_dns(&self) -> ProcHandle {
+        self.onprem_dns_answering(DB_IP)
+    }
+
+    /// The on-prem DNS of [`Lab::onprem_dns`], with `db` as [`DB_NAME`]'s address: another one
+    /// is a stale record.
+    pub fn onprem_dns_answering(&self, db: Ipv4Addr) -> ProcHandle {
         let records = [
             ("ns1.corp.example", ONPREM_IP),
-            (DB_NAME, DB_IP),
+            (DB_NAME, db),
             (LEAK_NAME, LEAK_IP),
             (APP_NAME, ONPREM_IP),
         ];
@@ -71,11 +80,14 @@ impl Lab {
     /// Starts the cluster DNS on `CLUSTER_DNS_IP:53`. It caches nothing, so a change on-prem or
     /// in its forwarding shows in the very next query.
     pub fn cluster_dns(&self, forward: Forward) -> ProcHandle {
+        let stub = format!("--server=/{CORP_ZONE}/{ONPREM_IP}");
         let zone = match forward {
-            Forward::Onprem => format!("--server=/{CORP_ZONE}/{ONPREM_IP}"),
-            Forward::Lost => format!("--local=/{CORP_ZONE}/"),
+            Forward::Onprem => vec![stub],
+            Forward::Lost => vec![format!("--local=/{CORP_ZONE}/")],
+            Forward::Override => vec![stub, format!("--address=/{DB_NAME}/{LEAK_IP}")],
         };
-        let args = ["--cache-size=0".to_owned(), zone];
+        let mut args = vec!["--cache-size=0".to_owned()];
+        args.extend(zone);
         self.dnsmasq(Host::Node, "cluster-dns", &[CLUSTER_DNS_IP], &args)
     }
 

@@ -1,5 +1,5 @@
-//! Faults injected with nftables, all in the `hplab` table of the namespace concerned, and one
-//! injected with a route.
+//! Faults injected with nftables, all in the `hplab` table of the namespace concerned, one
+//! injected with a route and one with a link's MTU.
 
 use std::net::Ipv4Addr;
 
@@ -68,6 +68,22 @@ impl Lab {
         let rule = format!("tcp dport {port} drop");
         let rules: &[&str] = if on { &[rule.as_str()] } else { &[] };
         self.nft_chain(Host::Onprem, "onprem_port_drop", "input", rules);
+    }
+
+    /// Segmentation at the node: what the pod sends to on-prem TCP `port` is dropped, as an
+    /// NSG rule that keeps pods out of a management range does. Off, the rule is gone.
+    pub fn pod_port_drop(&self, port: u16, on: bool) {
+        let rule = format!("ip saddr {POD_IP} ip daddr {ONPREM_NET} tcp dport {port} drop");
+        let rules: &[&str] = if on { &[rule.as_str()] } else { &[] };
+        self.nft_chain(Host::Node, "pod_port_drop", "forward", rules);
+    }
+
+    /// The VNET gateway's side of the tunnel carries `mtu`-byte packets at most, and says so
+    /// with fragmentation-needed: a narrower path, no black hole. [`super::TUNNEL_MTU`]
+    /// restores it.
+    pub fn vnet_tunnel_mtu(&self, mtu: u32) {
+        let mtu = mtu.to_string();
+        self.must(Host::VnetGw, "ip", &["link", "set", "vpn", "mtu", &mtu]);
     }
 
     /// A wrong route on the node: on-prem goes via `via` (a gateway that is not there) instead of

@@ -4,7 +4,7 @@
 
 use super::{Host, Lab, ProcHandle, NFT_TABLE, ONPREM_IP};
 use hybridprobe::net::stun;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 impl Lab {
@@ -78,13 +78,25 @@ impl Lab {
     /// made under the old setting would otherwise decide the NAT of a new flow that happens to
     /// reuse its ports.
     pub fn masquerade(&self, on: bool) {
-        let rule = if on {
+        self.source_nat(on.then_some("masquerade"));
+    }
+
+    /// Pod traffic to on-prem leaves the node translated to `to`, an address the node adds to
+    /// its uplink: SNAT to another address than the node's own, as an appliance or a second
+    /// interface does. [`Lab::masquerade`] undoes the translation.
+    pub fn snat_to(&self, to: Ipv4Addr) {
+        let addr = format!("{to}/24");
+        self.must(Host::Node, "ip", &["addr", "replace", &addr, "dev", "eth0"]);
+        self.source_nat(Some(&format!("snat to {to}")));
+    }
+
+    /// Makes `action` (none: no translation) the node's NAT of pod traffic to on-prem.
+    fn source_nat(&self, action: Option<&str>) {
+        let rule = action.map_or_else(String::new, |action| {
             format!(
-                "add rule ip {NFT_TABLE} masq ip saddr 198.18.2.0/24 ip daddr 198.19.0.0/16 masquerade\n"
+                "add rule ip {NFT_TABLE} masq ip saddr 198.18.2.0/24 ip daddr 198.19.0.0/16 {action}\n"
             )
-        } else {
-            String::new()
-        };
+        });
         self.nft(
             Host::Node,
             &format!(

@@ -62,12 +62,16 @@ impl DnsSpec {
                         failure: None,
                         durations: Vec::new(),
                         followed: None,
+                        mismatch: None,
                     });
                     legs.push((None, None, false));
                     pairs.len() - 1
                 }
             };
             pairs[i].failure = pairs[i].failure.or(failure);
+            if let Err((Reason::Mismatch, text)) = verdict {
+                pairs[i].mismatch.get_or_insert_with(|| text.clone());
+            }
             pairs[i].durations.extend(a.took);
             let leg = &mut legs[i];
             *leg = (leg.0.or(udp), leg.1.or(tcp), leg.2 || followed);

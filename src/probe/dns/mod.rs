@@ -95,6 +95,10 @@ pub struct DnsPair {
     /// so the diagnoses see a server that answers over UDP and fails over TCP. The pair keeps
     /// its `udp` label.
     pub followed: Option<Followed>,
+    /// The pair's first answer outside the expectations (`mismatch`), as the detail shows it
+    /// with what was expected: `A 198.18.99.7 (198.18.99.7 not within 198.19.0.0/16)`. The
+    /// diagnoses name it.
+    pub mismatch: Option<String>,
 }
 
 /// The two legs of a UDP pair whose truncated answer was followed over TCP.

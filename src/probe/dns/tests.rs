@@ -301,6 +301,18 @@ fn each_pair_is_judged_and_reported_on_its_own() {
             ("198.19.10.1", "tcp", Some(Reason::Nxdomain), 1),
         ]
     );
+    let mismatches: Vec<Option<&str>> =
+        report.pairs.iter().map(|p| p.mismatch.as_deref()).collect();
+    assert_eq!(
+        mismatches,
+        [
+            None,
+            None,
+            Some("A 198.18.99.7 (198.18.99.7 not within 198.19.0.0/16)"),
+            None
+        ],
+        "only a wrong answer is kept, with what was expected"
+    );
 }
 
 #[test]
