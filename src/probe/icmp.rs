@@ -158,6 +158,10 @@ impl Probe for IcmpSpec {
         average_rtt(&measured.rtts)
     }
 
+    fn loss(measured: &IcmpReport) -> Option<f64> {
+        Some(measured.loss_ratio())
+    }
+
     fn observe(series: &IcmpSeries, check: CheckLabels<'_>, measured: &IcmpReport) {
         let labels = check.pair();
         series
@@ -173,7 +177,11 @@ impl Probe for IcmpSpec {
             &labels,
             measured.jitter().map(|j| j.as_secs_f64()),
         );
-        set_or_remove(&series.hop_limit, &labels, measured.hop_limit.map(f64::from));
+        set_or_remove(
+            &series.hop_limit,
+            &labels,
+            measured.hop_limit.map(f64::from),
+        );
     }
 
     fn targets(&self, failure: Option<&Failure>) -> Vec<Target> {
@@ -389,7 +397,10 @@ mod tests {
         IcmpReport {
             sent: 10,
             received: rtts_ms.len() as u16,
-            rtts: rtts_ms.iter().map(|ms| Duration::from_millis(*ms)).collect(),
+            rtts: rtts_ms
+                .iter()
+                .map(|ms| Duration::from_millis(*ms))
+                .collect(),
             hop_limit: None,
         }
     }
