@@ -7,6 +7,7 @@
 //! when nothing came back (timeout, unreachable). Local trouble (a missing privilege, a namespace
 //! that cannot be entered, a name that does not resolve) says nothing about the path.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use crate::config::ProbeConfig;
@@ -14,7 +15,7 @@ use crate::netns::NetnsId;
 use crate::probe::dns::{DnsTransport, Server};
 use crate::probe::target::Host;
 use crate::probe::{Failure, Measurements, ProbeKind, Reason};
-use crate::results::CheckState;
+use crate::results::{CheckState, Sample};
 
 /// One check as the diagnoses see it.
 #[derive(Debug, Clone, Copy)]
@@ -22,6 +23,8 @@ pub struct Observed<'a> {
     pub probe: &'a ProbeConfig,
     pub netns: NetnsId,
     pub seen: Seen<'a>,
+    /// The check's recent rounds, oldest first: what loss and round-trip jumps are read from.
+    pub history: &'a VecDeque<Sample>,
 }
 
 /// A check's state after flap damping, with the failed round that is its evidence.

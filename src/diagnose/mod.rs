@@ -12,6 +12,11 @@
 //!    `pod_path_blocked` and `onprem_dns_down`, which are then not reported.
 //! 3. `onprem_unreachable`: no on-prem target answers from any namespace. Every other diagnosis
 //!    below is a symptom of that and is not reported.
+//!    Then `tunnel_lossy`: several checks across the tunnel lose a share of their packets.
+//!    Silence is then the loss's: timeouts (and a resolver's SERVFAIL) are no evidence for
+//!    anything below, which keeps DNS timeouts from reading as `dns_tcp_blocked`,
+//!    `cluster_dns_forwarding`, `onprem_dns_down` or `onprem_service_down`. It explains
+//!    `path_slower`: round trips well above the same checks' own baseline, not an outage.
 //! 4. `pod_ip_masqueraded`, `masquerade_missing` and `masquerade_unexpected`: the pod's source
 //!    address is not what on-prem expects. They explain `pod_path_blocked`.
 //! 5. `pod_path_blocked`: targets fail from the pod but answer the host. A DNS server that only
@@ -27,6 +32,7 @@
 //! 8. `tls_failure` and `service_error`: the server answered, so the path is not at fault. A
 //!    PMTU black hole explains a TLS handshake that stalls after the connect.
 
+mod degraded;
 mod evidence;
 pub mod table;
 #[cfg(test)]
@@ -71,6 +77,8 @@ pub enum Code {
     BlockedTargetReachable,
     RouteMismatch,
     OnpremUnreachable,
+    TunnelLossy,
+    PathSlower,
     PodIpMasqueraded,
     MasqueradeMissing,
     MasqueradeUnexpected,
@@ -96,6 +104,8 @@ impl Code {
         Code::BlockedTargetReachable,
         Code::RouteMismatch,
         Code::OnpremUnreachable,
+        Code::TunnelLossy,
+        Code::PathSlower,
         Code::PodIpMasqueraded,
         Code::MasqueradeMissing,
         Code::MasqueradeUnexpected,
@@ -120,6 +130,8 @@ impl Code {
             Code::BlockedTargetReachable => "blocked_target_reachable",
             Code::RouteMismatch => "route_mismatch",
             Code::OnpremUnreachable => "onprem_unreachable",
+            Code::TunnelLossy => "tunnel_lossy",
+            Code::PathSlower => "path_slower",
             Code::PodIpMasqueraded => "pod_ip_masqueraded",
             Code::MasqueradeMissing => "masquerade_missing",
             Code::MasqueradeUnexpected => "masquerade_unexpected",
@@ -164,6 +176,18 @@ impl Code {
                 "the site-to-site VPN or ExpressRoute is down: check the connection status of the \
                  VPN gateway and the IKE/IPsec security associations on both ends, then the route \
                  table (UDR) on the AKS subnet and BGP route propagation"
+            }
+            Code::TunnelLossy => {
+                "the tunnel drops a share of its packets: check the VPN gateway's metrics \
+                 (tunnel ingress/egress packet drops, bandwidth against the SKU's limit), the \
+                 on-prem VPN device's CPU and interface errors, and the ISP link; failing DNS \
+                 and TCP checks are the loss's symptoms"
+            }
+            Code::PathSlower => {
+                "on-prem answers, but slower than before: the path changed (ExpressRoute failed \
+                 over to the backup VPN: check the circuit's BGP sessions and the gateway's \
+                 connections) or a gateway is congested (its bandwidth against the SKU's limit); \
+                 compare hybridprobe_icmp_reply_hop_limit for a changed hop count"
             }
             Code::PodIpMasqueraded => {
                 "add the on-prem ranges to nonMasqueradeCIDRs in the azure-ip-masq-agent-config \
@@ -308,6 +332,20 @@ pub fn diagnose(
     if nothing_answers {
         return found;
     }
+    let lossy = degraded::tunnel_lossy(checks);
+    let discounted;
+    let (checks, reach, pairs) = if lossy.is_some() {
+        discounted = degraded::discount_loss(checks);
+        let mut pairs = pairs;
+        degraded::discount_dns(&mut pairs);
+        let reach: Vec<Reach> = discounted.iter().flat_map(reaches).collect();
+        (&discounted[..], reach, pairs)
+    } else {
+        (checks, reach, pairs)
+    };
+    let slower = degraded::path_slower(checks).filter(|_| lossy.is_none());
+    found.extend(lossy);
+    found.extend(slower);
     let masqueraded = pod_source_address(checks, Reason::Masqueraded);
     let missing = pod_source_address(checks, Reason::NotMasqueraded);
     let unexpected = pod_source_address(checks, Reason::UnexpectedSource);

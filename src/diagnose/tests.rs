@@ -1,6 +1,7 @@
 //! Table-driven tests: result sets, as the lab's faults and their mixtures produce them, and the
 //! diagnoses each must yield.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -14,7 +15,9 @@ use crate::probe::route::{Route, RouteReport};
 use crate::probe::source_ip::SourceIpReport;
 use crate::probe::traceroute::{Hop, TracerouteReport};
 use crate::probe::{Failure, Outcome};
-use crate::results::{CheckKey, Damping, Results};
+use crate::results::{CheckKey, Damping, Results, Sample};
+
+mod degraded;
 
 use NetnsId::{Host, Pod};
 
@@ -295,6 +298,8 @@ struct Case {
     config_error: Option<&'static str>,
     /// Probes beside [`CONFIG`]'s (passing unless listed in `failing`).
     extra: &'static str,
+    /// The recent rounds of the checks listed, oldest first; the others have none.
+    history: Vec<(&'static str, NetnsId, VecDeque<Sample>)>,
     want: Vec<Code>,
     /// The first diagnosis's summary, where the case checks it.
     summary: Option<&'static str>,
@@ -302,6 +307,7 @@ struct Case {
 
 fn run(case: &Case) -> Vec<Diagnosis> {
     let probes = probes(case.extra);
+    let none = VecDeque::new();
     let checks: Vec<Observed> = probes
         .iter()
         .flat_map(|probe| probe.netns.iter().map(move |netns| (probe, *netns)))
@@ -315,10 +321,21 @@ fn run(case: &Case) -> Vec<Diagnosis> {
                 Some((_, _, failure)) => Seen::Failing(failure),
                 None => Seen::Passing,
             };
-            Observed { probe, netns, seen }
+            let history = case
+                .history
+                .iter()
+                .find(|(name, ns, _)| *name == probe.name && *ns == netns)
+                .map_or(&none, |(_, _, rounds)| rounds);
+            Observed {
+                probe,
+                netns,
+                seen,
+                history,
+            }
         })
         .collect();
-    for (name, netns, _) in &case.failing {
+    let listed = case.failing.iter().map(|(name, netns, _)| (name, netns));
+    for (name, netns) in listed.chain(case.history.iter().map(|(name, netns, _)| (name, netns))) {
         assert!(
             checks
                 .iter()
@@ -1076,7 +1093,7 @@ fn cases() -> Vec<Case> {
 
 #[test]
 fn each_result_set_yields_its_diagnoses_and_no_others() {
-    for case in cases() {
+    for case in cases().into_iter().chain(degraded::cases()) {
         let found = run(&case);
         let got: Vec<&str> = found.iter().map(|d| d.code).collect();
         let want: Vec<&str> = case.want.iter().map(|c| c.as_str()).collect();
@@ -1116,6 +1133,8 @@ fn codes_are_distinct_snake_case_and_each_has_a_hint() {
         (Code::PathMtuLow, "MSS clamping"),
         (Code::MasqueradeUnexpected, "`to`"),
         (Code::BlockedTargetReachable, "segmentation"),
+        (Code::TunnelLossy, "packet drops"),
+        (Code::PathSlower, "backup VPN"),
     ] {
         assert!(code.hint().contains(names), "{code}: {}", code.hint());
     }
@@ -1123,7 +1142,7 @@ fn codes_are_distinct_snake_case_and_each_has_a_hint() {
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), count);
-    assert_eq!(count, 20);
+    assert_eq!(count, 22);
 }
 
 /// Flap damping decides whether a check counts; its latest failure stays the evidence until it

@@ -134,6 +134,7 @@ pub fn judge(snapshot: &Snapshot) -> Verdict {
             probe: &check.probe,
             netns: key.netns,
             seen: Seen::of(check),
+            history: &check.history,
         })
         .collect();
     let diagnoses = diagnose::diagnose(&observed, snapshot.namespaces, snapshot.config_error);

@@ -451,6 +451,7 @@ mod tests {
                 result: if c == '+' { "success" } else { "timeout" },
                 duration: Duration::from_millis(if c == '+' { 2 } else { 800 }),
                 round_trip: Duration::from_millis(2),
+                loss: None,
                 at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + i as u64),
             })
             .collect()

@@ -556,8 +556,9 @@ mod tests {
             detail: "lost".into(),
             measurements: Measurements::Icmp(IcmpReport {
                 sent: 4,
-                received: 1,
-                rtts: vec![Duration::from_millis(3)],
+                received: 2,
+                rtts: vec![Duration::from_millis(3), Duration::from_millis(5)],
+                hop_limit: Some(61),
             }),
             resolved: None,
         };
@@ -576,8 +577,10 @@ mod tests {
             r#"hybridprobe_probe_state_changes_total{kind="icmp",netns="pod",probe="dc1"} 1"#,
             r#"hybridprobe_probe_duration_seconds_bucket{kind="icmp",netns="pod",probe="dc1",le="2.5"} 1"#,
             r#"hybridprobe_probe_duration_seconds_bucket{kind="icmp",netns="pod",probe="dc1",le="10"} 1"#,
-            r#"hybridprobe_icmp_loss_ratio{netns="pod",probe="dc1"} 0.75"#,
-            r#"hybridprobe_icmp_rtt_seconds_count{netns="pod",probe="dc1"} 1"#,
+            r#"hybridprobe_icmp_loss_ratio{netns="pod",probe="dc1"} 0.5"#,
+            r#"hybridprobe_icmp_rtt_seconds_count{netns="pod",probe="dc1"} 2"#,
+            r#"hybridprobe_icmp_jitter_seconds{netns="pod",probe="dc1"} 0.002"#,
+            r#"hybridprobe_icmp_reply_hop_limit{netns="pod",probe="dc1"} 61"#,
             r#"hybridprobe_build_info{version=""#,
             "# TYPE hybridprobe_probe_runs_total counter",
         ] {
@@ -949,6 +952,7 @@ mod tests {
                 sent: 1,
                 received: 0,
                 rtts: vec![],
+                hop_limit: None,
             }),
             resolved: None,
         };

@@ -1,4 +1,5 @@
-//! The `icmp` probe: several echo requests per round, with loss ratio and round-trip times.
+//! The `icmp` probe: several echo requests per round, with loss ratio, round-trip times,
+//! jitter and the replies' hop limit.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -40,12 +41,17 @@ pub struct IcmpSpec {
     pub max_loss: f64,
 }
 
-/// What a round measured, for the loss and RTT metrics.
+/// What a round measured, for the loss, RTT, jitter and hop-limit metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IcmpReport {
     pub sent: u16,
     pub received: u16,
+    /// The replies' RTTs in sequence order, lost requests left out.
     pub rtts: Vec<Duration>,
+    /// The IPv4 TTL of the last echo reply. Only raw sockets see the IP header: with an
+    /// unprivileged DGRAM socket, and for IPv6 (whose hop limit surge-ping does not read), it
+    /// is `None`, and the series is absent rather than made up.
+    pub hop_limit: Option<u8>,
 }
 
 impl IcmpReport {
@@ -54,6 +60,18 @@ impl IcmpReport {
             return 1.0;
         }
         1.0 - f64::from(self.received) / f64::from(self.sent)
+    }
+
+    /// The mean absolute difference between consecutive replies' RTTs (the packet delay
+    /// variation of RFC 3393 between neighbours, averaged); `None` with fewer than two replies.
+    /// Neighbours, not the spread around the mean (ping's mdev), so a path whose RTT steps
+    /// once within a round does not read as jittery throughout.
+    pub fn jitter(&self) -> Option<Duration> {
+        let steps = u32::try_from(self.rtts.len().checked_sub(1)?)
+            .ok()
+            .filter(|n| *n > 0)?;
+        let total: Duration = self.rtts.windows(2).map(|w| w[0].abs_diff(w[1])).sum();
+        Some(total / steps)
     }
 }
 
@@ -92,6 +110,8 @@ const SPACING: Duration = Duration::from_millis(100);
 pub struct IcmpSeries {
     loss_ratio: GaugeVec,
     rtt: HistogramVec,
+    jitter: GaugeVec,
+    hop_limit: GaugeVec,
 }
 
 impl Probe for IcmpSpec {
@@ -111,6 +131,18 @@ impl Probe for IcmpSpec {
                 &["probe", "netns"],
                 DURATION_BUCKETS,
             ),
+            jitter: families.gauges(
+                "hybridprobe_icmp_jitter_seconds",
+                "Mean absolute difference between consecutive echo replies' RTTs in the last \
+                 round; absent with fewer than two replies.",
+                &["probe", "netns"],
+            ),
+            hop_limit: families.gauges(
+                "hybridprobe_icmp_reply_hop_limit",
+                "IPv4 TTL of the last echo reply; absent where the socket does not see it \
+                 (unprivileged DGRAM sockets, IPv6).",
+                &["probe", "netns"],
+            ),
         }
     }
 
@@ -126,6 +158,10 @@ impl Probe for IcmpSpec {
         average_rtt(&measured.rtts)
     }
 
+    fn loss(measured: &IcmpReport) -> Option<f64> {
+        Some(measured.loss_ratio())
+    }
+
     fn observe(series: &IcmpSeries, check: CheckLabels<'_>, measured: &IcmpReport) {
         let labels = check.pair();
         series
@@ -136,6 +172,16 @@ impl Probe for IcmpSpec {
         for sample in &measured.rtts {
             rtt.observe(sample.as_secs_f64());
         }
+        set_or_remove(
+            &series.jitter,
+            &labels,
+            measured.jitter().map(|j| j.as_secs_f64()),
+        );
+        set_or_remove(
+            &series.hop_limit,
+            &labels,
+            measured.hop_limit.map(f64::from),
+        );
     }
 
     fn targets(&self, failure: Option<&Failure>) -> Vec<Target> {
@@ -189,14 +235,16 @@ impl IcmpSpec {
             sent: 0,
             received: 0,
             rtts: Vec::new(),
+            hop_limit: None,
         };
         let mut worst: Option<Failure> = None;
         for reply in replies {
             match classify(reply) {
-                Ok(rtt) => {
+                Ok((rtt, hop_limit)) => {
                     report.sent += 1;
                     report.received += 1;
                     report.rtts.push(rtt);
+                    report.hop_limit = hop_limit.or(report.hop_limit);
                 }
                 Err(Some(failure)) => {
                     report.sent += u16::from(failure.reason != Reason::Error);
@@ -241,16 +289,17 @@ impl IcmpSpec {
     }
 }
 
-/// `Ok(rtt)` for an echo reply; `Err(None)` for a lost request; `Err(Some(_))` when the network
-/// answered with an error (only raw sockets receive those) or the request was not sent.
+/// `Ok((rtt, hop limit))` for an echo reply; `Err(None)` for a lost request; `Err(Some(_))`
+/// when the network answered with an error (only raw sockets receive those) or the request was
+/// not sent.
 fn classify(
     reply: Result<(IcmpPacket, Duration), SurgeError>,
-) -> Result<Duration, Option<Failure>> {
+) -> Result<(Duration, Option<u8>), Option<Failure>> {
     match reply {
         Ok((IcmpPacket::V4(packet), rtt)) => {
             let kind = packet.get_icmp_type();
             if kind == IcmpTypes::EchoReply {
-                Ok(rtt)
+                Ok((rtt, packet.get_ttl()))
             } else {
                 Err(Some(Failure::new(
                     Reason::Unreachable,
@@ -260,7 +309,7 @@ fn classify(
         }
         Ok((IcmpPacket::V6(packet), rtt)) => {
             if packet.get_icmpv6_type() == Icmpv6Types::EchoReply {
-                Ok(rtt)
+                Ok((rtt, None))
             } else {
                 Err(Some(Failure::new(
                     Reason::Unreachable,
@@ -277,6 +326,16 @@ fn classify(
             Err(Some(Failure::new(Reason::of_io(&e), format!("send: {e}"))))
         }
         Err(e) => Err(Some(Failure::new(Reason::Error, e.to_string()))),
+    }
+}
+
+/// A gauge that exists only while there is a value: no series beats a made-up one.
+fn set_or_remove(gauge: &GaugeVec, labels: &[&str], value: Option<f64>) {
+    match value {
+        Some(value) => gauge.with_label_values(labels).set(value),
+        None => {
+            let _ = gauge.remove_label_values(labels);
+        }
     }
 }
 
@@ -333,6 +392,74 @@ mod tests {
         assert_eq!(failure.reason, Reason::Unreachable);
         assert!(failure.detail.contains("send:"), "{}", failure.detail);
     }
+
+    fn report(rtts_ms: &[u64]) -> IcmpReport {
+        IcmpReport {
+            sent: 10,
+            received: rtts_ms.len() as u16,
+            rtts: rtts_ms
+                .iter()
+                .map(|ms| Duration::from_millis(*ms))
+                .collect(),
+            hop_limit: None,
+        }
+    }
+
+    #[test]
+    fn jitter_is_the_mean_step_between_neighbouring_replies() {
+        assert_eq!(report(&[]).jitter(), None);
+        assert_eq!(report(&[10]).jitter(), None, "one reply has no neighbour");
+        assert_eq!(report(&[10, 10, 10]).jitter(), Some(Duration::ZERO));
+        // |14-10| + |8-14| + |10-8| = 12 over 3 steps
+        assert_eq!(
+            report(&[10, 14, 8, 10]).jitter(),
+            Some(Duration::from_millis(4))
+        );
+        // one step up and staying there: one step in three, not a spread around the mean
+        assert_eq!(
+            report(&[10, 10, 40, 40]).jitter(),
+            Some(Duration::from_millis(10))
+        );
+    }
+
+    #[test]
+    fn the_hop_limit_comes_from_replies_and_is_absent_without_one() {
+        let reply = |ttl: Option<u8>| {
+            let mut bytes = vec![0u8; 28];
+            bytes[0] = 0x45;
+            bytes[3] = 28;
+            bytes[8] = ttl.unwrap_or(64);
+            bytes[9] = 1;
+            bytes[12..16].copy_from_slice(&[198, 19, 10, 1]);
+            let decode = |buf: &[u8], kind| Icmpv4Packet::decode(buf, kind, IP4, IP4).unwrap();
+            let packet = match ttl {
+                Some(_) => decode(&bytes, socket2::Type::RAW),
+                // As a DGRAM socket delivers it: the ICMP message without the IP header.
+                None => decode(&bytes[20..], socket2::Type::DGRAM),
+            };
+            Ok((IcmpPacket::V4(packet), Duration::from_millis(3)))
+        };
+        let passed = spec(3, 1.0)
+            .judge(IP, vec![reply(Some(61)), lost(), reply(Some(61))])
+            .unwrap();
+        let Measurements::Icmp(report) = passed.measurements else {
+            panic!("expected an icmp report");
+        };
+        assert_eq!(report.hop_limit, Some(61));
+        let dgram = spec(1, 1.0).judge(IP, vec![reply(None)]).unwrap();
+        let Measurements::Icmp(report) = dgram.measurements else {
+            panic!("expected an icmp report");
+        };
+        assert_eq!((report.received, report.hop_limit), (1, None));
+        let all_lost = spec(2, 1.0).judge(IP, vec![lost(), lost()]).unwrap_err();
+        let Measurements::Icmp(report) = all_lost.measurements else {
+            panic!("expected an icmp report");
+        };
+        assert_eq!((report.hop_limit, report.jitter()), (None, None));
+    }
+
+    const IP4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 19, 10, 1);
+    use surge_ping::Icmpv4Packet;
 
     #[test]
     fn count_and_ratio_are_validated() {

@@ -68,6 +68,12 @@ pub trait Probe: Sized {
         None
     }
 
+    /// The share of a round's packets that got no answer, when the kind sends several (an
+    /// echo round): what tells a lossy path from a dead one.
+    fn loss(_measured: &Self::Measurements) -> Option<f64> {
+        None
+    }
+
     /// Records a round's measurements into the kind's series.
     fn observe(_series: &Self::Series, _check: CheckLabels<'_>, _measured: &Self::Measurements) {}
 
@@ -183,6 +189,14 @@ macro_rules! probe_kinds {
                 match self {
                     Measurements::None => None,
                     $(Measurements::$variant(measured) => <$spec as Probe>::round_trip(measured)),+
+                }
+            }
+
+            /// See [`Probe::loss`].
+            pub fn loss(&self) -> Option<f64> {
+                match self {
+                    Measurements::None => None,
+                    $(Measurements::$variant(measured) => <$spec as Probe>::loss(measured)),+
                 }
             }
         }

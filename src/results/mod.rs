@@ -3,7 +3,7 @@
 
 mod state;
 
-pub use state::TargetState;
+pub use state::{median_round_trip, TargetState};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -46,6 +46,8 @@ pub struct Sample {
     pub duration: Duration,
     /// What the kind measured as the round trip (an echo's average RTT), else the duration.
     pub round_trip: Duration,
+    /// The share of the round's packets lost, for kinds that send several (`icmp`).
+    pub loss: Option<f64>,
     pub at: SystemTime,
 }
 
@@ -186,15 +188,16 @@ impl Results {
         if state.history.len() == HISTORY {
             state.history.pop_front();
         }
-        let measured = match result {
-            Ok(outcome) => outcome.measurements.round_trip(),
-            Err(failure) => failure.measurements.round_trip(),
+        let measurements = match result {
+            Ok(outcome) => &outcome.measurements,
+            Err(failure) => &failure.measurements,
         };
         state.history.push_back(Sample {
             ok,
             result: result_label(result),
             duration,
-            round_trip: measured.unwrap_or(duration),
+            round_trip: measurements.round_trip().unwrap_or(duration),
+            loss: measurements.loss(),
             at,
         });
         state.last = Some(Round {

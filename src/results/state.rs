@@ -69,7 +69,7 @@ fn level<T: PartialOrd>(value: T, levels: &Levels<T>) -> TargetState {
 
 /// The median round trip of the passing rounds: failed rounds have none worth the name (a
 /// timeout's duration is the timeout).
-fn median_round_trip(window: &[&Sample]) -> Option<Duration> {
+pub fn median_round_trip(window: &[&Sample]) -> Option<Duration> {
     let mut rtts: Vec<Duration> = window
         .iter()
         .filter(|s| s.ok)
@@ -95,6 +95,7 @@ mod tests {
                 result: if ok { "success" } else { "timeout" },
                 duration: Duration::from_millis(ms),
                 round_trip: Duration::from_millis(ms),
+                loss: None,
                 at: SystemTime::UNIX_EPOCH,
             })
             .collect()

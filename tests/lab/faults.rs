@@ -28,6 +28,21 @@ impl Lab {
         }
     }
 
+    /// A lossy tunnel: the VNET gateway drops about a third of what it forwards into the tunnel
+    /// and a third of what comes out of it, at random, as a saturated gateway or a flaky ISP
+    /// link does. Idempotent either way.
+    pub fn tunnel_loss(&self, on: bool) {
+        let rules: &[&str] = if on {
+            &[
+                "oifname \"vpn\" numgen random mod 3 == 0 drop",
+                "iifname \"vpn\" numgen random mod 3 == 0 drop",
+            ]
+        } else {
+            &[]
+        };
+        self.nft_chain(Host::VnetGw, "tunnel_loss", "forward", rules);
+    }
+
     /// A PMTU black hole: the VNET gateway's "fragmentation needed" never leaves it, as where an
     /// NSG or firewall filters ICMP, so oversized don't-fragment packets vanish silently.
     pub fn frag_needed_drop(&self, on: bool) {
