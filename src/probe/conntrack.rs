@@ -102,9 +102,10 @@ impl Events {
                 .collect::<Result<Vec<u64>, _>>()
                 .map_err(|e| format!("a CPU's line {line:?}: {e}"))?;
             let at = |i: Option<usize>| i.and_then(|i| values.get(i)).copied().unwrap_or(0);
-            sum.insert_failed += at(insert_failed);
-            sum.drop += at(drop);
-            sum.early_drop += at(early_drop);
+            // Values are the kernel's u32s, but the text is not trusted to say so.
+            sum.insert_failed = sum.insert_failed.saturating_add(at(insert_failed));
+            sum.drop = sum.drop.saturating_add(at(drop));
+            sum.early_drop = sum.early_drop.saturating_add(at(early_drop));
         }
         Ok(sum)
     }
@@ -316,6 +317,12 @@ entries  clashres found new invalid ignore delete chainlength insert insert_fail
         assert_eq!((events.insert_failed, events.drop), (5, 7));
         assert!(Events::parse("").is_err());
         assert!(Events::parse("entries drop\n0000zz 1\n").is_err());
+        let huge = "drop\nffffffffffffffff\nffffffffffffffff\n";
+        assert_eq!(
+            Events::parse(huge).unwrap().drop,
+            u64::MAX,
+            "saturates, never wraps"
+        );
     }
 
     fn report(entries: u64, max: u64, rise: Option<Events>) -> ConntrackReport {
