@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use lab::dns::{dnsmasq_available, Forward, APP_NAME, APP_PORT, DB_NAME, LEAK_IP};
 use lab::web::{nginx_available, Web, APP_PATH, GOOD_NAME, HEALTHY_BODY, WEB_IP};
 use lab::{Host, Lab, ProcHandle, NODE_IP, ONPREM_IP, POD_IP, TUNNEL_MTU, VNET_GW, VPN_REMOTE};
-use support::{metric, pod_and_host_config, run_cli, Agent, Resolv};
+use support::{codes, metric, pod_and_host_config, run_cli, Agent, Resolv};
 
 const LDAP_PORT: u16 = 389;
 const STUN_PORT: u16 = 3478;
@@ -124,15 +124,6 @@ fn every_second(lab: &Lab, probes: &str) -> String {
         "{ interval: 1s, timeout: 1s }",
         probes,
     )
-}
-
-fn codes(verdict: &serde_json::Value) -> Vec<String> {
-    verdict["diagnoses"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no diagnoses in {verdict}"))
-        .iter()
-        .map(|d| d["code"].as_str().unwrap_or_default().to_owned())
-        .collect()
 }
 
 /// Waits until the diagnoses are exactly `want`, then checks that they stay so for [`HOLD`],

@@ -17,7 +17,7 @@ use lab::dns::{
     dnsmasq_available, Forward, CLUSTER_DNS_IP, DB_IP, DB_NAME, LEAK_IP, LEAK_NAME, MISSING_NAME,
 };
 use lab::{Host, Lab, ProcHandle, NFT_TABLE, ONPREM_IP};
-use support::{check, metric, pod_and_host_config, Agent, Resolv};
+use support::{check, codes, metric, pod_and_host_config, Agent, Resolv};
 
 /// A lab with both DNS servers running.
 struct DnsLab {
@@ -345,15 +345,6 @@ fn big_probe(name: &str, server: impl std::fmt::Display, extra: &str) -> String 
         "  - name: {name}\n    dns: {{ query: {BIG_NAME}, type: TXT, servers: [\"{server}\"], \
          transport: udp, expect: {{ min_answers: {BIG_RECORDS} }}{extra} }}\n"
     )
-}
-
-fn codes(verdict: &serde_json::Value) -> Vec<String> {
-    verdict["diagnoses"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no diagnoses in {verdict}"))
-        .iter()
-        .map(|d| d["code"].as_str().unwrap_or_default().to_owned())
-        .collect()
 }
 
 /// BIND truncates the big TXT set over UDP; the probe follows it over TCP within the round and

@@ -24,7 +24,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_hybridprobe");
 const MIN_CONFIG_BLOCKS: usize = 4;
 
 const CONFIG_KEYS: [&str; 3] = ["netns", "defaults", "probes"];
-const PROBE_KINDS: [&str; 8] = [
+const PROBE_KINDS: [&str; 10] = [
     "tcp",
     "icmp",
     "source_ip",
@@ -33,6 +33,8 @@ const PROBE_KINDS: [&str; 8] = [
     "path_mtu",
     "traceroute",
     "http",
+    "resolv_conf",
+    "conntrack",
 ];
 const FOREIGN_KEYS: [&str; 7] = [
     "apiVersion",

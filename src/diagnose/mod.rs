@@ -8,8 +8,12 @@
 //! 1. `config_reload_failed` and `host_netns_unavailable` are about the agent itself and are
 //!    always reported, and so is `blocked_target_reachable`, a segmentation breach. Checks with
 //!    `expect: blocked` are no evidence for any other diagnosis: their passing is silence.
-//! 2. `route_mismatch`: the local route is wrong. It explains `onprem_unreachable`,
-//!    `pod_path_blocked` and `onprem_dns_down`, which are then not reported.
+//! 2. `route_mismatch`: the local route is wrong; `route_overlap`: it leaves by a bridge or
+//!    the destination overlaps a cluster range. Each explains `onprem_unreachable`,
+//!    `pod_path_blocked` and `onprem_dns_down`, which are then not reported. Beside them, the
+//!    node-local causes read from files: `dns_loopback_stub` explains the pod's resolver
+//!    failing (`cluster_dns_forwarding`) when the pod's resolv.conf names it, and
+//!    `conntrack_exhausted` with a full table explains `onprem_unreachable`.
 //! 3. `onprem_unreachable`: no on-prem target answers from any namespace. Every other diagnosis
 //!    below is a symptom of that and is not reported.
 //!    Then `tunnel_lossy`: several checks across the tunnel lose a share of their packets.
@@ -76,6 +80,9 @@ pub enum Code {
     HostNetnsUnavailable,
     BlockedTargetReachable,
     RouteMismatch,
+    RouteOverlap,
+    DnsLoopbackStub,
+    ConntrackExhausted,
     OnpremUnreachable,
     TunnelLossy,
     PathSlower,
@@ -103,6 +110,9 @@ impl Code {
         Code::HostNetnsUnavailable,
         Code::BlockedTargetReachable,
         Code::RouteMismatch,
+        Code::RouteOverlap,
+        Code::DnsLoopbackStub,
+        Code::ConntrackExhausted,
         Code::OnpremUnreachable,
         Code::TunnelLossy,
         Code::PathSlower,
@@ -129,6 +139,9 @@ impl Code {
             Code::HostNetnsUnavailable => "host_netns_unavailable",
             Code::BlockedTargetReachable => "blocked_target_reachable",
             Code::RouteMismatch => "route_mismatch",
+            Code::RouteOverlap => "route_overlap",
+            Code::DnsLoopbackStub => "dns_loopback_stub",
+            Code::ConntrackExhausted => "conntrack_exhausted",
             Code::OnpremUnreachable => "onprem_unreachable",
             Code::TunnelLossy => "tunnel_lossy",
             Code::PathSlower => "path_slower",
@@ -171,6 +184,26 @@ impl Code {
                 "on-prem traffic takes the wrong route: compare `ip route get <target>` on the node \
                  with the expected gateway, then the route table (UDR) on the AKS subnet: a missing \
                  on-prem prefix, BGP route propagation disabled, or 0.0.0.0/0 to an appliance"
+            }
+            Code::RouteOverlap => {
+                "an on-prem range overlaps a range of the node or the cluster, which takes its \
+                 traffic: a bridge (docker0's 172.17.0.0/16: set the Docker daemon's bip, or \
+                 remove Docker), the kubenet pod CIDR on cbr0, or the Service CIDR; give the \
+                 cluster ranges (--pod-cidr, --service-cidr) that no on-prem network uses"
+            }
+            Code::DnsLoopbackStub => {
+                "a nameserver on 127.0.0.0/8 or ::1 answers only on the node that runs the stub \
+                 (systemd-resolved's 127.0.0.53): point the kubelet's resolvConf at \
+                 /run/systemd/resolve/resolv.conf (the real upstreams), then restart the \
+                 CoreDNS pods and the affected pods; CoreDNS's loop plugin stops a server that \
+                 forwards to itself"
+            }
+            Code::ConntrackExhausted => {
+                "the node's connection tracking loses flows: when full, raise \
+                 net.netfilter.nf_conntrack_max (and nf_conntrack_buckets) and find what fills \
+                 the table (`conntrack -S`, `conntrack -L`); insert_failed rising is the \
+                 SNAT/DNS insert race: NodeLocal DNSCache, `single-request-reopen` or DNS over \
+                 TCP, and SNAT with --random-fully"
             }
             Code::OnpremUnreachable => {
                 "the site-to-site VPN or ExpressRoute is down: check the connection status of the \
@@ -323,10 +356,19 @@ pub fn diagnose(
     let pairs: Vec<Pair> = checks.iter().flat_map(dns_pairs).collect();
 
     let route = route_mismatch(checks);
-    let routed = route.is_some();
+    let overlap = route_overlap(checks);
+    let routed = route.is_some() || overlap.is_some();
     let nothing_answers = !reach.is_empty() && reach.iter().all(|r| !r.answered);
     found.extend(route);
-    if nothing_answers && !routed {
+    found.extend(overlap);
+    let stub = dns_loopback_stub(checks);
+    let pod_stub = stub
+        .as_ref()
+        .is_some_and(|(netns, _)| netns.contains(&NetnsId::Pod));
+    found.extend(stub.map(|(_, diagnosis)| diagnosis));
+    let (conntrack, table_full) = conntrack_exhausted(checks);
+    found.extend(conntrack);
+    if nothing_answers && !routed && !table_full {
         found.push(onprem_unreachable(&reach));
     }
     if nothing_answers {
@@ -363,7 +405,7 @@ pub fn diagnose(
     found.extend(blocked);
     found.extend(dns_down);
     found.extend(dns_tcp_blocked(&pairs));
-    found.extend(cluster_dns_forwarding(&pairs));
+    found.extend(cluster_dns_forwarding(&pairs).filter(|_| !pod_stub));
     found.extend(onprem_dns_wrong_answer(&pairs));
     found.extend(cluster_dns_wrong_answer(&pairs));
     let blackhole = pmtu_blackhole(checks);
@@ -413,6 +455,7 @@ fn route_mismatch(checks: &[Observed]) -> Option<Diagnosis> {
             let wrong = match (&check.probe.kind, &failure.measurements) {
                 (ProbeKind::Route(_), _) => {
                     matches!(failure.reason, Reason::Mismatch | Reason::Unreachable)
+                        && !overlapping(check)
                 }
                 // A silent hop may have been the expected one (routers rate-limit time
                 // exceeded), so only a path that answered at every hop shows another way.
@@ -423,10 +466,83 @@ fn route_mismatch(checks: &[Observed]) -> Option<Diagnosis> {
                 }
                 _ => false,
             };
-            wrong.then(|| format!("{} ({}): {}", check.probe.name, check.netns, failure.detail))
+            wrong.then(|| failed_as(check, failure))
         })
         .collect();
     (!wrong.is_empty()).then(|| Code::RouteMismatch.with(wrong.join("; ")))
+}
+
+/// Route checks that fail because the route or the destination overlaps what must stay apart
+/// from it (`not_dev`, `not_overlapping`); `route_mismatch` leaves them to this.
+fn route_overlap(checks: &[Observed]) -> Option<Diagnosis> {
+    let found: Vec<String> = checks
+        .iter()
+        .filter(|check| overlapping(check))
+        .filter_map(|check| Some(failed_as(check, check.failure()?)))
+        .collect();
+    (!found.is_empty()).then(|| {
+        Code::RouteOverlap.with(format!(
+            "on-prem traffic overlaps a node or cluster range: {}",
+            found.join("; ")
+        ))
+    })
+}
+
+/// Whether a failing route check's route or destination overlaps a range it must not.
+fn overlapping(check: &Observed) -> bool {
+    match (&check.probe.kind, check.failure().map(|f| &f.measurements)) {
+        (ProbeKind::Route(spec), Some(Measurements::Route(report))) => report
+            .route
+            .as_ref()
+            .is_some_and(|route| !spec.overlaps(route).is_empty()),
+        _ => false,
+    }
+}
+
+/// `resolv_conf` checks that find a loopback nameserver, and the namespaces they run in: the
+/// pod's stub explains its own resolver failing where on-prem answers directly.
+fn dns_loopback_stub(checks: &[Observed]) -> Option<(Vec<NetnsId>, Diagnosis)> {
+    let found = failing_with(checks, &[Reason::LoopbackResolver]);
+    (!found.is_empty()).then(|| {
+        let netns = found.iter().map(|(netns, _)| *netns).collect();
+        let parts: Vec<String> = found.into_iter().map(|(_, part)| part).collect();
+        let diagnosis = Code::DnsLoopbackStub.with(format!(
+            "resolv.conf sends queries to a loopback stub: {}",
+            parts.join("; ")
+        ));
+        (netns, diagnosis)
+    })
+}
+
+/// `conntrack` checks finding the table full or losing flows, and whether a table is full: a
+/// full table drops every new flow, which explains no on-prem target answering.
+fn conntrack_exhausted(checks: &[Observed]) -> (Option<Diagnosis>, bool) {
+    let full = !failing_with(checks, &[Reason::ConntrackFull]).is_empty();
+    let found = failing_with(checks, &[Reason::ConntrackFull, Reason::ConntrackDrops]);
+    let parts: Vec<String> = found.into_iter().map(|(_, part)| part).collect();
+    let diagnosis = (!parts.is_empty()).then(|| {
+        Code::ConntrackExhausted.with(format!(
+            "connection tracking loses flows: {}",
+            parts.join("; ")
+        ))
+    });
+    (diagnosis, full)
+}
+
+/// Failing checks whose reason is one of `reasons`: their namespace, and how each failed.
+fn failing_with(checks: &[Observed], reasons: &[Reason]) -> Vec<(NetnsId, String)> {
+    checks
+        .iter()
+        .filter_map(|check| {
+            let failure = check.failure().filter(|f| reasons.contains(&f.reason))?;
+            Some((check.netns, failed_as(check, failure)))
+        })
+        .collect()
+}
+
+/// `probe (netns): detail`.
+fn failed_as(check: &Observed, failure: &Failure) -> String {
+    format!("{} ({}): {}", check.probe.name, check.netns, failure.detail)
 }
 
 fn onprem_unreachable(reach: &[Reach]) -> Diagnosis {

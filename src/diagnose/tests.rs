@@ -1091,9 +1091,160 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// Probes beside [`CONFIG`]'s for the node-local causes.
+const NODE_LOCAL: &str = r#"
+  - { name: resolv, resolv_conf: {} }
+  - { name: ct, netns: [host], conntrack: {} }
+  - name: bridge-route
+    netns: [host]
+    route: { destination: 198.19.0.0/16, via: 198.18.1.1, not_dev: [docker0, cbr0] }
+"#;
+
+/// The route into docker0 that a 198.19.0.0/16 bridge takes, against `bridge-route`.
+fn into_bridge() -> Failure {
+    let route = Route {
+        destination: "198.19.0.0/16".parse().unwrap(),
+        gateway: None,
+        dev: "docker0".into(),
+        src: Some(ip("198.19.0.1")),
+        dev_mtu: 1500,
+    };
+    Failure {
+        reason: Reason::Mismatch,
+        detail: format!("{route} (expected via 198.18.1.1, not dev docker0)"),
+        measurements: Measurements::Route(RouteReport { route: Some(route) }),
+        resolved: None,
+    }
+}
+
+fn node_local_cases() -> Vec<Case> {
+    let stub = || {
+        Failure::new(
+            Reason::LoopbackResolver,
+            "/etc/resolv.conf names the loopback nameserver 127.0.0.53 (1 of 1)",
+        )
+    };
+    let cluster_dns_fails = || {
+        dns(&[
+            ("system", UDP, Some(Reason::Timeout)),
+            ("system", TCP, Some(Reason::Timeout)),
+            (ONPREM_DNS, UDP, None),
+            (ONPREM_DNS, TCP, None),
+        ])
+    };
+    let full = || Failure::new(Reason::ConntrackFull, "conntrack 250000 of 262144 entries");
+    let dead_tunnel = || {
+        let mut failing = tunnel_down(Pod);
+        failing.extend(tunnel_down(Host));
+        failing
+    };
+    vec![
+        Case {
+            name: "a loopback stub in the pod explains its resolver failing",
+            extra: NODE_LOCAL,
+            failing: vec![
+                ("resolv", Pod, stub()),
+                ("corp-db", Pod, cluster_dns_fails()),
+            ],
+            want: vec![Code::DnsLoopbackStub],
+            summary: Some(
+                "resolv.conf sends queries to a loopback stub: resolv (pod): /etc/resolv.conf \
+                 names the loopback nameserver 127.0.0.53 (1 of 1)",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "the host's stub does not explain the cluster DNS",
+            extra: NODE_LOCAL,
+            failing: vec![
+                ("resolv", Host, stub()),
+                ("corp-db", Pod, cluster_dns_fails()),
+            ],
+            want: vec![Code::DnsLoopbackStub, Code::ClusterDnsForwarding],
+            ..Case::default()
+        },
+        Case {
+            name: "a full conntrack table explains nothing answering",
+            extra: NODE_LOCAL,
+            failing: {
+                let mut failing = dead_tunnel();
+                failing.push(("ct", Host, full()));
+                failing
+            },
+            want: vec![Code::ConntrackExhausted],
+            summary: Some(
+                "connection tracking loses flows: ct (host): conntrack 250000 of 262144 entries",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "conntrack drops do not explain a dead tunnel",
+            extra: NODE_LOCAL,
+            failing: {
+                let mut failing = dead_tunnel();
+                failing.push(("ct", Host, fail(Reason::ConntrackDrops)));
+                failing
+            },
+            want: vec![Code::ConntrackExhausted, Code::OnpremUnreachable],
+            ..Case::default()
+        },
+        Case {
+            name: "conntrack drops while the path answers",
+            extra: NODE_LOCAL,
+            failing: vec![("ct", Host, fail(Reason::ConntrackDrops))],
+            want: vec![Code::ConntrackExhausted],
+            ..Case::default()
+        },
+        Case {
+            name: "a route into a bridge is the overlap, not a wrong route or a dead tunnel",
+            extra: NODE_LOCAL,
+            failing: {
+                let mut failing = dead_tunnel();
+                failing.push(("bridge-route", Host, into_bridge()));
+                failing
+            },
+            want: vec![Code::RouteOverlap],
+            summary: Some(
+                "on-prem traffic overlaps a node or cluster range: bridge-route (host): 198.19.0.0/16 \
+                 dev docker0 src 198.19.0.1 (expected via 198.18.1.1, not dev docker0)",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "an overlap and a wrong route in other checks are each named",
+            extra: NODE_LOCAL,
+            failing: vec![
+                ("bridge-route", Host, into_bridge()),
+                ("route", Host, wrong_route()),
+            ],
+            want: vec![Code::RouteMismatch, Code::RouteOverlap],
+            ..Case::default()
+        },
+        Case {
+            name: "a local stub, a full table and a route overlap at once",
+            extra: NODE_LOCAL,
+            failing: vec![
+                ("resolv", Pod, stub()),
+                ("ct", Host, full()),
+                ("bridge-route", Host, into_bridge()),
+            ],
+            want: vec![
+                Code::RouteOverlap,
+                Code::DnsLoopbackStub,
+                Code::ConntrackExhausted,
+            ],
+            ..Case::default()
+        },
+    ]
+}
+
 #[test]
 fn each_result_set_yields_its_diagnoses_and_no_others() {
-    for case in cases().into_iter().chain(degraded::cases()) {
+    for case in cases()
+        .into_iter()
+        .chain(degraded::cases())
+        .chain(node_local_cases())
+    {
         let found = run(&case);
         let got: Vec<&str> = found.iter().map(|d| d.code).collect();
         let want: Vec<&str> = case.want.iter().map(|c| c.as_str()).collect();
@@ -1135,6 +1286,9 @@ fn codes_are_distinct_snake_case_and_each_has_a_hint() {
         (Code::BlockedTargetReachable, "segmentation"),
         (Code::TunnelLossy, "packet drops"),
         (Code::PathSlower, "backup VPN"),
+        (Code::RouteOverlap, "--service-cidr"),
+        (Code::DnsLoopbackStub, "resolvConf"),
+        (Code::ConntrackExhausted, "nf_conntrack_max"),
     ] {
         assert!(code.hint().contains(names), "{code}: {}", code.hint());
     }
@@ -1142,7 +1296,7 @@ fn codes_are_distinct_snake_case_and_each_has_a_hint() {
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), count);
-    assert_eq!(count, 22);
+    assert_eq!(count, 25);
 }
 
 /// Flap damping decides whether a check counts; its latest failure stays the evidence until it

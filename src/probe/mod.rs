@@ -14,12 +14,14 @@
 //!    test validates), a probe of the kind in `deploy/base/config.yaml` (`tests/deploy_e2e.rs`
 //!    checks every kind ships) and a lab test in `tests/`.
 
+pub mod conntrack;
 pub mod dns;
 pub mod expect;
 pub mod http;
 pub mod icmp;
 pub mod path_mtu;
 pub mod raw;
+pub mod resolv_conf;
 pub mod resolver;
 pub mod route;
 pub mod series;
@@ -300,6 +302,8 @@ probe_kinds! {
     path_mtu: PathMtu(path_mtu::PathMtuSpec),
     traceroute: Traceroute(traceroute::TracerouteSpec),
     http: Http(http::HttpSpec),
+    resolv_conf: ResolvConf(resolv_conf::ResolvConfSpec),
+    conntrack: Conntrack(conntrack::ConntrackSpec),
 }
 
 /// A probe round that passed.
@@ -431,6 +435,13 @@ pub enum Reason {
     /// The forward proxy answered with another failure (502, 503, 504: it could not reach the
     /// target), or with something that is not HTTP.
     ProxyError,
+    /// The namespace's resolv.conf sends queries to a loopback address (or names no server, so
+    /// glibc asks 127.0.0.1): a node-local stub that pods cannot reach.
+    LoopbackResolver,
+    /// The connection tracking table is filled beyond the configured share of its limit.
+    ConntrackFull,
+    /// Connection tracking failed to insert or dropped entries since the last round.
+    ConntrackDrops,
     Error,
 }
 
@@ -463,6 +474,9 @@ impl Reason {
         Reason::NotBlocked,
         Reason::ProxyRefused,
         Reason::ProxyError,
+        Reason::LoopbackResolver,
+        Reason::ConntrackFull,
+        Reason::ConntrackDrops,
         Reason::Error,
     ];
 
@@ -495,6 +509,9 @@ impl Reason {
             Reason::NotBlocked => "not_blocked",
             Reason::ProxyRefused => "proxy_refused",
             Reason::ProxyError => "proxy_error",
+            Reason::LoopbackResolver => "loopback_resolver",
+            Reason::ConntrackFull => "conntrack_full",
+            Reason::ConntrackDrops => "conntrack_drops",
             Reason::Error => "error",
         }
     }
@@ -531,6 +548,9 @@ impl Reason {
             | Reason::ResolveFailed
             | Reason::ProxyRefused
             | Reason::ProxyError
+            | Reason::LoopbackResolver
+            | Reason::ConntrackFull
+            | Reason::ConntrackDrops
             | Reason::Error => None,
         }
     }

@@ -35,6 +35,14 @@ pub struct RouteSpec {
     /// The preferred source address the route must have.
     #[serde(default, deserialize_with = "some_ip")]
     pub src: Option<IpAddr>,
+    /// Interfaces the route must not leave by: the node's bridges (`docker0`, `cbr0`, `cni0`),
+    /// whose ranges capture an on-prem prefix they overlap.
+    #[serde(default)]
+    pub not_dev: Vec<String>,
+    /// Ranges the destination must not overlap: the cluster's Service and pod CIDRs, whose
+    /// traffic kube-proxy or the CNI takes before any route is consulted.
+    #[serde(default, deserialize_with = "cidrs")]
+    pub not_overlapping: Vec<IpNet>,
 }
 
 /// What the kernel answered for one destination.
@@ -89,6 +97,18 @@ pub fn ip_or_cidr<'de, D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
 
 pub fn some_ip_or_cidr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpNet>, D::Error> {
     ip_or_cidr(d).map(Some)
+}
+
+fn cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    let texts = Vec::<String>::deserialize(d)?;
+    texts
+        .iter()
+        .map(|text| {
+            parse_ip_or_cidr(text).ok_or_else(|| {
+                de::Error::custom(format!("{text:?} is not a valid address or prefix"))
+            })
+        })
+        .collect()
 }
 
 fn some_ip<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
@@ -189,7 +209,23 @@ impl RouteSpec {
                 wrong.push(format!("src {src}"));
             }
         }
+        wrong.extend(self.overlaps(route));
         wrong
+    }
+
+    /// How the route or the destination overlaps what must stay apart from it: `not dev
+    /// docker0`, `not overlapping 10.0.0.0/16`.
+    pub fn overlaps(&self, route: &Route) -> Vec<String> {
+        let mut found = Vec::new();
+        if self.not_dev.contains(&route.dev) {
+            found.push(format!("not dev {}", route.dev));
+        }
+        for range in &self.not_overlapping {
+            if range.contains(&self.destination) || self.destination.contains(range) {
+                found.push(format!("not overlapping {range}"));
+            }
+        }
+        found
     }
 }
 
@@ -371,6 +407,41 @@ mod tests {
             ..route()
         };
         assert_eq!(right.mismatches(&on_link), vec!["via 198.18.1.1"]);
+    }
+
+    #[test]
+    fn a_route_into_a_bridge_or_an_overlapping_range_is_named() {
+        let bridge = Route {
+            gateway: None,
+            dev: "docker0".into(),
+            ..route()
+        };
+        let guarded = spec(
+            "{destination: 198.19.0.0/16, not_dev: [cbr0, docker0], \
+             not_overlapping: [198.19.128.0/17, 10.0.0.0/16]}",
+        )
+        .unwrap();
+        assert_eq!(
+            guarded.overlaps(&bridge),
+            vec!["not dev docker0", "not overlapping 198.19.128.0/17"]
+        );
+        assert_eq!(
+            guarded.overlaps(&route()),
+            vec!["not overlapping 198.19.128.0/17"]
+        );
+        let wider = spec("{destination: 198.19.10.1, not_overlapping: [198.16.0.0/12]}").unwrap();
+        assert_eq!(
+            wider.overlaps(&route()),
+            vec!["not overlapping 198.16.0.0/12"]
+        );
+        let apart = spec(
+            "{destination: 198.19.0.0/16, not_dev: [docker0], not_overlapping: [10.0.0.0/16]}",
+        )
+        .unwrap();
+        assert!(apart.mismatches(&route()).is_empty());
+        assert!(spec("{destination: 198.19.0.0/16, not_overlapping: [svc]}")
+            .unwrap_err()
+            .contains(r#""svc" is not a valid address or prefix"#));
     }
 
     #[test]

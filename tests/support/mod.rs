@@ -107,6 +107,16 @@ pub fn check<'j>(
         .unwrap_or_else(|| panic!("no check {probe}/{netns} in {verdict}"))
 }
 
+/// The diagnosis codes of a /healthz or `check` JSON verdict, in order.
+pub fn codes(verdict: &serde_json::Value) -> Vec<String> {
+    verdict["diagnoses"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no diagnoses in {verdict}"))
+        .iter()
+        .map(|d| d["code"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
 /// Which resolv.conf each namespace of a lab config reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resolv {

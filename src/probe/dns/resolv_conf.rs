@@ -48,7 +48,7 @@ impl ResolvConf {
         conf
     }
 
-    pub(super) async fn read(path: &Path) -> Result<ResolvConf, String> {
+    pub async fn read(path: &Path) -> Result<ResolvConf, String> {
         tokio::fs::read_to_string(path)
             .await
             .map(|text| ResolvConf::parse(&text))
