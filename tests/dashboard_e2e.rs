@@ -1,5 +1,6 @@
-//! The dashboard and the alert rules against live data: the base DaemonSet runs in the lab's pod
-//! namespace with its own config (every probe kind, against the lab's servers), a real Prometheus
+//! The dashboard and the alert rules against live data: the azure-cni overlay's DaemonSet (the
+//! base's, with the prometheus-operator component) runs in the lab's pod namespace with its own
+//! config (every probe kind, against the lab's servers), a real Prometheus
 //! in the node namespace scrapes it with the PodMonitor's own relabelings and loads the
 //! PrometheusRule's own rules, and after the tunnel has failed, recovered and failed again every
 //! panel query of dashboards/hybridprobe.json must be valid and return data.
@@ -148,7 +149,7 @@ fn every_panel_and_rule_evaluates_against_a_live_agent() {
     let Some(lab) = Lab::new("dashboard") else {
         return;
     };
-    let Some(manifests) = Manifests::render("deploy/base") else {
+    let Some(manifests) = Manifests::render("deploy/overlays/azure-cni") else {
         return;
     };
     let Some(_targets) = ConfigTargets::start(&lab, "dashboard", false) else {
