@@ -1,0 +1,141 @@
+//! `hybridprobe node-condition` as node-problem-detector runs it: the shipped plugin monitor
+//! config's command and arguments, the agent's URL from the environment, from another network
+//! namespace than the agent's (the lab's node), against a real agent: down, green, and red
+//! with a dead tunnel.
+
+mod deploy;
+mod lab;
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use deploy::Manifests;
+use lab::{Host, Lab, ONPREM_IP, POD_IP};
+use serde_json::Value;
+use support::{codes, pod_and_host_config, Agent, Resolv, BIN, PORT};
+
+/// NPD's default `max_output_length`, which the shipped config keeps.
+const NPD_MAX_OUTPUT: usize = 80;
+
+/// The exit code and the output of one run, as NPD's plugin runner would see them.
+struct Answer {
+    code: Option<i32>,
+    stdout: String,
+}
+
+/// Runs the plugin the way the shipped monitor config says, in the lab's node namespace, with
+/// the environment NPD's DaemonSet patch gives it.
+fn run_plugin(lab: &Lab, monitor: &Value) -> Answer {
+    let rule = &monitor["rules"][0];
+    let args: Vec<&str> = rule["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("a string argument"))
+        .collect();
+    let script = format!(
+        "HYBRIDPROBE_AGENT_URL=http://{POD_IP}:{PORT} exec {BIN} {}",
+        args.join(" ")
+    );
+    let out = lab.sh(Host::Node, &script);
+    Answer {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+    }
+}
+
+fn assert_npd_message(answer: &Answer) {
+    let line = answer.stdout.trim_end_matches('\n');
+    assert!(!line.contains('\n'), "one line: {:?}", answer.stdout);
+    assert!(line.len() <= NPD_MAX_OUTPUT, "{} bytes: {line}", line.len());
+}
+
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn node_condition_answers_npd_from_a_live_agent() {
+    let Some(lab) = Lab::new("npd-plugin") else {
+        return;
+    };
+    let monitor: Value = serde_json::from_str(
+        &std::fs::read_to_string(deploy::repo_path(
+            "deploy/components/node-problem-detector/hybridprobe-monitor.json",
+        ))
+        .unwrap(),
+    )
+    .expect("the plugin monitor config is JSON");
+    let rule = &monitor["rules"][0];
+    assert_eq!(rule["condition"], "HybridConnectivityProblem");
+    assert_eq!(monitor["pluginConfig"]["max_output_length"], NPD_MAX_OUTPUT);
+    assert!(
+        deploy::str_of(&rule["path"]).ends_with("/hybridprobe"),
+        "{rule}"
+    );
+    // The DaemonSet patch hands the plugin the agent's URL; it must be where the node-local
+    // Service answers.
+    let patch = Manifests::file("deploy/components/node-problem-detector/npd-daemonset-patch.yaml");
+    let env = &patch.one("DaemonSet")["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array().is_some_and(
+            |env| env.iter().any(|e| e["name"] == "HYBRIDPROBE_AGENT_URL"
+                && deploy::str_of(&e["value"]).ends_with(&format!(":{PORT}")))
+        ),
+        "{env}"
+    );
+
+    // No agent yet: NPD must hear "unknown", never "OK".
+    let down = run_plugin(&lab, &monitor);
+    assert_eq!(down.code, Some(2), "{}", down.stdout);
+    assert!(
+        down.stdout
+            .starts_with(&format!("unknown: http://{POD_IP}:{PORT}: connect: ")),
+        "{}",
+        down.stdout
+    );
+    assert_npd_message(&down);
+
+    lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, 389)));
+    let config = pod_and_host_config(
+        &lab,
+        Resolv::Own,
+        "{ interval: 1s, timeout: 800ms }",
+        &format!(
+            "  - name: dc1-ldap\n    tcp: {{ target: \"{ONPREM_IP}:389\" }}\n  \
+             - name: dc1-ping\n    icmp: {{ target: {ONPREM_IP}, count: 2 }}\n"
+        ),
+    );
+    let agent = Agent::start(&lab, &config);
+    agent.wait_ready();
+    lab.wait_until("every check green", Duration::from_secs(15), || {
+        agent.healthz().0 == 200
+    });
+    let green = run_plugin(&lab, &monitor);
+    assert_eq!(green.code, Some(0), "{}", green.stdout);
+    assert_eq!(green.stdout, "ok: all 4 checks pass\n");
+
+    // A dead tunnel: the agent diagnoses it, and the plugin names the code first.
+    lab.tunnel_drop(true);
+    lab.wait_until(
+        "onprem_unreachable diagnosed",
+        Duration::from_secs(20),
+        || {
+            let (_, verdict) = agent.healthz_json();
+            codes(&verdict).first().map(String::as_str) == Some("onprem_unreachable")
+        },
+    );
+    let red = run_plugin(&lab, &monitor);
+    assert_eq!(red.code, Some(1), "{}", red.stdout);
+    assert!(
+        red.stdout
+            .starts_with("onprem_unreachable: no on-prem target answers from pod and host"),
+        "{}",
+        red.stdout
+    );
+    assert_npd_message(&red);
+
+    // The agent gone again: unknown, not the last answer.
+    lab.stop(agent.handle);
+    let gone = run_plugin(&lab, &monitor);
+    assert_eq!(gone.code, Some(2), "{}", gone.stdout);
+    assert_npd_message(&gone);
+}
