@@ -1,9 +1,10 @@
 //! The dashboard and the alert rules against live data: the azure-cni overlay's DaemonSet (the
 //! base's, with the prometheus-operator component) runs in the lab's pod namespace with its own
-//! config (every probe kind, against the lab's servers), a real Prometheus
-//! in the node namespace scrapes it with the PodMonitor's own relabelings and loads the
-//! PrometheusRule's own rules, and after the tunnel has failed, recovered and failed again every
-//! panel query of dashboards/hybridprobe.json must be valid and return data.
+//! config (every probe kind, against the lab's servers), a real Prometheus in the node namespace
+//! scrapes it with the PodMonitor's own relabelings and loads the PrometheusRule's own rules, and
+//! after the tunnel has failed, recovered and failed again every panel query of
+//! dashboards/hybridprobe.json, with its variables set from their own queries, must be valid and
+//! return data.
 
 mod deploy;
 mod lab;
@@ -26,6 +27,10 @@ const RANGE_SECONDS: u64 = 300;
 /// plain HTTP, so no certificate is ever presented in this lab run (tests/http_e2e.rs checks
 /// the expiry series against nginx's HTTPS vhosts).
 const MAY_BE_EMPTY: &[&str] = &["TLS certificate time left"];
+/// The rendering whose DaemonSet, PodMonitor and PrometheusRule run here.
+const OVERLAY: &str = "deploy/overlays/azure-cni";
+/// The `cluster` label a multi-cluster store (Thanos, Mimir, Azure Monitor) puts on every series.
+const LAB_CLUSTER: &str = "lab-cluster";
 /// A Prometheus in the lab's node namespace, queried from inside it.
 struct Prometheus<'a> {
     lab: &'a Lab,
@@ -123,21 +128,34 @@ fn scrape_config(manifests: &Manifests, port: u16) -> Value {
         "metrics_path": endpoint["path"],
         "static_configs": [{
             "targets": [format!("{POD_IP}:{port}")],
-            "labels": {"__meta_kubernetes_pod_node_name": LAB_NODE_NAME},
+            "labels": {"__meta_kubernetes_pod_node_name": LAB_NODE_NAME, "cluster": LAB_CLUSTER},
         }],
         "relabel_configs": snake_keys(&endpoint["relabelings"]),
     })
 }
 
-/// Substitutes the dashboard's variables as Grafana would; panics on any left over.
-fn substitute(expr: &str, node_regex: &str) -> String {
-    let out = expr
-        .replace("${node}", node_regex)
-        .replace("$node", node_regex)
+/// Substitutes the dashboard's variables as Grafana would (each value a regex of the selected
+/// values); panics on any left over.
+fn substitute(expr: &str, values: &[(String, String)]) -> String {
+    let mut out = expr
         .replace("$__rate_interval", RATE_INTERVAL)
         .replace("$__range", RANGE);
+    for (name, regex) in values {
+        out = out
+            .replace(&format!("${{{name}}}"), regex)
+            .replace(&format!("${name}"), regex);
+    }
     assert!(!out.contains('$'), "unknown variable in {expr}");
     out
+}
+
+/// `label_values(SELECTOR, LABEL)`, a query variable's query, split.
+fn label_values(query: &str) -> (&str, &str) {
+    query
+        .strip_prefix("label_values(")
+        .and_then(|q| q.strip_suffix(')'))
+        .and_then(|q| q.rsplit_once(", "))
+        .unwrap_or_else(|| panic!("unexpected variable query {query}"))
 }
 
 #[test]
@@ -149,7 +167,7 @@ fn every_panel_and_rule_evaluates_against_a_live_agent() {
     let Some(lab) = Lab::new("dashboard") else {
         return;
     };
-    let Some(manifests) = Manifests::render("deploy/overlays/azure-cni") else {
+    let Some(manifests) = Manifests::render(OVERLAY) else {
         return;
     };
     let Some(_targets) = ConfigTargets::start(&lab, "dashboard", false) else {
@@ -272,24 +290,40 @@ fn every_panel_and_rule_evaluates_against_a_live_agent() {
     };
     assert_eq!(variable("datasource")["type"], "datasource");
     assert_eq!(variable("datasource")["query"], "prometheus");
-    let node_query = str_of(&variable("node")["query"]["query"]);
-    let selector = node_query
-        .strip_prefix("label_values(")
-        .and_then(|q| q.strip_suffix(", node)"))
-        .unwrap_or_else(|| panic!("unexpected node variable query {node_query}"));
-    let nodes = prom.api("label/node/values", &[("match[]", selector)]);
-    let nodes: Vec<&str> = nodes["data"]
-        .as_array()
-        .expect("node values")
-        .iter()
-        .map(str_of)
-        .collect();
+    // Each query variable's values from its own query, the ones before it substituted, as
+    // Grafana fills them in; every value is selected.
+    let mut values: Vec<(String, String)> = Vec::new();
+    let mut listed = |name: &str| -> Vec<String> {
+        let (selector, label) = label_values(str_of(&variable(name)["query"]["query"]));
+        assert_eq!(label, name, "${name} lists its own label");
+        let selector = substitute(selector, &values);
+        let answer = prom.api(&format!("label/{label}/values"), &[("match[]", &selector)]);
+        let found: Vec<String> = answer["data"]
+            .as_array()
+            .unwrap_or_else(|| panic!("${name}: {answer}"))
+            .iter()
+            .map(|v| str_of(v).to_owned())
+            .collect();
+        values.push((name.to_owned(), found.join("|")));
+        found
+    };
     assert_eq!(
-        nodes,
-        [LAB_NODE_NAME],
-        "the node variable lists the lab's node"
+        listed("job"),
+        ["hybridprobe"],
+        "the job the PodMonitor sets"
     );
-    let node_regex = nodes.join("|");
+    assert_eq!(listed("cluster"), [LAB_CLUSTER]);
+    assert_eq!(listed("node"), [LAB_NODE_NAME]);
+    assert_eq!(listed("netns"), ["host", "pod"]);
+    let config = manifests.config_map_file("hybridprobe-config", "config.yaml");
+    let probes = listed("probe");
+    assert!(probes.len() >= 10, "{probes:?}");
+    for probe in &probes {
+        assert!(config.contains(&format!("name: {probe}")), "{probe}");
+    }
+    for name in ["job", "cluster", "node", "netns", "probe"] {
+        assert_eq!(variable(name)["type"], "query", "${name}");
+    }
 
     let mut queries = Vec::new();
     for panel in dashboard["panels"].as_array().expect("panels") {
@@ -305,7 +339,13 @@ fn every_panel_and_rule_evaluates_against_a_live_agent() {
         let targets = targets.unwrap_or_else(|| panic!("{title}: no queries"));
         for target in targets {
             assert_eq!(target["datasource"]["uid"], "${datasource}", "{title}");
-            let expr = substitute(str_of(&target["expr"]), &node_regex);
+            let expr = substitute(str_of(&target["expr"]), &values);
+            for name in ["job", "cluster", "node"] {
+                assert!(
+                    expr.contains(&format!("{name}=~")),
+                    "{title}: every selector filters by ${name}: {expr}"
+                );
+            }
             queries.push((title, expr, target["instant"] == true));
         }
     }
