@@ -1,7 +1,8 @@
-//! The dashboard and the alert rules against live data: the azure-cni overlay's DaemonSet (the
-//! base's, with the prometheus-operator component) runs in the lab's pod namespace with its own
-//! config (every probe kind, against the lab's servers), a real Prometheus in the node namespace
-//! scrapes it with the PodMonitor's own relabelings and loads the PrometheusRule's own rules, and
+//! The dashboard, the alert rules and the metrics text against live data: the azure-cni
+//! overlay's DaemonSet (the base's, with the prometheus-operator component) runs in the lab's
+//! pod namespace with its own config (every probe kind, against the lab's servers), a real
+//! Prometheus in the node namespace scrapes it with the PodMonitor's own relabelings and loads
+//! the PrometheusRule's own rules, `promtool check metrics` reads what the agent serves, and
 //! after the tunnel has failed, recovered and failed again every panel query of
 //! dashboards/hybridprobe.json, with its variables set from their own queries, must be valid and
 //! return data.
@@ -158,10 +159,37 @@ fn label_values(query: &str) -> (&str, &str) {
         .unwrap_or_else(|| panic!("unexpected variable query {query}"))
 }
 
+/// `promtool check metrics` on the text the agent serves: any finding fails (promtool exits
+/// non-zero on lint problems as on parse errors).
+fn promtool_check_metrics(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("writing to promtool");
+    let out = child.wait_with_output().expect("promtool finishes");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics found problems in /metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 #[ignore = "needs the network lab (root); .ci/run runs it"]
 fn every_panel_and_rule_evaluates_against_a_live_agent() {
-    if !support_tool("prometheus") {
+    if !support_tool("prometheus") || !support_tool("promtool") {
         return;
     }
     let Some(lab) = Lab::new("dashboard") else {
@@ -225,6 +253,12 @@ fn every_panel_and_rule_evaluates_against_a_live_agent() {
             r#"min(sum by (probe, netns) (hybridprobe_probe_runs_total{job="hybridprobe", result="success"})) >= 2"#,
         )
     });
+
+    // The metrics text itself, as the agent serves it with every probe kind configured.
+    let (code, metrics) =
+        lab.http_get(Host::Pod, &format!("http://{POD_IP}:{port}/metrics"), false);
+    assert_eq!(code, 200, "{metrics}");
+    promtool_check_metrics(&metrics);
 
     // Every rule evaluates without error against live series, and a healthy lab fires nothing.
     lab.wait_until("every rule evaluated", Duration::from_secs(10), || {
