@@ -105,35 +105,43 @@ pub async fn ask(url: &AgentUrl, timeout: Duration) -> Condition {
     let deadline = Instant::now() + timeout;
     match fetch(url, deadline).await {
         Ok(health) => judge(&health),
-        Err(why) => {
-            let why = if why.is_empty() {
-                format!("no answer within {}", humantime::format_duration(timeout))
-            } else {
-                why
-            };
+        Err(NoVerdict::Late) => Condition::new(
+            Status::Unknown,
+            &format!(
+                "unknown: {url}: no answer within {}",
+                humantime::format_duration(timeout)
+            ),
+        ),
+        Err(NoVerdict::Failed(why)) => {
             Condition::new(Status::Unknown, &format!("unknown: {url}: {why}"))
         }
     }
 }
 
-/// The verdict, or why there is none; an empty reason is the deadline.
-async fn fetch(url: &AgentUrl, deadline: Instant) -> Result<Health, String> {
+/// Why there is no verdict to judge.
+enum NoVerdict {
+    /// The deadline passed first, wherever in the exchange.
+    Late,
+    /// Anything else, for people.
+    Failed(String),
+}
+
+async fn fetch(url: &AgentUrl, deadline: Instant) -> Result<Health, NoVerdict> {
     let target = &url.0;
-    let addrs: Vec<SocketAddr> = match timeout_at(
-        deadline,
-        tokio::net::lookup_host((target.host.as_str(), target.port)),
-    )
-    .await
-    {
-        Err(_) => return Err(String::new()),
-        Ok(Err(e)) => return Err(format!("cannot resolve {}: {e}", target.host)),
+    let lookup = tokio::net::lookup_host((target.host.as_str(), target.port));
+    let addrs: Vec<SocketAddr> = match timeout_at(deadline, lookup).await {
+        Err(_) => return Err(NoVerdict::Late),
+        Ok(Err(e)) => {
+            let why = format!("cannot resolve {}: {e}", target.host);
+            return Err(NoVerdict::Failed(why));
+        }
         Ok(Ok(addrs)) => addrs.collect(),
     };
     let mut why = format!("{} resolves to no address", target.host);
     // A name may have several addresses (v4 and v6): the first that connects is asked.
     for addr in addrs {
         let stream = match timeout_at(deadline, TcpStream::connect(addr)).await {
-            Err(_) => return Err(String::new()),
+            Err(_) => return Err(NoVerdict::Late),
             Ok(Err(e)) => {
                 why = format!("connect: {e}");
                 continue;
@@ -141,11 +149,12 @@ async fn fetch(url: &AgentUrl, deadline: Instant) -> Result<Health, String> {
             Ok(Ok(stream)) => stream,
         };
         return match smoke::ask_over(stream, &target.to_string(), deadline).await {
-            Err(AskError::Http(HttpError::Timeout)) => Err(String::new()),
-            answer => answer.map_err(|e| e.to_string()),
+            Ok(health) => Ok(health),
+            Err(AskError::Http(HttpError::Timeout)) => Err(NoVerdict::Late),
+            Err(e) => Err(NoVerdict::Failed(e.to_string())),
         };
     }
-    Err(why)
+    Err(NoVerdict::Failed(why))
 }
 
 /// The verdict as NPD's answer: green is OK, red a problem named by its first diagnosis (the

@@ -1,7 +1,7 @@
 //! `hybridprobe node-condition` as node-problem-detector runs it: the shipped plugin monitor
 //! config's command and arguments, the agent's URL from the environment, from another network
-//! namespace than the agent's (the lab's node), against a real agent: down, green, and red
-//! with a dead tunnel.
+//! namespace than the agent's (the lab's node), against a real agent: down, green, red with a
+//! dead tunnel, and silent.
 
 mod deploy;
 mod lab;
@@ -71,6 +71,10 @@ fn node_condition_answers_npd_from_a_live_agent() {
         deploy::str_of(&rule["path"]).ends_with("/hybridprobe"),
         "{rule}"
     );
+    // NPD kills a plugin at the rule's timeout and reports that as unknown without a message:
+    // the plugin's own (5 s by default) must end first, saying why.
+    let rule_timeout = humantime::parse_duration(deploy::str_of(&rule["timeout"])).unwrap();
+    assert!(rule_timeout > Duration::from_secs(5), "{rule}");
     // The DaemonSet patch hands the plugin the agent's URL; it must be where the node-local
     // Service answers.
     let patch = Manifests::file("deploy/components/node-problem-detector/npd-daemonset-patch.yaml");
@@ -132,6 +136,17 @@ fn node_condition_answers_npd_from_a_live_agent() {
         red.stdout
     );
     assert_npd_message(&red);
+
+    // An agent that does not answer (its port silently dropped): unknown once the plugin's own
+    // timeout passes, well before NPD's rule timeout would kill it.
+    lab.pod_input_drop(PORT, true);
+    let silent = run_plugin(&lab, &monitor);
+    assert_eq!(silent.code, Some(2), "{}", silent.stdout);
+    assert_eq!(
+        silent.stdout,
+        format!("unknown: http://{POD_IP}:{PORT}: no answer within 5s\n")
+    );
+    lab.pod_input_drop(PORT, false);
 
     // The agent gone again: unknown, not the last answer.
     lab.stop(agent.handle);
