@@ -190,7 +190,7 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }),
         Command::NodeCondition(args) => node_condition(&args).unwrap_or_else(|e| {
-            // Exit 2, which NPD reads as "unknown": no verdict was asked for.
+            // Exit 2, which NPD reads as "unknown": nothing was installed or asked.
             println!("unknown: {e:#}");
             ExitCode::from(node_condition::Status::Unknown.exit_code())
         }),

@@ -1,5 +1,6 @@
-//! `hybridprobe node-condition` as node-problem-detector runs it: the shipped plugin monitor
-//! config's command and arguments, the agent's URL from the environment, from another network
+//! `hybridprobe node-condition` as node-problem-detector runs it: installed by the init
+//! container's own command from NPD's DaemonSet patch, run with the shipped plugin monitor
+//! config's path and arguments, the agent's URL from the environment, from another network
 //! namespace than the agent's (the lab's node), against a real agent: down, green, red with a
 //! dead tunnel, and silent.
 
@@ -25,8 +26,8 @@ struct Answer {
 }
 
 /// Runs the plugin the way the shipped monitor config says, in the lab's node namespace, with
-/// the environment NPD's DaemonSet patch gives it.
-fn run_plugin(lab: &Lab, monitor: &Value) -> Answer {
+/// the environment NPD's DaemonSet patch gives it; `plugin` is where the config's path lies here.
+fn run_plugin(lab: &Lab, monitor: &Value, plugin: &str) -> Answer {
     let rule = &monitor["rules"][0];
     let args: Vec<&str> = rule["args"]
         .as_array()
@@ -35,7 +36,7 @@ fn run_plugin(lab: &Lab, monitor: &Value) -> Answer {
         .map(|a| a.as_str().expect("a string argument"))
         .collect();
     let script = format!(
-        "HYBRIDPROBE_AGENT_URL=http://{POD_IP}:{PORT} exec {BIN} {}",
+        "HYBRIDPROBE_AGENT_URL=http://{POD_IP}:{PORT} exec {plugin} {}",
         args.join(" ")
     );
     let out = lab.sh(Host::Node, &script);
@@ -87,8 +88,42 @@ fn node_condition_answers_npd_from_a_live_agent() {
         "{env}"
     );
 
+    // The init container's own command puts the binary where the config runs it from: the
+    // shared volume's mount path, here a folder of the lab's.
+    let spec = &patch.one("DaemonSet")["spec"]["template"]["spec"];
+    let init = &spec["initContainers"][0];
+    let mount = deploy::str_of(&init["volumeMounts"][0]["mountPath"]);
+    let volume = lab.tmpdir().join("npd-plugin-volume");
+    std::fs::create_dir_all(&volume).unwrap();
+    let here = |path: &str| {
+        let rest = path
+            .strip_prefix(mount)
+            .unwrap_or_else(|| panic!("{path} is not on the volume at {mount}"));
+        format!("{}{rest}", volume.display())
+    };
+    let mut install: Vec<String> = vec![BIN.to_owned()];
+    for arg in init["args"].as_array().expect("args") {
+        let arg = deploy::str_of(arg);
+        install.push(if arg.starts_with(mount) {
+            here(arg)
+        } else {
+            arg.to_owned()
+        });
+    }
+    let out = lab.exec(
+        Host::Node,
+        &install[0],
+        &install[1..].iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let plugin = here(deploy::str_of(&rule["path"]));
+    assert!(
+        std::path::Path::new(&plugin).is_file(),
+        "{plugin} not installed"
+    );
+
     // No agent yet: NPD must hear "unknown", never "OK".
-    let down = run_plugin(&lab, &monitor);
+    let down = run_plugin(&lab, &monitor, &plugin);
     assert_eq!(down.code, Some(2), "{}", down.stdout);
     assert!(
         down.stdout
@@ -113,7 +148,7 @@ fn node_condition_answers_npd_from_a_live_agent() {
     lab.wait_until("every check green", Duration::from_secs(15), || {
         agent.healthz().0 == 200
     });
-    let green = run_plugin(&lab, &monitor);
+    let green = run_plugin(&lab, &monitor, &plugin);
     assert_eq!(green.code, Some(0), "{}", green.stdout);
     assert_eq!(green.stdout, "ok: all 4 checks pass\n");
 
@@ -127,7 +162,7 @@ fn node_condition_answers_npd_from_a_live_agent() {
             codes(&verdict).first().map(String::as_str) == Some("onprem_unreachable")
         },
     );
-    let red = run_plugin(&lab, &monitor);
+    let red = run_plugin(&lab, &monitor, &plugin);
     assert_eq!(red.code, Some(1), "{}", red.stdout);
     assert!(
         red.stdout
@@ -140,7 +175,7 @@ fn node_condition_answers_npd_from_a_live_agent() {
     // An agent that does not answer (its port silently dropped): unknown once the plugin's own
     // timeout passes, well before NPD's rule timeout would kill it.
     lab.pod_input_drop(PORT, true);
-    let silent = run_plugin(&lab, &monitor);
+    let silent = run_plugin(&lab, &monitor, &plugin);
     assert_eq!(silent.code, Some(2), "{}", silent.stdout);
     assert_eq!(
         silent.stdout,
@@ -150,7 +185,7 @@ fn node_condition_answers_npd_from_a_live_agent() {
 
     // The agent gone again: unknown, not the last answer.
     lab.stop(agent.handle);
-    let gone = run_plugin(&lab, &monitor);
+    let gone = run_plugin(&lab, &monitor, &plugin);
     assert_eq!(gone.code, Some(2), "{}", gone.stdout);
     assert_npd_message(&gone);
 }
