@@ -451,6 +451,13 @@ fn overlays_compose_the_monitoring_components() {
             shipped,
             "{dir}: the sidecar's dashboard is dashboards/hybridprobe.json"
         );
+        // Client-side `kubectl apply` copies the object into an annotation, which the API
+        // server caps at 256 KiB.
+        let size = serde_json::to_string(dashboard).unwrap().len();
+        assert!(
+            size < 256 * 1024,
+            "{dir}: the dashboard ConfigMap is {size} bytes"
+        );
     }
 }
 
