@@ -13,6 +13,7 @@ pub mod http;
 pub mod metrics;
 pub mod net;
 pub mod netns;
+pub mod node_condition;
 pub mod probe;
 pub mod reflect;
 pub mod results;

@@ -1,4 +1,4 @@
-//! The `hybridprobe` command line: agent, check, validate, smoke and reflect.
+//! The `hybridprobe` command line: agent, check, validate, smoke, node-condition and reflect.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,6 +12,7 @@ use hybridprobe::config::{Config, ConfigError, DEFAULT_HOST_NETNS, DEFAULT_HOST_
 use hybridprobe::diagnose::table::{self, ColorChoice, Style};
 use hybridprobe::diagnose::verdict::Status;
 use hybridprobe::http;
+use hybridprobe::node_condition::{self, AgentUrl};
 use hybridprobe::reflect;
 use hybridprobe::smoke::AgentsTarget;
 
@@ -48,6 +49,10 @@ enum Command {
     /// Ask every agent behind a name (a headless Service) for its verdict; print one line per
     /// agent; exit 1 if any is red or unreachable, or fewer than --expect-nodes answer.
     Smoke(SmokeArgs),
+    /// node-problem-detector's custom plugin: ask this node's agent for its verdict; print the
+    /// first diagnosis code and its summary (at most 80 bytes); exit 0 if green, 1 if red, 2 if
+    /// the agent cannot be asked or is starting.
+    NodeCondition(NodeConditionArgs),
 }
 
 #[derive(Args)]
@@ -134,6 +139,26 @@ struct SmokeArgs {
     timeout: Duration,
 }
 
+#[derive(Args)]
+struct NodeConditionArgs {
+    /// The agent on this node, http://HOST:PORT. From NPD's pod, the node-local Service of
+    /// deploy/components/node-problem-detector; inside the agent's own pod, the default.
+    #[arg(
+        long,
+        env = "HYBRIDPROBE_AGENT_URL",
+        default_value = "http://127.0.0.1:9739"
+    )]
+    agent: AgentUrl,
+    /// How long the agent gets to answer, connection included; keep it below the NPD rule's
+    /// timeout.
+    #[arg(long, env = "HYBRIDPROBE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Copy this binary to PATH (executable) and exit, for an init container that hands it to
+    /// NPD's container through a shared volume.
+    #[arg(long, value_name = "PATH")]
+    install: Option<PathBuf>,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Table,
@@ -163,6 +188,11 @@ fn main() -> ExitCode {
         Command::Smoke(args) => smoke(&args).unwrap_or_else(|e| {
             eprintln!("smoke FAIL: {e:#}");
             ExitCode::FAILURE
+        }),
+        Command::NodeCondition(args) => node_condition(&args).unwrap_or_else(|e| {
+            // Exit 2, which NPD reads as "unknown": nothing was installed or asked.
+            println!("unknown: {e:#}");
+            ExitCode::from(node_condition::Status::Unknown.exit_code())
         }),
         Command::Reflect(args) => reflect(args).unwrap_or_else(|e| {
             eprintln!("error: {e:#}");
@@ -195,6 +225,17 @@ fn smoke(args: &SmokeArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn node_condition(args: &NodeConditionArgs) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &args.install {
+        node_condition::install(path)?;
+        println!("installed {}", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let condition = runtime()?.block_on(node_condition::ask(&args.agent, args.timeout));
+    println!("{}", condition.message);
+    Ok(ExitCode::from(condition.status.exit_code()))
 }
 
 fn validate(args: &ValidateArgs) -> ExitCode {

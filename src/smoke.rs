@@ -109,6 +109,9 @@ pub struct HealthCheck {
 pub struct HealthDiagnosis {
     #[serde(deserialize_with = "one_line")]
     pub code: String,
+    /// What the diagnosis rests on (`hybridprobe node-condition` prints it).
+    #[serde(default, deserialize_with = "one_line")]
+    pub summary: String,
 }
 
 /// A string from an agent's answer, as at most [`MAX_FIELD_CHARS`] characters of one line: a

@@ -109,16 +109,17 @@ fn help(args: &[&str]) -> String {
 }
 
 /// Each subcommand and a phrase of its own description, as `--help` lists them.
-const COMMANDS: [(&str, &str); 5] = [
+const COMMANDS: [(&str, &str); 6] = [
     ("agent", "probe on schedule and serve /metrics"),
     ("check", "Run every probe once, print a table"),
     ("validate", "Parse and check a config file"),
     ("reflect", "Run the on-prem reflector"),
     ("smoke", "Ask every agent behind a name"),
+    ("node-condition", "node-problem-detector's custom plugin"),
 ];
 
 /// Each subcommand's options and the environment variable that can set them instead.
-const ENV_VARS: [(&str, &[(&str, &str)]); 5] = [
+const ENV_VARS: [(&str, &[(&str, &str)]); 6] = [
     (
         "agent",
         &[
@@ -156,6 +157,13 @@ const ENV_VARS: [(&str, &[(&str, &str)]); 5] = [
         &[
             ("--agents", "HYBRIDPROBE_AGENTS"),
             ("--expect-nodes", "HYBRIDPROBE_EXPECT_NODES"),
+            ("--timeout", "HYBRIDPROBE_TIMEOUT"),
+        ],
+    ),
+    (
+        "node-condition",
+        &[
+            ("--agent", "HYBRIDPROBE_AGENT_URL"),
             ("--timeout", "HYBRIDPROBE_TIMEOUT"),
         ],
     ),

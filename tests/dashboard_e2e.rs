@@ -1,8 +1,11 @@
-//! The dashboard and the alert rules against live data: the base DaemonSet runs in the lab's pod
-//! namespace with its own config (every probe kind, against the lab's servers), a real Prometheus
-//! in the node namespace scrapes it with the PodMonitor's own relabelings and loads the
-//! PrometheusRule's own rules, and after the tunnel has failed, recovered and failed again every
-//! panel query of dashboards/hybridprobe.json must be valid and return data.
+//! The dashboard, the alert rules and the metrics text against live data: the azure-cni
+//! overlay's DaemonSet (the base's, with the prometheus-operator component) runs in the lab's
+//! pod namespace with its own config (every probe kind, against the lab's servers), a real
+//! Prometheus in the node namespace scrapes it with the PodMonitor's own relabelings and loads
+//! the PrometheusRule's own rules, `promtool check metrics` reads what the agent serves, and
+//! after the tunnel has failed, recovered and failed again every panel query of
+//! dashboards/hybridprobe.json, with its variables set from their own queries, must be valid and
+//! return data.
 
 mod deploy;
 mod lab;
@@ -25,6 +28,10 @@ const RANGE_SECONDS: u64 = 300;
 /// plain HTTP, so no certificate is ever presented in this lab run (tests/http_e2e.rs checks
 /// the expiry series against nginx's HTTPS vhosts).
 const MAY_BE_EMPTY: &[&str] = &["TLS certificate time left"];
+/// The rendering whose DaemonSet, PodMonitor and PrometheusRule run here.
+const OVERLAY: &str = "deploy/overlays/azure-cni";
+/// The `cluster` label a multi-cluster store (Thanos, Mimir, Azure Monitor) puts on every series.
+const LAB_CLUSTER: &str = "lab-cluster";
 /// A Prometheus in the lab's node namespace, queried from inside it.
 struct Prometheus<'a> {
     lab: &'a Lab,
@@ -122,33 +129,73 @@ fn scrape_config(manifests: &Manifests, port: u16) -> Value {
         "metrics_path": endpoint["path"],
         "static_configs": [{
             "targets": [format!("{POD_IP}:{port}")],
-            "labels": {"__meta_kubernetes_pod_node_name": LAB_NODE_NAME},
+            "labels": {"__meta_kubernetes_pod_node_name": LAB_NODE_NAME, "cluster": LAB_CLUSTER},
         }],
         "relabel_configs": snake_keys(&endpoint["relabelings"]),
     })
 }
 
-/// Substitutes the dashboard's variables as Grafana would; panics on any left over.
-fn substitute(expr: &str, node_regex: &str) -> String {
-    let out = expr
-        .replace("${node}", node_regex)
-        .replace("$node", node_regex)
+/// Substitutes the dashboard's variables as Grafana would (each value a regex of the selected
+/// values); panics on any left over.
+fn substitute(expr: &str, values: &[(String, String)]) -> String {
+    let mut out = expr
         .replace("$__rate_interval", RATE_INTERVAL)
         .replace("$__range", RANGE);
+    for (name, regex) in values {
+        out = out
+            .replace(&format!("${{{name}}}"), regex)
+            .replace(&format!("${name}"), regex);
+    }
     assert!(!out.contains('$'), "unknown variable in {expr}");
     out
+}
+
+/// `label_values(SELECTOR, LABEL)`, a query variable's query, split.
+fn label_values(query: &str) -> (&str, &str) {
+    query
+        .strip_prefix("label_values(")
+        .and_then(|q| q.strip_suffix(')'))
+        .and_then(|q| q.rsplit_once(", "))
+        .unwrap_or_else(|| panic!("unexpected variable query {query}"))
+}
+
+/// `promtool check metrics` on the text the agent serves: any finding fails (promtool exits
+/// non-zero on lint problems as on parse errors).
+fn promtool_check_metrics(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("writing to promtool");
+    let out = child.wait_with_output().expect("promtool finishes");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics found problems in /metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 #[ignore = "needs the network lab (root); .ci/run runs it"]
 fn every_panel_and_rule_evaluates_against_a_live_agent() {
-    if !support_tool("prometheus") {
+    if !support_tool("prometheus") || !support_tool("promtool") {
         return;
     }
     let Some(lab) = Lab::new("dashboard") else {
         return;
     };
-    let Some(manifests) = Manifests::render("deploy/base") else {
+    let Some(manifests) = Manifests::render(OVERLAY) else {
         return;
     };
     let Some(_targets) = ConfigTargets::start(&lab, "dashboard", false) else {
@@ -206,6 +253,12 @@ fn every_panel_and_rule_evaluates_against_a_live_agent() {
             r#"min(sum by (probe, netns) (hybridprobe_probe_runs_total{job="hybridprobe", result="success"})) >= 2"#,
         )
     });
+
+    // The metrics text itself, as the agent serves it with every probe kind configured.
+    let (code, metrics) =
+        lab.http_get(Host::Pod, &format!("http://{POD_IP}:{port}/metrics"), false);
+    assert_eq!(code, 200, "{metrics}");
+    promtool_check_metrics(&metrics);
 
     // Every rule evaluates without error against live series, and a healthy lab fires nothing.
     lab.wait_until("every rule evaluated", Duration::from_secs(10), || {
@@ -271,24 +324,40 @@ fn every_panel_and_rule_evaluates_against_a_live_agent() {
     };
     assert_eq!(variable("datasource")["type"], "datasource");
     assert_eq!(variable("datasource")["query"], "prometheus");
-    let node_query = str_of(&variable("node")["query"]["query"]);
-    let selector = node_query
-        .strip_prefix("label_values(")
-        .and_then(|q| q.strip_suffix(", node)"))
-        .unwrap_or_else(|| panic!("unexpected node variable query {node_query}"));
-    let nodes = prom.api("label/node/values", &[("match[]", selector)]);
-    let nodes: Vec<&str> = nodes["data"]
-        .as_array()
-        .expect("node values")
-        .iter()
-        .map(str_of)
-        .collect();
+    // Each query variable's values from its own query, the ones before it substituted, as
+    // Grafana fills them in; every value is selected.
+    let mut values: Vec<(String, String)> = Vec::new();
+    let mut listed = |name: &str| -> Vec<String> {
+        let (selector, label) = label_values(str_of(&variable(name)["query"]["query"]));
+        assert_eq!(label, name, "${name} lists its own label");
+        let selector = substitute(selector, &values);
+        let answer = prom.api(&format!("label/{label}/values"), &[("match[]", &selector)]);
+        let found: Vec<String> = answer["data"]
+            .as_array()
+            .unwrap_or_else(|| panic!("${name}: {answer}"))
+            .iter()
+            .map(|v| str_of(v).to_owned())
+            .collect();
+        values.push((name.to_owned(), found.join("|")));
+        found
+    };
     assert_eq!(
-        nodes,
-        [LAB_NODE_NAME],
-        "the node variable lists the lab's node"
+        listed("job"),
+        ["hybridprobe"],
+        "the job the PodMonitor sets"
     );
-    let node_regex = nodes.join("|");
+    assert_eq!(listed("cluster"), [LAB_CLUSTER]);
+    assert_eq!(listed("node"), [LAB_NODE_NAME]);
+    assert_eq!(listed("netns"), ["host", "pod"]);
+    let config = manifests.config_map_file("hybridprobe-config", "config.yaml");
+    let probes = listed("probe");
+    assert!(probes.len() >= 10, "{probes:?}");
+    for probe in &probes {
+        assert!(config.contains(&format!("name: {probe}")), "{probe}");
+    }
+    for name in ["job", "cluster", "node", "netns", "probe"] {
+        assert_eq!(variable(name)["type"], "query", "${name}");
+    }
 
     let mut queries = Vec::new();
     for panel in dashboard["panels"].as_array().expect("panels") {
@@ -304,7 +373,13 @@ fn every_panel_and_rule_evaluates_against_a_live_agent() {
         let targets = targets.unwrap_or_else(|| panic!("{title}: no queries"));
         for target in targets {
             assert_eq!(target["datasource"]["uid"], "${datasource}", "{title}");
-            let expr = substitute(str_of(&target["expr"]), &node_regex);
+            let expr = substitute(str_of(&target["expr"]), &values);
+            for name in ["job", "cluster", "node"] {
+                assert!(
+                    expr.contains(&format!("{name}=~")),
+                    "{title}: every selector filters by ${name}: {expr}"
+                );
+            }
             queries.push((title, expr, target["instant"] == true));
         }
     }

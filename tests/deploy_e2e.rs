@@ -84,13 +84,38 @@ fn check_invariants(m: &Manifests) {
     for (k, v) in service["spec"]["selector"].as_object().expect("selector") {
         assert_eq!(&labels[k], v, "{src}: the Service must select the agents");
     }
-    let relabelings = &m.one("PodMonitor")["spec"]["podMetricsEndpoints"][0]["relabelings"];
+    // The PodMonitor comes with a monitoring component (deploy/components), not with the base.
+    for monitor in m.objects.iter().filter(|o| o["kind"] == "PodMonitor") {
+        check_pod_monitor(src, monitor, labels);
+    }
+}
+
+/// A PodMonitor, of either API group, scrapes the agents and adds the labels the alerts and the
+/// dashboard select on.
+fn check_pod_monitor(src: &str, monitor: &Value, pod_labels: &Value) {
+    let spec = &monitor["spec"];
+    for (k, v) in spec["selector"]["matchLabels"]
+        .as_object()
+        .expect("selector")
+    {
+        assert_eq!(
+            &pod_labels[k], v,
+            "{src}: the PodMonitor must select the agents"
+        );
+    }
+    let relabelings = &spec["podMetricsEndpoints"][0]["relabelings"];
     assert!(
         relabelings
             .as_array()
             .is_some_and(|r| r.iter().any(|r| r["targetLabel"] == "node"
                 && r["sourceLabels"][0] == "__meta_kubernetes_pod_node_name")),
         "{src}: the PodMonitor must add the node label"
+    );
+    assert!(
+        relabelings.as_array().is_some_and(|r| r
+            .iter()
+            .any(|r| r["targetLabel"] == "job" && r["replacement"] == "hybridprobe")),
+        "{src}: the PodMonitor must set job=\"hybridprobe\""
     );
 }
 
@@ -383,6 +408,117 @@ fn every_added_capability_is_needed() {
         "{metrics}"
     );
     assert!(!metrics.contains("hybridprobe_snat_observed{"), "{metrics}");
+}
+
+/// The shipped overlays compose the monitoring components; every one of them renders with the
+/// base's invariants (.ci/checks/manifests.sh renders every combination).
+#[test]
+fn overlays_compose_the_monitoring_components() {
+    for dir in ["deploy/overlays/azure-cni", "deploy/overlays/kubenet"] {
+        let Some(m) = Manifests::render(dir) else {
+            return;
+        };
+        check_invariants(&m);
+        let labels = &m.one("DaemonSet")["spec"]["template"]["metadata"]["labels"];
+        check_pod_monitor(dir, m.one("PodMonitor"), labels);
+        let rule = m.one("PrometheusRule");
+        let alerts: Vec<&Value> = rule["spec"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+            .filter(|r| r.get("alert").is_some())
+            .collect();
+        assert!(alerts.len() >= 15, "{dir}: {} alerts", alerts.len());
+        for alert in alerts {
+            let url = str_of(&alert["annotations"]["runbook_url"]);
+            assert!(
+                url.starts_with("https://") && url.contains(".md#"),
+                "{dir}: {url}"
+            );
+        }
+        let dashboard = m
+            .objects
+            .iter()
+            .find(|o| {
+                o["kind"] == "ConfigMap" && o["metadata"]["labels"]["grafana_dashboard"] == "1"
+            })
+            .unwrap_or_else(|| panic!("{dir}: no ConfigMap for Grafana's sidecar"));
+        let shipped =
+            std::fs::read_to_string(deploy::repo_path("dashboards/hybridprobe.json")).unwrap();
+        assert_eq!(
+            str_of(&dashboard["data"]["hybridprobe.json"]),
+            shipped,
+            "{dir}: the sidecar's dashboard is dashboards/hybridprobe.json"
+        );
+        // Client-side `kubectl apply` copies the object into an annotation, which the API
+        // server caps at 256 KiB.
+        let size = serde_json::to_string(dashboard).unwrap().len();
+        assert!(
+            size < 256 * 1024,
+            "{dir}: the dashboard ConfigMap is {size} bytes"
+        );
+    }
+}
+
+/// Azure Monitor's PodMonitor scrapes exactly as the operator's does.
+#[test]
+fn azure_pod_monitor_matches_the_operators() {
+    let operator = Manifests::file("deploy/components/prometheus-operator/podmonitor.yaml");
+    let azure = Manifests::file("deploy/components/azure-managed-prometheus/podmonitor.yaml");
+    let (operator, azure) = (operator.one("PodMonitor"), azure.one("PodMonitor"));
+    assert_eq!(operator["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(azure["apiVersion"], "azmonitoring.coreos.com/v1");
+    assert_eq!(azure["spec"], operator["spec"]);
+    assert_eq!(azure["metadata"], operator["metadata"]);
+}
+
+/// The network policy admits the agents' port to the smoke Job, and the node-local Service
+/// that node-problem-detector asks reaches the agents on their port.
+#[test]
+fn network_policy_and_node_local_service_select_the_agents() {
+    let Some(base) = Manifests::render("deploy/base") else {
+        return;
+    };
+    let pod = &base.one("DaemonSet")["spec"]["template"];
+    let labels = &pod["metadata"]["labels"];
+    let port_names: Vec<&str> = pod["spec"]["containers"][0]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .map(|p| str_of(&p["name"]))
+        .collect();
+    let matches = |selector: &Value| {
+        selector["matchLabels"]
+            .as_object()
+            .is_some_and(|m| m.iter().all(|(k, v)| &labels[k] == v))
+    };
+
+    let policy = Manifests::file("deploy/components/network-policy/networkpolicy.yaml");
+    let spec = &policy.one("NetworkPolicy")["spec"];
+    assert!(matches(&spec["podSelector"]), "{spec}");
+    let rule = &spec["ingress"][0];
+    assert_eq!(spec["ingress"].as_array().map(Vec::len), Some(1), "{spec}");
+    let port = str_of(&rule["ports"][0]["port"]);
+    assert!(port_names.contains(&port), "{port} is no agent port");
+    let smoke = Manifests::file("deploy/smoke/job.yaml");
+    let smoke_labels = &smoke.one("Job")["spec"]["template"]["metadata"]["labels"];
+    assert!(
+        rule["from"].as_array().expect("from").iter().any(|peer| {
+            peer.get("namespaceSelector").is_none()
+                && peer["podSelector"]["matchLabels"]
+                    .as_object()
+                    .is_some_and(|m| m.iter().all(|(k, v)| &smoke_labels[k] == v))
+        }),
+        "the smoke Job is admitted: {rule}"
+    );
+
+    let npd = Manifests::file("deploy/components/node-problem-detector/service-node-local.yaml");
+    let service = &npd.one("Service")["spec"];
+    assert_eq!(service["internalTrafficPolicy"], "Local", "{service}");
+    let selector = service["selector"].as_object().expect("selector");
+    assert!(selector.iter().all(|(k, v)| &labels[k] == v), "{service}");
+    assert!(port_names.contains(&str_of(&service["ports"][0]["targetPort"])));
 }
 
 #[test]

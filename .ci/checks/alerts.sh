@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Extracts the alerting and recording rules from the PrometheusRule of the base and of every
-# overlay (so a patched rule is checked too), runs `promtool check rules` on each, runs the
-# unit tests in deploy/alerts/tests.yaml against the base's rules, and checks that every alert
-# and every diagnosis code has a runbook in docs/runbooks.md.
+# Extracts the alerting and recording rules from the PrometheusRule of every overlay (so a
+# patched rule is checked too), runs `promtool check rules` on each, runs the unit tests in
+# deploy/alerts/tests.yaml against the prometheus-operator component's rules, checks that the
+# Azure Monitor rule groups are generated from those rules, that every alert links an absolute
+# runbook_url, and that every alert and every diagnosis code has a runbook in docs/runbooks.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -24,7 +25,9 @@ yaml.safe_dump(rules[0]["spec"], sys.stdout, sort_keys=False)
 '
 }
 
-for dir in deploy/base deploy/overlays/*/; do
+RULES=deploy/components/prometheus-operator/prometheusrule.yaml
+
+for dir in deploy/overlays/*/; do
   dir=${dir%/}
   name=$(echo "$dir" | tr / -)
   extract_rules "$dir" > "$out/$name.rules.yaml"
@@ -32,9 +35,25 @@ for dir in deploy/base deploy/overlays/*/; do
 done
 
 # The tests name their rule file `rules.yaml`, relative to the test file.
-cp "$out/deploy-base.rules.yaml" "$out/rules.yaml"
+python3 -c 'import sys, yaml; yaml.safe_dump(yaml.safe_load(open(sys.argv[1]))["spec"], sys.stdout, sort_keys=False)' \
+  "$RULES" > "$out/rules.yaml"
 cp deploy/alerts/tests.yaml "$out/tests.yaml"
 promtool test rules "$out/tests.yaml"
+python3 deploy/components/azure-managed-prometheus/rule-groups.py --check
+
+# Alertmanager templates and Grafana link `runbook_url`, which must be absolute: a relative
+# path leads nowhere from a notification.
+python3 - "$out/rules.yaml" <<'PY'
+import sys, yaml
+for group in yaml.safe_load(open(sys.argv[1]))["groups"]:
+    for rule in group["rules"]:
+        if "alert" not in rule:
+            continue
+        notes = rule.get("annotations", {})
+        url = notes.get("runbook_url", "")
+        if not url.startswith("https://") or "#" not in url or "runbook" in notes:
+            sys.exit(f"alerts: {rule['alert']} needs an absolute runbook_url with an #anchor (and no relative runbook), has {notes}")
+PY
 
 # Every alert in the file has at least one unit test, and a runbook section in docs/runbooks.md.
 for alert in $(grep -o 'alert: [A-Za-z]*' "$out/rules.yaml" | cut -d' ' -f2 | sort -u); do
@@ -43,7 +62,7 @@ for alert in $(grep -o 'alert: [A-Za-z]*' "$out/rules.yaml" | cut -d' ' -f2 | so
 done
 # The diagnosis alerts link each code to its own runbook (`#### \`code\`` under
 # HybridprobeDiagnosis): every code the rules name needs one.
-codes=$(grep -o 'code[=!]~\?"[a-z_|]*"' deploy/base/prometheusrule.yaml | cut -d'"' -f2 | tr '|' '\n' | sort -u)
+codes=$(grep -o 'code[=!]~\?"[a-z_|]*"' "$RULES" | cut -d'"' -f2 | tr '|' '\n' | sort -u)
 [ -n "$codes" ] || { echo "alerts: no diagnosis codes found in the rules" >&2; exit 1; }
 for code in $codes; do
   grep -q "^#### \`$code\`\$" docs/runbooks.md || { echo "alerts: diagnosis code $code has no runbook section (#### \`$code\`) in docs/runbooks.md" >&2; exit 1; }

@@ -19,7 +19,7 @@ layers='
 4 diagnose metrics
 5 agent
 6 http
-7 reflect smoke
+7 reflect smoke node_condition
 top fuzzing
 '
 

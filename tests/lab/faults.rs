@@ -93,6 +93,14 @@ impl Lab {
         self.nft_chain(Host::Node, "pod_port_drop", "forward", rules);
     }
 
+    /// What reaches the pod's TCP `port` is dropped silently, as by a network policy that does
+    /// not admit the client: a connection there times out. Off, the rule is gone.
+    pub fn pod_input_drop(&self, port: u16, on: bool) {
+        let rule = format!("tcp dport {port} drop");
+        let rules: &[&str] = if on { &[rule.as_str()] } else { &[] };
+        self.nft_chain(Host::Pod, "pod_input_drop", "input", rules);
+    }
+
     /// The VNET gateway's side of the tunnel carries `mtu`-byte packets at most, and says so
     /// with fragmentation-needed: a narrower path, no black hole. [`super::TUNNEL_MTU`]
     /// restores it.
