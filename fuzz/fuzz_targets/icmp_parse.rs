@@ -2,11 +2,7 @@
 //! receives: any bytes are a message or `Other`, and what an error quotes reads safely.
 #![no_main]
 
-use hybridprobe::probe::raw::{self, Message};
+use hybridprobe::fuzzing::holds;
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|packet: &[u8]| {
-    if let Message::Error { quoted, .. } = raw::parse(packet) {
-        let _ = (quoted.echo(), quoted.ports());
-    }
-});
+fuzz_target!(|data: &[u8]| holds::icmp_parse(data));

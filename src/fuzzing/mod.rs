@@ -1,7 +1,8 @@
 //! Entry points for the fuzz targets in `fuzz/`: each parser of input from outside the agent,
 //! reached the way the agent reaches it. Not an API: hidden from the docs, and it changes with
 //! the fuzz targets. Parsers that are public already (`Config::parse`, `ResolvConf::parse`,
-//! `probe::raw::parse`, the `stun` codec) are fuzzed directly.
+//! `probe::raw::parse`, the `stun` codec) are fuzzed directly. [`holds`] has what must hold
+//! for each target's input.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
@@ -15,6 +16,8 @@ use crate::probe::http::{judge_connect, parse_reply, Parsed};
 use crate::probe::source_ip::{self, HttpUrl};
 use crate::probe::{Failure, Outcome, Reason};
 use crate::smoke::{self, AgentReport, Answer, Summary};
+
+pub mod holds;
 
 /// One `dns:` probe per kind of expectation, so an answer meets every judging path.
 const DNS_SPECS: &[&str] = &[
