@@ -359,7 +359,7 @@ fn an_unpinned_node_is_named_in_healthz() {
         .unwrap_or_else(|| panic!("no host namespace in {verdict}"));
     let reason = str_of(&host["reason"]);
     let file = run.env_value("HYBRIDPROBE_HOST_NETNS").unwrap();
-    assert!(reason.contains(&format!("cannot enter {file}")), "{reason}");
+    assert!(reason.contains(&format!("cannot open {file}")), "{reason}");
     assert!(reason.contains("has not pinned"), "{reason}");
     assert!(reason.contains("proc-1-host"), "{reason}");
     assert!(Path::new(file).starts_with(deploy::HOST_MOUNTS_UNDER));

@@ -389,9 +389,9 @@ impl PodRun {
             .filter(|_| self.node_pins_netns);
         if let Some(file) = pin {
             script.push(format!(
-                "mount --bind {} {}",
+                "touch {file} && mount --bind {} {file}",
                 self.node_netns.display(),
-                file.display()
+                file = file.display()
             ));
         }
         script.push("mount -t tmpfs -o mode=0755 lab-run /run".to_owned());
@@ -459,8 +459,7 @@ impl PodRun {
     }
 }
 
-/// A hostPath volume of the lab node: the directory made as `DirectoryOrCreate` would, with
-/// the file the node pins its namespace onto when it is that directory.
+/// A hostPath volume of the lab node: the directory made as `DirectoryOrCreate` would.
 fn host_mount(lab: &Lab, host_path: &str, volume: &Value, mount: &Value) -> (PathBuf, String) {
     let mount_path = str_of(&mount["mountPath"]).to_owned();
     assert!(
@@ -477,9 +476,6 @@ fn host_mount(lab: &Lab, host_path: &str, volume: &Value, mount: &Value) -> (Pat
     );
     let dir = on_node(lab, host_path);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    if let Some(file) = pinned_file(&dir) {
-        std::fs::write(&file, "").unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    }
     (dir, mount_path)
 }
 
