@@ -6,8 +6,8 @@
 //! channels. The agent's own namespace needs no thread: its work runs on the caller's runtime.
 
 use std::fmt;
-use std::fs::File;
 use std::future::Future;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -228,7 +228,13 @@ fn spawn_worker(id: NetnsId, path: &Path) -> Result<mpsc::UnboundedSender<Job>, 
 
 /// Moves the calling thread into the network namespace at `path`.
 fn enter(path: &Path) -> Result<(), String> {
-    let file = File::open(path).map_err(|e| open_failure(path, &e))?;
+    // Non-blocking: a FIFO where the namespace file belongs would otherwise wait for a writer
+    // forever, and the agent with it. A namespace file ignores the flag.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| open_failure(path, &e))?;
     if file.metadata().is_ok_and(|m| m.is_dir()) {
         return Err(format!(
             "cannot enter {}: a directory, not a namespace file{UNPINNED}",
@@ -355,6 +361,19 @@ mod tests {
             .unwrap_err();
         assert!(reason.contains("has not pinned"), "{reason}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A FIFO would block an ordinary open until a writer came: it must be refused at once.
+    #[tokio::test]
+    async fn a_fifo_is_refused_not_waited_on() {
+        let fifo = std::env::temp_dir().join(format!("hp-netns-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_file(&fifo);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRUSR).unwrap();
+        let reason = Executor::enter(context(NetnsId::Host), &fifo)
+            .availability()
+            .unwrap_err();
+        std::fs::remove_file(&fifo).unwrap();
+        assert!(reason.contains("not a network namespace file"), "{reason}");
     }
 
     #[tokio::test]
