@@ -40,8 +40,8 @@ LABEL org.opencontainers.image.title="hybridprobe" \
 COPY --from=binary /hybridprobe /usr/local/bin/hybridprobe
 # Non-root by default: `check`, `validate` and `smoke` need no privileges, nor does the agent
 # when it checks only the pod network (deploy/overlays/no-host-privileges). The base DaemonSet
-# overrides this with runAsUser 0 and every capability dropped but SYS_ADMIN, SYS_PTRACE and
-# NET_RAW: Kubernetes gives a non-root process the capabilities it adds only through file
+# overrides this with runAsUser 0 and every capability dropped but SYS_ADMIN, NET_RAW and
+# NET_ADMIN (proc-1-host adds SYS_PTRACE): Kubernetes gives a non-root process the capabilities it adds only through file
 # capabilities on the binary (which no_new_privs blocks and `COPY` may not carry) or ambient
 # capabilities (which it does not offer). See docs/privileges.md.
 USER 65532:65532

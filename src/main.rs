@@ -62,10 +62,12 @@ struct Source {
     #[arg(long, short, env = "HYBRIDPROBE_CONFIG")]
     config: Option<PathBuf>,
     /// For the built-in profile: the host network namespace file to enter, or `none` to check
-    /// only the agent's own namespace.
+    /// only the agent's own namespace. The default is where the DaemonSet mounts the node's
+    /// pinned namespace; `/proc/1/ns/net` works with hostPID and CAP_SYS_PTRACE.
     #[arg(long, env = "HYBRIDPROBE_HOST_NETNS", default_value = DEFAULT_HOST_NETNS)]
     host_netns: String,
-    /// For the built-in profile: the host's resolv.conf.
+    /// For the built-in profile: the host's resolv.conf (the default is where the DaemonSet
+    /// mounts the node's /run/systemd/resolve; `/proc/1/root/etc/resolv.conf` with hostPID).
     #[arg(long, env = "HYBRIDPROBE_HOST_RESOLV_CONF", default_value = DEFAULT_HOST_RESOLV_CONF)]
     host_resolv_conf: PathBuf,
     /// The node name to report (the DaemonSet sets it from the downward API).

@@ -6,8 +6,8 @@
 //! channels. The agent's own namespace needs no thread: its work runs on the caller's runtime.
 
 use std::fmt;
-use std::fs::File;
 use std::future::Future;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 pub enum NetnsId {
     /// The agent's own namespace: on the pod path.
     Pod,
-    /// The node's namespace, entered from a file such as `/proc/1/ns/net`.
+    /// The node's namespace, entered from a file: one the node pinned and a hostPath volume
+    /// mounts, or `/proc/1/ns/net` with hostPID.
     Host,
 }
 
@@ -129,7 +130,12 @@ impl Executor {
         let worker = match spawn_worker(context.id, path) {
             Ok(tx) => Worker::Thread(tx),
             Err(reason) => {
-                tracing::warn!(netns = %context.id, %reason, "namespace unavailable");
+                tracing::warn!(
+                    netns = %context.id,
+                    path = %path.display(),
+                    %reason,
+                    "namespace unavailable"
+                );
                 Worker::Unavailable(reason)
             }
         };
@@ -222,24 +228,59 @@ fn spawn_worker(id: NetnsId, path: &Path) -> Result<mpsc::UnboundedSender<Job>, 
 
 /// Moves the calling thread into the network namespace at `path`.
 fn enter(path: &Path) -> Result<(), String> {
-    let file = File::open(path).map_err(|e| {
+    // Non-blocking: a FIFO where the namespace file belongs would otherwise wait for a writer
+    // forever, and the agent with it. A namespace file ignores the flag.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| open_failure(path, &e))?;
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(format!(
+            "cannot enter {}: a directory, not a namespace file{UNPINNED}",
+            path.display()
+        ));
+    }
+    nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(|errno| setns_failure(path, errno))
+}
+
+/// What an empty hostPath volume means: the runtime mounted the node's path, but nothing had
+/// bind-mounted a namespace there.
+const UNPINNED: &str = " (the node has not pinned its network namespace there, or the hostPath \
+    volume is missing: docs/privileges.md says how to pin it, or use the proc-1-host overlay)";
+
+/// Why a namespace file would not open, with the likely fix.
+fn open_failure(path: &Path, e: &std::io::Error) -> String {
+    let under_proc = path.starts_with("/proc");
+    let why = match e.kind() {
         // /proc/PID/ns/* opens only for a process holding every capability PID has, or this one.
-        let why = match e.kind() {
-            std::io::ErrorKind::PermissionDenied => {
-                " (opening another process's namespace needs CAP_SYS_PTRACE)"
-            }
-            _ => "",
-        };
-        format!("cannot open {}: {e}{why}", path.display())
-    })?;
-    nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(|errno| {
-        let why = match errno {
-            nix::errno::Errno::EPERM => " (entering a namespace needs CAP_SYS_ADMIN)",
-            nix::errno::Errno::EINVAL => " (not a network namespace file)",
-            _ => "",
-        };
-        format!("cannot enter {}: {}{why}", path.display(), errno.desc())
-    })
+        std::io::ErrorKind::PermissionDenied if under_proc => {
+            " (opening another process's namespace needs CAP_SYS_PTRACE)"
+        }
+        std::io::ErrorKind::PermissionDenied => " (the agent must run as root to open it)",
+        std::io::ErrorKind::NotFound if under_proc => {
+            " (a /proc path names the node's processes only with hostPID: true)"
+        }
+        std::io::ErrorKind::NotFound => UNPINNED,
+        _ => "",
+    };
+    format!("cannot open {}: {e}{why}", path.display())
+}
+
+/// Why `setns(2)` refused an open file, with the likely fix.
+fn setns_failure(path: &Path, errno: nix::errno::Errno) -> String {
+    let why = match errno {
+        nix::errno::Errno::EPERM => " (entering a namespace needs CAP_SYS_ADMIN)",
+        nix::errno::Errno::EINVAL if path.starts_with("/proc") => " (not a network namespace file)",
+        nix::errno::Errno::EINVAL => {
+            return format!(
+                "cannot enter {}: not a network namespace file{UNPINNED}",
+                path.display()
+            )
+        }
+        _ => "",
+    };
+    format!("cannot enter {}: {}{why}", path.display(), errno.desc())
 }
 
 #[cfg(test)]
@@ -295,6 +336,51 @@ mod tests {
         let executor = Executor::enter(context(NetnsId::Host), Path::new("/proc/self/stat"));
         let reason = executor.availability().unwrap_err();
         assert!(reason.contains("cannot enter /proc/self/stat"), "{reason}");
+    }
+
+    /// An empty hostPath volume: a plain file (or a directory) where the node's pinned
+    /// namespace belongs. The reason says the node has not pinned it.
+    #[tokio::test]
+    async fn an_unpinned_hostpath_says_how_to_pin_it() {
+        let dir = std::env::temp_dir().join(format!("hp-netns-unpinned-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("netns");
+        std::fs::write(&file, "").unwrap();
+        for path in [&file, &dir] {
+            let executor = Executor::enter(context(NetnsId::Host), path);
+            let reason = executor.availability().unwrap_err();
+            assert!(
+                reason.contains(&format!("cannot enter {}", path.display())),
+                "{reason}"
+            );
+            assert!(reason.contains("has not pinned"), "{reason}");
+        }
+        let missing = dir.join("missing");
+        let reason = Executor::enter(context(NetnsId::Host), &missing)
+            .availability()
+            .unwrap_err();
+        assert!(reason.contains("has not pinned"), "{reason}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A FIFO would block an ordinary open until a writer came: it must be refused at once.
+    #[tokio::test]
+    async fn a_fifo_is_refused_not_waited_on() {
+        let fifo = std::env::temp_dir().join(format!("hp-netns-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_file(&fifo);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRUSR).unwrap();
+        let reason = Executor::enter(context(NetnsId::Host), &fifo)
+            .availability()
+            .unwrap_err();
+        std::fs::remove_file(&fifo).unwrap();
+        assert!(reason.contains("not a network namespace file"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_proc_path_names_hostpid() {
+        let executor = Executor::enter(context(NetnsId::Host), Path::new("/proc/999999999/ns/net"));
+        let reason = executor.availability().unwrap_err();
+        assert!(reason.contains("hostPID"), "{reason}");
     }
 
     /// Entering our own namespace file exercises the thread path without privileges beyond

@@ -10,11 +10,13 @@ mod support;
 use std::time::Duration;
 
 use deploy::{
-    configured_checks, memory_bytes, str_of, ConfigTargets, Manifests, PodRun, LAB_NODE_NAME,
+    configured_checks, memory_bytes, str_of, strings, ConfigTargets, Manifests, PodRun,
+    LAB_NODE_NAME,
 };
 use hybridprobe::probe::ProbeKind;
 use lab::{Host, Lab, NODE_IP, POD_IP};
 use serde_json::Value;
+use std::path::Path;
 use support::{check, metric};
 
 const CONFIG_MAP: &str = "hybridprobe-config";
@@ -58,6 +60,18 @@ fn check_invariants(m: &Manifests) {
     let sc = &container["securityContext"];
     assert_eq!(sc["readOnlyRootFilesystem"], true, "{src}");
     assert_eq!(sc["privileged"], false, "{src}");
+    assert_eq!(sc["allowPrivilegeEscalation"], false, "{src}: no_new_privs");
+    assert_eq!(
+        pod["nodeSelector"]["kubernetes.io/arch"], "amd64",
+        "{src}: the image is x86_64 only"
+    );
+    // CAP_SYS_PTRACE only opens /proc/1's files, which only hostPID makes the node's.
+    let ptrace = strings(&sc["capabilities"]["add"]).contains(&"SYS_PTRACE".to_owned());
+    assert_eq!(
+        ptrace,
+        pod["hostPID"] == true,
+        "{src}: SYS_PTRACE goes with hostPID"
+    );
     let limit = memory_bytes(str_of(&container["resources"]["limits"]["memory"]));
     assert!(
         limit <= MEMORY_LIMIT_MAX,
@@ -119,6 +133,37 @@ fn check_pod_monitor(src: &str, monitor: &Value, pod_labels: &Value) {
     );
 }
 
+/// Every kustomization a user may apply: the base and each overlay.
+fn variants() -> Vec<String> {
+    let mut dirs = vec!["deploy/base".to_owned()];
+    let overlays = deploy::repo_path("deploy/overlays");
+    for entry in std::fs::read_dir(&overlays).expect("deploy/overlays") {
+        let name = entry.expect("an overlay").file_name();
+        dirs.push(format!("deploy/overlays/{}", name.to_string_lossy()));
+    }
+    dirs.sort();
+    dirs
+}
+
+/// No variant schedules a pod where its x86_64 binary cannot run, the smoke Job included; and
+/// none leaves no_new_privs off. Rendering only, no lab.
+#[test]
+fn every_variant_pins_amd64_and_no_new_privs() {
+    for dir in variants() {
+        let Some(m) = Manifests::render(&dir) else {
+            return;
+        };
+        let pod = m.pod_spec("DaemonSet");
+        assert_eq!(pod["nodeSelector"]["kubernetes.io/arch"], "amd64", "{dir}");
+        let sc = &pod["containers"][0]["securityContext"];
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{dir}");
+    }
+    let job = Manifests::file("deploy/smoke/job.yaml");
+    let pod = job.pod_spec("Job");
+    assert_eq!(pod["nodeSelector"]["kubernetes.io/arch"], "amd64");
+    assert_eq!(pod["nodeSelector"]["kubernetes.io/os"], "linux");
+}
+
 /// How the lab's node treats pod traffic to on-prem, as the overlay's network plugin would.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Node {
@@ -170,11 +215,12 @@ fn run_rendered_daemonset(test: &str, dir: &str, node: Node) -> Option<()> {
         "HYBRIDPROBE_NODE from the downward API"
     );
     let config = manifests.config_map_file(CONFIG_MAP, "config.yaml");
-    let expect_host = pod["hostPID"] == true;
+    // The node's namespace comes from hostPID's /proc/1 or from the volume the node pinned.
+    let expect_host = pod["hostPID"] == true || !run.host_mounts.is_empty();
     assert_eq!(
         config.contains("host:"),
         expect_host,
-        "{dir}: host checks need hostPID"
+        "{dir}: host checks need a way into the node's namespace"
     );
     let checks = verdict["checks"].as_array().unwrap();
     let mut ran: Vec<(String, String)> = checks
@@ -238,8 +284,10 @@ fn run_rendered_daemonset(test: &str, dir: &str, node: Node) -> Option<()> {
     }
 
     // The agent runs as the manifest's user, with exactly the capabilities it adds (none take
-    // effect for a non-root user), and fits in the manifest's memory limit.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", lab.pid(agent))).unwrap();
+    // effect for a non-root user), no_new_privs as the manifest says, and fits in the
+    // manifest's memory limit.
+    let pid = run.container_pid(&lab, agent);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let field = |name: &str| {
         status
             .lines()
@@ -260,6 +308,22 @@ fn run_rendered_daemonset(test: &str, dir: &str, node: Node) -> Option<()> {
         expected,
         "CapEff {cap_eff:x}"
     );
+    let no_new_privs = field("NoNewPrivs:") == "1";
+    assert_eq!(
+        no_new_privs,
+        container["securityContext"]["allowPrivilegeEscalation"] == false,
+        "{status}"
+    );
+    if pod["hostPID"] != true {
+        // The node's /proc/1 is out of reach: the container's /proc/1 is the agent itself.
+        let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+        assert_ne!(ns(&pid.to_string()), ns("self"), "a private PID namespace");
+        let nspid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .unwrap();
+        assert_eq!(nspid.split_whitespace().last(), Some("1"), "{status}");
+    }
     let rss_kib: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -271,10 +335,59 @@ fn run_rendered_daemonset(test: &str, dir: &str, node: Node) -> Option<()> {
     Some(())
 }
 
+/// No hostPID, no SYS_PTRACE: the node's pinned namespace and resolv.conf through hostPath
+/// volumes, and every host-side check green.
 #[test]
 #[ignore = "needs the network lab (root); .ci/run runs it"]
 fn base_daemonset_runs_green_in_the_lab() {
     run_rendered_daemonset("deploy-base", "deploy/base", Node::KeepsPodIp);
+}
+
+/// The /proc/1 way, for nodes that pin nothing: hostPID and SYS_PTRACE, every check green.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn proc_1_host_overlay_runs_green_in_the_lab() {
+    run_rendered_daemonset(
+        "deploy-proc1",
+        "deploy/overlays/proc-1-host",
+        Node::KeepsPodIp,
+    );
+}
+
+/// A node that has not pinned its namespace: the pod still runs, the pod side is green, and
+/// /healthz says why the host side is not there and what to do.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn an_unpinned_node_is_named_in_healthz() {
+    let Some(lab) = Lab::new("deploy-unpinned") else {
+        return;
+    };
+    let Some(manifests) = Manifests::render("deploy/base") else {
+        return;
+    };
+    let Some(_targets) = ConfigTargets::start(&lab, "deploy-unpinned", false) else {
+        return;
+    };
+    let mut run = PodRun::prepare(&lab, &manifests, manifests.pod_spec("DaemonSet"));
+    run.node_pins_netns = false;
+    run.spawn(&lab, Host::Pod);
+    let port = run.port(&Value::from("http"));
+    let url = format!("http://{POD_IP}:{port}/healthz");
+    lab.wait_until("the agent answering", Duration::from_secs(10), || {
+        lab.http_get(Host::Pod, &url, true).0 != 0
+    });
+    let (_, body) = lab.http_get(Host::Pod, &url, true);
+    let verdict: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let host = verdict["namespaces"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["netns"] == "host"))
+        .unwrap_or_else(|| panic!("no host namespace in {verdict}"));
+    let reason = str_of(&host["reason"]);
+    let file = run.env_value("HYBRIDPROBE_HOST_NETNS").unwrap();
+    assert!(reason.contains(&format!("cannot open {file}")), "{reason}");
+    assert!(reason.contains("has not pinned"), "{reason}");
+    assert!(reason.contains("proc-1-host"), "{reason}");
+    assert!(Path::new(file).starts_with(deploy::HOST_MOUNTS_UNDER));
 }
 
 #[test]
@@ -316,13 +429,24 @@ fn no_host_privileges_overlay_runs_green_without_privileges() {
 #[test]
 #[ignore = "needs the network lab (root); .ci/run runs it"]
 fn every_added_capability_is_needed() {
-    let Some(lab) = Lab::new("deploy-caps") else {
+    every_added_capability_is_needed_in("deploy-caps", "deploy/base");
+}
+
+/// The same for the /proc/1 way, whose SYS_PTRACE opens /proc/1/ns/net.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn every_added_capability_is_needed_through_proc_1() {
+    every_added_capability_is_needed_in("deploy-caps-p1", "deploy/overlays/proc-1-host");
+}
+
+fn every_added_capability_is_needed_in(test: &str, dir: &str) {
+    let Some(lab) = Lab::new(test) else {
         return;
     };
-    let Some(manifests) = Manifests::render("deploy/base") else {
+    let Some(manifests) = Manifests::render(dir) else {
         return;
     };
-    let Some(_targets) = ConfigTargets::start(&lab, "deploy-caps", false) else {
+    let Some(_targets) = ConfigTargets::start(&lab, test, false) else {
         return;
     };
     let run = PodRun::prepare(&lab, &manifests, manifests.pod_spec("DaemonSet"));
@@ -347,14 +471,20 @@ fn every_added_capability_is_needed() {
         "{with_all}"
     );
 
+    let added = strings(
+        &manifests.pod_spec("DaemonSet")["containers"][0]["securityContext"]["capabilities"]["add"],
+    );
     for (capability, probe, result) in [
         ("SYS_ADMIN", "dc1-ldap", "netns_unavailable"),
         ("SYS_PTRACE", "dc1-ldap", "netns_unavailable"),
         ("NET_RAW", "dc1-ping", "permission_denied"),
     ] {
+        if !added.contains(&capability.to_owned()) {
+            continue;
+        }
         let named = format!("CAP_{capability}");
         let privileges = run.without_capability(capability);
-        assert_ne!(privileges, run.privileges, "the base adds {capability}");
+        assert_ne!(privileges, run.privileges, "{dir} adds {capability}");
         let (code, verdict) = check_json(&privileges);
         assert_eq!(code, Some(1), "without {capability}: {verdict}");
         let host = check(&verdict, probe, "host");

@@ -25,10 +25,14 @@ pub use judging::{Levels, Thresholds, MAX_WINDOW};
 use crate::netns::NetnsId;
 use crate::probe::ProbeKind;
 
-/// Where the host network namespace is entered from, unless the config says otherwise.
-pub const DEFAULT_HOST_NETNS: &str = "/proc/1/ns/net";
-/// The host's resolver configuration, seen through PID 1's root (needs `hostPID: true`).
-pub const DEFAULT_HOST_RESOLV_CONF: &str = "/proc/1/root/etc/resolv.conf";
+/// Where the host network namespace is entered from, unless the config says otherwise: the
+/// file the node pinned at /run/hybridprobe/netns, as the DaemonSet's hostPath volume mounts
+/// it. Needs no hostPID and no CAP_SYS_PTRACE (`/proc/1/ns/net` needs both).
+pub const DEFAULT_HOST_NETNS: &str = "/run/host/hybridprobe/netns";
+/// The host's resolver configuration: the node's /run/systemd/resolve (the upstream servers the
+/// kubelet hands to `dnsPolicy: Default` pods, not the 127.0.0.53 stub), as the DaemonSet's
+/// hostPath volume mounts it.
+pub const DEFAULT_HOST_RESOLV_CONF: &str = "/run/host/resolve/resolv.conf";
 /// The pod's own resolver configuration.
 pub const DEFAULT_POD_RESOLV_CONF: &str = "/etc/resolv.conf";
 

@@ -1,7 +1,10 @@
 //! The manifests in deploy/, rendered with `kubectl kustomize` and run in the namespace lab as
 //! a kubelet would run them: the container's command, args and env (downward API values
 //! replaced by lab values), its user and capabilities (through `setpriv`), the pod's sysctls,
-//! the ConfigMap as files, and the node's PID 1 played by a process in the lab's node namespace.
+//! the ConfigMap as files, and the node: its PID 1 played by a process in the lab's node
+//! namespace when the pod has hostPID, else its hostPath volumes bind-mounted at their mountPaths
+//! in a private mount namespace, in a private PID namespace, as the kubelet and the container
+//! runtime would (the lab's node directories live under [`node_root`]).
 //! The shipped configs' example addresses are the lab's, and [`ConfigTargets`] starts what they
 //! talk to.
 
@@ -23,6 +26,23 @@ use crate::support::BIN;
 pub const IMAGE_BINARY: &str = "/usr/local/bin/hybridprobe";
 /// The downward API's values in the lab.
 pub const LAB_NODE_NAME: &str = "lab-node";
+/// Where a node pins its network namespace for the DaemonSet (docs/privileges.md), and the
+/// directory the DaemonSet's hostPath volume mounts.
+pub const NODE_PINNED_NETNS: &str = "/run/hybridprobe/netns";
+/// The node's systemd-resolved directory: its resolv.conf lists the upstream servers.
+pub const NODE_RESOLVE_DIR: &str = "/run/systemd/resolve";
+/// Container paths for the node's files, by the convention for what a host hands a container.
+pub const HOST_MOUNTS_UNDER: &str = "/run/host/";
+
+/// The lab node's root for the paths of hostPath volumes: `path` on the node is
+/// `node_root(lab)/path` here.
+pub fn node_root(lab: &Lab) -> PathBuf {
+    lab.tmpdir().join("node")
+}
+
+fn on_node(lab: &Lab, path: &str) -> PathBuf {
+    node_root(lab).join(path.trim_start_matches('/'))
+}
 
 /// Every object of a rendered kustomization (or a plain manifest file).
 pub struct Manifests {
@@ -122,6 +142,15 @@ pub struct PodRun {
     pub ports: Vec<(String, u16)>,
     /// The stand-in for the node's PID 1 when the pod has hostPID.
     pub host_init: Option<ProcHandle>,
+    /// `(path on the lab node, mountPath)` of the hostPath volumes, mounted read-only in the
+    /// container's private mount namespace. Without hostPID the container also gets its own
+    /// PID namespace, so its /proc/1 is itself.
+    pub host_mounts: Vec<(PathBuf, String)>,
+    /// Whether the lab node pins its network namespace at [`NODE_PINNED_NETNS`] (the setup step
+    /// docs/privileges.md describes), for a pod that mounts it.
+    pub node_pins_netns: bool,
+    /// The lab node's network namespace file.
+    node_netns: PathBuf,
 }
 
 impl PodRun {
@@ -137,6 +166,7 @@ impl PodRun {
         let proc1 = host_init.map(|h| format!("/proc/{}/", lab.pid(h)));
 
         let mut mounts: Vec<(String, String)> = Vec::new();
+        let mut host_mounts = Vec::new();
         for mount in container["volumeMounts"].as_array().into_iter().flatten() {
             assert!(
                 mount.get("subPath").is_none(),
@@ -146,6 +176,10 @@ impl PodRun {
                 .as_array()
                 .and_then(|vs| vs.iter().find(|v| v["name"] == mount["name"]))
                 .unwrap_or_else(|| panic!("no volume for {mount}"));
+            if let Some(host_path) = volume["hostPath"]["path"].as_str() {
+                host_mounts.push(host_mount(lab, host_path, volume, mount));
+                continue;
+            }
             let name = str_of(&volume["configMap"]["name"]);
             let mount_path = str_of(&mount["mountPath"]).to_owned();
             let dir = lab
@@ -159,16 +193,7 @@ impl PodRun {
                 .unwrap_or_else(|| panic!("no ConfigMap {name}"));
             for (key, text) in cm["data"].as_object().expect("ConfigMap data") {
                 let text = str_of(text);
-                let text = match &proc1 {
-                    Some(p) => text.replace("/proc/1/", p),
-                    None => {
-                        assert!(
-                            !text.contains("/proc/1/"),
-                            "{key} uses /proc/1, but the pod has no hostPID"
-                        );
-                        text.to_owned()
-                    }
-                };
+                let text = map_proc1(text, proc1.as_deref(), key);
                 std::fs::write(dir.join(key), text).expect("write ConfigMap file");
             }
             mounts.push((mount_path, dir.display().to_string()));
@@ -189,7 +214,8 @@ impl PodRun {
             let value = if let Some(field) = var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
                 downward(field)
             } else {
-                expand(var["value"].as_str().unwrap_or_default(), &env)
+                let value = expand(var["value"].as_str().unwrap_or_default(), &env);
+                map_proc1(&value, proc1.as_deref(), &name)
             };
             env.push((name, value));
         }
@@ -259,7 +285,24 @@ impl PodRun {
             sysctls,
             ports,
             host_init,
+            host_mounts,
+            node_pins_netns: true,
+            node_netns: lab.ns_path(Host::Node),
         }
+    }
+
+    /// The container's own pid: past the `unshare` that stands in for the runtime, if any.
+    pub fn container_pid(&self, lab: &Lab, handle: ProcHandle) -> u32 {
+        let pid = lab.pid(handle);
+        if self.host_init.is_some() {
+            return pid;
+        }
+        let children = format!("/proc/{pid}/task/{pid}/children");
+        let text = std::fs::read_to_string(&children).unwrap_or_else(|e| panic!("{children}: {e}"));
+        text.split_whitespace()
+            .next()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("the runtime stand-in {pid} has no child"))
     }
 
     /// Applies the pod's sysctls to `h` and starts the container there, as the kubelet would.
@@ -272,7 +315,7 @@ impl PodRun {
         self.apply_sysctls(lab, h);
         let args = self.command_line(&self.argv, privileges);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        lab.spawn(h, "env", &args, &[])
+        lab.spawn(h, args[0], &args[1..], &[])
     }
 
     /// Runs the container as specified to completion in `h` (a Job's container).
@@ -304,12 +347,17 @@ impl PodRun {
             .collect();
         let line = self.command_line(&argv, privileges);
         let line: Vec<&str> = line.iter().map(String::as_str).collect();
-        lab.exec(h, "env", &line)
+        lab.exec(h, line[0], &line[1..])
     }
 
     /// `env -i VARS setpriv OPTIONS -- ARGV`: nothing from the test's own environment leaks in.
+    /// Without hostPID, inside [`PodRun::runtime`]'s namespaces.
     fn command_line(&self, argv: &[String], privileges: &[String]) -> Vec<String> {
-        let mut line = vec!["-i".to_owned()];
+        let mut line = match self.host_init {
+            Some(_) => Vec::new(),
+            None => self.runtime(),
+        };
+        line.extend(["env".to_owned(), "-i".to_owned()]);
         line.extend(self.env.iter().map(|(k, v)| format!("{k}={v}")));
         line.push("setpriv".to_owned());
         line.extend(privileges.iter().cloned());
@@ -325,6 +373,55 @@ impl PodRun {
             .position(|a| a == flag)
             .and_then(|i| self.argv.get(i + 1))
             .unwrap_or_else(|| panic!("no {flag} in {:?}", self.argv))
+    }
+
+    /// What the kubelet and the runtime do before the container starts, as a command prefix:
+    /// a private PID namespace (its /proc/1 is the container) and mount namespace, where the
+    /// node has pinned its namespace (a bind mount onto a file, as `ip netns` pins one) and each
+    /// hostPath volume is bind-mounted read-only at its mountPath. A tmpfs over /run holds the
+    /// mountPaths, which all lie under /run/host/, and hides the test machine's own.
+    fn runtime(&self) -> Vec<String> {
+        let mut script = vec!["set -e".to_owned()];
+        let pin = self
+            .host_mounts
+            .iter()
+            .find_map(|(node, _)| pinned_file(node))
+            .filter(|_| self.node_pins_netns);
+        if let Some(file) = pin {
+            script.push(format!(
+                "touch {file} && mount --bind {} {file}",
+                self.node_netns.display(),
+                file = file.display()
+            ));
+        }
+        script.push("mount -t tmpfs -o mode=0755 lab-run /run".to_owned());
+        for (node, mount_path) in &self.host_mounts {
+            script.push(format!(
+                "mkdir -p {mount_path} && mount --rbind {} {mount_path} \
+                 && mount -o remount,bind,ro {mount_path}",
+                node.display()
+            ));
+        }
+        script.push(r#"exec "$@""#.to_owned());
+        let script = script.join("\n");
+        assert!(
+            !script.contains('\''),
+            "paths the script can quote: {script}"
+        );
+        [
+            "unshare",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            "sh",
+            "-c",
+            &script,
+            "runtime",
+        ]
+        .map(str::to_owned)
+        .to_vec()
     }
 
     fn apply_sysctls(&self, lab: &Lab, h: Host) {
@@ -359,6 +456,49 @@ impl PodRun {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A hostPath volume of the lab node: the directory made as `DirectoryOrCreate` would.
+fn host_mount(lab: &Lab, host_path: &str, volume: &Value, mount: &Value) -> (PathBuf, String) {
+    let mount_path = str_of(&mount["mountPath"]).to_owned();
+    assert!(
+        mount_path.starts_with(HOST_MOUNTS_UNDER),
+        "the node's files belong under {HOST_MOUNTS_UNDER}: {mount}"
+    );
+    assert_eq!(
+        mount["readOnly"], true,
+        "the node's files, read-only: {mount}"
+    );
+    assert_eq!(
+        volume["hostPath"]["type"], "DirectoryOrCreate",
+        "a node without the directory must still run the pod: {volume}"
+    );
+    let dir = on_node(lab, host_path);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    (dir, mount_path)
+}
+
+/// The file the node pins its namespace onto, when `dir` (on the lab node) holds it.
+fn pinned_file(dir: &Path) -> Option<PathBuf> {
+    let pinned = Path::new(NODE_PINNED_NETNS);
+    let name = pinned.file_name()?;
+    dir.ends_with(pinned.parent()?.strip_prefix("/").ok()?)
+        .then(|| dir.join(name))
+}
+
+/// `text` with /proc/1/ as the stand-in init's /proc/PID/; without hostPID, /proc/1 is the
+/// container itself, so the shipped files must not name it.
+fn map_proc1(text: &str, proc1: Option<&str>, what: &str) -> String {
+    match proc1 {
+        Some(p) => text.replace("/proc/1/", p),
+        None => {
+            assert!(
+                !text.contains("/proc/1/"),
+                "{what} uses /proc/1, but the pod has no hostPID"
+            );
+            text.to_owned()
+        }
     }
 }
 
@@ -398,7 +538,8 @@ pub fn expand(text: &str, env: &[(String, String)]) -> String {
     out
 }
 
-fn strings(v: &Value) -> Vec<String> {
+/// The strings of a YAML list (none when it is absent).
+pub fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .into_iter()
         .flatten()
@@ -430,8 +571,9 @@ pub const STUN_PORT: u16 = 3478;
 /// What the shipped configs (deploy/base/config.yaml and the overlays') talk to, at their example
 /// addresses, which are the lab's: TCP on on-prem's port 389, the on-prem DNS and the cluster
 /// DNS forwarding the corporate zone to it, coturn as the on-prem STUN server, and a resolv.conf
-/// naming the cluster DNS for the pod and for the node (whose `/proc/1/root/etc/resolv.conf` is
-/// the stand-in init's), so no query leaves the lab. The node tracks connections as a real node
+/// naming the cluster DNS for the pod and for the node (its /run/systemd/resolve/resolv.conf,
+/// and with hostPID the stand-in init's `/proc/1/root/etc/resolv.conf`), so no query leaves the
+/// lab. The node tracks connections as a real node
 /// does, and masquerades pod traffic to on-prem when `masquerade` is set (kubenet).
 ///
 /// Start it before [`PodRun::prepare`]: the stand-in init must start with the node's
@@ -459,6 +601,10 @@ impl ConfigTargets {
             etc.write("resolv.conf", &resolv);
             etc
         });
+        // The node's systemd-resolved directory, which the base DaemonSet mounts.
+        let resolve = on_node(lab, NODE_RESOLVE_DIR);
+        std::fs::create_dir_all(&resolve).expect("the node's resolve directory");
+        std::fs::write(resolve.join("resolv.conf"), &resolv).expect("the node's resolv.conf");
         Some(ConfigTargets { _etc })
     }
 }

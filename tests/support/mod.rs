@@ -120,7 +120,8 @@ pub fn codes(verdict: &serde_json::Value) -> Vec<String> {
 /// Which resolv.conf each namespace of a lab config reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resolv {
-    /// Its own `/etc/resolv.conf`.
+    /// Its own `/etc/resolv.conf`: the host's through `/proc/1/root`, named explicitly since the
+    /// built-in default is where the DaemonSet mounts the node's.
     Own,
     /// The pod asks the cluster DNS, the host asks on-prem, as on an AKS node joined to an
     /// on-prem domain: files written to the lab's temp dir (the DNS servers are the test's own).
@@ -131,7 +132,9 @@ pub enum Resolv {
 fn pod_and_host_netns(lab: &Lab, resolv: Resolv) -> String {
     let host = lab.ns_path(Host::Node).display().to_string();
     match resolv {
-        Resolv::Own => format!("netns:\n  pod: {{}}\n  host: {{ path: {host} }}\n"),
+        Resolv::Own => format!(
+            "netns:\n  pod: {{}}\n  host: {{ path: {host}, resolv_conf: /proc/1/root/etc/resolv.conf }}\n"
+        ),
         Resolv::ClusterAndOnprem => {
             let pod_resolv = lab.resolv_conf("pod-resolv.conf", &[CLUSTER_DNS_IP]);
             let host_resolv = lab.resolv_conf("host-resolv.conf", &[ONPREM_IP]);
