@@ -1,5 +1,5 @@
-//! `${VAR}` expansion in every string of the config tree, before it is deserialized: the
-//! downward API's NODE_NAME, POD_IP and HOST_IP reach the config this way.
+//! `${VAR}` (and `${VAR:-default}`) expansion in every string of the config tree, before it is
+//! deserialized: the downward API's NODE_NAME, POD_IP and HOST_IP reach the config this way.
 
 use serde_norway::Value;
 
@@ -46,6 +46,25 @@ fn render_path(segments: &[String]) -> String {
     out
 }
 
+/// `NAME`, or `NAME:-DEFAULT` as in the shell: the default when the variable is unset or empty,
+/// so a shipped config still validates outside the pod whose env it is written for.
+fn lookup(reference: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let (name, default) = match reference.split_once(":-") {
+        Some((name, default)) => (name, Some(default)),
+        None => (reference, None),
+    };
+    let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!("{name:?} is not a valid environment variable name"));
+    }
+    match (env(name), default) {
+        (Some(value), Some(default)) if value.is_empty() => Ok(default.to_owned()),
+        (Some(value), _) => Ok(value),
+        (None, Some(default)) => Ok(default.to_owned()),
+        (None, None) => Err(format!("environment variable {name} is not set")),
+    }
+}
+
 fn expand_str(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
@@ -59,15 +78,7 @@ fn expand_str(input: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
             let end = body
                 .find('}')
                 .ok_or_else(|| format!("unterminated ${{ in {input:?}"))?;
-            let name = &body[..end];
-            let valid =
-                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
-                return Err(format!("{name:?} is not a valid environment variable name"));
-            }
-            let value =
-                env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
-            out.push_str(&value);
+            out.push_str(&lookup(&body[..end], env)?);
             rest = &body[end + 1..];
         } else {
             out.push('$');
@@ -94,6 +105,23 @@ mod tests {
             .unwrap_err()
             .contains("B is not set"));
         assert!(expand_str("${A-B}", &env)
+            .unwrap_err()
+            .contains("not a valid"));
+    }
+
+    #[test]
+    fn a_default_stands_in_for_an_unset_or_empty_variable() {
+        let env = |name: &str| match name {
+            "A" => Some("1".to_owned()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        };
+        assert_eq!(expand_str("${A:-/x}", &env).unwrap(), "1");
+        assert_eq!(expand_str("${B:-/run/x}", &env).unwrap(), "/run/x");
+        assert_eq!(expand_str("${EMPTY:-d}", &env).unwrap(), "d");
+        assert_eq!(expand_str("${B:-}", &env).unwrap(), "");
+        assert_eq!(expand_str("${EMPTY}", &env).unwrap(), "");
+        assert!(expand_str("${:-d}", &env)
             .unwrap_err()
             .contains("not a valid"));
     }
