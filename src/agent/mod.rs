@@ -2,6 +2,7 @@
 //! they record into, config reloads, the built-in profile and shutdown signals.
 
 pub mod builtin;
+mod capture;
 pub mod check;
 pub mod reload;
 pub mod scheduler;

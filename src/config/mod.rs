@@ -16,9 +16,12 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 mod env;
+mod evidence;
 mod judging;
 
 pub use crate::probe::expect::Expect;
+pub use evidence::EvidenceConfig;
+use evidence::RawEvidence;
 use judging::RawThresholds;
 pub use judging::{Levels, Thresholds, MAX_WINDOW};
 
@@ -45,6 +48,8 @@ pub struct Config {
     /// The namespaces probes run in, pod first when both are present.
     pub namespaces: Vec<NamespaceConfig>,
     pub probes: Vec<ProbeConfig>,
+    /// What the agent captures when a check turns failing.
+    pub evidence: EvidenceConfig,
 }
 
 /// One network namespace the agent runs probes in.
@@ -158,6 +163,8 @@ struct RawConfig {
     defaults: RawDefaults,
     #[serde(default)]
     probes: Vec<RawProbe>,
+    #[serde(default)]
+    evidence: RawEvidence,
 }
 
 #[derive(Deserialize)]
@@ -441,8 +448,16 @@ impl RawConfig {
                 Err(mut found) => problems.append(&mut found),
             }
         }
+        let evidence = self.evidence.validate().unwrap_or_else(|mut found| {
+            problems.append(&mut found);
+            EvidenceConfig::default()
+        });
         if problems.is_empty() {
-            Ok(Config { namespaces, probes })
+            Ok(Config {
+                namespaces,
+                probes,
+                evidence,
+            })
         } else {
             Err(problems)
         }
