@@ -347,9 +347,10 @@ async fn in_namespace(
             humantime::format_duration(timeout)
         ),
     };
+    let source = format!("the {netns} namespace's executor");
     expected
         .into_iter()
-        .map(|what| Piece::unavailable(what, piece_netns(what, netns), "", why.clone()))
+        .map(|what| Piece::unavailable(what, piece_netns(what, netns), &source, why.clone()))
         .collect()
 }
 
@@ -396,20 +397,20 @@ async fn gather(
         (Ok(Host::Name(_)), Some(ip)) => Ok(ip),
         (Ok(host), _) => resolver::address(&ctx, host, small).await,
     };
-    let ip =
-        match ip {
-            Ok(ip) => ip,
-            Err(why) => {
-                let mut missing = vec![What::Route, What::PathMtu, What::Traceroute];
-                if failed_here {
-                    missing.push(What::Conntrack);
-                }
-                pieces.extend(missing.into_iter().map(|what| {
-                    Piece::unavailable(what, piece_netns(what, ctx.id), "", why.clone())
-                }));
-                return pieces;
+    let ip = match ip {
+        Ok(ip) => ip,
+        Err(why) => {
+            let mut missing = vec![What::Route, What::PathMtu, What::Traceroute];
+            if failed_here {
+                missing.push(What::Conntrack);
             }
-        };
+            pieces.extend(missing.into_iter().map(|what| {
+                let netns = piece_netns(what, ctx.id);
+                Piece::unavailable(what, netns, "the check's target", why.clone())
+            }));
+            return pieces;
+        }
+    };
     let routed = route::pieces(&ctx, ip, small);
     let traced = trace::piece(&ctx, ip, settings.traceroute_max_hops, settings.timeout / 2);
     let tracked = async {

@@ -1,0 +1,271 @@
+//! End to end: evidence captured when a check turns failing names what the fault changed, from
+//! both namespaces: the answer a stale DNS record gives, the silent hop behind a dead tunnel,
+//! the SNAT'd conntrack tuple of masqueraded pod traffic; a flapping check is captured no more
+//! often than the bound; `check --explain` prints the same evidence after its table.
+//!
+//! One lab and one agent serve every fault, one after the other, each removed before the next.
+
+mod lab;
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use lab::dns::{dnsmasq_available, Forward, DB_NAME, LEAK_IP};
+use lab::{Host, Lab, NODE_IP, NODE_POD_GW, ONPREM_IP, VNET_GW};
+use serde_json::Value;
+use support::{check, metric, pod_and_host_config, run_cli, write_config, Agent, Resolv};
+
+const LDAP_PORT: u16 = 389;
+/// The port of the check that is made to flap: refused, then served, over and over.
+const FLAP_PORT: u16 = 2389;
+/// A round every second; a capture takes at most `evidence.timeout` after the round that
+/// turned the check failing, with slack for a busy machine.
+const WITHIN: Duration = Duration::from_secs(20);
+
+/// Each check is captured once per hour at most, so every fault after a check's first is
+/// rate limited for it: the flapping check's bound is exact.
+fn config(lab: &Lab) -> String {
+    let probes = format!(
+        r#"  - name: onprem-ldap
+    tcp: {{ target: "{ONPREM_IP}:{LDAP_PORT}" }}
+  - name: corp-db
+    dns: {{ query: {DB_NAME}, servers: ["{ONPREM_IP}"], expect: {{ within: [198.19.0.0/16] }} }}
+  - name: flappy
+    netns: [pod]
+    tcp: {{ target: "{ONPREM_IP}:{FLAP_PORT}" }}
+evidence: {{ min_interval: 1h, timeout: 5s, max_concurrent: 8 }}
+"#
+    );
+    pod_and_host_config(
+        lab,
+        Resolv::ClusterAndOnprem,
+        "{ interval: 1s, timeout: 1s }",
+        &probes,
+    )
+}
+
+/// Waits until `probe` in `netns` fails and holds evidence; returns its newest capture.
+fn captured(agent: &Agent, probe: &str, netns: &str) -> Value {
+    let mut newest = Value::Null;
+    agent
+        .lab
+        .wait_until(&format!("evidence for {probe} in {netns}"), WITHIN, || {
+            let (_, verdict) = agent.healthz_json();
+            newest = check(&verdict, probe, netns)["evidence"][0].clone();
+            !newest.is_null()
+        });
+    newest
+}
+
+/// The piece `what` taken in `netns`, with every piece shown when it is missing.
+fn piece<'c>(capture: &'c Value, what: &str, netns: &str) -> &'c Value {
+    capture["pieces"]
+        .as_array()
+        .and_then(|pieces| {
+            pieces
+                .iter()
+                .find(|p| p["what"] == what && p["netns"] == netns)
+        })
+        .unwrap_or_else(|| panic!("no {what} piece from {netns} in {capture:#}"))
+}
+
+/// The piece's text; a piece that says it is unavailable fails the test with its reason.
+fn text<'c>(capture: &'c Value, what: &str, netns: &str) -> &'c str {
+    let piece = piece(capture, what, netns);
+    piece["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what} from {netns} has no text: {piece:#}"))
+}
+
+/// Every piece says how and when it was taken, and both namespaces are in the capture.
+fn assert_well_formed(capture: &Value, failed_in: &str) {
+    assert_eq!(capture["netns"], failed_in, "{capture:#}");
+    let pieces = capture["pieces"].as_array().expect("pieces");
+    for piece in pieces {
+        assert!(
+            piece["source"].as_str().is_some_and(|s| !s.is_empty()),
+            "{piece:#}"
+        );
+        assert!(
+            piece["taken_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{piece:#}"
+        );
+        assert!(
+            piece["text"].is_string() != piece["unavailable"].is_string(),
+            "{piece:#}"
+        );
+    }
+    for netns in ["pod", "host"] {
+        assert!(
+            pieces
+                .iter()
+                .any(|p| p["netns"] == netns && p["what"] == "route"),
+            "no route from {netns}: {capture:#}"
+        );
+        assert!(
+            pieces
+                .iter()
+                .any(|p| p["netns"] == netns && p["what"] == "resolv_conf"),
+            "no resolv.conf from {netns}: {capture:#}"
+        );
+    }
+    assert!(
+        text(capture, "rounds", failed_in).contains("last: "),
+        "{capture:#}"
+    );
+}
+
+fn captures(agent: &Agent, probe: &str, netns: &str, outcome: &str) -> f64 {
+    let labels = [("probe", probe), ("netns", netns), ("outcome", outcome)];
+    metric(
+        &agent.metrics(),
+        "hybridprobe_evidence_captures_total",
+        &labels,
+    )
+    .unwrap_or(0.0)
+}
+
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn evidence_names_what_each_fault_changed_from_both_namespaces() {
+    let test = "evidence_names_what_each_fault_changed";
+    if !dnsmasq_available(test) {
+        return;
+    }
+    let Some(lab) = Lab::new("evidence") else {
+        return;
+    };
+    let mut onprem_dns = lab.onprem_dns();
+    let _cluster_dns = lab.cluster_dns(Forward::Onprem);
+    lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, LDAP_PORT)));
+    lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, FLAP_PORT)));
+    lab.masquerade(false);
+    let config = config(&lab);
+    let agent = Agent::start(&lab, &config);
+    agent.wait_ready();
+    let (_, healthy) = agent.healthz_json();
+    assert_eq!(healthy["status"], "ok", "{healthy:#}");
+    for c in healthy["checks"].as_array().unwrap() {
+        assert!(
+            c.get("evidence").is_none(),
+            "a passing check shows none: {c:#}"
+        );
+    }
+
+    // A stale record on-prem: the name resolves to an address outside the on-prem range, and
+    // the capture shows that answer from both namespaces.
+    lab.stop(onprem_dns);
+    onprem_dns = lab.onprem_dns_answering(LEAK_IP);
+    let db = captured(&agent, "corp-db", "pod");
+    assert_well_formed(&db, "pod");
+    assert_eq!(db["trigger"]["result"], "mismatch", "{db:#}");
+    for netns in ["pod", "host"] {
+        let answer = text(&db, "resolved", netns);
+        assert_eq!(answer, format!("{DB_NAME}: {LEAK_IP}"), "{db:#}");
+    }
+    lab.stop(onprem_dns);
+    let _onprem_dns = lab.onprem_dns();
+    agent.wait_check("corp-db", "pod", "success", WITHIN);
+
+    // A flapping service: three turns to failing yield one capture; the others are rate
+    // limited, and the evidence list holds the one.
+    for turn in 1..=3 {
+        lab.onprem_port_reject(FLAP_PORT, true);
+        agent.wait_check("flappy", "pod", "refused", WITHIN);
+        let flap = captured(&agent, "flappy", "pod");
+        assert_well_formed(&flap, "pod");
+        let (_, verdict) = agent.healthz_json();
+        let kept = check(&verdict, "flappy", "pod")["evidence"]
+            .as_array()
+            .map(Vec::len);
+        assert_eq!(kept, Some(1), "turn {turn}: {verdict:#}");
+        lab.onprem_port_reject(FLAP_PORT, false);
+        agent.wait_check("flappy", "pod", "success", WITHIN);
+    }
+    assert_eq!(captures(&agent, "flappy", "pod", "captured"), 1.0);
+    assert_eq!(captures(&agent, "flappy", "pod", "rate_limited"), 2.0);
+
+    // The tunnel is down and the node masquerades pod traffic: each namespace's route still
+    // points at its gateway, the traceroute goes silent past the VNET gateway, and the host's
+    // conntrack entry of the pod's flow is translated to the node's address.
+    lab.masquerade(true);
+    lab.tunnel_drop(true);
+    let pod = captured(&agent, "onprem-ldap", "pod");
+    assert_well_formed(&pod, "pod");
+    assert_eq!(pod["trigger"]["result"], "timeout", "{pod:#}");
+    let route = text(&pod, "route", "pod");
+    assert!(
+        route.starts_with(&format!("{ONPREM_IP} via {NODE_POD_GW} ")),
+        "{route}"
+    );
+    let route = text(&pod, "route", "host");
+    assert!(
+        route.starts_with(&format!("{ONPREM_IP} via {VNET_GW} ")),
+        "{route}"
+    );
+    let trace = text(&pod, "traceroute", "pod");
+    assert!(
+        trace.contains(&format!("1 {NODE_POD_GW}, 2 {VNET_GW}, then no answer")),
+        "{trace}"
+    );
+    let trace = text(&pod, "traceroute", "host");
+    assert!(
+        trace.contains(&format!("1 {VNET_GW}, then no answer")),
+        "{trace}"
+    );
+    let snat = text(&pod, "conntrack", "host");
+    assert!(
+        snat.contains(&format!("replies go to {NODE_IP}:")),
+        "{snat}"
+    );
+    assert!(snat.contains("SNAT or masquerade"), "{snat}");
+    let host = captured(&agent, "onprem-ldap", "host");
+    assert_well_formed(&host, "host");
+    let own = text(&host, "conntrack", "host");
+    assert!(own.contains("not translated"), "{own}");
+    assert!(text(&host, "path_mtu", "host").contains(&ONPREM_IP.to_string()));
+
+    // `check --explain` takes its own capture for each failing check, right after its round.
+    let path = write_config(&lab, "check.yaml", &config);
+    let out = run_cli(&lab, Host::Pod, &["check", "--config", &path, "--explain"]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{printed}");
+    assert!(
+        printed.contains("explain onprem-ldap in pod: timeout: "),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("diagnosis onprem_unreachable: "),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("  traceroute in pod (UDP traceroute, 5 hops"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("2 {VNET_GW}, then no answer")),
+        "{printed}"
+    );
+    let out = run_cli(
+        &lab,
+        Host::Pod,
+        &["check", "--config", &path, "--explain", "--format", "json"],
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).expect("check --explain JSON");
+    let explained = &check(&json, "onprem-ldap", "pod")["evidence"][0];
+    assert!(
+        text(explained, "conntrack", "host").contains(&format!("replies go to {NODE_IP}:")),
+        "{explained:#}"
+    );
+    lab.tunnel_drop(false);
+    lab.masquerade(false);
+    agent.wait_check("onprem-ldap", "pod", "success", WITHIN);
+    let (_, verdict) = agent.healthz_json();
+    assert!(
+        check(&verdict, "onprem-ldap", "pod")
+            .get("evidence")
+            .is_none(),
+        "a recovered check shows none: {verdict:#}"
+    );
+}
