@@ -276,6 +276,7 @@ mod tests {
     use crate::agent::check::{executors, plan};
     use crate::agent::new_metrics;
     use crate::config::Config;
+    use crate::netns::NetnsId;
 
     const CONFIG: &str =
         "netns: {pod: {}}\nprobes: [{name: dc1, tcp: {target: '198.19.10.1:389'}}]";
@@ -341,6 +342,60 @@ mod tests {
             gauge(&state, "hybridprobe_node_healthy").as_deref(),
             Some("0")
         );
+    }
+
+    /// A host namespace that cannot be entered: captures run but send nothing anywhere.
+    const UNREACHABLE_HOST: &str = "netns: {host: {path: /nonexistent/ns/net}}\n\
+         probes: [{name: dc1, tcp: {target: '198.19.10.1:389'}}]";
+
+    fn counted(state: &AgentState, outcome: &str) -> Option<String> {
+        let series = format!(
+            r#"hybridprobe_evidence_captures_total{{netns="host",outcome="{outcome}",probe="dc1"}}"#
+        );
+        gauge(state, &series)
+    }
+
+    #[tokio::test]
+    async fn a_check_turning_failing_is_captured_once_per_interval_and_shown_while_it_fails() {
+        let config = Config::parse(UNREACHABLE_HOST, &|_| None).unwrap();
+        let state = Arc::new(AgentState::new("node-1".into(), new_metrics()));
+        let executors = executors(&config);
+        state.set_namespaces(&executors);
+        state.set_evidence(&config.evidence);
+        let checks = plan(&config.probes, &executors, &state.metrics);
+        state.track(&checks[0]);
+        let failed = Err(Failure::new(crate::probe::Reason::Timeout, "no answer"));
+        // A first round that fails turns the check failing: one capture, in its own task.
+        state.record(&checks[0], &failed, Duration::from_millis(1));
+        state.publish();
+        let mut waited = 0;
+        while state.verdict().checks[0].evidence.is_empty() && waited < 500 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            state.publish();
+            waited += 1;
+        }
+        let verdict = state.verdict();
+        let capture = &verdict.checks[0].evidence[0];
+        assert_eq!(capture.trigger.result, "timeout");
+        assert_eq!(capture.netns, NetnsId::Host);
+        // Nothing could be taken in a namespace that cannot be entered: that is `failed`.
+        assert_eq!(counted(&state, "failed").as_deref(), Some("1"));
+
+        // Flapping within the interval: every later turn to failing is rate limited.
+        for _ in 0..3 {
+            passed(&state, &checks[0]);
+            state.record(&checks[0], &failed, Duration::from_millis(1));
+        }
+        assert_eq!(counted(&state, "rate_limited").as_deref(), Some("3"));
+        state.publish();
+        assert_eq!(state.verdict().checks[0].evidence.len(), 1);
+        passed(&state, &checks[0]);
+        state.publish();
+        assert!(state.verdict().checks[0].evidence.is_empty(), "passing");
+
+        // A check removed by a reload drops its evidence and its series.
+        state.untrack(&checks[0].key);
+        assert_eq!(counted(&state, "failed"), None);
     }
 
     #[tokio::test(start_paused = true)]
