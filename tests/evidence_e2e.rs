@@ -1,7 +1,8 @@
 //! End to end: evidence captured when a check turns failing names what the fault changed, from
 //! both namespaces: the answer a stale DNS record gives, the silent hop behind a dead tunnel,
-//! the SNAT'd conntrack tuple of masqueraded pod traffic; a flapping check is captured no more
-//! often than the bound; `check --explain` prints the same evidence after its table.
+//! the SNAT'd conntrack tuple of masqueraded pod traffic, the pod's path ending at the node when
+//! the node drops its traffic; a flapping check is captured no more often than the bound;
+//! `check --explain` prints the same evidence after its table.
 //!
 //! One lab and one agent serve every fault, one after the other, each removed before the next.
 
@@ -14,7 +15,7 @@ use std::time::Duration;
 use lab::dns::{dnsmasq_available, Forward, DB_NAME, LEAK_IP};
 use lab::{Host, Lab, NODE_IP, NODE_POD_GW, ONPREM_IP, VNET_GW};
 use serde_json::Value;
-use support::{check, metric, pod_and_host_config, run_cli, write_config, Agent, Resolv};
+use support::{check, metric, piece, pod_and_host_config, run_cli, write_config, Agent, Resolv};
 
 const LDAP_PORT: u16 = 389;
 /// The port of the check that is made to flap: refused, then served, over and over.
@@ -43,31 +44,6 @@ evidence: {{ min_interval: 1h, timeout: 5s, max_concurrent: 8 }}
         "{ interval: 1s, timeout: 1s }",
         &probes,
     )
-}
-
-/// Waits until `probe` in `netns` fails and holds evidence; returns its newest capture.
-fn captured(agent: &Agent, probe: &str, netns: &str) -> Value {
-    let mut newest = Value::Null;
-    agent
-        .lab
-        .wait_until(&format!("evidence for {probe} in {netns}"), WITHIN, || {
-            let (_, verdict) = agent.healthz_json();
-            newest = check(&verdict, probe, netns)["evidence"][0].clone();
-            !newest.is_null()
-        });
-    newest
-}
-
-/// The piece `what` taken in `netns`, with every piece shown when it is missing.
-fn piece<'c>(capture: &'c Value, what: &str, netns: &str) -> &'c Value {
-    capture["pieces"]
-        .as_array()
-        .and_then(|pieces| {
-            pieces
-                .iter()
-                .find(|p| p["what"] == what && p["netns"] == netns)
-        })
-        .unwrap_or_else(|| panic!("no {what} piece from {netns} in {capture:#}"))
 }
 
 /// The piece's text; a piece that says it is unavailable fails the test with its reason.
@@ -157,7 +133,7 @@ fn evidence_names_what_each_fault_changed_from_both_namespaces() {
     // the capture shows that answer from both namespaces.
     lab.stop(onprem_dns);
     onprem_dns = lab.onprem_dns_answering(LEAK_IP);
-    let db = captured(&agent, "corp-db", "pod");
+    let db = agent.wait_evidence("corp-db", "pod", WITHIN);
     assert_well_formed(&db, "pod");
     assert_eq!(db["trigger"]["result"], "mismatch", "{db:#}");
     for netns in ["pod", "host"] {
@@ -173,7 +149,7 @@ fn evidence_names_what_each_fault_changed_from_both_namespaces() {
     for turn in 1..=3 {
         lab.onprem_port_reject(FLAP_PORT, true);
         agent.wait_check("flappy", "pod", "refused", WITHIN);
-        let flap = captured(&agent, "flappy", "pod");
+        let flap = agent.wait_evidence("flappy", "pod", WITHIN);
         assert_well_formed(&flap, "pod");
         let (_, verdict) = agent.healthz_json();
         let kept = check(&verdict, "flappy", "pod")["evidence"]
@@ -191,7 +167,7 @@ fn evidence_names_what_each_fault_changed_from_both_namespaces() {
     // conntrack entry of the pod's flow is translated to the node's address.
     lab.masquerade(true);
     lab.tunnel_drop(true);
-    let pod = captured(&agent, "onprem-ldap", "pod");
+    let pod = agent.wait_evidence("onprem-ldap", "pod", WITHIN);
     assert_well_formed(&pod, "pod");
     assert_eq!(pod["trigger"]["result"], "timeout", "{pod:#}");
     let route = text(&pod, "route", "pod");
@@ -220,7 +196,7 @@ fn evidence_names_what_each_fault_changed_from_both_namespaces() {
         "{snat}"
     );
     assert!(snat.contains("SNAT or masquerade"), "{snat}");
-    let host = captured(&agent, "onprem-ldap", "host");
+    let host = agent.wait_evidence("onprem-ldap", "host", WITHIN);
     assert_well_formed(&host, "host");
     let own = text(&host, "conntrack", "host");
     assert!(own.contains("not translated"), "{own}");
@@ -268,4 +244,29 @@ fn evidence_names_what_each_fault_changed_from_both_namespaces() {
             .is_none(),
         "a recovered check shows none: {verdict:#}"
     );
+
+    // The node drops what the pod sends on-prem, and a fresh agent (an empty store) starts
+    // into it: its checks fail from the first round. The pod's traceroute ends at the node,
+    // the host's reaches the target, and the dropped flow never got a conntrack entry.
+    lab.stop(agent.handle);
+    lab.pod_forward_drop(true);
+    let agent = Agent::start(&lab, &config);
+    let blocked = agent.wait_evidence("onprem-ldap", "pod", WITHIN);
+    assert_well_formed(&blocked, "pod");
+    let trace = text(&blocked, "traceroute", "pod");
+    assert!(
+        trace.contains(&format!("1 {NODE_POD_GW}, then no answer")),
+        "{trace}"
+    );
+    let trace = text(&blocked, "traceroute", "host");
+    assert!(
+        trace.contains(&format!("{ONPREM_IP} reached in ")),
+        "{trace}"
+    );
+    let dropped = text(&blocked, "conntrack", "host");
+    assert!(
+        dropped.contains("no entry in the host's table"),
+        "{dropped}"
+    );
+    lab.pod_forward_drop(false);
 }
