@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::config::{EvidenceConfig, ProbeConfig};
 use crate::netns::{Executor, NetnsContext, NetnsId};
-use crate::probe::dns::QueryType;
+use crate::probe::dns::{QueryType, Server};
 use crate::probe::resolver::Resolver;
 use crate::probe::target::{Host, HostPort};
 use crate::probe::{Families, ProbeKind};
@@ -239,7 +239,7 @@ impl Subject {
 /// Where a check's traffic goes, as far as the evidence needs it.
 #[derive(Debug, Clone)]
 struct Aim {
-    /// `None` for kinds that reach nothing (a file read); the reason says so.
+    /// Why there is none, for kinds that reach nothing (a file read).
     host: Result<Host, String>,
     /// The port the check connects to, for the conntrack flow.
     port: Option<u16>,
@@ -265,7 +265,12 @@ impl Aim {
                 name: None,
             };
         };
-        let port = HostPort::parse(&target.text).map(|hp| hp.port);
+        // A DNS server is written without its port when it is 53.
+        let port = HostPort::parse(&target.text).map(|hp| hp.port).or(matches!(
+            probe.kind,
+            ProbeKind::Dns(_)
+        )
+        .then_some(53));
         let name = match (&probe.kind, &target.host) {
             (ProbeKind::Dns(spec), _) => match spec.record_type {
                 QueryType::A | QueryType::AAAA => {
@@ -273,8 +278,8 @@ impl Aim {
                         .servers
                         .iter()
                         .filter_map(|s| match s {
-                            crate::probe::dns::Server::Addr(addr) => Some(*addr),
-                            crate::probe::dns::Server::System => None,
+                            Server::Addr(addr) => Some(*addr),
+                            Server::System => None,
                         })
                         .collect();
                     let resolver = if servers.is_empty() {
@@ -291,7 +296,7 @@ impl Aim {
         };
         Aim {
             host: Ok(target.host),
-            port: port.or(Some(53).filter(|_| matches!(probe.kind, ProbeKind::Dns(_)))),
+            port,
             name,
         }
     }
