@@ -95,7 +95,7 @@ struct CheckArgs {
     /// For each failing check, capture evidence from both namespaces right after the round
     /// and print it, with the diagnoses that name the check, after the table (JSON: in each
     /// failing check's `evidence`).
-    #[arg(long)]
+    #[arg(long, env = "HYBRIDPROBE_EXPLAIN")]
     explain: bool,
 }
 

@@ -138,6 +138,7 @@ const ENV_VARS: [(&str, &[(&str, &str)]); 5] = [
             ("--node", "HYBRIDPROBE_NODE"),
             ("--format", "HYBRIDPROBE_FORMAT"),
             ("--color", "HYBRIDPROBE_COLOR"),
+            ("--explain", "HYBRIDPROBE_EXPLAIN"),
         ],
     ),
     ("validate", &[("--config", "HYBRIDPROBE_CONFIG")]),
