@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::config::{EvidenceConfig, ProbeConfig};
 use crate::netns::{Executor, NetnsContext, NetnsId};
-use crate::probe::dns::{QueryType, Server};
+use crate::probe::dns::{DnsSpec, QueryType, Server};
 use crate::probe::resolver::Resolver;
 use crate::probe::target::{Host, HostPort};
 use crate::probe::{Families, ProbeKind};
@@ -257,42 +257,27 @@ impl Aim {
                 name: None,
             };
         }
+        let dns = match &probe.kind {
+            ProbeKind::Dns(spec) => Some(spec),
+            _ => None,
+        };
+        // A dns check that asks only the resolv.conf's servers still has a query to resolve.
         let target = probe.kind.targets(None).into_iter().next();
         let Some(target) = target else {
             return Aim {
                 host: Err(format!("kind {kind} has no IP target")),
                 port: None,
-                name: None,
+                name: dns.and_then(address_query),
             };
         };
         // A DNS server is written without its port when it is 53.
-        let port = HostPort::parse(&target.text).map(|hp| hp.port).or(matches!(
-            probe.kind,
-            ProbeKind::Dns(_)
-        )
-        .then_some(53));
-        let name = match (&probe.kind, &target.host) {
-            (ProbeKind::Dns(spec), _) => match spec.record_type {
-                QueryType::A | QueryType::AAAA => {
-                    let servers: Vec<SocketAddr> = spec
-                        .servers
-                        .iter()
-                        .filter_map(|s| match s {
-                            Server::Addr(addr) => Some(*addr),
-                            Server::System => None,
-                        })
-                        .collect();
-                    let resolver = if servers.is_empty() {
-                        Resolver::System
-                    } else {
-                        Resolver::Servers(servers)
-                    };
-                    Some((spec.query.text.clone(), resolver))
-                }
-                _ => None,
-            },
-            (_, Host::Name(name)) => Some((name.clone(), Resolver::System)),
-            _ => None,
+        let port = HostPort::parse(&target.text)
+            .map(|hp| hp.port)
+            .or(dns.map(|_| 53));
+        let name = match (dns, &target.host) {
+            (Some(spec), _) => address_query(spec),
+            (None, Host::Name(name)) => Some((name.clone(), Resolver::System)),
+            (None, _) => None,
         };
         Aim {
             host: Ok(target.host),
@@ -300,6 +285,26 @@ impl Aim {
             name,
         }
     }
+}
+
+/// A dns check's query, when it asks for addresses, and the servers it asks.
+fn address_query(spec: &DnsSpec) -> Option<(String, Resolver)> {
+    if !matches!(spec.record_type, QueryType::A | QueryType::AAAA) {
+        return None;
+    }
+    let servers: Vec<SocketAddr> = spec
+        .servers
+        .iter()
+        .filter_map(|server| match server {
+            Server::Addr(addr) => Some(*addr),
+            Server::System => None,
+        })
+        .collect();
+    let resolver = match servers.is_empty() {
+        true => Resolver::System,
+        false => Resolver::Servers(servers),
+    };
+    Some((spec.query.text.clone(), resolver))
 }
 
 /// Runs a capture for `subject` now, in every namespace of `executors` (the failing one first),

@@ -1,3 +1,6 @@
+//! Unit tests of the evidence captures: the JSON shape, the store and its rate bound, the size
+//! bounds, what each kind aims at, and a namespace that cannot be entered.
+
 use std::path::Path;
 
 use super::*;
@@ -133,6 +136,13 @@ fn the_aim_follows_the_kind() {
         dns.name.map(|(n, _)| n).as_deref(),
         Some("dc1.corp.example")
     );
+    let system = Aim::of(&probe("{name: e, dns: {query: dc1.corp.example}}"));
+    assert_eq!(system.host, Err("kind dns has no IP target".into()));
+    assert!(matches!(system.name, Some((_, Resolver::System))));
+    let mx = Aim::of(&probe(
+        "{name: f, dns: {query: corp.example, type: MX, servers: ['198.19.10.1']}}",
+    ));
+    assert!(mx.name.is_none(), "not an address lookup");
 }
 
 #[tokio::test]
