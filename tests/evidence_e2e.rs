@@ -1,10 +1,12 @@
 //! End to end: evidence captured when a check turns failing names what the fault changed, from
 //! both namespaces: the answer a stale DNS record gives, the silent hop behind a dead tunnel,
 //! the SNAT'd conntrack tuple of masqueraded pod traffic, the pod's path ending at the node when
-//! the node drops its traffic; a flapping check is captured no more often than the bound;
-//! `check --explain` prints the same evidence after its table.
+//! the node drops its traffic, the path MTU the kernel learned from a narrowed tunnel; a
+//! flapping check is captured no more often than the bound; `check --explain` prints the same
+//! evidence after its table.
 //!
-//! One lab and one agent serve every fault, one after the other, each removed before the next.
+//! One lab serves every fault, one after the other, each removed before the next; one agent
+//! serves the first ones, and a fresh one (an empty store) each of the last two.
 
 mod lab;
 mod support;
@@ -13,11 +15,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use lab::dns::{dnsmasq_available, Forward, DB_NAME, LEAK_IP};
-use lab::{Host, Lab, NODE_IP, NODE_POD_GW, ONPREM_IP, VNET_GW};
+use lab::{Host, Lab, NODE_IP, NODE_POD_GW, ONPREM_IP, TUNNEL_MTU, VNET_GW};
 use serde_json::Value;
 use support::{check, metric, piece, pod_and_host_config, run_cli, write_config, Agent, Resolv};
 
 const LDAP_PORT: u16 = 389;
+/// The narrowed tunnel's MTU, below the `tunnel-mtu` check's minimum of [`TUNNEL_MTU`].
+const NARROW_MTU: u32 = 1300;
 /// The port of the check that is made to flap: refused, then served, over and over.
 const FLAP_PORT: u16 = 2389;
 /// A round every second; a capture takes at most `evidence.timeout` after the round that
@@ -35,6 +39,8 @@ fn config(lab: &Lab) -> String {
   - name: flappy
     netns: [pod]
     tcp: {{ target: "{ONPREM_IP}:{FLAP_PORT}" }}
+  - name: tunnel-mtu
+    path_mtu: {{ target: {ONPREM_IP}, min: {TUNNEL_MTU} }}
 evidence: {{ min_interval: 1h, timeout: 5s, max_concurrent: 8 }}
 "#
     );
@@ -269,4 +275,18 @@ fn evidence_names_what_each_fault_changed_from_both_namespaces() {
         "{dropped}"
     );
     lab.pod_forward_drop(false);
+
+    // The tunnel narrows and says so with fragmentation-needed: the path MTU search of a fresh
+    // agent's first round leaves the kernel an MTU for the target, which the capture reads.
+    lab.stop(agent.handle);
+    lab.vnet_tunnel_mtu(NARROW_MTU);
+    let agent = Agent::start(&lab, &config);
+    let narrow = agent.wait_evidence("tunnel-mtu", "pod", WITHIN);
+    assert_eq!(narrow["trigger"]["result"], "mtu_low", "{narrow:#}");
+    let cached = text(&narrow, "path_mtu", "pod");
+    assert!(
+        cached.starts_with(&format!("{ONPREM_IP} mtu {NARROW_MTU} ")),
+        "{cached}"
+    );
+    lab.vnet_tunnel_mtu(TUNNEL_MTU);
 }
