@@ -183,8 +183,8 @@ probes:
     assert_alive(&lab, agent.handle);
     lab.stop(agent.handle);
 
-    // Without CAP_NET_ADMIN only the conntrack evidence of the source_ip check goes; the check
-    // itself still runs and passes.
+    // Without CAP_NET_ADMIN only the conntrack evidence of the source_ip check goes (and the
+    // conntrack piece of a capture); the check itself still runs and passes.
     let agent = agent_without(&lab, "net_admin", &config);
     let (code, verdict) = agent.healthz_json();
     assert_eq!(code, 200, "{verdict}");
@@ -203,6 +203,17 @@ probes:
         metric(&metrics, "hybridprobe_source_ip_preserved", &labels),
         Some(1.0)
     );
+    // A check that fails meanwhile gets its evidence; only the conntrack piece is missing, and
+    // it says why.
+    lab.onprem_port_reject(LDAP_PORT, true);
+    let capture = agent.wait_evidence("ldap", "pod", Duration::from_secs(20));
+    let why = unavailable(&capture, "conntrack", "host");
+    assert_eq!(why, "needs CAP_NET_ADMIN in the host namespace");
+    assert!(
+        piece(&capture, "traceroute", "pod")["text"].is_string(),
+        "{capture:#}"
+    );
+    lab.onprem_port_reject(LDAP_PORT, false);
     assert_alive(&lab, agent.handle);
 }
 
