@@ -17,11 +17,15 @@ use std::time::Duration;
 use lab::dns::{dnsmasq_available, Forward, DB_NAME, LEAK_IP};
 use lab::{Host, Lab, NODE_IP, NODE_POD_GW, ONPREM_IP, TUNNEL_MTU, VNET_GW};
 use serde_json::Value;
-use support::{check, metric, piece, pod_and_host_config, run_cli, write_config, Agent, Resolv};
+use support::{
+    check, metric, piece, pod_and_host_config, run_cli, status_kib, write_config, Agent, Resolv,
+};
 
 const LDAP_PORT: u16 = 389;
 /// The narrowed tunnel's MTU, below the `tunnel-mtu` check's minimum of [`TUNNEL_MTU`].
 const NARROW_MTU: u32 = 1300;
+/// The base DaemonSet's memory limit.
+const MEMORY_LIMIT_KIB: u64 = 64 * 1024;
 /// The port of the check that is made to flap: refused, then served, over and over.
 const FLAP_PORT: u16 = 2389;
 /// A round every second; a capture takes at most `evidence.timeout` after the round that
@@ -207,6 +211,11 @@ fn evidence_names_what_each_fault_changed_from_both_namespaces() {
     let own = text(&host, "conntrack", "host");
     assert!(own.contains("not translated"), "{own}");
     assert!(text(&host, "path_mtu", "host").contains(&ONPREM_IP.to_string()));
+    // With evidence held for every failing check, the agent stays within the DaemonSet's
+    // memory limit.
+    let peak = status_kib(lab.pid(agent.handle), "VmHWM:");
+    eprintln!("agent peak RSS with evidence held: {peak} KiB");
+    assert!(peak < MEMORY_LIMIT_KIB, "peak RSS {peak} KiB");
 
     // `check --explain` takes its own capture for each failing check, right after its round.
     let path = write_config(&lab, "check.yaml", &config);
