@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod config;
 pub mod diagnose;
+pub mod evidence;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

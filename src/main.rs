@@ -99,6 +99,11 @@ struct CheckArgs {
     /// Color the table: `auto` on a terminal unless NO_COLOR is set.
     #[arg(long, env = "HYBRIDPROBE_COLOR", value_enum, default_value_t = ColorChoice::Auto)]
     color: ColorChoice,
+    /// For each failing check, capture evidence from both namespaces right after the round
+    /// and print it, with the diagnoses that name the check, after the table (JSON: in each
+    /// failing check's `evidence`).
+    #[arg(long, env = "HYBRIDPROBE_EXPLAIN")]
+    explain: bool,
 }
 
 #[derive(Args)]
@@ -181,9 +186,9 @@ fn main() -> ExitCode {
     init_logging(&cli.log, cli.log_format);
     match cli.command {
         Command::Validate(args) => validate(&args),
-        Command::Check(args) => with_config(&args.source, |config, node| {
-            check(config, node, args.format, args.color)
-        }),
+        Command::Check(args) => {
+            with_config(&args.source, |config, node| check(config, node, &args))
+        }
         Command::Agent(args) => with_config(&args.source, |config, node| {
             agent(config, node, args.listen)
         }),
@@ -294,18 +299,16 @@ fn agent(source: ConfigSource, node: String, listen: SocketAddr) -> anyhow::Resu
     })
 }
 
-fn check(
-    source: ConfigSource,
-    node: String,
-    format: Format,
-    color: ColorChoice,
-) -> anyhow::Result<ExitCode> {
+fn check(source: ConfigSource, node: String, args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let (ConfigSource::File(_, config) | ConfigSource::Fixed(config)) = source;
-    let verdict = runtime()?.block_on(agent::check_once(&config, node));
-    match format {
+    let verdict = runtime()?.block_on(agent::check_once(&config, node, args.explain));
+    match args.format {
         Format::Table => {
-            let style = color.for_stream(&std::io::stdout());
+            let style = args.color.for_stream(&std::io::stdout());
             print!("{}", table::styled_table(&verdict, style));
+            if args.explain {
+                print!("{}", table::explain(&verdict, style));
+            }
         }
         Format::Json => println!("{}", serde_json::to_string_pretty(&verdict)?),
     }

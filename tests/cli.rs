@@ -139,6 +139,7 @@ const ENV_VARS: [(&str, &[(&str, &str)]); 6] = [
             ("--node", "HYBRIDPROBE_NODE"),
             ("--format", "HYBRIDPROBE_FORMAT"),
             ("--color", "HYBRIDPROBE_COLOR"),
+            ("--explain", "HYBRIDPROBE_EXPLAIN"),
         ],
     ),
     ("validate", &[("--config", "HYBRIDPROBE_CONFIG")]),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use lab::{dns, Host, Lab, ONPREM_IP, POD_IP};
 use serde_json::Value;
-use support::{assert_alive, metric, result, runs, write_config, Agent, BIN, PORT};
+use support::{assert_alive, metric, piece, result, runs, write_config, Agent, BIN, PORT};
 
 const LDAP_PORT: u16 = 389;
 const REFLECT_PORT: u16 = 3479;
@@ -38,6 +38,14 @@ fn agent_without<'a>(lab: &'a Lab, capability: &str, config: &str) -> Agent<'a> 
     });
     agent.wait_ready();
     agent
+}
+
+/// Why the piece is missing; a piece that has text fails the test.
+fn unavailable<'c>(capture: &'c Value, what: &str, netns: &str) -> &'c str {
+    let piece = piece(capture, what, netns);
+    piece["unavailable"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what} from {netns} is not unavailable: {piece:#}"))
 }
 
 /// Each capability the agent may lack takes away only the checks that need it, and says so in
@@ -121,6 +129,17 @@ probes:
         }
     }
     assert_eq!(result(&verdict, "source", "pod").0, "success", "{verdict}");
+    // The failing trace's evidence says which of its pieces needed the capability; the rest
+    // were taken.
+    let capture = agent.wait_evidence("trace", "pod", Duration::from_secs(20));
+    for netns in ["pod", "host"] {
+        let why = unavailable(&capture, "traceroute", netns);
+        assert!(why.contains("needs CAP_NET_RAW"), "{why}");
+        assert!(
+            piece(&capture, "route", netns)["text"].is_string(),
+            "{capture:#}"
+        );
+    }
     assert_alive(&lab, agent.handle);
     lab.stop(agent.handle);
 
@@ -151,11 +170,21 @@ probes:
         (Some(1.0), Some(0.0))
     );
     assert!(runs(&metrics, "ldap", "host", "netns_unavailable") >= 1.0);
+    // A host check's evidence: the host's pieces say why they are missing, the pod's are there.
+    let capture = agent.wait_evidence("ldap", "host", Duration::from_secs(20));
+    for what in ["resolv_conf", "route", "traceroute", "conntrack"] {
+        let why = unavailable(&capture, what, "host");
+        assert!(why.contains("needs CAP_SYS_ADMIN"), "{what}: {why}");
+    }
+    assert!(
+        piece(&capture, "route", "pod")["text"].is_string(),
+        "{capture:#}"
+    );
     assert_alive(&lab, agent.handle);
     lab.stop(agent.handle);
 
-    // Without CAP_NET_ADMIN only the conntrack evidence of the source_ip check goes; the check
-    // itself still runs and passes.
+    // Without CAP_NET_ADMIN only the conntrack evidence of the source_ip check goes (and the
+    // conntrack piece of a capture); the check itself still runs and passes.
     let agent = agent_without(&lab, "net_admin", &config);
     let (code, verdict) = agent.healthz_json();
     assert_eq!(code, 200, "{verdict}");
@@ -174,6 +203,17 @@ probes:
         metric(&metrics, "hybridprobe_source_ip_preserved", &labels),
         Some(1.0)
     );
+    // A check that fails meanwhile gets its evidence; only the conntrack piece is missing, and
+    // it says why.
+    lab.onprem_port_reject(LDAP_PORT, true);
+    let capture = agent.wait_evidence("ldap", "pod", Duration::from_secs(20));
+    let why = unavailable(&capture, "conntrack", "host");
+    assert_eq!(why, "needs CAP_NET_ADMIN in the host namespace");
+    assert!(
+        piece(&capture, "traceroute", "pod")["text"].is_string(),
+        "{capture:#}"
+    );
+    lab.onprem_port_reject(LDAP_PORT, false);
     assert_alive(&lab, agent.handle);
 }
 

@@ -132,6 +132,15 @@ fn status_page_shows_each_check_side_by_side_and_renders_in_chromium() {
     );
     let (_, verdict) = agent.healthz_json();
     assert_eq!(check(&verdict, "dc1-ldap", "pod")["ok"], true, "{verdict}");
+    // Kerberos failed in the pod from its first round: its evidence is in the verdict.
+    lab.wait_until(
+        "evidence for dc1-kerberos in pod",
+        Duration::from_secs(10),
+        || {
+            let (_, verdict) = agent.healthz_json();
+            check(&verdict, "dc1-kerberos", "pod")["evidence"].is_array()
+        },
+    );
 
     let (code, html) = agent.get("/");
     assert_eq!(code, 200, "{html}");
@@ -162,6 +171,26 @@ fn status_page_shows_each_check_side_by_side_and_renders_in_chromium() {
         "tcp connect {ONPREM_IP}:{KERBEROS}: no answer within 800ms"
     )));
     assert!(kerberos[0].contains("failing for "));
+    // The failing cell folds its evidence away: pieces from both namespaces, the conntrack
+    // entry of a flow like the pod's, read in the host's table.
+    let folded = kerberos[0]
+        .split_once(r#"<details class="evidence"><summary>Evidence · taken "#)
+        .map(|(_, e)| e)
+        .unwrap_or_else(|| panic!("no evidence in {}", kerberos[0]));
+    for piece in [
+        r#"<dt>route <span class="tag">pod</span>"#,
+        r#"<dt>route <span class="tag">host</span>"#,
+        r#"<dt>traceroute <span class="tag">pod</span>"#,
+        r#"<dt>conntrack <span class="tag">host</span>"#,
+        r#"<dt>rounds <span class="tag">pod</span>"#,
+    ] {
+        assert!(folded.contains(piece), "no {piece} in {folded}");
+    }
+    assert!(
+        !kerberos[1].contains("<details"),
+        "a passing check has none: {}",
+        kerberos[1]
+    );
     assert!(
         kerberos[1].starts_with(r#"class="cell ok">"#),
         "{}",
@@ -222,6 +251,7 @@ fn status_page_shows_each_check_side_by_side_and_renders_in_chromium() {
 
     let png = screenshot(&lab);
     assert_not_blank(&png);
+    evidence_in_dom(&lab);
     if let Some(keep) = std::env::var_os(KEEP_SCREENSHOT) {
         std::fs::copy(&png, &keep).unwrap();
     }
@@ -229,42 +259,69 @@ fn status_page_shows_each_check_side_by_side_and_renders_in_chromium() {
     json_logs(&lab.logs(agent.handle));
 }
 
-/// Renders the page in headless Chromium inside the pod namespace; returns the PNG's path.
-fn screenshot(lab: &Lab) -> std::path::PathBuf {
-    let png = lab.tmpdir().join("status.png");
-    let profile = format!("--user-data-dir={}", lab.tmpdir().join("chrome").display());
-    let target = format!("--screenshot={}", png.display());
-    let size = format!("--window-size={WIDTH},{HEIGHT}");
+/// Runs headless Chromium on the page inside the pod namespace with `args` (and its own
+/// profile directory, `profile`), once it exits.
+fn chromium(lab: &Lab, profile: &str, args: &[&str]) -> std::process::Output {
+    let profile = format!("--user-data-dir={}", lab.tmpdir().join(profile).display());
     let url = format!("http://{POD_IP}:{PORT}/");
+    let mut argv = vec![
+        "120",
+        "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        &profile,
+    ];
+    argv.extend(args);
+    argv.push(&url);
     // `timeout`: a wedged browser fails the test instead of hanging it.
-    let out = lab.exec(
-        Host::Pod,
-        "timeout",
-        &[
-            "120",
-            "chromium",
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            &profile,
-            &target,
-            &size,
-            &url,
-        ],
-    );
+    let out = lab.exec(Host::Pod, "timeout", &argv);
     assert!(
-        out.status.success() && png.exists(),
-        "chromium failed ({}):\n{}",
+        out.status.success(),
+        "chromium {args:?} failed ({}):\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// Renders the page in headless Chromium; returns the PNG's path.
+fn screenshot(lab: &Lab) -> std::path::PathBuf {
+    let png = lab.tmpdir().join("status.png");
+    let target = format!("--screenshot={}", png.display());
+    let size = format!("--window-size={WIDTH},{HEIGHT}");
+    chromium(lab, "chrome", &["--hide-scrollbars", &target, &size]);
+    assert!(png.exists(), "chromium wrote no {}", png.display());
     png
+}
+
+/// The DOM Chromium builds from the page keeps each evidence view whole: a closed `<details>`
+/// whose summary and pieces parsed as written, inside the failing cell.
+fn evidence_in_dom(lab: &Lab) {
+    let out = chromium(lab, "chrome-dom", &["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let cell = dom
+        .split(r#"<td class="cell fail">"#)
+        .skip(1)
+        .find(|cell| cell.contains(&format!("{ONPREM_IP}:{KERBEROS}")))
+        .map(|cell| &cell[..cell.find("</td>").unwrap_or(cell.len())])
+        .unwrap_or_else(|| panic!("no failing kerberos cell in the DOM:\n{dom}"));
+    let details = cell
+        .split_once(r#"<details class="evidence">"#)
+        .map(|(_, d)| d)
+        .unwrap_or_else(|| panic!("no evidence view in the cell's DOM:\n{cell}"));
+    assert!(
+        details.starts_with("<summary>Evidence · taken "),
+        "{details}"
+    );
+    assert!(details.contains(r#"<div class="capture">"#), "{details}");
+    assert!(details.contains("<dd><pre>"), "{details}");
+    assert!(details.contains("</dl></div></details>"), "{details}");
 }
 
 /// The screenshot has the window's size and shows the page: many colors, including the status

@@ -15,7 +15,7 @@ layers='
 0 netns net
 1 probe
 2 config
-3 results
+3 results evidence
 4 diagnose metrics
 5 agent
 6 http

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{Config, Expect, NamespaceConfig, ProbeConfig, Thresholds};
+use crate::config::{Config, EvidenceConfig, Expect, NamespaceConfig, ProbeConfig, Thresholds};
 use crate::netns::NetnsId;
 use crate::probe::dns::{DnsSpec, ResolvConf};
 use crate::probe::icmp::IcmpSpec;
@@ -120,6 +120,7 @@ pub fn config(machine: &Machine) -> Config {
             .map(|(ns, _)| ns.clone())
             .collect(),
         probes,
+        evidence: EvidenceConfig::default(),
     }
 }
 

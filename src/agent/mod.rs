@@ -2,6 +2,7 @@
 //! they record into, config reloads, the built-in profile and shutdown signals.
 
 pub mod builtin;
+mod capture;
 pub mod check;
 pub mod reload;
 pub mod scheduler;
@@ -16,6 +17,7 @@ use crate::config::Config;
 use crate::diagnose::verdict::Verdict;
 use crate::diagnose::Code;
 use crate::metrics::Metrics;
+use crate::results::CheckKey;
 
 use check::executors;
 use scheduler::Scheduler;
@@ -64,8 +66,9 @@ where
     }
 }
 
-/// Runs every check once and judges the node: the `check` command.
-pub async fn check_once(config: &Config, node: String) -> Verdict {
+/// Runs every check once and judges the node: the `check` command. With `explain`, evidence
+/// is captured right after the round for every check that failed, all at once.
+pub async fn check_once(config: &Config, node: String, explain: bool) -> Verdict {
     let executors = executors(config);
     let state = Arc::new(AgentState::new(node, new_metrics()));
     state.set_namespaces(&executors);
@@ -74,6 +77,17 @@ pub async fn check_once(config: &Config, node: String) -> Verdict {
         state.track(check);
     }
     scheduler::run_once(checks, state.clone()).await;
+    if explain {
+        state.set_evidence(&config.evidence);
+        let failing: Vec<CheckKey> = state
+            .results()
+            .in_order()
+            .into_iter()
+            .filter(|(_, check)| check.failing)
+            .map(|(key, _)| key.clone())
+            .collect();
+        futures_util::future::join_all(failing.iter().map(|key| state.capture_now(key))).await;
+    }
     state.publish();
     Arc::unwrap_or_clone(state.verdict())
 }

@@ -59,6 +59,7 @@ impl Scheduler {
             self.namespaces = config.namespaces.clone();
             self.state.set_namespaces(&self.executors);
         }
+        self.state.set_evidence(&config.evidence);
         let wanted = planned(&config.probes, &self.executors);
         let keep = |key: &CheckKey, running: &Running| {
             !renew_namespaces

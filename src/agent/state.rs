@@ -6,6 +6,9 @@
 //! removed) marks the state changed, and [`AgentState::publish_changes`] judges the node at
 //! most every [`PUBLISH_EVERY`], sets `hybridprobe_node_healthy` and `hybridprobe_diagnosis`,
 //! and publishes the verdict. Reads ([`AgentState::verdict`], the metrics) only read.
+//!
+//! A check that turns failing starts an evidence capture (`capture.rs`); the capture, once
+//! kept, marks the state changed like a round does.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,9 +16,12 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{watch, Notify};
 
+use super::capture::Captures;
 use super::check::Check;
+use crate::config::EvidenceConfig;
 use crate::diagnose::verdict::{self, Snapshot, Status, Verdict};
 use crate::diagnose::Code;
+use crate::evidence::{Capture, Subject};
 use crate::metrics::Metrics;
 use crate::netns::{Executor, NetnsStatus};
 use crate::probe::{Failure, Outcome};
@@ -33,8 +39,10 @@ pub struct AgentState {
     scheduler_alive: AtomicBool,
     /// The verdict as last published: what `/healthz`, `/readyz`, `/` and `check` serve.
     verdict: watch::Sender<Arc<Verdict>>,
-    /// Something a verdict is judged from changed since the last publish.
-    changed: Notify,
+    /// Something a verdict is judged from changed since the last publish. Shared with the
+    /// evidence captures, which finish after the round that started them.
+    changed: Arc<Notify>,
+    captures: Captures,
 }
 
 /// The longest a change waits to be published. Rounds can finish a thousand times a second;
@@ -66,7 +74,8 @@ impl AgentState {
                 namespaces: Vec::new(),
                 diagnoses: Vec::new(),
             })),
-            changed: Notify::new(),
+            changed: Arc::new(Notify::new()),
+            captures: Captures::default(),
         };
         state.publish();
         state
@@ -86,7 +95,13 @@ impl AgentState {
                 .set_netns_available(ns.id, ns.unavailable.is_none());
         }
         *lock(&self.namespaces) = statuses;
+        self.captures.set_executors(executors);
         self.changed();
+    }
+
+    /// Takes the evidence settings of a newly applied config.
+    pub fn set_evidence(&self, config: &EvidenceConfig) {
+        self.captures.configure(config);
     }
 
     pub fn namespaces(&self) -> Vec<NetnsStatus> {
@@ -97,12 +112,14 @@ impl AgentState {
     pub fn track(&self, check: &Check) {
         self.results()
             .declare(check.key.clone(), check.probe.clone(), check.position);
+        self.captures.store().declare(&check.key);
         self.changed();
     }
 
     /// Stops reporting a check: its results and every series it had are dropped.
     pub fn untrack(&self, key: &CheckKey) {
         self.results().remove(key);
+        self.captures.store().remove(key);
         self.metrics.forget_check(&key.probe, key.netns);
         self.changed();
     }
@@ -113,8 +130,9 @@ impl AgentState {
             fail_after: check.probe.fail_after,
             recover_after: check.probe.recover_after,
         };
-        let (transition, standing, first_round_done) = {
+        let (transition, standing, first_round_done, turned_failing) = {
             let mut results = self.results();
+            let first = results.get(&check.key).is_some_and(|s| s.last.is_none());
             // A round that finishes after its check was removed by a reload is dropped, so it
             // cannot bring back the series that were just forgotten.
             let recorded = results
@@ -123,12 +141,23 @@ impl AgentState {
             let Some((transition, standing)) = recorded else {
                 return;
             };
+            // The first round sets the state without a transition; failing, it turned too.
+            let turned = transition == Transition::Failed || (first && result.is_err());
+            let turned_failing = turned
+                .then(|| results.get(&check.key))
+                .flatten()
+                .map(|state| Subject::of(&check.key, state));
             (
                 transition,
                 standing,
                 !self.is_ready() && results.all_reported(),
+                turned_failing,
             )
         };
+        if let Some(subject) = turned_failing {
+            self.captures
+                .on_failure(&check.key, subject, &self.metrics, &self.changed);
+        }
         self.metrics
             .observe(&check.series, result, took, transition, standing);
         let (probe, netns) = (&check.key.probe, check.key.netns);
@@ -167,12 +196,14 @@ impl AgentState {
         let verdict = {
             let namespaces = lock(&self.namespaces);
             let config_error = lock(&self.config_error);
+            let evidence = self.captures.store();
             verdict::judge(&Snapshot {
                 node: &self.node,
                 checks: &results.in_order(),
                 namespaces: &namespaces,
                 config_error: config_error.as_deref(),
                 ready: self.is_ready(),
+                evidence: &evidence,
             })
         };
         self.metrics.set_node_healthy(verdict.status == Status::Ok);
@@ -191,6 +222,16 @@ impl AgentState {
             self.publish();
             tokio::time::sleep(PUBLISH_EVERY).await;
         }
+    }
+
+    /// Captures evidence for a check now, whatever its state and the rate bound, keeps it
+    /// with the check's others and marks the state changed; `None` for an unknown check. For
+    /// the `check` command and runs on demand.
+    pub async fn capture_now(&self, key: &CheckKey) -> Option<Arc<Capture>> {
+        let subject = Subject::of(key, self.results().get(key)?);
+        let capture = self.captures.now(key, subject, &self.metrics).await;
+        self.changed();
+        Some(capture)
     }
 
     /// Marks the state changed: the publisher judges it soon. One atomic operation, since it
@@ -235,6 +276,7 @@ mod tests {
     use crate::agent::check::{executors, plan};
     use crate::agent::new_metrics;
     use crate::config::Config;
+    use crate::netns::NetnsId;
 
     const CONFIG: &str =
         "netns: {pod: {}}\nprobes: [{name: dc1, tcp: {target: '198.19.10.1:389'}}]";
@@ -300,6 +342,60 @@ mod tests {
             gauge(&state, "hybridprobe_node_healthy").as_deref(),
             Some("0")
         );
+    }
+
+    /// A host namespace that cannot be entered: captures run but send nothing anywhere.
+    const UNREACHABLE_HOST: &str = "netns: {host: {path: /nonexistent/ns/net}}\n\
+         probes: [{name: dc1, tcp: {target: '198.19.10.1:389'}}]";
+
+    fn counted(state: &AgentState, outcome: &str) -> Option<String> {
+        let series = format!(
+            r#"hybridprobe_evidence_captures_total{{netns="host",outcome="{outcome}",probe="dc1"}}"#
+        );
+        gauge(state, &series)
+    }
+
+    #[tokio::test]
+    async fn a_check_turning_failing_is_captured_once_per_interval_and_shown_while_it_fails() {
+        let config = Config::parse(UNREACHABLE_HOST, &|_| None).unwrap();
+        let state = Arc::new(AgentState::new("node-1".into(), new_metrics()));
+        let executors = executors(&config);
+        state.set_namespaces(&executors);
+        state.set_evidence(&config.evidence);
+        let checks = plan(&config.probes, &executors, &state.metrics);
+        state.track(&checks[0]);
+        let failed = Err(Failure::new(crate::probe::Reason::Timeout, "no answer"));
+        // A first round that fails turns the check failing: one capture, in its own task.
+        state.record(&checks[0], &failed, Duration::from_millis(1));
+        state.publish();
+        let mut waited = 0;
+        while state.verdict().checks[0].evidence.is_empty() && waited < 500 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            state.publish();
+            waited += 1;
+        }
+        let verdict = state.verdict();
+        let capture = &verdict.checks[0].evidence[0];
+        assert_eq!(capture.trigger.result, "timeout");
+        assert_eq!(capture.netns, NetnsId::Host);
+        // Nothing could be taken in a namespace that cannot be entered: that is `failed`.
+        assert_eq!(counted(&state, "failed").as_deref(), Some("1"));
+
+        // Flapping within the interval: every later turn to failing is rate limited.
+        for _ in 0..3 {
+            passed(&state, &checks[0]);
+            state.record(&checks[0], &failed, Duration::from_millis(1));
+        }
+        assert_eq!(counted(&state, "rate_limited").as_deref(), Some("3"));
+        state.publish();
+        assert_eq!(state.verdict().checks[0].evidence.len(), 1);
+        passed(&state, &checks[0]);
+        state.publish();
+        assert!(state.verdict().checks[0].evidence.is_empty(), "passing");
+
+        // A check removed by a reload drops its evidence and its series.
+        state.untrack(&checks[0].key);
+        assert_eq!(counted(&state, "failed"), None);
     }
 
     #[tokio::test(start_paused = true)]

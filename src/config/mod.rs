@@ -16,9 +16,12 @@ use serde::Deserialize;
 use serde_norway::Value;
 
 mod env;
+mod evidence;
 mod judging;
 
 pub use crate::probe::expect::Expect;
+pub use evidence::EvidenceConfig;
+use evidence::RawEvidence;
 use judging::RawThresholds;
 pub use judging::{Levels, Thresholds, MAX_WINDOW};
 
@@ -49,6 +52,8 @@ pub struct Config {
     /// The namespaces probes run in, pod first when both are present.
     pub namespaces: Vec<NamespaceConfig>,
     pub probes: Vec<ProbeConfig>,
+    /// What the agent captures when a check turns failing.
+    pub evidence: EvidenceConfig,
 }
 
 /// One network namespace the agent runs probes in.
@@ -162,6 +167,8 @@ struct RawConfig {
     defaults: RawDefaults,
     #[serde(default)]
     probes: Vec<RawProbe>,
+    #[serde(default)]
+    evidence: RawEvidence,
 }
 
 #[derive(Deserialize)]
@@ -445,8 +452,16 @@ impl RawConfig {
                 Err(mut found) => problems.append(&mut found),
             }
         }
+        let evidence = self.evidence.validate().unwrap_or_else(|mut found| {
+            problems.append(&mut found);
+            EvidenceConfig::default()
+        });
         if problems.is_empty() {
-            Ok(Config { namespaces, probes })
+            Ok(Config {
+                namespaces,
+                probes,
+                evidence,
+            })
         } else {
             Err(problems)
         }

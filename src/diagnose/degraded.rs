@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::evidence::{remote, Observed, Pair, Seen};
+use super::observed::{remote, Observed, Pair, Seen};
 use super::{named, Code, Diagnosis};
 use crate::netns::NetnsId;
 use crate::probe::{ProbeKind, Reason};

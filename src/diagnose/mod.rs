@@ -37,7 +37,7 @@
 //!    PMTU black hole explains a TLS handshake that stalls after the connect.
 
 mod degraded;
-mod evidence;
+mod observed;
 pub mod table;
 #[cfg(test)]
 pub(crate) mod test_util;
@@ -51,8 +51,8 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use evidence::{dns_pairs, reaches, remote, Asked, Pair, Reach};
-pub use evidence::{Observed, Seen};
+use observed::{dns_pairs, reaches, remote, Asked, Pair, Reach};
+pub use observed::{Observed, Seen};
 
 use crate::netns::NetnsId;
 use crate::netns::NetnsStatus;

@@ -6,6 +6,7 @@ use std::fmt::Write;
 use std::io::IsTerminal;
 
 use crate::diagnose::verdict::{Status, Verdict};
+use crate::evidence::Body;
 
 /// How text for people is written: plain for pipes, files and `/healthz`, with ANSI colors for
 /// a terminal.
@@ -176,6 +177,72 @@ pub fn styled_table(verdict: &Verdict, style: Style) -> String {
     out
 }
 
+/// What `check --explain` prints after the table: for each failing check, the diagnoses that
+/// name its probe and each piece of its newest evidence, indented, one line of text a line.
+pub fn explain(verdict: &Verdict, style: Style) -> String {
+    let mut out = String::new();
+    for check in verdict
+        .checks
+        .iter()
+        .filter(|c| !c.ok && c.duration_seconds.is_some())
+    {
+        let _ = writeln!(
+            out,
+            "\n{} {} in {}: {}: {}",
+            style.paint(BOLD_RED, "explain"),
+            style.paint(BOLD, &check.probe),
+            check.netns,
+            check.result,
+            printable(&check.detail)
+        );
+        for d in verdict
+            .diagnoses
+            .iter()
+            .filter(|d| names(&d.summary, &check.probe))
+        {
+            let _ = writeln!(out, "  diagnosis {}: {}", d.code, printable(&d.summary));
+        }
+        let Some(capture) = check.evidence.first() else {
+            out.push_str("  no evidence captured\n");
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "  evidence taken {} after {}: {}",
+            capture.taken_at,
+            capture.trigger.result,
+            printable(&capture.trigger.detail)
+        );
+        for piece in &capture.pieces {
+            let _ = writeln!(
+                out,
+                "  {} in {} ({}, {}):",
+                style.paint(BOLD, piece.what.as_str()),
+                piece.netns,
+                printable(&piece.source),
+                piece.taken_at
+            );
+            let (text, painted) = match &piece.body {
+                Body::Text(text) => (text.as_str(), None),
+                Body::Unavailable(why) => (why.as_str(), Some("unavailable: ")),
+            };
+            for line in text.lines() {
+                let label = painted.map(|p| style.paint(RED, p)).unwrap_or_default();
+                let _ = writeln!(out, "    {label}{}", printable(line));
+            }
+        }
+    }
+    out
+}
+
+/// Whether a diagnosis summary names `probe`: as a whole word, not inside a longer name.
+fn names(summary: &str, probe: &str) -> bool {
+    let part_of_name = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+    summary
+        .split(|c: char| !part_of_name(c))
+        .any(|word| word == probe || word.trim_end_matches('.') == probe)
+}
+
 /// Text from the network or config with control characters shown escaped (`\u{1b}`), so a
 /// crafted detail cannot move the cursor or recolor a terminal.
 fn printable(text: &str) -> Cow<'_, str> {
@@ -243,6 +310,69 @@ mod tests {
                 hint: "z",
             }],
         }
+    }
+
+    #[test]
+    fn explain_lists_each_failing_checks_diagnoses_and_evidence() {
+        use crate::evidence::{Capture, Piece, Trigger, What};
+        let mut verdict = failing_verdict();
+        verdict.diagnoses = vec![
+            Diagnosis {
+                code: "pod_path_blocked",
+                summary: "dc1-ldap fails from pod but answers host".into(),
+                hint: "h",
+            },
+            Diagnosis {
+                code: "other",
+                summary: "dc1-ldap-tls fails".into(),
+                hint: "h",
+            },
+        ];
+        let piece = |what, netns, body| Piece {
+            what,
+            netns,
+            source: "how".into(),
+            taken_at: "2026-11-26T03:00:01Z".into(),
+            body,
+        };
+        let pieces = vec![
+            piece(
+                What::ResolvConf,
+                NetnsId::Pod,
+                Body::Text("nameserver 198.18.0.10\nsearch corp\x1b".into()),
+            ),
+            piece(
+                What::Conntrack,
+                NetnsId::Host,
+                Body::Unavailable("needs CAP_NET_ADMIN".into()),
+            ),
+        ];
+        verdict.checks[0].evidence = vec![std::sync::Arc::new(Capture {
+            taken_at: "2026-11-26T03:00:00Z".into(),
+            trigger: Trigger {
+                result: "timeout".into(),
+                detail: "no answer".into(),
+            },
+            netns: NetnsId::Pod,
+            pieces,
+        })];
+        let text = explain(&verdict, Style::Plain);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[1..],
+            [
+                "explain dc1-ldap in pod: timeout: tcp connect 198.19.10.1:389: no answer within 2s",
+                "  diagnosis pod_path_blocked: dc1-ldap fails from pod but answers host",
+                "  evidence taken 2026-11-26T03:00:00Z after timeout: no answer",
+                "  resolv_conf in pod (how, 2026-11-26T03:00:01Z):",
+                "    nameserver 198.18.0.10",
+                "    search corp\\u{1b}",
+                "  conntrack in host (how, 2026-11-26T03:00:01Z):",
+                "    unavailable: needs CAP_NET_ADMIN",
+            ]
+        );
+        verdict.checks[0].evidence.clear();
+        assert!(explain(&verdict, Style::Plain).ends_with("  no evidence captured\n"));
     }
 
     #[test]

@@ -24,5 +24,6 @@ pub(crate) fn check(
         last_success: None,
         state: if ok { "pass" } else { "fail" },
         consecutive_failures: u32::from(!ok),
+        evidence: Vec::new(),
     }
 }

@@ -225,6 +225,7 @@ fn wrong_route() -> Failure {
                 dev: "eth0".into(),
                 src: None,
                 dev_mtu: 1500,
+                mtu: None,
             }),
         }),
         resolved: None,
@@ -1108,6 +1109,7 @@ fn into_bridge() -> Failure {
         dev: "docker0".into(),
         src: Some(ip("198.19.0.1")),
         dev_mtu: 1500,
+        mtu: None,
     };
     Failure {
         reason: Reason::Mismatch,

@@ -1,9 +1,12 @@
 //! From results to the node verdict: ok, fail or starting, each check's state, and diagnoses.
 
-use serde::Serialize;
+use std::sync::Arc;
+
+use serde::{Serialize, Serializer};
 
 pub use crate::diagnose::Diagnosis;
 use crate::diagnose::{self, Code, Observed, Seen};
+use crate::evidence::{Capture, Store};
 use crate::netns::{NetnsId, NetnsStatus};
 use crate::results::{CheckKey, CheckState};
 
@@ -55,6 +58,14 @@ pub struct CheckView {
     /// `fail`, or `unknown` before enough rounds ran.
     pub state: &'static str,
     pub consecutive_failures: u32,
+    /// Evidence captured when the check turned failing, newest first; only while it fails.
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "captures")]
+    pub evidence: Vec<Arc<Capture>>,
+}
+
+/// Shared captures, serialized as the captures they point to.
+fn captures<S: Serializer>(captures: &[Arc<Capture>], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(captures.iter().map(|c| &**c))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -92,6 +103,8 @@ pub struct Snapshot<'a> {
     pub config_error: Option<&'a str>,
     /// True once every check finished its first round.
     pub ready: bool,
+    /// The evidence captured for each check.
+    pub evidence: &'a Store,
 }
 
 /// Judges the node: a pure function of the snapshot, which the agent calls once per change
@@ -103,11 +116,12 @@ pub fn judge(snapshot: &Snapshot) -> Verdict {
         .map(|(key, check)| {
             let last = check.last.as_ref();
             let standing = check.standing();
+            let ok = last.is_some() && !check.failing;
             CheckView {
                 probe: key.probe.clone(),
                 kind: check.kind,
                 netns: key.netns,
-                ok: last.is_some() && !check.failing,
+                ok,
                 result: last.map_or(PENDING, |r| r.result),
                 duration_seconds: last.map(|r| r.duration.as_secs_f64()),
                 detail: last.map(|r| r.detail.clone()).unwrap_or_default(),
@@ -115,6 +129,10 @@ pub fn judge(snapshot: &Snapshot) -> Verdict {
                 last_success: check.last_success.map(rfc3339),
                 state: standing.state.as_str(),
                 consecutive_failures: standing.consecutive_failures,
+                evidence: match ok {
+                    true => Vec::new(),
+                    false => snapshot.evidence.of(key),
+                },
             }
         })
         .collect();
@@ -232,6 +250,7 @@ probes:
             namespaces: &namespaces,
             config_error,
             ready,
+            evidence: &Store::default(),
         })
     }
 

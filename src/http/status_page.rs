@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use crate::agent::state::AgentState;
 use crate::diagnose::table::{format_seconds, headline};
 use crate::diagnose::verdict::{CheckView, Status, Verdict};
+use crate::evidence::{Body, Capture};
 use crate::netns::NetnsId;
 use crate::results::{CheckKey, Sample, HISTORY};
 
@@ -285,7 +286,61 @@ fn cell(out: &mut String, snapshot: &Snapshot, check: &CheckView) {
     };
     let samples = snapshot.history.get(&key).map_or(&[][..], Vec::as_slice);
     sparkline(out, samples);
+    evidence(out, &check.evidence, snapshot.now);
     out.push_str("</td>");
+}
+
+/// A failing check's captures, newest first, folded away until opened: each piece with how
+/// and when it was taken, its text as it would print in a terminal, or why it is missing.
+fn evidence(out: &mut String, captures: &[Arc<Capture>], now: SystemTime) {
+    let Some(newest) = captures.first() else {
+        return;
+    };
+    let _ = write!(
+        out,
+        r#"<details class="evidence"><summary>Evidence · taken {}{}</summary>"#,
+        escape(same_day_time(&newest.taken_at, now)),
+        match captures.len() {
+            1 => String::new(),
+            n => format!(" · {n} captures"),
+        }
+    );
+    for capture in captures {
+        let _ = write!(
+            out,
+            r#"<div class="capture"><p class="trigger">taken {} when the check failed in {}: <strong>{}</strong> {}</p><dl>"#,
+            escape(&capture.taken_at),
+            capture.netns,
+            escape(&capture.trigger.result),
+            escape(&capture.trigger.detail),
+        );
+        for piece in &capture.pieces {
+            let _ = write!(
+                out,
+                r#"<dt>{} <span class="tag">{}</span> <span class="source">{} · {}</span></dt>"#,
+                piece.what.as_str(),
+                piece.netns,
+                escape(&piece.source),
+                escape(same_day_time(&piece.taken_at, now)),
+            );
+            let _ = match &piece.body {
+                // Line breaks as character references keep each table row on one line of
+                // the page's source; the `<pre>` still breaks there.
+                Body::Text(text) => write!(
+                    out,
+                    "<dd><pre>{}</pre></dd>",
+                    escape(text).to_string().replace('\n', "&#10;")
+                ),
+                Body::Unavailable(why) => write!(
+                    out,
+                    r#"<dd class="unavailable">unavailable: {}</dd>"#,
+                    escape(why)
+                ),
+            };
+        }
+        out.push_str("</dl></div>");
+    }
+    out.push_str("</details>");
 }
 
 /// Bar geometry of the sparkline, in pixels.
@@ -559,6 +614,61 @@ mod tests {
         assert!(!full.contains("class=\"none\""));
     }
 
+    fn hostile_capture() -> Arc<Capture> {
+        use crate::evidence::{Piece, Trigger, What};
+        let piece = |what, body| Piece {
+            what,
+            netns: NetnsId::Host,
+            source: HOSTILE.into(),
+            taken_at: "2023-11-14T22:13:21Z".into(),
+            body,
+        };
+        Arc::new(Capture {
+            taken_at: "2023-11-14T22:13:20Z".into(),
+            trigger: Trigger {
+                result: "timeout".into(),
+                detail: HOSTILE.into(),
+            },
+            netns: NetnsId::Pod,
+            pieces: vec![
+                piece(What::Route, Body::Text(HOSTILE.into())),
+                piece(What::Conntrack, Body::Unavailable(HOSTILE.into())),
+            ],
+        })
+    }
+
+    #[test]
+    fn a_failing_checks_evidence_folds_into_its_cell() {
+        let mut s = snapshot();
+        let verdict = Arc::make_mut(&mut s.verdict);
+        verdict.checks[0].evidence = vec![hostile_capture(), hostile_capture()];
+        let html = render(&s);
+        assert_eq!(
+            html.matches(r#"<details class="evidence">"#).count(),
+            1,
+            "{html}"
+        );
+        let cell = &html[html.find(r#"<td class="cell fail">"#).unwrap()..];
+        let cell = &cell[..cell.find("</td>").unwrap()];
+        assert!(
+            cell.contains("<summary>Evidence · taken 2023-11-14T22:13:20Z · 2 captures</summary>"),
+            "{cell}"
+        );
+        assert_eq!(
+            cell.matches(r#"<div class="capture">"#).count(),
+            2,
+            "{cell}"
+        );
+        assert!(
+            cell.contains(r#"<dt>route <span class="tag">host</span>"#),
+            "{cell}"
+        );
+        assert!(
+            cell.contains(r#"<dd class="unavailable">unavailable: "#),
+            "{cell}"
+        );
+    }
+
     #[test]
     fn every_outside_string_is_escaped() {
         let mut s = snapshot();
@@ -570,14 +680,16 @@ mod tests {
         verdict.diagnoses[0].summary = HOSTILE.into();
         verdict.namespaces[1].available = false;
         verdict.namespaces[1].reason = Some(HOSTILE.into());
+        verdict.checks[0].evidence = vec![hostile_capture()];
         s.config_error = Some(format!("line 1\n{HOSTILE}"));
         let html = render(&s);
         for raw in ["<script", "<img", "onerror=alert(1)>", "'x'", "\"quoted\""] {
             assert!(!html.contains(raw), "{raw} leaked into:\n{html}");
         }
         let escaped = escape(HOSTILE).to_string();
-        // Title, heading, probe, detail, since, summary, namespace reason, config error.
-        assert!(html.matches(escaped.as_str()).count() >= 8, "{html}");
+        // Title, heading, probe, detail, since, summary, namespace reason, config error, and the
+        // evidence's trigger, source, text and reason.
+        assert!(html.matches(escaped.as_str()).count() >= 12, "{html}");
         assert!(html.contains(r#"<span class="tag fail">reload rejected</span>"#));
         assert!(
             html.contains("<th>host namespace <span class=\"tag fail\">unavailable</span></th>")

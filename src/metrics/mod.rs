@@ -14,6 +14,7 @@ use prometheus::{
     Counter, CounterVec, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, Opts,
 };
 
+use crate::evidence::{self, CaptureOutcome};
 use crate::netns::NetnsId;
 use crate::probe::series::InfoSeries;
 use crate::probe::{CheckLabels, Failure, Families, KindSeries, Outcome, DURATION_BUCKETS};
@@ -59,6 +60,8 @@ pub struct Metrics {
     kinds: Arc<KindSeries>,
     /// The address a check's host name resolved to in its last round, for every kind.
     resolved_address: Arc<InfoSeries>,
+    /// Evidence captures by check and outcome, registered by the evidence module.
+    evidence_captures: CounterVec,
     netns_available: GaugeVec,
     node_healthy: Gauge,
     /// One series per diagnosis code, always present: 1 while the diagnosis holds.
@@ -256,6 +259,7 @@ impl Metrics {
                  did not resolve.",
                 &["probe", "netns", "address"],
             ))),
+            evidence_captures: evidence::register(&mut r),
             netns_available: r.gauges(
                 "hybridprobe_netns_available",
                 "1 if the agent can run probes in the namespace, 0 if it cannot enter it.",
@@ -379,6 +383,14 @@ impl Metrics {
         }
         self.kinds.forget(CheckLabels { probe, netns });
         self.resolved_address.forget(CheckLabels { probe, netns });
+        self.changed();
+    }
+
+    /// Counts an evidence capture asked for a check, by how it ended.
+    pub fn count_capture(&self, probe: &str, netns: NetnsId, outcome: CaptureOutcome) {
+        self.evidence_captures
+            .with_label_values(&[probe, netns.as_str(), outcome.as_str()])
+            .inc();
         self.changed();
     }
 
@@ -780,6 +792,7 @@ mod tests {
                     dev: dev.into(),
                     src: None,
                     dev_mtu: 1500,
+                    mtu: None,
                 }),
             }))
         };

@@ -781,6 +781,7 @@ mod tests {
             dev: "eth0".into(),
             src: None,
             dev_mtu: 1500,
+            mtu: None,
         };
         let (clean, _) = simulate(1500, 1400, true);
         let ok = spec(Some(1400)).judge(THEM, &egress, &clean, None).unwrap();

@@ -12,7 +12,9 @@ use std::time::Duration;
 use futures_util::TryStreamExt;
 use ipnet::IpNet;
 use rtnetlink::packet_route::link::LinkAttribute;
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteType,
+};
 use rtnetlink::{Handle, RouteMessageBuilder};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
@@ -55,6 +57,10 @@ pub struct Route {
     pub src: Option<IpAddr>,
     /// The output interface's MTU (not a cached path MTU).
     pub dev_mtu: u32,
+    /// The path MTU the kernel holds for the destination: one learned from a "fragmentation
+    /// needed" (a cached exception, as `ip route get` shows `cache ... mtu 1400`) or set on the
+    /// route. `None` when the device MTU applies.
+    pub mtu: Option<u32>,
 }
 
 /// A route round's measurement: `None` when there is no route at all.
@@ -301,6 +307,7 @@ pub async fn lookup(destination: IpNet, ctx: &NetnsContext) -> Result<Route, Fai
         dev,
         src,
         dev_mtu,
+        mtu: path_mtu(&answer),
     })
 }
 
@@ -321,6 +328,20 @@ fn route_fields(message: &RouteMessage) -> (Option<IpAddr>, Option<IpAddr>, Opti
         }
     }
     (gateway, src, oif)
+}
+
+/// The MTU among a route message's metrics: a cached exception or the route's own.
+fn path_mtu(message: &RouteMessage) -> Option<u32> {
+    message
+        .attributes
+        .iter()
+        .find_map(|attribute| match attribute {
+            RouteAttribute::Metrics(metrics) => metrics.iter().find_map(|metric| match metric {
+                RouteMetric::Mtu(mtu) => Some(*mtu),
+                _ => None,
+            }),
+            _ => None,
+        })
 }
 
 /// Name and MTU of the interface with `index`.
@@ -367,6 +388,7 @@ mod tests {
             dev: "eth0".into(),
             src: Some("198.18.1.4".parse().unwrap()),
             dev_mtu: 1500,
+            mtu: None,
         }
     }
 

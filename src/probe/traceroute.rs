@@ -89,7 +89,7 @@ fn default_max_hops() -> u8 {
 }
 
 /// Where classic traceroute starts its UDP destination ports.
-const UDP_BASE_PORT: u16 = 33434;
+pub const UDP_BASE_PORT: u16 = 33434;
 /// TTLs per wave: hybrid paths are a handful of hops, so one wave usually reaches the target.
 const WAVE: u8 = 4;
 /// No wave waits longer for silent hops than this, however large the budget.

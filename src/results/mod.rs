@@ -213,6 +213,10 @@ impl Results {
         Some(transition)
     }
 
+    pub fn get(&self, key: &CheckKey) -> Option<&CheckState> {
+        self.checks.get(key)
+    }
+
     pub fn standing(&self, key: &CheckKey) -> Option<Standing> {
         self.checks.get(key).map(CheckState::standing)
     }

@@ -81,6 +81,19 @@ impl<'a> Agent<'a> {
         seen
     }
 
+    /// Waits until `probe` in `netns` fails and holds evidence in /healthz JSON; returns its
+    /// newest capture.
+    pub fn wait_evidence(&self, probe: &str, netns: &str, deadline: Duration) -> serde_json::Value {
+        let mut newest = serde_json::Value::Null;
+        let what = format!("evidence for {probe} in {netns}");
+        self.lab.wait_until(&what, deadline, || {
+            let (_, verdict) = self.healthz_json();
+            newest = check(&verdict, probe, netns)["evidence"][0].clone();
+            !newest.is_null()
+        });
+        newest
+    }
+
     /// Waits until `check` (a probe in a namespace) reports `result` in /healthz JSON.
     pub fn wait_check(&self, probe: &str, netns: &str, result: &str, deadline: Duration) {
         let what = format!("{probe} in {netns} to report {result}");
@@ -89,6 +102,19 @@ impl<'a> Agent<'a> {
             check(&json, probe, netns)["result"] == result
         });
     }
+}
+
+/// The piece `what` taken in `netns` of an evidence capture (a `/healthz` check's `evidence`
+/// entry), with the whole capture shown when it is missing.
+pub fn piece<'c>(capture: &'c serde_json::Value, what: &str, netns: &str) -> &'c serde_json::Value {
+    capture["pieces"]
+        .as_array()
+        .and_then(|pieces| {
+            pieces
+                .iter()
+                .find(|p| p["what"] == what && p["netns"] == netns)
+        })
+        .unwrap_or_else(|| panic!("no {what} piece from {netns} in {capture:#}"))
 }
 
 /// The entry for `probe` in `netns` of a /healthz JSON verdict.
