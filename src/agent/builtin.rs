@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{Config, Expect, NamespaceConfig, ProbeConfig, Thresholds};
+use crate::config::{Config, Expect, NamespaceConfig, OnDemandConfig, ProbeConfig, Thresholds};
 use crate::netns::NetnsId;
 use crate::probe::dns::{DnsSpec, ResolvConf};
 use crate::probe::icmp::IcmpSpec;
@@ -120,6 +120,8 @@ pub fn config(machine: &Machine) -> Config {
             .map(|(ns, _)| ns.clone())
             .collect(),
         probes,
+        // The built-in profile has no file to turn it on in: a write endpoint stays off.
+        on_demand: OnDemandConfig::default(),
     }
 }
 
