@@ -32,6 +32,7 @@ pub(crate) const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
 pub fn router(handles: Handles) -> Router {
     Router::new()
         .route("/", get(status_page::page))
+        .route("/status.js", get(status_page::script))
         .route("/metrics", get(metrics))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
