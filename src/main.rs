@@ -47,7 +47,8 @@ enum Command {
     /// GET /whoami with the source address each client was seen from.
     Reflect(ReflectArgs),
     /// Ask every agent behind a name (a headless Service) for its verdict; print one line per
-    /// agent; exit 1 if any is red or unreachable, or fewer than --expect-nodes answer.
+    /// agent (with --explain, why each red one is red); exit 1 if any is red or unreachable, or
+    /// fewer than --expect-nodes answer.
     Smoke(SmokeArgs),
     /// node-problem-detector's custom plugin: ask this node's agent for its verdict; print the
     /// first diagnosis code and its summary (at most 80 bytes); exit 0 if green, 1 if red, 2 if
@@ -144,6 +145,24 @@ struct SmokeArgs {
     /// How long each agent gets to answer.
     #[arg(long, env = "HYBRIDPROBE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// For each red agent, print why: its diagnoses (code, summary, hint), its failing checks
+    /// with their detail, and the evidence it captured when they turned failing (the newest
+    /// capture per check, cut to a bounded number of lines per agent). With --format junit,
+    /// the evidence goes into each red agent's failure element.
+    #[arg(long, env = "HYBRIDPROBE_EXPLAIN")]
+    explain: bool,
+    /// Report format: `text`, one line per agent and a verdict line, or `junit`, JUnit XML on
+    /// stdout (one test case per agent, a failure for each red or unreachable one, and one for
+    /// fewer agents than --expect-nodes) for CI systems that render test reports. The exit
+    /// code is the same either way.
+    #[arg(long, env = "HYBRIDPROBE_SMOKE_FORMAT", value_enum, default_value_t = SmokeFormat::Text)]
+    format: SmokeFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SmokeFormat {
+    Text,
+    Junit,
 }
 
 #[derive(Args)]
@@ -226,7 +245,14 @@ fn smoke(args: &SmokeArgs) -> anyhow::Result<ExitCode> {
         args.expect_nodes,
         args.timeout,
     ))?;
-    print!("{}", summary.render());
+    let report = match (args.format, args.explain) {
+        (SmokeFormat::Text, false) => summary.render(),
+        (SmokeFormat::Text, true) => summary.render_explained(),
+        (SmokeFormat::Junit, explain) => {
+            hybridprobe::smoke::junit(&summary, &args.agents.to_string(), explain)
+        }
+    };
+    print!("{report}");
     Ok(if summary.passed() {
         ExitCode::SUCCESS
     } else {

@@ -6,6 +6,7 @@ mod deploy;
 mod lab;
 mod support;
 
+use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -121,6 +122,8 @@ fn smoke_job_reports_each_agent_and_fails_on_red_or_missing() {
         "smoke FAIL: 2 of 3 agents answered (3 expected), 1 green, 1 red, 1 unreachable"
     );
 
+    explained_and_junit(&lab, &mut run);
+
     // The red agent's port opens and the dead address leaves the Service: green, but only if
     // no more agents were expected than answer.
     lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, CLOSED_PORT)));
@@ -167,6 +170,114 @@ fn smoke_job_reports_each_agent_and_fails_on_red_or_missing() {
         stderr.contains("smoke FAIL: cannot resolve nosuch.lab:9739"),
         "{stderr}"
     );
+}
+
+/// The same run, with `--explain` and as JUnit: the red agent says why, in both.
+fn explained_and_junit(lab: &Lab, run: &mut PodRun) {
+    run.set_env("HYBRIDPROBE_EXPLAIN", "true");
+    let out = run.run(lab, Host::Node);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit code as without --explain:\n{stdout}"
+    );
+    let why = stdout
+        .split_once(&format!("\nwhy lab-red ({RED_IP}:{PORT}) is red:\n"))
+        .map(|(_, why)| why)
+        .unwrap_or_else(|| panic!("no explanation of lab-red:\n{stdout}"));
+    let lines: Vec<&str> = why.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("  check closed/pod refused: "))
+        .unwrap_or_else(|| panic!("the failing check is not named:\n{stdout}"));
+    assert!(
+        lines[..at]
+            .iter()
+            .any(|l| l.starts_with("  diagnosis ") || *l == "  no diagnosis"),
+        "the diagnoses come first:\n{stdout}"
+    );
+    assert!(
+        lines[at + 1] == "    no evidence captured"
+            || lines[at + 1].starts_with("    evidence taken "),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("why lab-green"),
+        "only red agents explain:\n{stdout}"
+    );
+    assert!(
+        stdout.ends_with(
+            "\n\nsmoke FAIL: 2 of 3 agents answered (3 expected), 1 green, 1 red, 1 unreachable\n"
+        ),
+        "{stdout}"
+    );
+
+    run.set_env("HYBRIDPROBE_SMOKE_FORMAT", "junit");
+    let out = run.run(lab, Host::Node);
+    assert_eq!(out.status.code(), Some(1), "exit code as in text");
+    let cases = junit_cases(&out.stdout);
+    let expected = [
+        (format!("lab-green ({POD_IP}:{PORT})"), None),
+        (format!("lab-red ({RED_IP}:{PORT})"), Some("red".to_owned())),
+        (format!("{DOWN_IP}:{PORT}"), Some("unreachable".to_owned())),
+        (
+            "at least 3 agents answer".to_owned(),
+            Some("too_few".to_owned()),
+        ),
+    ];
+    let names: Vec<(String, Option<String>)> = cases
+        .iter()
+        .map(|(n, f, _)| (n.clone(), f.clone()))
+        .collect();
+    assert_eq!(names, expected);
+    assert!(
+        cases[1].2.contains("check closed/pod refused: "),
+        "the red case's failure says why: {:?}",
+        cases[1].2
+    );
+    run.set_env("HYBRIDPROBE_SMOKE_FORMAT", "text");
+    run.set_env("HYBRIDPROBE_EXPLAIN", "false");
+}
+
+/// Each test case of a JUnit report, read by Python's XML parser: its name, its failure's type
+/// and its failure's text. The parser also checks the report is well-formed and that the suite's
+/// counts match its cases.
+fn junit_cases(xml: &[u8]) -> Vec<(String, Option<String>, String)> {
+    const READ: &str = r#"
+import json, sys, xml.etree.ElementTree as ET
+root = ET.fromstring(sys.stdin.buffer.read())
+assert root.tag == "testsuites", root.tag
+suites = root.findall("testsuite")
+assert len(suites) == 1, suites
+cases = suites[0].findall("testcase")
+failures = [c for c in cases if c.find("failure") is not None]
+for element in (root, suites[0]):
+    assert int(element.get("tests")) == len(cases), element.attrib
+    assert int(element.get("failures")) == len(failures), element.attrib
+out = []
+for c in cases:
+    f = c.find("failure")
+    out.append([c.get("name"), None if f is None else f.get("type"), "" if f is None else (f.text or "")])
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", READ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+
+    child.stdin.take().unwrap().write_all(xml).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "not a valid JUnit report: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(xml)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// An agent that accepts connections but never answers is reported within the timeout.

@@ -10,7 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use lab::{Host, Lab, NFT_TABLE, ONPREM_IP, POD_IP, VNET_GW};
-use support::{check, pod_and_host_config, rounds, write_config, Agent, Resolv, PORT};
+use support::cdp::{Browser, CHROMIUM_FLAGS};
+use support::{check, metric, pod_and_host_config, rounds, write_config, Agent, Resolv, PORT};
 
 const LDAP: u16 = 389;
 const KERBEROS: u16 = 88;
@@ -158,6 +159,10 @@ fn status_page_shows_each_check_side_by_side_and_renders_in_chromium() {
         "the error is shown, escaped: {html}"
     );
     assert!(html.contains("<th>pod namespace</th><th>host namespace</th>"));
+    assert!(
+        !html.contains("<form") && !html.contains("<script"),
+        "no Run now button while runs on demand are off: {html}"
+    );
 
     let kerberos = cells(row(&html, "dc1-kerberos"));
     assert_eq!(kerberos.len(), 2);
@@ -259,24 +264,76 @@ fn status_page_shows_each_check_side_by_side_and_renders_in_chromium() {
     json_logs(&lab.logs(agent.handle));
 }
 
+/// Clicks a probe's Run now button in headless Chromium, as a person would, and reads what
+/// the page shows beside it once the agent answered.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn run_now_button_shows_the_rounds_in_chromium() {
+    let Some(lab) = Lab::new("status-run") else {
+        return;
+    };
+    lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, LDAP)));
+    let config = pod_and_host_config(
+        &lab,
+        Resolv::Own,
+        "{ interval: 5s, timeout: 1s }",
+        &format!("  - name: dc1-ldap\n    tcp: {{ target: \"{ONPREM_IP}:{LDAP}\" }}\n"),
+    );
+    let agent = Agent::start(&lab, &format!("on_demand: {{ enabled: true }}\n{config}"));
+    agent.wait_ready();
+    let (_, html) = agent.get("/");
+    assert!(
+        row(&html, "dc1-ldap")
+            .contains(r#"<form class="run" method="post" action="checks/dc1-ldap/run">"#),
+        "{html}"
+    );
+
+    let browser = Browser::open(&lab, Host::Pod, &format!("http://{POD_IP}:{PORT}/"));
+    let shown = browser.evaluate(
+        r#"new Promise((resolve, reject) => {
+            // The browser may still be on its first blank page: wait for the agent's.
+            const started = Date.now();
+            const find = setInterval(() => {
+                const form = document.querySelector('form.run[action="checks/dc1-ldap/run"]');
+                if (!form) {
+                    if (Date.now() - started > 20000) reject(new Error("no Run now button"));
+                    return;
+                }
+                clearInterval(find);
+                const output = form.querySelector("output");
+                form.querySelector("button").click();
+                const poll = setInterval(() => {
+                    if (output.textContent && output.textContent !== "running…") {
+                        clearInterval(poll);
+                        resolve({ text: output.textContent, class: output.className });
+                    }
+                }, 50);
+            }, 100);
+        })"#,
+    );
+    let text = shown["text"].as_str().unwrap_or_default();
+    assert!(
+        text.starts_with("pod: ok success in ") && text.contains("\nhost: ok success in "),
+        "{shown}"
+    );
+    assert!(text.contains(&format!("{ONPREM_IP}:{LDAP}")), "{shown}");
+    assert_eq!(shown["class"], "run-result ok", "{shown}");
+    let runs = metric(
+        &agent.metrics(),
+        "hybridprobe_on_demand_runs_total",
+        &[("probe", "dc1-ldap"), ("outcome", "success")],
+    );
+    assert_eq!(runs, Some(1.0), "the click posted once");
+}
+
 /// Runs headless Chromium on the page inside the pod namespace with `args` (and its own
 /// profile directory, `profile`), once it exits.
 fn chromium(lab: &Lab, profile: &str, args: &[&str]) -> std::process::Output {
     let profile = format!("--user-data-dir={}", lab.tmpdir().join(profile).display());
     let url = format!("http://{POD_IP}:{PORT}/");
-    let mut argv = vec![
-        "120",
-        "chromium",
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        &profile,
-    ];
+    let mut argv = vec!["120", "chromium"];
+    argv.extend(CHROMIUM_FLAGS);
+    argv.push(&profile);
     argv.extend(args);
     argv.push(&url);
     // `timeout`: a wedged browser fails the test instead of hanging it.

@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{Config, EvidenceConfig, Expect, NamespaceConfig, ProbeConfig, Thresholds};
+use crate::config::{
+    Config, EvidenceConfig, Expect, NamespaceConfig, OnDemandConfig, ProbeConfig, Thresholds,
+};
 use crate::netns::NetnsId;
 use crate::probe::dns::{DnsSpec, ResolvConf};
 use crate::probe::icmp::IcmpSpec;
@@ -121,6 +123,8 @@ pub fn config(machine: &Machine) -> Config {
             .collect(),
         probes,
         evidence: EvidenceConfig::default(),
+        // The built-in profile has no file to turn it on in: a write endpoint stays off.
+        on_demand: OnDemandConfig::default(),
     }
 }
 

@@ -30,7 +30,7 @@ pub(super) struct PlannedCheck {
     pub(super) key: CheckKey,
     pub(super) probe: Arc<ProbeConfig>,
     position: usize,
-    executor: Executor,
+    pub(super) executor: Executor,
 }
 
 impl PlannedCheck {

@@ -4,6 +4,7 @@
 pub mod builtin;
 mod capture;
 pub mod check;
+pub mod on_demand;
 pub mod reload;
 pub mod scheduler;
 pub mod signal;
@@ -20,8 +21,17 @@ use crate::metrics::Metrics;
 use crate::results::CheckKey;
 
 use check::executors;
+use on_demand::OnDemand;
 use scheduler::Scheduler;
 use state::AgentState;
+
+/// What the agent hands the HTTP server: the state, which it reads, and the one thing it may
+/// ask the agent to do, run a configured check now.
+#[derive(Clone)]
+pub struct Handles {
+    pub state: Arc<AgentState>,
+    pub on_demand: Arc<OnDemand>,
+}
 
 /// Where the agent's config comes from.
 pub enum ConfigSource {
@@ -35,11 +45,15 @@ pub enum ConfigSource {
 /// which reads it (the HTTP server: a layer above, so it is handed in), until `serve` returns.
 pub async fn run<S, F>(source: ConfigSource, node: String, serve: S)
 where
-    S: FnOnce(Arc<AgentState>) -> F,
+    S: FnOnce(Handles) -> F,
     F: Future<Output = ()>,
 {
     let state = Arc::new(AgentState::new(node, new_metrics()));
-    let mut scheduler = Scheduler::new(state.clone());
+    let on_demand = Arc::new(OnDemand::new(state.clone()));
+    let runner = on_demand.clone();
+    let applied =
+        Box::new(move |config: &Config, checks: &[_]| runner.configure(config.on_demand, checks));
+    let mut scheduler = Scheduler::new(state.clone(), applied);
     let (reloads_tx, reloads) = tokio::sync::mpsc::channel(1);
     let watcher = match source {
         ConfigSource::Fixed(config) => {
@@ -59,7 +73,7 @@ where
     tracing::info!("agent started");
     let scheduler = tokio::spawn(scheduler.run(reloads));
 
-    serve(state).await;
+    serve(Handles { state, on_demand }).await;
     scheduler.abort();
     if let Some(watcher) = watcher {
         watcher.abort();

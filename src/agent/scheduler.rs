@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::check::{executors, planned, Check};
+use super::check::{executors, planned, Check, PlannedCheck};
 use super::state::AgentState;
 use crate::config::{Config, NamespaceConfig, ProbeConfig};
 use crate::netns::{Executor, NetnsError, NetnsId};
@@ -27,11 +27,16 @@ use crate::results::CheckKey;
 /// Runs the checks of the current config and swaps in new configs without a restart.
 pub struct Scheduler {
     state: Arc<AgentState>,
+    /// Told every applied config and its checks: runs on demand use the same ones.
+    applied: OnApply,
     namespaces: Vec<NamespaceConfig>,
     executors: Vec<Executor>,
     running: HashMap<CheckKey, Running>,
     tasks: JoinSet<()>,
 }
+
+/// Called with each config the scheduler applies and the checks it plans from it.
+pub(super) type OnApply = Box<dyn Fn(&Config, &[PlannedCheck]) + Send>;
 
 struct Running {
     probe: Arc<ProbeConfig>,
@@ -39,9 +44,10 @@ struct Running {
 }
 
 impl Scheduler {
-    pub fn new(state: Arc<AgentState>) -> Scheduler {
+    pub(super) fn new(state: Arc<AgentState>, applied: OnApply) -> Scheduler {
         Scheduler {
             state,
+            applied,
             namespaces: Vec::new(),
             executors: Vec::new(),
             running: HashMap::new(),
@@ -61,6 +67,7 @@ impl Scheduler {
         }
         self.state.set_evidence(&config.evidence);
         let wanted = planned(&config.probes, &self.executors);
+        (self.applied)(config, &wanted);
         let keep = |key: &CheckKey, running: &Running| {
             !renew_namespaces
                 && wanted
@@ -145,7 +152,17 @@ pub fn start_offset(probe: &str, netns: NetnsId, interval: Duration) -> Duration
 
 /// Runs one round of a check under its timeout and says how long it took.
 pub async fn run_round(check: &Check) -> (Result<Outcome, Failure>, Duration) {
-    let probe = check.probe.clone();
+    run_probe(&check.probe, &check.executor).await
+}
+
+/// Runs one round of `probe` through `executor` under the probe's timeout: the scheduled
+/// rounds and the ones run on demand share it, so both are bounded the same way.
+pub(super) async fn run_probe(
+    probe: &Arc<ProbeConfig>,
+    executor: &Executor,
+) -> (Result<Outcome, Failure>, Duration) {
+    let config = probe;
+    let probe = config.clone();
     let timeout = probe.timeout;
     // Probes that gather several answers stop a little before the hard limit, so what they
     // did gather is reported instead of being cut off.
@@ -154,13 +171,13 @@ pub async fn run_round(check: &Check) -> (Result<Outcome, Failure>, Duration) {
     // checks should not each carry one between rounds.
     let noted = Noted::default();
     let noting = noted.clone();
-    let work = Box::pin(check.executor.run(move |ctx| async move {
+    let work = Box::pin(executor.run(move |ctx| async move {
         // Caught where it runs, which may be another namespace's thread.
         contained(&probe, probe.kind.run(&ctx, budget, noting)).await
     }));
-    let (result, took) = within_timeout(&check.probe, work).await;
+    let (result, took) = within_timeout(config, work).await;
     let result = with_resolved(result, noted.take());
-    (check.probe.expect.judge(result), took)
+    (config.expect.judge(result), took)
 }
 
 /// Runs a round, turning a panic in it into a failed round: a bug in one probe fails that

@@ -45,6 +45,7 @@ pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_ON_DEMAND_MIN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A validated configuration: everything downstream may rely on its invariants.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +55,26 @@ pub struct Config {
     pub probes: Vec<ProbeConfig>,
     /// What the agent captures when a check turns failing.
     pub evidence: EvidenceConfig,
+    /// Whether a configured check may be run now over HTTP.
+    pub on_demand: OnDemandConfig,
+}
+
+/// Whether `POST /checks/<name>/run` may run a configured check now, and how often.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnDemandConfig {
+    /// Off unless the config turns it on: it is a write on an unauthenticated port.
+    pub enabled: bool,
+    /// The least time between two runs of one check on demand.
+    pub min_interval: Duration,
+}
+
+impl Default for OnDemandConfig {
+    fn default() -> OnDemandConfig {
+        OnDemandConfig {
+            enabled: false,
+            min_interval: DEFAULT_ON_DEMAND_MIN_INTERVAL,
+        }
+    }
 }
 
 /// One network namespace the agent runs probes in.
@@ -169,6 +190,25 @@ struct RawConfig {
     probes: Vec<RawProbe>,
     #[serde(default)]
     evidence: RawEvidence,
+    on_demand: RawOnDemand,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOnDemand {
+    #[serde(default)]
+    enabled: bool,
+    #[serde(default, deserialize_with = "duration")]
+    min_interval: Option<Duration>,
+}
+
+impl RawOnDemand {
+    fn into_config(self) -> OnDemandConfig {
+        OnDemandConfig {
+            enabled: self.enabled,
+            min_interval: self.min_interval.unwrap_or(DEFAULT_ON_DEMAND_MIN_INTERVAL),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -461,6 +501,7 @@ impl RawConfig {
                 namespaces,
                 probes,
                 evidence,
+                on_demand: self.on_demand.into_config(),
             })
         } else {
             Err(problems)
@@ -657,6 +698,37 @@ probes:
                 assert_eq!(icmp.target.to_string(), "198.18.1.4");
             }
             other => panic!("expected icmp, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn on_demand_is_off_unless_enabled_and_its_interval_is_validated() {
+        let probes = "probes: [{name: a, tcp: {target: 'x:80'}}]";
+        let config = parse(probes).unwrap();
+        assert_eq!(config.on_demand, OnDemandConfig::default());
+        assert!(!config.on_demand.enabled);
+        let config = parse(&format!(
+            "on_demand: {{enabled: true, min_interval: 30s}}\n{probes}"
+        ))
+        .unwrap();
+        assert!(config.on_demand.enabled);
+        assert_eq!(config.on_demand.min_interval, Duration::from_secs(30));
+        for (yaml, error) in [
+            (
+                "on_demand: {min_interval: 0s}",
+                "on_demand.min_interval: must be longer than zero",
+            ),
+            (
+                "on_demand: {enabled: yes please}",
+                "on_demand.enabled: invalid type",
+            ),
+            (
+                "on_demand: {target: 'x:1'}",
+                "on_demand.target: unknown field `target`",
+            ),
+        ] {
+            let found = errors(&format!("{yaml}\n{probes}"));
+            assert!(found.contains(error), "{yaml}: {found}");
         }
     }
 

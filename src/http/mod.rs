@@ -1,6 +1,8 @@
 //! The HTTP surface: `/metrics` for Prometheus, `/livez` and `/readyz` for the kubelet,
-//! `/healthz`, the node verdict for people and smoke checks, and the status page at `/`.
+//! `/healthz`, the node verdict for people and smoke checks, the status page at `/`, and
+//! `POST /checks/<name>/run`, the one endpoint that acts (off unless the config enables it).
 
+pub mod run;
 pub mod server;
 pub mod status_page;
 
@@ -8,15 +10,17 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::{FromRef, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
+use crate::agent::on_demand::OnDemand;
 use crate::agent::state::AgentState;
+use crate::agent::Handles;
 use crate::diagnose::table;
 use server::Limits;
 
@@ -25,14 +29,29 @@ use crate::diagnose::verdict::Status;
 pub(crate) const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub(crate) const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
 
-pub fn router(state: Arc<AgentState>) -> Router {
+pub fn router(handles: Handles) -> Router {
     Router::new()
         .route("/", get(status_page::page))
+        .route("/status.js", get(status_page::script))
         .route("/metrics", get(metrics))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/healthz", get(healthz))
-        .with_state(state)
+        .route("/checks/{name}/run", post(run::run_check))
+        .with_state(handles)
+}
+
+/// Every read handler takes only the state; only `run` takes the runner.
+impl FromRef<Handles> for Arc<AgentState> {
+    fn from_ref(handles: &Handles) -> Arc<AgentState> {
+        handles.state.clone()
+    }
+}
+
+impl FromRef<Handles> for Arc<OnDemand> {
+    fn from_ref(handles: &Handles) -> Arc<OnDemand> {
+        handles.on_demand.clone()
+    }
 }
 
 /// Why the agent's HTTP server could not start.
@@ -57,10 +76,10 @@ pub async fn listen(addr: SocketAddr) -> Result<TcpListener, ListenError> {
 /// that keep slow, huge or numerous clients from taking the agent down.
 pub async fn serve(
     listener: TcpListener,
-    state: Arc<AgentState>,
+    handles: Handles,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    server::serve(listener, router(state), Limits::default(), shutdown).await
+    server::serve(listener, router(handles), Limits::default(), shutdown).await
 }
 
 /// The metrics as they are: the agent publishes `hybridprobe_node_healthy` and the diagnoses

@@ -1,5 +1,7 @@
 //! The status page at `/`: the node verdict as one self-contained HTML page for people, with no
-//! external assets and no script, so it works from `kubectl port-forward` on a locked-down node.
+//! external assets, so it works from `kubectl port-forward` on a locked-down node. Its only
+//! script is the agent's own `status.js`, there only when runs on demand are on, for the "Run
+//! now" buttons; without it the buttons still post.
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Display, Write};
@@ -10,6 +12,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
+use crate::agent::on_demand::OnDemand;
 use crate::agent::state::AgentState;
 use crate::diagnose::table::{format_seconds, headline};
 use crate::diagnose::verdict::{CheckView, Status, Verdict};
@@ -25,17 +28,47 @@ const REFRESH_SECONDS: u32 = 10;
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; \
      img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
+/// With "Run now" buttons: the agent's own script, its fetches and its forms, and still no
+/// inline script, so an escaped string stays inert.
+const CONTENT_SECURITY_POLICY_RUN_NOW: &str = "default-src 'none'; style-src 'unsafe-inline'; \
+     img-src data:; script-src 'self'; connect-src 'self'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+/// The "Run now" buttons' script.
+const SCRIPT: &str = include_str!("status.js");
+
 /// `GET /`: the status page.
-pub async fn page(State(state): State<Arc<AgentState>>) -> Response {
-    let html = render(&Snapshot::take(&state));
+pub async fn page(
+    State(state): State<Arc<AgentState>>,
+    State(on_demand): State<Arc<OnDemand>>,
+) -> Response {
+    let snapshot = Snapshot::take(&state, on_demand.enabled());
+    let policy = if snapshot.run_now {
+        CONTENT_SECURITY_POLICY_RUN_NOW
+    } else {
+        CONTENT_SECURITY_POLICY
+    };
+    let html = render(&snapshot);
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+            (header::CONTENT_SECURITY_POLICY, policy),
             (header::CACHE_CONTROL, "no-store"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         ],
         html,
+    )
+        .into_response()
+}
+
+/// `GET /status.js`: the script of the "Run now" buttons, a constant.
+pub async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        SCRIPT,
     )
         .into_response()
 }
@@ -49,11 +82,13 @@ pub struct Snapshot {
     /// Why the newest config file was rejected, if it was.
     pub config_error: Option<String>,
     pub now: SystemTime,
+    /// Whether runs on demand are on: each probe gets a "Run now" button.
+    pub run_now: bool,
 }
 
 impl Snapshot {
     /// Reads the published verdict and each check's history; judges and writes nothing.
-    pub fn take(state: &AgentState) -> Snapshot {
+    pub fn take(state: &AgentState, run_now: bool) -> Snapshot {
         let verdict = state.verdict();
         let history = state
             .results()
@@ -66,6 +101,7 @@ impl Snapshot {
             history,
             config_error: state.config_error(),
             now: SystemTime::now(),
+            run_now,
         }
     }
 }
@@ -108,7 +144,7 @@ pub fn render(snapshot: &Snapshot) -> String {
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="refresh" content="{REFRESH_SECONDS}">
+{refresh}
 <title>{status} · {node} · hybridprobe</title>
 <style>{STYLE}</style>
 </head>
@@ -123,6 +159,7 @@ pub fn render(snapshot: &Snapshot) -> String {
 <p class="meta">updated {now}<br>refreshes every {REFRESH_SECONDS} s · hybridprobe {version}</p>
 </header>
 "#,
+        refresh = refresh(snapshot.run_now),
         status = verdict.status.as_str().to_uppercase(),
         node = escape(&verdict.node),
         headline = escape(&headline(verdict)),
@@ -145,6 +182,20 @@ pub fn render(snapshot: &Snapshot) -> String {
 "#,
     );
     out
+}
+
+/// The page reloads itself every [`REFRESH_SECONDS`]. With "Run now" buttons the script does
+/// it, holding a run's result on screen a while first; the browser does it without script.
+fn refresh(run_now: bool) -> String {
+    let meta = format!(r#"<meta http-equiv="refresh" content="{REFRESH_SECONDS}">"#);
+    if run_now {
+        format!(
+            r#"<noscript>{meta}</noscript>
+<script src="status.js" defer data-refresh-seconds="{REFRESH_SECONDS}"></script>"#
+        )
+    } else {
+        meta
+    }
 }
 
 /// The CSS class and the symbol that go with a status; the word itself is always shown too.
@@ -217,10 +268,14 @@ fn checks(out: &mut String, snapshot: &Snapshot) {
     for (probe, kind, cells) in rows {
         let _ = write!(
             out,
-            r#"<tr><th scope="row"><span class="probe">{}</span><span class="kind">{}</span></th>"#,
+            r#"<tr><th scope="row"><span class="probe">{}</span><span class="kind">{}</span>"#,
             escape(probe),
             escape(kind)
         );
+        if snapshot.run_now {
+            run_button(out, probe);
+        }
+        out.push_str("</th>");
         for netns in &columns {
             match cells.iter().find(|c| c.netns == *netns) {
                 Some(check) => cell(out, snapshot, check),
@@ -230,6 +285,16 @@ fn checks(out: &mut String, snapshot: &Snapshot) {
         out.push_str("</tr>\n");
     }
     out.push_str("</tbody>\n</table>\n</section>\n");
+}
+
+/// A form that posts to the probe's run endpoint: the script shows the answer beside it, and
+/// without script the browser shows the JSON. Probe names are URL-safe (`a-z 0-9 - _ .`).
+fn run_button(out: &mut String, probe: &str) {
+    let _ = write!(
+        out,
+        r#"<form class="run" method="post" action="checks/{}/run"><button type="submit">Run now</button><output class="run-result" aria-live="polite"></output></form>"#,
+        escape(probe)
+    );
 }
 
 fn cell(out: &mut String, snapshot: &Snapshot, check: &CheckView) {
@@ -550,6 +615,7 @@ mod tests {
             history,
             config_error: None,
             now: humantime::parse_rfc3339("2026-11-26T03:02:05Z").unwrap(),
+            run_now: false,
         }
     }
 
@@ -587,6 +653,30 @@ mod tests {
         for link in ["healthz", "metrics"] {
             assert!(html.contains(&format!("href=\"{link}\"")));
         }
+    }
+
+    #[test]
+    fn run_now_buttons_and_their_script_only_when_runs_on_demand_are_on() {
+        let off = render(&snapshot());
+        assert!(!off.contains("<form"), "{off}");
+        assert!(!off.contains("<script"), "{off}");
+        let on = render(&Snapshot {
+            run_now: true,
+            ..snapshot()
+        });
+        let rows: Vec<&str> = on.lines().filter(|l| l.starts_with("<tr><th")).collect();
+        assert_eq!(rows.len(), 2);
+        for (row, probe) in rows.iter().zip(["dc1-ldap", "host-only"]) {
+            let form = format!(
+                r#"<span class="kind">tcp</span><form class="run" method="post" action="checks/{probe}/run"><button type="submit">Run now</button><output class="run-result" aria-live="polite"></output></form></th>"#
+            );
+            assert!(row.contains(&form), "{row}");
+        }
+        assert!(on.contains(
+            "<noscript><meta http-equiv=\"refresh\" content=\"10\"></noscript>\n\
+             <script src=\"status.js\" defer data-refresh-seconds=\"10\"></script>"
+        ));
+        assert_eq!(on.matches("<script").count(), 1, "no inline script");
     }
 
     #[test]

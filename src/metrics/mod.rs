@@ -69,6 +69,31 @@ pub struct Metrics {
     scheduler_lag: Histogram,
     config_reload_ok: Gauge,
     config_reload_time: Gauge,
+    on_demand_runs: CounterVec,
+}
+
+/// How a request to run a check on demand ended: the `outcome` label, a closed set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDemandOutcome {
+    /// The check ran and passed in every namespace it ran in.
+    Success,
+    /// The check ran and failed in at least one namespace.
+    Failure,
+    /// Refused: the check ran on demand too recently, or is running now.
+    RateLimited,
+    /// Refused: on-demand runs are off in the config.
+    Disabled,
+}
+
+impl OnDemandOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnDemandOutcome::Success => "success",
+            OnDemandOutcome::Failure => "failure",
+            OnDemandOutcome::RateLimited => "rate_limited",
+            OnDemandOutcome::Disabled => "disabled",
+        }
+    }
 }
 
 /// A metric family, typed so that a removed probe's series can be found and dropped.
@@ -276,6 +301,11 @@ impl Metrics {
                 "hybridprobe_config_last_reload_success_timestamp_seconds",
                 "Unix time of the last successful config load.",
             ),
+            on_demand_runs: r.counters(
+                "hybridprobe_on_demand_runs_total",
+                "Requests to run a configured check now (POST /checks/<name>/run), by outcome.",
+                &["probe", "outcome"],
+            ),
             families: Arc::new(r.0),
             last_render_len: Arc::default(),
             exposition: Arc::default(),
@@ -391,6 +421,21 @@ impl Metrics {
         self.evidence_captures
             .with_label_values(&[probe, netns.as_str(), outcome.as_str()])
             .inc();
+        self.changed();
+    }
+
+    /// Counts a request to run `probe` on demand; `probe` must be a configured probe's name,
+    /// so the label stays bounded.
+    pub fn count_on_demand(&self, probe: &str, outcome: OnDemandOutcome) {
+        self.on_demand_runs
+            .with_label_values(&[probe, outcome.as_str()])
+            .inc();
+        self.changed();
+    }
+
+    /// Drops the on-demand series of a probe that is no longer configured.
+    pub fn forget_on_demand(&self, probe: &str) {
+        Family::Counters(self.on_demand_runs.clone()).forget(&[("probe", probe)]);
         self.changed();
     }
 

@@ -9,6 +9,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Output;
 use std::time::Duration;
 
+pub mod cdp;
+
 use crate::lab::dns::CLUSTER_DNS_IP;
 use crate::lab::{Host, Lab, ProcHandle, ONPREM_IP, POD_IP};
 

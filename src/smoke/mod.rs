@@ -18,13 +18,23 @@ use tokio::time::{timeout_at, Instant};
 
 use crate::net::http1::{self, HttpError};
 
+mod explain;
+mod junit;
+
+pub use explain::explain;
+pub use junit::junit;
+
 /// At most this many agents are asked at once: enough for a large cluster in one timeout, few
 /// enough not to exhaust file descriptors in a small Job.
 const CONCURRENCY: usize = 64;
 /// A verdict is a few kilobytes; a larger answer is not an agent's.
 const MAX_BODY: usize = 1 << 20;
 /// Node names are DNS names (253 characters at most); probe names and results are shorter.
+/// A failure's detail or a diagnosis' summary is one sentence; longer ones are cut here too.
 const MAX_FIELD_CHARS: usize = 253;
+/// A piece of evidence (a route, a traceroute) is a few lines; the report holds no more.
+const MAX_TEXT_CHARS: usize = 4096;
+const MAX_SENTENCE_CHARS: usize = 1024;
 
 /// `NAME:PORT`, as given to `--agents`: a DNS name (or an address) and the agents' HTTP port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +91,7 @@ pub enum SmokeError {
 }
 
 /// The part of an agent's `/healthz` JSON the smoke check reads; other fields are ignored, so
-/// agents of a newer version still answer.
+/// agents of a newer version still answer, and missing ones default, so older agents do too.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Health {
     #[serde(deserialize_with = "one_line")]
@@ -103,6 +113,12 @@ pub struct HealthCheck {
     pub ok: bool,
     #[serde(deserialize_with = "one_line")]
     pub result: String,
+    #[serde(default, deserialize_with = "sentence")]
+    pub detail: String,
+    /// What the agent captured when the check turned failing, newest first. An answer whose
+    /// evidence this version cannot read still gives its verdict.
+    #[serde(default, deserialize_with = "lenient")]
+    pub evidence: Vec<Evidence>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -110,20 +126,99 @@ pub struct HealthDiagnosis {
     #[serde(deserialize_with = "one_line")]
     pub code: String,
     /// What the diagnosis rests on (`hybridprobe node-condition` prints it).
-    #[serde(default, deserialize_with = "one_line")]
+    #[serde(default, deserialize_with = "sentence")]
     pub summary: String,
+    #[serde(default, deserialize_with = "sentence")]
+    pub hint: String,
+}
+
+/// One capture of evidence: what the agent saw around a check when it turned failing.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Evidence {
+    #[serde(deserialize_with = "one_line")]
+    pub taken_at: String,
+    pub trigger: Trigger,
+    #[serde(deserialize_with = "one_line")]
+    pub netns: String,
+    pub pieces: Vec<Piece>,
+}
+
+/// The round that made the agent capture.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Trigger {
+    #[serde(deserialize_with = "one_line")]
+    pub result: String,
+    #[serde(deserialize_with = "sentence")]
+    pub detail: String,
+}
+
+/// One piece of evidence, such as the route to the target, and how and when it was obtained.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Piece {
+    #[serde(deserialize_with = "one_line")]
+    pub what: String,
+    #[serde(deserialize_with = "one_line")]
+    pub netns: String,
+    #[serde(deserialize_with = "one_line")]
+    pub source: String,
+    #[serde(deserialize_with = "one_line")]
+    pub taken_at: String,
+    #[serde(deserialize_with = "lines")]
+    pub text: Option<String>,
+    #[serde(deserialize_with = "some_sentence")]
+    pub unavailable: Option<String>,
 }
 
 /// A string from an agent's answer, as at most [`MAX_FIELD_CHARS`] characters of one line: a
 /// control character in a node name would let whatever answers on an agent's address forge
 /// lines of the report.
 fn one_line<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    cut_to_line(d, MAX_FIELD_CHARS)
+}
+
+/// A failure's detail, a diagnosis' summary or hint: one line, like [`one_line`], but longer.
+fn sentence<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    cut_to_line(d, MAX_SENTENCE_CHARS)
+}
+
+fn cut_to_line<'de, D: Deserializer<'de>>(d: D, max: usize) -> Result<String, D::Error> {
     let text = String::deserialize(d)?;
     Ok(text
         .chars()
-        .take(MAX_FIELD_CHARS)
+        .take(max)
         .map(|c| if c.is_control() { '?' } else { c })
         .collect())
+}
+
+fn some_sentence<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    sentence(d).map(Some)
+}
+
+/// Evidence text, which has lines of its own: kept to [`MAX_TEXT_CHARS`], its line breaks kept
+/// and every other control character replaced. The report indents each of its lines, so none
+/// can pass for a line of the report.
+fn lines<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(d)?;
+    Ok(Some(
+        text.chars()
+            .take(MAX_TEXT_CHARS)
+            .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
+            .collect(),
+    ))
+}
+
+/// `T` if the value reads as one, else its default: for fields that explain a verdict, which
+/// must never cost the verdict itself.
+fn lenient<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned + Default,
+{
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(value).unwrap_or_default())
 }
 
 impl Health {
@@ -174,6 +269,33 @@ impl Summary {
 
     /// One line per agent, then a verdict line.
     pub fn render(&self) -> String {
+        let mut out = self.rows();
+        self.verdict_line(&mut out);
+        out
+    }
+
+    /// Like [`Summary::render`], with what each red agent knows of why between the agents'
+    /// lines and the verdict: its diagnoses, failing checks and the evidence it captured.
+    pub fn render_explained(&self) -> String {
+        let mut out = self.rows();
+        for agent in &self.agents {
+            let Answer::Health(health) = &agent.answer else {
+                continue;
+            };
+            if health.is_ok() {
+                continue;
+            }
+            let _ = writeln!(out, "\nwhy {} ({}) is red:", health.node, agent.addr);
+            out.push_str(&explain(health, true));
+        }
+        if out.contains("\nwhy ") {
+            out.push('\n');
+        }
+        self.verdict_line(&mut out);
+        out
+    }
+
+    fn rows(&self) -> String {
         let rows: Vec<[String; 4]> = self.agents.iter().map(row).collect();
         let mut widths = [0usize; 3];
         for row in &rows {
@@ -186,6 +308,10 @@ impl Summary {
             let [w0, w1, w2] = widths;
             let _ = writeln!(out, "{mark:<w0$}  {node:<w1$}  {addr:<w2$}  {detail}");
         }
+        out
+    }
+
+    fn verdict_line(&self, out: &mut String) {
         let red = self.answered() - self.green();
         let unreachable = self.agents.len() - self.answered();
         let verdict = if self.passed() { "ok" } else { "FAIL" };
@@ -199,7 +325,6 @@ impl Summary {
             self.green(),
         );
         out.push('\n');
-        out
     }
 }
 
@@ -385,6 +510,21 @@ mod tests {
         }
     }
 
+    /// Three agents expected: one green, one red, one that does not answer.
+    fn green_red_down(green: &Health, red: Health) -> Summary {
+        Summary {
+            agents: vec![
+                report(10, Answer::Health(green.clone())),
+                report(11, Answer::Health(red)),
+                report(
+                    12,
+                    Answer::Unreachable("connect: Connection refused".into()),
+                ),
+            ],
+            expect_nodes: 3,
+        }
+    }
+
     #[test]
     fn summary_names_failing_checks_and_judges_the_rollout() {
         let green = health(
@@ -397,17 +537,7 @@ mod tests {
                 {"probe":"b","netns":"pod","ok":false,"result":"timeout"}],
                "diagnoses":[{"code":"host_netns_unavailable","summary":"s","hint":"h"}]}"#,
         );
-        let summary = Summary {
-            agents: vec![
-                report(10, Answer::Health(green.clone())),
-                report(11, Answer::Health(red)),
-                report(
-                    12,
-                    Answer::Unreachable("connect: Connection refused".into()),
-                ),
-            ],
-            expect_nodes: 3,
-        };
+        let summary = green_red_down(&green, red);
         assert!(!summary.passed());
         assert_eq!(
             summary.render(),
@@ -458,6 +588,38 @@ mod tests {
             expect_nodes: 1,
         };
         assert_eq!(summary.render().lines().count(), 2);
+    }
+
+    #[test]
+    fn explained_reports_say_why_each_red_agent_is_red_before_the_verdict() {
+        let red = health(
+            r#"{"status":"fail","node":"n2","checks":[{"probe":"b","netns":"pod","ok":false,"result":"timeout","detail":"no answer within 2s"}],"diagnoses":[{"code":"onprem_unreachable","summary":"b fails","hint":"check the tunnel"}]}"#,
+        );
+        let green = health(r#"{"status":"ok","node":"n1","checks":[]}"#);
+        let summary = green_red_down(&green, red);
+        let plain = summary.render();
+        let explained = summary.render_explained();
+        let (rows, rest) = explained.split_at(plain.rfind("smoke FAIL").unwrap());
+        assert_eq!(
+            rows,
+            &plain[..rows.len()],
+            "the agents' lines come first, unchanged"
+        );
+        assert_eq!(
+            rest,
+            "\nwhy n2 (198.18.2.11:9739) is red:\n\
+             \x20 diagnosis onprem_unreachable: b fails\n\
+             \x20   hint: check the tunnel\n\
+             \x20 check b/pod timeout: no answer within 2s\n\
+             \x20   no evidence captured\n\
+             \n\
+             smoke FAIL: 2 of 3 agents answered (3 expected), 1 green, 1 red, 1 unreachable\n"
+        );
+        let all_green = Summary {
+            agents: vec![report(10, Answer::Health(green))],
+            expect_nodes: 1,
+        };
+        assert_eq!(all_green.render_explained(), all_green.render());
     }
 
     #[test]
