@@ -96,14 +96,16 @@ fn on_demand_count(metrics: &str, probe: &str, outcome: &str) -> f64 {
 }
 
 /// Counts, in the namespaces the agent sends from, every packet that leaves for anywhere but
-/// the configured target, and on the on-prem host every TCP packet to another port than the
-/// configured one.
+/// the configured target (ICMP errors aside: the node answers the evidence's traceroute from
+/// the pod with time-exceeded, as a router does), and on the on-prem host every TCP packet to
+/// another port than the configured one.
 fn watch_unconfigured(lab: &Lab) {
     for h in [Host::Pod, Host::Node] {
         lab.nft(
             h,
             &format!(
                 "table ip hplab_watch {{\n  chain output {{\n    type filter hook output priority 0; policy accept;\n    \
+                 icmp type {{ time-exceeded, destination-unreachable }} accept\n    \
                  oifname != \"lo\" ip daddr != {ONPREM_IP} counter\n  }}\n}}\n"
             ),
         );
@@ -215,6 +217,10 @@ fn runs_only_configured_checks_limited_and_unrecorded() {
         let taken_at = run["taken_at"].as_str().unwrap_or_default();
         assert!(humantime::parse_rfc3339(taken_at).is_ok(), "{report}");
         assert!(run["duration_seconds"].as_f64().is_some(), "{report}");
+        assert!(
+            run.get("evidence").is_none(),
+            "a passed run captures nothing: {report}"
+        );
     }
     assert_eq!(
         report["scheduled"].as_array().map(Vec::len),
@@ -293,6 +299,19 @@ fn runs_only_configured_checks_limited_and_unrecorded() {
     assert_eq!(runs[0]["netns"], "host", "{report}");
     assert_eq!(runs[0]["ok"], false, "{report}");
     assert_eq!(runs[0]["result"], "refused", "{report}");
+    // With the evidence the failed round made the agent capture, from both namespaces.
+    let evidence = &runs[0]["evidence"];
+    assert_eq!(evidence["netns"], "host", "{report}");
+    assert_eq!(evidence["trigger"]["result"], "refused", "{report}");
+    let pieces = evidence["pieces"].as_array().expect("evidence pieces");
+    for netns in ["pod", "host"] {
+        assert!(
+            pieces
+                .iter()
+                .any(|p| p["what"] == "route" && p["netns"] == netns && p["text"].is_string()),
+            "no route piece from {netns}: {report}"
+        );
+    }
 
     for (h, packets) in unconfigured_packets(&lab) {
         assert_eq!(packets, 0, "{h:?} saw traffic to a target no probe names");

@@ -54,6 +54,11 @@ impl Captures {
         *current = config.clone();
     }
 
+    /// Whether the config lets the agent capture on its own (the `check` command asks anyway).
+    pub fn enabled(&self) -> bool {
+        lock(&self.config).enabled
+    }
+
     pub fn set_executors(&self, executors: &[Executor]) {
         *lock(&self.executors) = executors.to_vec();
     }
@@ -104,12 +109,24 @@ impl Captures {
     }
 
     /// Captures now, without the rate bound (the caller has its own), and keeps the capture:
-    /// the `check` command's and an on-demand run's.
+    /// the `check` command's.
     pub async fn now(&self, key: &CheckKey, subject: Subject, metrics: &Metrics) -> Arc<Capture> {
+        let capture = self.take(subject).await;
+        keep(&self.store, key, capture, metrics)
+    }
+
+    /// Captures now for a round that was never recorded, a run on demand's: counted and
+    /// returned, but not kept, so the check's own evidence moves only with its schedule.
+    pub async fn unrecorded(&self, key: &CheckKey, subject: Subject, metrics: &Metrics) -> Capture {
+        let capture = self.take(subject).await;
+        metrics.count_capture(&key.probe, key.netns, capture.outcome());
+        capture
+    }
+
+    async fn take(&self, subject: Subject) -> Capture {
         let config = lock(&self.config).clone();
         let executors = lock(&self.executors).clone();
-        let capture = evidence::capture(subject, &executors, &config).await;
-        keep(&self.store, key, capture, metrics)
+        evidence::capture(subject, &executors, &config).await
     }
 }
 

@@ -19,9 +19,11 @@ use super::scheduler::run_probe;
 use super::state::AgentState;
 use crate::config::{OnDemandConfig, ProbeConfig};
 use crate::diagnose::verdict::CheckView;
+use crate::evidence::{Capture, Trigger};
 use crate::metrics::OnDemandOutcome;
 use crate::netns::{Executor, NetnsId};
 use crate::probe::result_label;
+use crate::results::CheckKey;
 
 /// The checks that may be run on demand, the switch and the per-probe limit, as of the config
 /// the scheduler last applied.
@@ -87,6 +89,10 @@ pub struct NamespaceRun {
     pub duration_seconds: f64,
     /// When the round finished (RFC 3339).
     pub taken_at: String,
+    /// What the agent captured around a failed round, from both namespaces, as
+    /// `/healthz` shows a failing check's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Capture>,
 }
 
 impl RunReport {
@@ -156,7 +162,15 @@ impl OnDemand {
     /// under the probe's timeout, and counts the request.
     pub async fn run(&self, name: &str, netns: Option<NetnsId>) -> Result<RunReport, Refusal> {
         let (targets, _claim) = self.claim(name, netns)?;
-        let runs = join_all(targets.iter().map(run_target)).await;
+        let mut runs = join_all(targets.iter().map(run_target)).await;
+        if self.state.evidence_enabled() {
+            join_all(
+                runs.iter_mut()
+                    .filter(|run| !run.ok)
+                    .map(|run| self.capture(name, run)),
+            )
+            .await;
+        }
         let report = RunReport {
             probe: name.to_owned(),
             runs,
@@ -227,6 +241,19 @@ impl OnDemand {
         Ok((targets, claim))
     }
 
+    /// Evidence around a failed run, with the run's round as the trigger.
+    async fn capture(&self, name: &str, run: &mut NamespaceRun) {
+        let key = CheckKey {
+            probe: name.to_owned(),
+            netns: run.netns,
+        };
+        let trigger = Trigger {
+            result: run.result.to_owned(),
+            detail: run.detail.clone(),
+        };
+        run.evidence = self.state.capture_unrecorded(&key, trigger).await;
+    }
+
     /// The probe's checks as last published. Reads only.
     fn scheduled(&self, name: &str) -> Vec<CheckView> {
         let verdict = self.state.verdict();
@@ -256,6 +283,7 @@ async fn run_target(target: &Target) -> NamespaceRun {
         },
         duration_seconds: took.as_secs_f64(),
         taken_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        evidence: None,
     }
 }
 

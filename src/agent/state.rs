@@ -21,7 +21,7 @@ use super::check::Check;
 use crate::config::EvidenceConfig;
 use crate::diagnose::verdict::{self, Snapshot, Status, Verdict};
 use crate::diagnose::Code;
-use crate::evidence::{Capture, Subject};
+use crate::evidence::{Capture, Subject, Trigger};
 use crate::metrics::Metrics;
 use crate::netns::{Executor, NetnsStatus};
 use crate::probe::{Failure, Outcome};
@@ -102,6 +102,11 @@ impl AgentState {
     /// Takes the evidence settings of a newly applied config.
     pub fn set_evidence(&self, config: &EvidenceConfig) {
         self.captures.configure(config);
+    }
+
+    /// Whether `evidence.enabled` lets captures run without the `check` command asking.
+    pub fn evidence_enabled(&self) -> bool {
+        self.captures.enabled()
     }
 
     pub fn namespaces(&self) -> Vec<NetnsStatus> {
@@ -226,12 +231,20 @@ impl AgentState {
 
     /// Captures evidence for a check now, whatever its state and the rate bound, keeps it
     /// with the check's others and marks the state changed; `None` for an unknown check. For
-    /// the `check` command and runs on demand.
+    /// the `check` command.
     pub async fn capture_now(&self, key: &CheckKey) -> Option<Arc<Capture>> {
         let subject = Subject::of(key, self.results().get(key)?);
         let capture = self.captures.now(key, subject, &self.metrics).await;
         self.changed();
         Some(capture)
+    }
+
+    /// Captures evidence for a round run on demand, `trigger`, which was never recorded: the
+    /// capture is returned, not kept. `None` for an unknown check.
+    pub async fn capture_unrecorded(&self, key: &CheckKey, trigger: Trigger) -> Option<Capture> {
+        let mut subject = Subject::of(key, self.results().get(key)?);
+        subject.trigger = trigger;
+        Some(self.captures.unrecorded(key, subject, &self.metrics).await)
     }
 
     /// Marks the state changed: the publisher judges it soon. One atomic operation, since it

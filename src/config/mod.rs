@@ -190,6 +190,7 @@ struct RawConfig {
     probes: Vec<RawProbe>,
     #[serde(default)]
     evidence: RawEvidence,
+    #[serde(default)]
     on_demand: RawOnDemand,
 }
 

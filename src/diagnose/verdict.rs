@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 pub use crate::diagnose::Diagnosis;
 use crate::diagnose::{self, Code, Observed, Seen};
@@ -59,13 +59,8 @@ pub struct CheckView {
     pub state: &'static str,
     pub consecutive_failures: u32,
     /// Evidence captured when the check turned failing, newest first; only while it fails.
-    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "captures")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub evidence: Vec<Arc<Capture>>,
-}
-
-/// Shared captures, serialized as the captures they point to.
-fn captures<S: Serializer>(captures: &[Arc<Capture>], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(captures.iter().map(|c| &**c))
 }
 
 #[derive(Debug, Clone, Serialize)]
