@@ -1,14 +1,19 @@
-// The status page's "Run now" buttons: each posts to /checks/<name>/run and shows the rounds
-// beside the button. Without this script the forms still post, and the browser shows the JSON.
-// It also refreshes the page, which the page's <noscript> refresh does without it, but holds a
-// shown result on screen a while first.
+// The status page's reloads and its "Run now" buttons. It reloads the page as the <noscript>
+// refresh does without it, but not while an evidence view is open (a reload would fold it
+// while someone reads it) or a run's result is new. Each button posts to /checks/<name>/run
+// and shows the rounds beside it; without this script the forms still post, and the browser
+// shows the JSON.
 "use strict";
 
 const refreshMs = 1000 * Number(document.currentScript.dataset.refreshSeconds || 10);
 const holdResultMs = 30000;
 let refreshAt = Date.now() + refreshMs;
 setInterval(() => {
-  if (Date.now() >= refreshAt) location.reload();
+  if (document.querySelector("details[open]")) {
+    refreshAt = Date.now() + refreshMs;
+  } else if (Date.now() >= refreshAt) {
+    location.reload();
+  }
 }, 1000);
 
 function describe(report) {

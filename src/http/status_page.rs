@@ -1,7 +1,8 @@
 //! The status page at `/`: the node verdict as one self-contained HTML page for people, with no
 //! external assets, so it works from `kubectl port-forward` on a locked-down node. Its only
-//! script is the agent's own `status.js`, there only when runs on demand are on, for the "Run
-//! now" buttons; without it the buttons still post.
+//! script is the agent's own `status.js`: it reloads the page, but not while an evidence view
+//! is open, and drives the "Run now" buttons when runs on demand are on. Without it the page
+//! reloads by itself and the buttons still post.
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Display, Write};
@@ -23,18 +24,18 @@ use crate::results::{CheckKey, Sample, HISTORY};
 /// Seconds between reloads of the page by the browser.
 const REFRESH_SECONDS: u32 = 10;
 
-/// Only inline styles, inline SVG and nothing else: a string that slipped past escaping still
-/// could not load or run anything.
+/// Inline styles, inline SVG and the agent's own script, and no inline script: a string that
+/// slipped past escaping still could not load or run anything.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; \
-     img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+     img-src data:; script-src 'self'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
 
-/// With "Run now" buttons: the agent's own script, its fetches and its forms, and still no
-/// inline script, so an escaped string stays inert.
+/// With "Run now" buttons: its fetches and its forms too.
 const CONTENT_SECURITY_POLICY_RUN_NOW: &str = "default-src 'none'; style-src 'unsafe-inline'; \
      img-src data:; script-src 'self'; connect-src 'self'; base-uri 'none'; \
      form-action 'self'; frame-ancestors 'none'";
 
-/// The "Run now" buttons' script.
+/// The page's script: its reloads and the "Run now" buttons.
 const SCRIPT: &str = include_str!("status.js");
 
 /// `GET /`: the status page.
@@ -61,7 +62,7 @@ pub async fn page(
         .into_response()
 }
 
-/// `GET /status.js`: the script of the "Run now" buttons, a constant.
+/// `GET /status.js`: the page's script, a constant.
 pub async fn script() -> Response {
     (
         [
@@ -159,7 +160,7 @@ pub fn render(snapshot: &Snapshot) -> String {
 <p class="meta">updated {now}<br>refreshes every {REFRESH_SECONDS} s · hybridprobe {version}</p>
 </header>
 "#,
-        refresh = refresh(snapshot.run_now),
+        refresh = refresh(),
         status = verdict.status.as_str().to_uppercase(),
         node = escape(&verdict.node),
         headline = escape(&headline(verdict)),
@@ -184,18 +185,14 @@ pub fn render(snapshot: &Snapshot) -> String {
     out
 }
 
-/// The page reloads itself every [`REFRESH_SECONDS`]. With "Run now" buttons the script does
-/// it, holding a run's result on screen a while first; the browser does it without script.
-fn refresh(run_now: bool) -> String {
+/// The page reloads itself every [`REFRESH_SECONDS`]. The script does it, but not while an
+/// evidence view is open or a run's result is new; the browser does it without script.
+fn refresh() -> String {
     let meta = format!(r#"<meta http-equiv="refresh" content="{REFRESH_SECONDS}">"#);
-    if run_now {
-        format!(
-            r#"<noscript>{meta}</noscript>
+    format!(
+        r#"<noscript>{meta}</noscript>
 <script src="status.js" defer data-refresh-seconds="{REFRESH_SECONDS}"></script>"#
-        )
-    } else {
-        meta
-    }
+    )
 }
 
 /// The CSS class and the symbol that go with a status; the word itself is always shown too.
@@ -629,7 +626,11 @@ mod tests {
         assert!(html.contains("1 of 3 checks fail"));
         assert!(html.contains("<code>pod_path_blocked</code>"));
         assert!(html.contains("check the NSG rules for the pod range"));
-        assert!(html.contains(r#"<meta http-equiv="refresh" content="10">"#));
+        assert!(html.contains(
+            "<noscript><meta http-equiv=\"refresh\" content=\"10\"></noscript>\n\
+             <script src=\"status.js\" defer data-refresh-seconds=\"10\"></script>"
+        ));
+        assert_eq!(html.matches("<script").count(), 1, "no inline script");
         assert!(html.contains("<th>pod namespace</th><th>host namespace</th>"));
 
         let rows: Vec<&str> = html.lines().filter(|l| l.starts_with("<tr><th")).collect();
@@ -656,10 +657,9 @@ mod tests {
     }
 
     #[test]
-    fn run_now_buttons_and_their_script_only_when_runs_on_demand_are_on() {
+    fn run_now_buttons_only_when_runs_on_demand_are_on() {
         let off = render(&snapshot());
         assert!(!off.contains("<form"), "{off}");
-        assert!(!off.contains("<script"), "{off}");
         let on = render(&Snapshot {
             run_now: true,
             ..snapshot()
@@ -672,11 +672,6 @@ mod tests {
             );
             assert!(row.contains(&form), "{row}");
         }
-        assert!(on.contains(
-            "<noscript><meta http-equiv=\"refresh\" content=\"10\"></noscript>\n\
-             <script src=\"status.js\" defer data-refresh-seconds=\"10\"></script>"
-        ));
-        assert_eq!(on.matches("<script").count(), 1, "no inline script");
     }
 
     #[test]
@@ -773,9 +768,10 @@ mod tests {
         verdict.checks[0].evidence = vec![hostile_capture()];
         s.config_error = Some(format!("line 1\n{HOSTILE}"));
         let html = render(&s);
-        for raw in ["<script", "<img", "onerror=alert(1)>", "'x'", "\"quoted\""] {
+        for raw in ["<script>", "<img", "onerror=alert(1)>", "'x'", "\"quoted\""] {
             assert!(!html.contains(raw), "{raw} leaked into:\n{html}");
         }
+        assert_eq!(html.matches("<script").count(), 1, "only the page's own script");
         let escaped = escape(HOSTILE).to_string();
         // Title, heading, probe, detail, since, summary, namespace reason, config error, and the
         // evidence's trigger, source, text and reason.
