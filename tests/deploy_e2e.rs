@@ -2,7 +2,7 @@
 //! settings the agent depends on, and its DaemonSet's container is run in the namespace lab
 //! with its own command, args, env, user, capabilities, sysctls and ConfigMap, against lab
 //! servers at the config's own example addresses: every configured check must pass. The Helm
-//! chart's DaemonSet is held equal to kustomize's.
+//! chart's DaemonSet is held equal to kustomize's and run the same way.
 
 mod deploy;
 mod lab;
@@ -426,6 +426,25 @@ fn no_host_privileges_overlay_runs_green_without_privileges() {
     run_rendered_daemonset(
         "deploy-no-host",
         "deploy/overlays/no-host-privileges",
+        Node::KeepsPodIp,
+    );
+}
+
+/// The chart's DaemonSet with its default values runs green, as the kustomize base's does.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn helm_chart_daemonset_runs_green_in_the_lab() {
+    run_daemonset("deploy-helm", || Manifests::helm(&[]), Node::KeepsPodIp);
+}
+
+/// The chart with `hostChecks.enabled=false` runs green without privileges, as the
+/// no-host-privileges overlay does.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn helm_chart_without_host_checks_runs_green_without_privileges() {
+    run_daemonset(
+        "deploy-helm-no-host",
+        || Manifests::helm(&[HELM_NO_HOST_CHECKS]),
         Node::KeepsPodIp,
     );
 }
