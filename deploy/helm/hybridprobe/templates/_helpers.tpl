@@ -26,14 +26,14 @@ app.kubernetes.io/component: agent
 default for the chosen privileges. */}}
 {{- define "hybridprobe.config" -}}
 {{- $config := .Values.config -}}
-{{- if kindIs "string" $config -}}
-{{- if $config -}}
-{{ $config }}
-{{- else if .Values.hostChecks.enabled -}}
+{{- if empty $config -}}
+{{- if .Values.hostChecks.enabled -}}
 {{ .Files.Get "files/config.yaml" }}
 {{- else -}}
 {{ .Files.Get "files/config-no-host.yaml" }}
 {{- end -}}
+{{- else if kindIs "string" $config -}}
+{{ $config }}
 {{- else if kindIs "map" $config -}}
 {{ toYaml $config }}
 {{- else -}}
