@@ -665,7 +665,8 @@ fn helm_chart_renders_the_kustomize_daemonsets() {
         differences(&ours["spec"], &theirs["spec"], "spec", &mut differ);
         assert!(
             differ.is_empty(),
-            "{src} and {dir} render different DaemonSets:\n{}",
+            "{src} and {dir} render different DaemonSets; bring the other side, most likely \
+             deploy/helm/hybridprobe/templates/daemonset.yaml, in line:\n{}",
             differ.join("\n")
         );
         for key in ["name", "namespace"] {
