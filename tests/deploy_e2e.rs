@@ -449,6 +449,18 @@ fn helm_chart_without_host_checks_runs_green_without_privileges() {
     );
 }
 
+/// The chart with `proc1Host.enabled=true` runs green through /proc/1, as the proc-1-host
+/// overlay does.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn helm_chart_through_proc_1_runs_green_in_the_lab() {
+    run_daemonset(
+        "deploy-helm-proc-1",
+        || Manifests::helm(&[HELM_PROC_1_HOST]),
+        Node::KeepsPodIp,
+    );
+}
+
 /// Each capability the base adds is needed: without it a named check fails (or, for
 /// NET_ADMIN, loses its evidence) the way docs/privileges.md says, and with all of them every check
 /// passes.
@@ -638,10 +650,13 @@ const DAEMONSET_ESSENTIALS: &[&str] = &[
 
 /// The chart's switch for pod-side checks only.
 const HELM_NO_HOST_CHECKS: &str = "hostChecks.enabled=false";
+/// The chart's switch for entering the node through /proc/1.
+const HELM_PROC_1_HOST: &str = "proc1Host.enabled=true";
 
-/// The chart's defaults render the kustomize base's DaemonSet, and its `hostChecks.enabled=false`
-/// the no-host-privileges overlay's: the whole `spec` (command, args, env, security contexts,
-/// hostPID, volumes, probes, ports, sysctls and the rest), its name, namespace and labels, and the
+/// The chart's defaults render the kustomize base's DaemonSet, its `hostChecks.enabled=false`
+/// the no-host-privileges overlay's and its `proc1Host.enabled=true` the proc-1-host overlay's:
+/// the whole `spec` (command, args, env, security contexts, hostPID, volumes, probes, ports,
+/// sysctls and the rest), its name, namespace and labels, the scanner checks it skips, and the
 /// config it mounts. A DaemonSet edit on one side only fails here, listing the fields that differ.
 #[test]
 fn helm_chart_renders_the_kustomize_daemonsets() {
@@ -651,6 +666,7 @@ fn helm_chart_renders_the_kustomize_daemonsets() {
             &[HELM_NO_HOST_CHECKS][..],
             "deploy/overlays/no-host-privileges",
         ),
+        (&[HELM_PROC_1_HOST][..], "deploy/overlays/proc-1-host"),
     ] {
         let (Some(chart), Some(kustomize)) = (Manifests::helm(sets), Manifests::render(dir)) else {
             return;
@@ -681,12 +697,38 @@ fn helm_chart_renders_the_kustomize_daemonsets() {
                 "{src}: label {label}"
             );
         }
+        // The reasons may differ (the chart's image tag comes from a value, not kustomize's
+        // images), the checks skipped may not.
+        assert_eq!(
+            scanner_skips(ours),
+            scanner_skips(theirs),
+            "{src}: checkov skips"
+        );
         assert_eq!(
             chart.config_map_file(CONFIG_MAP, "config.yaml"),
             kustomize.config_map_file(CONFIG_MAP, "config.yaml"),
             "{src}: the config is {dir}'s"
         );
     }
+}
+
+/// The checkov check IDs an object's `checkov.io/skip*` annotations skip, sorted.
+fn scanner_skips(object: &Value) -> Vec<String> {
+    let annotations = object["metadata"]["annotations"].as_object();
+    let mut checks: Vec<String> = annotations
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| key.starts_with("checkov.io/skip"))
+        .map(|(_, value)| {
+            str_of(value)
+                .split('=')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    checks.sort();
+    checks
 }
 
 /// Every place where `ours` and `theirs` differ, as `path: ours != theirs` lines.

@@ -18,6 +18,15 @@ app.kubernetes.io/name: hybridprobe
 app.kubernetes.io/component: agent
 {{- end }}
 
+{{/* Where the node's files are, for the config's ${HYBRIDPROBE_HOST_NETNS} and
+${HYBRIDPROBE_HOST_RESOLV_CONF}. Takes (dict "netns" PATH "resolvConf" PATH). */}}
+{{- define "hybridprobe.hostFilesEnv" -}}
+- name: HYBRIDPROBE_HOST_NETNS
+  value: {{ .netns }}
+- name: HYBRIDPROBE_HOST_RESOLV_CONF
+  value: {{ .resolvConf }}
+{{- end }}
+
 {{- define "hybridprobe.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}
