@@ -4,8 +4,8 @@
 # from its packaged archive (whose files/ must be the linked files' contents), then holds every
 # render to what kustomize renders for the same parts (the same objects, names and namespaces;
 # the same content but for labels, except the DaemonSet, which tests/deploy_e2e.rs compares
-# field by field and runs in the lab) and validates it against the Kubernetes schemas as
-# .ci/checks/manifests.sh does.
+# field by field and runs in the lab), scans the variants with checkov (.ci/checks/scan.sh) and
+# validates every render against the Kubernetes schemas as .ci/checks/manifests.sh does.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -94,6 +94,9 @@ docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and not d["apiVers
 yaml.safe_dump_all(docs, open(sys.argv[1], "w"))
 ' "$out/k-no-host.yaml"
 same_objects no-host k-no-host
+render proc-1-host --set proc1Host.enabled=true
+kubectl kustomize deploy/overlays/proc-1-host > "$out/k-proc-1-host.yaml"
+same_objects proc-1-host k-proc-1-host
 for set in "${!COMPONENT[@]}"; do
   name=${COMPONENT[$set]}
   render "$name" --set "$set"
@@ -126,14 +129,9 @@ diff -u "$out/all.yaml" "$out/package/all.yaml" >&2 \
 echo "helm: the packaged chart $(basename "$archive") renders the same"
 rm -rf "$out/package" "$out"/k-*/
 
-# The security scanner of issue #15 (section 1), once .ci has one: it takes rendered manifest
-# files, and runs over every chart variant as over the kustomize ones.
-scanner=.ci/scan-manifests.sh
-if [ -x "$scanner" ]; then
-  "$scanner" "$out"/[!k]*.yaml
-else
-  echo "helm: no scanner yet ($scanner); the chart's renders are in this check's \$out"
-fi
+# The security scanner, as over the kustomize variants: each DaemonSet variant, and every
+# other object (all switches on).
+bash .ci/checks/scan.sh "$out"/{default,no-host,proc-1-host,all}.yaml
 
 helm_renders=("$out"/[!k]*.yaml)
 for version in "${VERSIONS[@]}"; do
