@@ -11,8 +11,9 @@ cd "$(dirname "$0")/../.."
 
 VERSIONS=(1.29 1.37)
 CHART=deploy/helm/hybridprobe
-# Each chart switch and the kustomize component it stands for; "" for the hostChecks switch,
-# whose kustomize twin is an overlay.
+# Each chart switch that adds objects and the kustomize component it stands for. The DaemonSet's
+# own switches are compared with overlays below: hostChecks.enabled=false with
+# no-host-privileges, proc1Host.enabled=true with proc-1-host (its component's overlay).
 declare -A COMPONENT=(
   [prometheusOperator.enabled=true]=prometheus-operator
   [azureManagedPrometheus.enabled=true]=azure-managed-prometheus
@@ -27,6 +28,7 @@ done
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
+mkdir -p "$out/chart" "$out/kustomize"
 
 helm_py() { python3 .ci/helm.py "$@"; }
 
@@ -35,19 +37,27 @@ while read -r link; do
   [ -e "$link" ] || { echo "helm: $link links to nothing" >&2; exit 1; }
 done < <(find "$CHART" -type l)
 
+# A new kustomize component needs its chart switch too.
+for dir in deploy/components/*/; do
+  component=$(basename "$dir")
+  [[ $component == proc-1-host || " ${COMPONENT[*]} " == *" $component "* ]] \
+    || { echo "helm: the component $component has no chart switch" >&2; exit 1; }
+done
+
 all=()
 for set in "${!COMPONENT[@]}"; do all+=(--set "$set"); done
 helm_py lint "$CHART"
+helm_py lint "$CHART" "${all[@]}" --set proc1Host.enabled=true
 helm_py lint "$CHART" "${all[@]}" --set hostChecks.enabled=false
 
 render() { # render NAME [--set K=V]...
   local name=$1
   shift
-  helm_py template "$CHART" "$@" > "$out/$name.yaml"
-  echo "rendered $name: $(grep -c '^kind:' "$out/$name.yaml") objects"
+  helm_py template "$CHART" "$@" > "$out/chart/$name.yaml"
+  echo "rendered $name: $(grep -c '^kind:' "$out/chart/$name.yaml") objects"
 }
 kustomize_with() { # kustomize_with NAME BASE [COMPONENT]...
-  local name=$1 dir="$out/k-$1" base=$2
+  local name=$1 dir="$out/kustomize/$1.d" base=$2
   shift 2
   mkdir -p "$dir"
   {
@@ -57,10 +67,10 @@ kustomize_with() { # kustomize_with NAME BASE [COMPONENT]...
     echo "components:"
     for c in "$@"; do echo "  - $(realpath --relative-to="$dir" "deploy/components/$c")"; done
   } > "$dir/kustomization.yaml"
-  kubectl kustomize "$dir" > "$out/k-$name.yaml"
+  kubectl kustomize "$dir" > "$out/kustomize/$name.yaml"
 }
 same_objects() { # same_objects HELM KUSTOMIZE
-  python3 - "$out/$1.yaml" "$out/$2.yaml" <<'PY'
+  python3 - "$out/chart/$1.yaml" "$out/kustomize/$2.yaml" <<'PY'
 import sys, yaml
 def objects(path):
     return {(d["apiVersion"], d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"]): d
@@ -84,35 +94,35 @@ PY
 
 render default
 kustomize_with base deploy/base
-same_objects default k-base
+same_objects default base
 render no-host --set hostChecks.enabled=false
-kubectl kustomize deploy/overlays/no-host-privileges > "$out/k-no-host.yaml"
+kubectl kustomize deploy/overlays/no-host-privileges > "$out/kustomize/no-host.yaml"
 # The overlay brings the prometheus-operator component along; compare the agent alone.
 python3 -c '
 import sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and not d["apiVersion"].startswith("monitoring.coreos.com")]
 yaml.safe_dump_all(docs, open(sys.argv[1], "w"))
-' "$out/k-no-host.yaml"
-same_objects no-host k-no-host
+' "$out/kustomize/no-host.yaml"
+same_objects no-host no-host
 render proc-1-host --set proc1Host.enabled=true
-kubectl kustomize deploy/overlays/proc-1-host > "$out/k-proc-1-host.yaml"
-same_objects proc-1-host k-proc-1-host
+kubectl kustomize deploy/overlays/proc-1-host > "$out/kustomize/proc-1-host.yaml"
+same_objects proc-1-host proc-1-host
 for set in "${!COMPONENT[@]}"; do
   name=${COMPONENT[$set]}
   render "$name" --set "$set"
   kustomize_with "$name" deploy/base "$name"
-  same_objects "$name" "k-$name"
+  same_objects "$name" "$name"
 done
 render all "${all[@]}"
 kustomize_with all deploy/base "${COMPONENT[@]}"
-same_objects all k-all
+same_objects all all
 render no-priority-class --set priorityClassName=
-! grep -q 'priorityClassName\|^kind: PriorityClass' "$out/no-priority-class.yaml" \
+! grep -q 'priorityClassName\|^kind: PriorityClass' "$out/chart/no-priority-class.yaml" \
   || { echo "helm: priorityClassName= still renders a priority class" >&2; exit 1; }
 
 # The runbook base reaches every alert.
 render runbooks --set prometheusOperator.enabled=true --set runbookBaseUrl=https://wiki.example.com/hybridprobe/runbooks.md
-python3 - "$out/runbooks.yaml" <<'PY'
+python3 - "$out/chart/runbooks.yaml" <<'PY'
 import sys, yaml
 rule = next(d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "PrometheusRule")
 urls = [r["annotations"]["runbook_url"] for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
@@ -124,16 +134,15 @@ PY
 # Packaged, the links become the files they point to: the archive renders the same.
 archive=$(helm_py package "$CHART" --destination "$out/package")
 helm_py template "$archive" "${all[@]}" > "$out/package/all.yaml"
-diff -u "$out/all.yaml" "$out/package/all.yaml" >&2 \
+diff -u "$out/chart/all.yaml" "$out/package/all.yaml" >&2 \
   || { echo "helm: $archive renders differently from $CHART" >&2; exit 1; }
 echo "helm: the packaged chart $(basename "$archive") renders the same"
-rm -rf "$out/package" "$out"/k-*/
 
 # The security scanner, as over the kustomize variants: each DaemonSet variant, and every
 # other object (all switches on).
-bash .ci/checks/scan.sh "$out"/{default,no-host,proc-1-host,all}.yaml
+bash .ci/checks/scan.sh "$out"/chart/{default,no-host,proc-1-host,all}.yaml
 
-helm_renders=("$out"/[!k]*.yaml)
+helm_renders=("$out"/chart/*.yaml)
 for version in "${VERSIONS[@]}"; do
   kubernetes-validate --strict --quiet --no-warn -k "$version" "${helm_renders[@]}"
   echo "valid against Kubernetes $version"
