@@ -1,7 +1,8 @@
 //! The manifests themselves, tested: each kustomization in deploy/ is rendered, checked for the
 //! settings the agent depends on, and its DaemonSet's container is run in the namespace lab
 //! with its own command, args, env, user, capabilities, sysctls and ConfigMap, against lab
-//! servers at the config's own example addresses: every configured check must pass.
+//! servers at the config's own example addresses: every configured check must pass. The Helm
+//! chart's DaemonSet is held equal to kustomize's and run the same way.
 
 mod deploy;
 mod lab;
@@ -176,8 +177,14 @@ enum Node {
 /// Renders `dir`, runs its DaemonSet's container in the lab's pod namespace with everything its
 /// config talks to up, and checks what the kubelet and an operator would see.
 fn run_rendered_daemonset(test: &str, dir: &str, node: Node) -> Option<()> {
+    run_daemonset(test, || Manifests::render(dir), node)
+}
+
+/// [`run_rendered_daemonset`] for manifests from `render` (kustomize's or the chart's).
+fn run_daemonset(test: &str, render: impl FnOnce() -> Option<Manifests>, node: Node) -> Option<()> {
     let lab = Lab::new(test)?;
-    let manifests = Manifests::render(dir)?;
+    let manifests = render()?;
+    let dir = manifests.source.as_str();
     check_invariants(&manifests);
     let _targets = ConfigTargets::start(&lab, test, node == Node::Masquerades)?;
     let pod = manifests.pod_spec("DaemonSet");
@@ -423,6 +430,37 @@ fn no_host_privileges_overlay_runs_green_without_privileges() {
     );
 }
 
+/// The chart's DaemonSet with its default values runs green, as the kustomize base's does.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn helm_chart_daemonset_runs_green_in_the_lab() {
+    run_daemonset("deploy-helm", || Manifests::helm(&[]), Node::KeepsPodIp);
+}
+
+/// The chart with `hostChecks.enabled=false` runs green without privileges, as the
+/// no-host-privileges overlay does.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn helm_chart_without_host_checks_runs_green_without_privileges() {
+    run_daemonset(
+        "deploy-helm-no-host",
+        || Manifests::helm(&[HELM_NO_HOST_CHECKS]),
+        Node::KeepsPodIp,
+    );
+}
+
+/// The chart with `proc1Host.enabled=true` runs green through /proc/1, as the proc-1-host
+/// overlay does.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn helm_chart_through_proc_1_runs_green_in_the_lab() {
+    run_daemonset(
+        "deploy-helm-proc-1",
+        || Manifests::helm(&[HELM_PROC_1_HOST]),
+        Node::KeepsPodIp,
+    );
+}
+
 /// Each capability the base adds is needed: without it a named check fails (or, for
 /// NET_ADMIN, loses its evidence) the way docs/privileges.md says, and with all of them every check
 /// passes.
@@ -588,6 +626,130 @@ fn overlays_compose_the_monitoring_components() {
             size < 256 * 1024,
             "{dir}: the dashboard ConfigMap is {size} bytes"
         );
+    }
+}
+
+/// What the chart's DaemonSet must have, named so that two renders both lacking a field cannot
+/// pass as equal: the command and its environment, privileges, probes, ports and volumes.
+const DAEMONSET_ESSENTIALS: &[&str] = &[
+    "/spec/template/spec/hostPID",
+    "/spec/template/spec/hostNetwork",
+    "/spec/template/spec/securityContext/runAsUser",
+    "/spec/template/spec/securityContext/sysctls",
+    "/spec/template/spec/volumes",
+    "/spec/template/spec/containers/0/command",
+    "/spec/template/spec/containers/0/args",
+    "/spec/template/spec/containers/0/env",
+    "/spec/template/spec/containers/0/ports",
+    "/spec/template/spec/containers/0/livenessProbe",
+    "/spec/template/spec/containers/0/readinessProbe",
+    "/spec/template/spec/containers/0/securityContext/allowPrivilegeEscalation",
+    "/spec/template/spec/containers/0/securityContext/capabilities",
+    "/spec/template/spec/containers/0/volumeMounts",
+];
+
+/// The chart's switch for pod-side checks only.
+const HELM_NO_HOST_CHECKS: &str = "hostChecks.enabled=false";
+/// The chart's switch for entering the node through /proc/1.
+const HELM_PROC_1_HOST: &str = "proc1Host.enabled=true";
+
+/// The chart's defaults render the kustomize base's DaemonSet, its `hostChecks.enabled=false`
+/// the no-host-privileges overlay's and its `proc1Host.enabled=true` the proc-1-host overlay's:
+/// the whole `spec` (command, args, env, security contexts, hostPID, volumes, probes, ports,
+/// sysctls and the rest), its name, namespace and labels, the scanner checks it skips, and the
+/// config it mounts. A DaemonSet edit on one side only fails here, listing the fields that differ.
+#[test]
+fn helm_chart_renders_the_kustomize_daemonsets() {
+    for (sets, dir) in [
+        (&[][..], "deploy/base"),
+        (
+            &[HELM_NO_HOST_CHECKS][..],
+            "deploy/overlays/no-host-privileges",
+        ),
+        (&[HELM_PROC_1_HOST][..], "deploy/overlays/proc-1-host"),
+    ] {
+        let (Some(chart), Some(kustomize)) = (Manifests::helm(sets), Manifests::render(dir)) else {
+            return;
+        };
+        let src = &chart.source;
+        check_invariants(&chart);
+        let (ours, theirs) = (chart.one("DaemonSet"), kustomize.one("DaemonSet"));
+        for path in DAEMONSET_ESSENTIALS {
+            assert!(ours.pointer(path).is_some(), "{src}: no {path}");
+        }
+        let mut differ = Vec::new();
+        differences(&ours["spec"], &theirs["spec"], "spec", &mut differ);
+        assert!(
+            differ.is_empty(),
+            "{src} and {dir} render different DaemonSets; bring the other side, most likely \
+             deploy/helm/hybridprobe/templates/daemonset.yaml, in line:\n{}",
+            differ.join("\n")
+        );
+        for key in ["name", "namespace"] {
+            assert_eq!(
+                ours["metadata"][key], theirs["metadata"][key],
+                "{src}: {key}"
+            );
+        }
+        for (label, value) in theirs["metadata"]["labels"].as_object().expect("labels") {
+            assert_eq!(
+                &ours["metadata"]["labels"][label], value,
+                "{src}: label {label}"
+            );
+        }
+        // The reasons may differ (the chart's image tag comes from a value, not kustomize's
+        // images), the checks skipped may not.
+        assert_eq!(
+            scanner_skips(ours),
+            scanner_skips(theirs),
+            "{src}: checkov skips"
+        );
+        assert_eq!(
+            chart.config_map_file(CONFIG_MAP, "config.yaml"),
+            kustomize.config_map_file(CONFIG_MAP, "config.yaml"),
+            "{src}: the config is {dir}'s"
+        );
+    }
+}
+
+/// The checkov check IDs an object's `checkov.io/skip*` annotations skip, sorted.
+fn scanner_skips(object: &Value) -> Vec<String> {
+    let annotations = object["metadata"]["annotations"].as_object();
+    let mut checks: Vec<String> = annotations
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| key.starts_with("checkov.io/skip"))
+        .map(|(_, value)| {
+            str_of(value)
+                .split('=')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    checks.sort();
+    checks
+}
+
+/// Every place where `ours` and `theirs` differ, as `path: ours != theirs` lines.
+fn differences(ours: &Value, theirs: &Value, path: &str, out: &mut Vec<String>) {
+    match (ours, theirs) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for key in keys {
+                let (x, y) = (&ours[key.as_str()], &theirs[key.as_str()]);
+                differences(x, y, &format!("{path}.{key}"), out);
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                differences(x, y, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ if ours != theirs => out.push(format!("{path}: chart {ours} != kustomize {theirs}")),
+        _ => {}
     }
 }
 

@@ -4,6 +4,9 @@
 # `checkov.io/skipN: CKV_K8S_xx=why it is inherent`; a second scan with the skips stripped must
 # fail exactly the skipped checks, so a skip that no longer applies (an overlay that dropped the
 # privilege) fails here too.
+#
+#   .ci/checks/scan.sh [FILE...]    (default: the kustomize variants and the smoke Job;
+#                                    .ci/checks/helm.sh passes the chart's renders)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -20,12 +23,18 @@ scan() {
     > "$2" || true
 }
 
-variants=(deploy/base deploy/overlays/*/)
-for dir in "${variants[@]}"; do
-  dir=${dir%/}
-  kubectl kustomize "$dir" > "$out/$(echo "$dir" | tr / -).yaml"
-done
-cp deploy/smoke/job.yaml "$out/deploy-smoke-job.yaml"
+if [ "$#" -gt 0 ]; then
+  for file in "$@"; do cp "$file" "$out/$(basename "$file")"; done
+  scanned="$# rendered files"
+else
+  variants=(deploy/base deploy/overlays/*/)
+  for dir in "${variants[@]}"; do
+    dir=${dir%/}
+    kubectl kustomize "$dir" > "$out/$(echo "$dir" | tr / -).yaml"
+  done
+  cp deploy/smoke/job.yaml "$out/deploy-smoke-job.yaml"
+  scanned="${#variants[@]} variants and the smoke Job"
+fi
 
 failed=0
 for file in "$out"/*.yaml; do
@@ -39,4 +48,4 @@ for file in "$out"/*.yaml; do
   fi
 done
 [ "$failed" = 0 ] || { echo "scan: findings above" >&2; exit 1; }
-echo "scan: ${#variants[@]} variants and the smoke Job clean, every skip justified and needed"
+echo "scan: $scanned clean, every skip justified and needed"

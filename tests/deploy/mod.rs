@@ -1,12 +1,12 @@
-//! The manifests in deploy/, rendered with `kubectl kustomize` and run in the namespace lab as
-//! a kubelet would run them: the container's command, args and env (downward API values
-//! replaced by lab values), its user and capabilities (through `setpriv`), the pod's sysctls,
-//! the ConfigMap as files, and the node: its PID 1 played by a process in the lab's node
-//! namespace when the pod has hostPID, else its hostPath volumes bind-mounted at their mountPaths
-//! in a private mount namespace, in a private PID namespace, as the kubelet and the container
-//! runtime would (the lab's node directories live under [`node_root`]).
-//! The shipped configs' example addresses are the lab's, and [`ConfigTargets`] starts what they
-//! talk to.
+//! The manifests in deploy/, rendered with `kubectl kustomize` (or the Helm chart, through
+//! `.ci/helm.py`), and run in the namespace lab as a kubelet would run them: the container's
+//! command, args and env (downward API values replaced by lab values), its user and
+//! capabilities (through `setpriv`), the pod's sysctls, the ConfigMap as files, and the node:
+//! its PID 1 played by a process in the lab's node namespace when the pod has hostPID, else its
+//! hostPath volumes bind-mounted at their mountPaths in a private mount namespace, in a private
+//! PID namespace, as the kubelet and the container runtime would (the lab's node directories
+//! live under [`node_root`]). The shipped configs' example addresses are the lab's, and
+//! [`ConfigTargets`] starts what they talk to.
 
 // Each integration-test binary compiles this module and uses a different subset of it.
 #![allow(dead_code)]
@@ -57,14 +57,7 @@ impl Manifests {
         let path = repo_path(dir);
         let out = match Command::new("kubectl").arg("kustomize").arg(&path).output() {
             Ok(out) => out,
-            Err(e) => {
-                let why = format!("kubectl not runnable ({e}); see .ci/requirements.txt");
-                if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
-                    panic!("{why}");
-                }
-                eprintln!("skipping: {why} (set CI=true to fail instead)");
-                return None;
-            }
+            Err(e) => return skip(&format!("kubectl not runnable ({e})")),
         };
         assert!(
             out.status.success(),
@@ -72,6 +65,37 @@ impl Manifests {
             String::from_utf8_lossy(&out.stderr)
         );
         Some(Manifests::parse(dir, &String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// The Helm chart rendered with `--set` expressions `sets`, through `.ci/helm.py` as
+    /// .ci/checks/helm.sh renders it; `None` (after one line saying why) when python3 or
+    /// helm-python-sdk is missing outside CI. Under CI a missing SDK fails the test.
+    pub fn helm(sets: &[&str]) -> Option<Manifests> {
+        let mut command = Command::new("python3");
+        command
+            .arg(repo_path(".ci/helm.py"))
+            .arg("template")
+            .arg(repo_path(HELM_CHART));
+        for set in sets {
+            command.arg("--set").arg(set);
+        }
+        let out = match command.output() {
+            Ok(out) => out,
+            Err(e) => return skip(&format!("python3 not runnable ({e})")),
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() == Some(HELM_PY_MISSING_SDK) {
+            return skip(stderr.trim());
+        }
+        assert!(
+            out.status.success(),
+            "rendering {HELM_CHART} with {sets:?} failed:\n{stderr}"
+        );
+        let source = format!("{HELM_CHART} {sets:?}");
+        Some(Manifests::parse(
+            &source,
+            &String::from_utf8_lossy(&out.stdout),
+        ))
     }
 
     /// A plain multi-document YAML file under the repository root.
@@ -116,6 +140,21 @@ impl Manifests {
             .unwrap_or_else(|| panic!("{}: no ConfigMap {name}", self.source));
         str_of(&cm["data"][key]).to_owned()
     }
+}
+
+/// The chart that `Manifests::helm` renders.
+pub const HELM_CHART: &str = "deploy/helm/hybridprobe";
+/// `.ci/helm.py`'s exit status when helm-python-sdk is not installed.
+const HELM_PY_MISSING_SDK: i32 = 3;
+
+/// A render tool is missing: fails under CI, else says why the test is skipped.
+fn skip<T>(why: &str) -> Option<T> {
+    let why = format!("{why}; see .ci/requirements.txt");
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("{why}");
+    }
+    eprintln!("skipping: {why} (set CI=true to fail instead)");
+    None
 }
 
 /// A path under the repository root (tests run from it, but say so explicitly).
