@@ -771,7 +771,11 @@ mod tests {
         for raw in ["<script>", "<img", "onerror=alert(1)>", "'x'", "\"quoted\""] {
             assert!(!html.contains(raw), "{raw} leaked into:\n{html}");
         }
-        assert_eq!(html.matches("<script").count(), 1, "only the page's own script");
+        assert_eq!(
+            html.matches("<script").count(),
+            1,
+            "only the page's own script"
+        );
         let escaped = escape(HOSTILE).to_string();
         // Title, heading, probe, detail, since, summary, namespace reason, config error, and the
         // evidence's trigger, source, text and reason.
