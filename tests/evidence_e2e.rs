@@ -1,12 +1,12 @@
 //! End to end: evidence captured when a check turns failing names what the fault changed, from
 //! both namespaces: the answer a stale DNS record gives, the silent hop behind a dead tunnel,
 //! the SNAT'd conntrack tuple of masqueraded pod traffic, the pod's path ending at the node when
-//! the node drops its traffic, the path MTU the kernel learned from a narrowed tunnel; a
-//! flapping check is captured no more often than the bound; `check --explain` prints the same
-//! evidence after its table.
+//! the node drops its traffic, the path MTU the kernel learned from a narrowed tunnel and none
+//! learnt from a black hole; a flapping check is captured no more often than the bound;
+//! `check --explain` prints the same evidence after its table.
 //!
 //! One lab serves every fault, one after the other, each removed before the next; one agent
-//! serves the first ones, and a fresh one (an empty store) each of the last two.
+//! serves the first ones, and a fresh one (an empty store) each of the last three.
 
 mod lab;
 mod support;
@@ -297,5 +297,26 @@ fn evidence_names_what_each_fault_changed_from_both_namespaces() {
         cached.starts_with(&format!("{ONPREM_IP} mtu {NARROW_MTU} ")),
         "{cached}"
     );
+
+    // The same narrowed tunnel as a black hole, its fragmentation-needed filtered: the kernel
+    // learns nothing, so beside the check's black hole the capture shows no cached path MTU,
+    // and a traceroute (small packets) that still reaches the target.
+    lab.stop(agent.handle);
+    lab.frag_needed_drop(true);
+    for h in [Host::Pod, Host::Node] {
+        // Forget what the narrowed tunnel taught, so only the black hole is seen.
+        lab.must(h, "ip", &["route", "flush", "cache"]);
+    }
+    let agent = Agent::start(&lab, &config);
+    let hole = agent.wait_evidence("tunnel-mtu", "pod", WITHIN);
+    assert_eq!(hole["trigger"]["result"], "blackhole", "{hole:#}");
+    let uncached = text(&hole, "path_mtu", "pod");
+    assert!(
+        uncached.starts_with(&format!("{ONPREM_IP}: no path MTU cached")),
+        "{uncached}"
+    );
+    let trace = text(&hole, "traceroute", "pod");
+    assert!(trace.contains(&ONPREM_IP.to_string()), "{trace}");
+    lab.frag_needed_drop(false);
     lab.vnet_tunnel_mtu(TUNNEL_MTU);
 }

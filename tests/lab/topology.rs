@@ -20,6 +20,9 @@ impl Lab {
             // rp_filter defaults follow the root namespace on some distributions; the lab's
             // routes are symmetric, but asymmetric fault scenarios must not be filtered silently.
             // The defaults are set before any link exists so every interface inherits them.
+            // Every ICMP error is sent: the kernel's per-peer limit (a burst of six, then one a
+            // second) would starve the traceroutes of a capture wave, every failing check's at
+            // once toward one masquerading node, and make which hop answers a matter of timing.
             self.must(
                 h,
                 "sysctl",
@@ -28,6 +31,7 @@ impl Lab {
                     "net.ipv4.ip_forward=1",
                     "net.ipv4.conf.all.rp_filter=0",
                     "net.ipv4.conf.default.rp_filter=0",
+                    "net.ipv4.icmp_ratelimit=0",
                 ],
             );
         }
