@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use prometheus::core::Collector;
+use prometheus::proto::{MetricFamily, MetricType, Summary};
 use prometheus::{
     Counter, CounterVec, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, Opts,
 };
@@ -24,11 +25,6 @@ mod exposition;
 mod text;
 
 pub use exposition::Exposition;
-
-/// Outages: from one missed round to a day.
-const OUTAGE_BUCKETS: &[f64] = &[
-    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0,
-];
 
 /// Scheduler lag: timer resolution is a millisecond, so a healthy agent lands in the lowest
 /// buckets; the upper ones show a runtime too busy to start rounds on time.
@@ -101,6 +97,9 @@ enum Family {
     Gauges(GaugeVec),
     Counters(CounterVec),
     Histograms(HistogramVec),
+    /// Summaries without quantiles: a count and a sum per series. The crate has no summary,
+    /// so a histogram with no bucket but the implicit `+Inf` keeps them, rendered as one.
+    Summaries(HistogramVec),
     Single(Box<dyn Collector>),
 }
 
@@ -109,9 +108,17 @@ impl Family {
         match self {
             Family::Gauges(v) => v,
             Family::Counters(v) => v,
-            Family::Histograms(v) => v,
+            Family::Histograms(v) | Family::Summaries(v) => v,
             Family::Single(c) => c.as_ref(),
         }
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut families = self.collector().collect();
+        if let Family::Summaries(_) = self {
+            families.iter_mut().for_each(as_summary);
+        }
+        families
     }
 
     /// Removes every series whose labels include all of `labels`.
@@ -130,11 +137,23 @@ impl Family {
                 let _ = match self {
                     Family::Gauges(v) => v.remove(&pairs),
                     Family::Counters(v) => v.remove(&pairs),
-                    Family::Histograms(v) => v.remove(&pairs),
+                    Family::Histograms(v) | Family::Summaries(v) => v.remove(&pairs),
                     Family::Single(_) => Ok(()),
                 };
             }
         }
+    }
+}
+
+/// A bucketless histogram's family as the summary it stands for: its count and sum.
+fn as_summary(family: &mut MetricFamily) {
+    family.set_field_type(MetricType::SUMMARY);
+    for metric in family.mut_metric() {
+        let histogram = metric.get_histogram();
+        let mut summary = Summary::default();
+        summary.set_sample_count(histogram.get_sample_count());
+        summary.set_sample_sum(histogram.get_sample_sum());
+        metric.set_summary(summary);
     }
 }
 
@@ -166,6 +185,15 @@ impl Registrar {
         let g = Gauge::new(name, help).expect("valid gauge");
         self.0.push(Family::Single(Box::new(g.clone())));
         g
+    }
+
+    /// A summary family without quantiles: per series only `_count` and `_sum`, for durations
+    /// whose totals are read but whose distribution is not.
+    fn summaries(&mut self, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(vec![f64::INFINITY]);
+        let h = HistogramVec::new(opts, labels).expect("valid summary");
+        self.0.push(Family::Summaries(h.clone()));
+        h
     }
 }
 
@@ -259,11 +287,10 @@ impl Metrics {
                 "Times the check went from passing to failing or back (after flap damping).",
                 CHECK,
             ),
-            outage_duration: r.histograms(
+            outage_duration: r.summaries(
                 "hybridprobe_outage_duration_seconds",
                 "How long each finished outage of the check lasted, observed at recovery.",
                 CHECK,
-                OUTAGE_BUCKETS,
             ),
             probe_consecutive_failures: r.gauges(
                 "hybridprobe_probe_consecutive_failures",
@@ -508,7 +535,7 @@ impl Metrics {
         let expected = self.last_render_len.load(Ordering::Relaxed);
         let mut out = String::with_capacity(expected + expected / 8 + 4096);
         for family in self.families.iter() {
-            let collected = family.collector().collect();
+            let collected = family.collect();
             // A vector with no series yet renders nothing, as the registry would.
             let present: Vec<_> = collected
                 .into_iter()
@@ -960,7 +987,14 @@ mod tests {
             .expect("timestamp series");
         let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
         assert!(value > 1.7e9, "{line}");
-        assert!(text.contains(r#"hybridprobe_outage_duration_seconds_bucket{kind="tcp",netns="host",probe="dc1",le="120"} 1"#));
+        for line in [
+            "# TYPE hybridprobe_outage_duration_seconds summary",
+            r#"hybridprobe_outage_duration_seconds_sum{kind="tcp",netns="host",probe="dc1"} 90"#,
+            r#"hybridprobe_outage_duration_seconds_count{kind="tcp",netns="host",probe="dc1"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line}\n{text}");
+        }
+        assert!(!text.contains("hybridprobe_outage_duration_seconds_bucket"));
     }
 
     #[test]
