@@ -18,7 +18,7 @@ use prometheus::{
 use crate::evidence::{self, CaptureOutcome};
 use crate::netns::NetnsId;
 use crate::probe::series::InfoSeries;
-use crate::probe::{CheckLabels, Failure, Families, KindSeries, Outcome, DURATION_BUCKETS};
+use crate::probe::{CheckLabels, Failure, Families, KindSeries, Outcome};
 use crate::results::{Standing, TargetState, Transition};
 
 mod exposition;
@@ -45,7 +45,7 @@ pub struct Metrics {
     /// [`Metrics::changed`], which drops it, so between changes no copy is kept.
     exposition: Arc<Mutex<Option<Exposition>>>,
     probe_success: GaugeVec,
-    probe_duration: HistogramVec,
+    probe_duration: GaugeVec,
     probe_runs: CounterVec,
     probe_last_success: GaugeVec,
     probe_state_changes: CounterVec,
@@ -163,7 +163,7 @@ pub struct CheckSeries {
     kind: &'static str,
     netns: NetnsId,
     success: Gauge,
-    duration: Histogram,
+    duration: Gauge,
     runs_success: Counter,
     /// Created on the first success: a timestamp of 0 would read as "passed in 1970".
     last_success: OnceLock<Gauge>,
@@ -266,11 +266,10 @@ impl Metrics {
                 "1 if the last round of the check passed, 0 if it failed.",
                 CHECK,
             ),
-            probe_duration: r.histograms(
+            probe_duration: r.gauges(
                 "hybridprobe_probe_duration_seconds",
-                "How long each round of the check took.",
+                "How long the check's last round took.",
                 CHECK,
-                DURATION_BUCKETS,
             ),
             probe_runs: r.counters(
                 "hybridprobe_probe_runs_total",
@@ -394,7 +393,7 @@ impl Metrics {
             gauge.set(f64::from(state == standing.state));
         }
         check.success.set(if result.is_ok() { 1.0 } else { 0.0 });
-        check.duration.observe(took.as_secs_f64());
+        check.duration.set(took.as_secs_f64());
         match result {
             Ok(_) => {
                 check.runs_success.inc();
@@ -659,8 +658,7 @@ mod tests {
             r#"hybridprobe_probe_runs_total{kind="icmp",netns="pod",probe="dc1",result="timeout"} 1"#,
             r#"hybridprobe_probe_runs_total{kind="icmp",netns="pod",probe="dc1",result="success"} 0"#,
             r#"hybridprobe_probe_state_changes_total{kind="icmp",netns="pod",probe="dc1"} 1"#,
-            r#"hybridprobe_probe_duration_seconds_bucket{kind="icmp",netns="pod",probe="dc1",le="2.5"} 1"#,
-            r#"hybridprobe_probe_duration_seconds_bucket{kind="icmp",netns="pod",probe="dc1",le="10"} 1"#,
+            r#"hybridprobe_probe_duration_seconds{kind="icmp",netns="pod",probe="dc1"} 1.5"#,
             r#"hybridprobe_icmp_loss_ratio{netns="pod",probe="dc1"} 0.5"#,
             r#"hybridprobe_icmp_rtt_seconds_count{netns="pod",probe="dc1"} 2"#,
             r#"hybridprobe_icmp_jitter_seconds{netns="pod",probe="dc1"} 0.002"#,
