@@ -22,6 +22,8 @@ use crate::probe::{CheckLabels, Failure, Families, KindSeries, Outcome};
 use crate::results::{Standing, TargetState, Transition};
 
 mod exposition;
+#[cfg(test)]
+mod series_contract;
 mod text;
 
 pub use exposition::Exposition;
