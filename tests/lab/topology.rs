@@ -1,6 +1,9 @@
 //! Building the namespaces, links, addresses and routes, and tearing namespaces down.
 
-use super::{check, run, Host, Lab};
+use super::{
+    check, run, Host, Lab, CLOUD_NET6, NODE_IP6, NODE_POD_GW6, ONPREM_GW6, ONPREM_IP6, ONPREM_NET6,
+    POD_IP6, POD_NET6, VNET_GW6, VPN_LOCAL6, VPN_REMOTE6,
+};
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -23,6 +26,9 @@ impl Lab {
             // Every ICMP error is sent: the kernel's per-peer limit (a burst of six, then one a
             // second) would starve the traceroutes of a capture wave, every failing check's at
             // once toward one masquerading node, and make which hop answers a matter of timing.
+            // IPv6 mirrors all of it; duplicate address detection is off (every address also
+            // says `nodad`) so link-local and lab addresses work at once instead of a second
+            // later, and accept_ra stays ignored since every namespace forwards.
             self.must(
                 h,
                 "sysctl",
@@ -32,6 +38,9 @@ impl Lab {
                     "net.ipv4.conf.all.rp_filter=0",
                     "net.ipv4.conf.default.rp_filter=0",
                     "net.ipv4.icmp_ratelimit=0",
+                    "net.ipv6.conf.all.forwarding=1",
+                    "net.ipv6.conf.default.accept_dad=0",
+                    "net.ipv6.icmp.ratelimit=0",
                 ],
             );
         }
@@ -44,8 +53,10 @@ impl Lab {
                 "link set lo up
                  link add eth0 type veth peer name pod0 netns {node}
                  addr add 198.18.2.10/24 dev eth0
+                 addr add {POD_IP6}/64 dev eth0 nodad
                  link set eth0 up
-                 route add default via 198.18.2.1",
+                 route add default via 198.18.2.1
+                 route add ::/0 via {NODE_POD_GW6}",
                 node = ns(Host::Node)
             ),
         );
@@ -54,11 +65,14 @@ impl Lab {
             &format!(
                 "link set lo up
                  addr add 198.18.2.1/24 dev pod0
+                 addr add {NODE_POD_GW6}/64 dev pod0 nodad
                  link set pod0 up
                  link add eth0 type veth peer name node0 netns {vnetgw}
                  addr add 198.18.1.4/24 dev eth0
+                 addr add {NODE_IP6}/64 dev eth0 nodad
                  link set eth0 up
-                 route add default via 198.18.1.1",
+                 route add default via 198.18.1.1
+                 route add ::/0 via {VNET_GW6}",
                 vnetgw = ns(Host::VnetGw)
             ),
         );
@@ -69,6 +83,7 @@ impl Lab {
             &format!(
                 "link set lo up
                  addr add 198.18.1.1/24 dev node0
+                 addr add {VNET_GW6}/64 dev node0 nodad
                  link set node0 up
                  link add ul0 type veth peer name ul0 netns {onpremgw}
                  addr add 198.18.255.1/30 dev ul0
@@ -76,9 +91,12 @@ impl Lab {
                  link add vpn type vxlan id 42 remote 198.18.255.2 local 198.18.255.1 dstport 4789 dev ul0
                  link set vpn mtu 1400
                  addr add 198.18.254.1/30 dev vpn
+                 addr add {VPN_LOCAL6}/64 dev vpn nodad
                  link set vpn up
                  route add 198.19.0.0/16 via 198.18.254.2 dev vpn
-                 route add 198.18.2.0/24 via 198.18.1.4",
+                 route add {ONPREM_NET6} via {VPN_REMOTE6} dev vpn
+                 route add 198.18.2.0/24 via 198.18.1.4
+                 route add {POD_NET6} via {NODE_IP6}",
                 onpremgw = ns(Host::OnpremGw)
             ),
         );
@@ -91,20 +109,27 @@ impl Lab {
                  link add vpn type vxlan id 42 remote 198.18.255.1 local 198.18.255.2 dstport 4789 dev ul0
                  link set vpn mtu 1400
                  addr add 198.18.254.2/30 dev vpn
+                 addr add {VPN_REMOTE6}/64 dev vpn nodad
                  link set vpn up
                  link add lan0 type veth peer name eth0 netns {onprem}
                  addr add 198.19.10.254/24 dev lan0
+                 addr add {ONPREM_GW6}/64 dev lan0 nodad
                  link set lan0 up
-                 route add 198.18.0.0/16 via 198.18.254.1 dev vpn",
+                 route add 198.18.0.0/16 via 198.18.254.1 dev vpn
+                 route add {CLOUD_NET6} via {VPN_LOCAL6} dev vpn",
                 onprem = ns(Host::Onprem)
             ),
         );
         self.ip_batch(
             Host::Onprem,
-            "link set lo up
-             addr add 198.19.10.1/24 dev eth0
-             link set eth0 up
-             route add default via 198.19.10.254",
+            &format!(
+                "link set lo up
+                 addr add 198.19.10.1/24 dev eth0
+                 addr add {ONPREM_IP6}/64 dev eth0 nodad
+                 link set eth0 up
+                 route add default via 198.19.10.254
+                 route add ::/0 via {ONPREM_GW6}"
+            ),
         );
     }
 
