@@ -163,6 +163,47 @@ fn tunnel_drop_makes_tcp_time_out_and_recovers() {
     connect().expect("pod -> onprem:389 after the tunnel is back");
 }
 
+/// Each family's tunnel drop silences that family across the tunnel and leaves the other one,
+/// and the local, same-family path to the VNET gateway, alone.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn a_one_family_tunnel_drop_leaves_the_other_family_working() {
+    let Some(lab) = Lab::new("family-drop") else {
+        return;
+    };
+    let (v4, v6) = (onprem(389), onprem6(389));
+    lab.serve_tcp(Host::Onprem, v4);
+    lab.serve_tcp(Host::Onprem, v6);
+    let t = Duration::from_secs(2);
+    let connects = |addr| lab.tcp_connect(Host::Pod, addr, t).map(drop);
+    connects(v4).expect("IPv4 with the tunnel up");
+    connects(v6).expect("IPv6 with the tunnel up");
+
+    lab.tunnel_drop_ip6(true);
+    lab.tunnel_drop_ip6(true);
+    let err = connects(v6).expect_err("IPv6 must be dropped");
+    assert_eq!(err.kind(), ErrorKind::TimedOut, "silent drop: {err}");
+    connects(v4).expect("IPv4 must still pass");
+    let gw = SocketAddr::from((lab::VNET_GW6, 22));
+    let err = lab
+        .tcp_connect(Host::Pod, gw, t)
+        .expect_err("nothing listens");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::ConnectionRefused,
+        "IPv6 up to the tunnel: {err}"
+    );
+    lab.tunnel_drop_ip6(false);
+    connects(v6).expect("IPv6 after the drop is lifted");
+
+    lab.tunnel_drop_ip4(true);
+    let err = connects(v4).expect_err("IPv4 must be dropped");
+    assert_eq!(err.kind(), ErrorKind::TimedOut, "silent drop: {err}");
+    connects(v6).expect("IPv6 must still pass");
+    lab.tunnel_drop_ip4(false);
+    connects(v4).expect("IPv4 after the drop is lifted");
+}
+
 #[test]
 #[ignore = "needs the network lab (root); .ci/run runs it"]
 fn http_get_reports_status_body_and_failure() {

@@ -1,5 +1,5 @@
-//! Faults injected with nftables, all in the `hplab` table of the namespace concerned, one
-//! injected with a route and one with a link's MTU.
+//! Faults injected with nftables, all in the `hplab` table of the namespace concerned (some
+//! matching one address family only), one injected with a route and one with a link's MTU.
 
 use std::net::Ipv4Addr;
 
@@ -18,13 +18,36 @@ impl Lab {
     /// The gateway's MTU check runs before the forward hook, so an oversized DF packet still gets
     /// "frag needed" from vnetgw while the tunnel is down, as a real gateway would send.
     pub fn tunnel_drop(&self, on: bool) {
-        let rules: &[&str] = if on {
-            &["oifname \"vpn\" drop", "iifname \"vpn\" drop"]
+        self.tunnel_drop_matching("tunnel_drop", "", on);
+    }
+
+    /// The tunnel carries IPv4 only: both gateways drop every IPv6 packet forwarded into or out
+    /// of it, as a VPN gateway without IPv6 traffic selectors or a UDR missing the IPv6 prefix
+    /// does, while IPv4 passes. Packet Too Big still comes back, like frag-needed in
+    /// [`Lab::tunnel_drop`]. Idempotent either way.
+    pub fn tunnel_drop_ip6(&self, on: bool) {
+        self.tunnel_drop_matching("tunnel_drop_ip6", "meta nfproto ipv6 ", on);
+    }
+
+    /// The reverse of [`Lab::tunnel_drop_ip6`]: IPv4 across the tunnel is dropped, IPv6 passes.
+    pub fn tunnel_drop_ip4(&self, on: bool) {
+        self.tunnel_drop_matching("tunnel_drop_ip4", "meta nfproto ipv4 ", on);
+    }
+
+    /// Both gateways drop what `matching` (an nft match, empty for everything) selects among
+    /// the packets forwarded into or out of the tunnel, in their chain `chain`.
+    fn tunnel_drop_matching(&self, chain: &str, matching: &str, on: bool) {
+        let rules = [
+            format!("{matching}oifname \"vpn\" drop"),
+            format!("{matching}iifname \"vpn\" drop"),
+        ];
+        let rules: Vec<&str> = if on {
+            rules.iter().map(String::as_str).collect()
         } else {
-            &[]
+            Vec::new()
         };
         for h in [Host::VnetGw, Host::OnpremGw] {
-            self.nft_chain(h, "tunnel_drop", "forward", rules);
+            self.nft_chain(h, chain, "forward", &rules);
         }
     }
 
