@@ -1,9 +1,9 @@
 //! Faults injected with nftables, all in the `hplab` table of the namespace concerned (some
 //! matching one address family only), one injected with a route and one with a link's MTU.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{check, run, Host, Lab, NFT_TABLE, ONPREM_NET, POD_IP};
+use super::{check, run, Host, Lab, NFT_TABLE, ONPREM_NET, ONPREM_NET6, POD_IP};
 
 impl Lab {
     /// Loads `ruleset` with `nft -f -` in the namespace; panics with nft's error otherwise.
@@ -135,17 +135,23 @@ impl Lab {
     /// A wrong route on the node: on-prem goes via `via` (a gateway that is not there) instead of
     /// the VNET gateway; `None` removes it again.
     pub fn node_onprem_route(&self, via: Option<Ipv4Addr>) {
+        self.node_route(ONPREM_NET, via.map(IpAddr::from));
+    }
+
+    /// [`Lab::node_onprem_route`] for the on-prem IPv6 prefix; IPv4 keeps its route.
+    pub fn node_onprem_route6(&self, via: Option<Ipv6Addr>) {
+        self.node_route(ONPREM_NET6, via.map(IpAddr::from));
+    }
+
+    /// Routes `net` on the node via `via`, or removes that route again for `None`.
+    fn node_route(&self, net: &str, via: Option<IpAddr>) {
         match via {
             Some(via) => {
                 let via = via.to_string();
-                self.must(
-                    Host::Node,
-                    "ip",
-                    &["route", "replace", ONPREM_NET, "via", &via],
-                );
+                self.must(Host::Node, "ip", &["route", "replace", net, "via", &via]);
             }
             None => {
-                self.must(Host::Node, "ip", &["route", "del", ONPREM_NET]);
+                self.must(Host::Node, "ip", &["route", "del", net]);
             }
         }
     }
