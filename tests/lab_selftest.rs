@@ -4,7 +4,7 @@ mod lab;
 
 use lab::{Host, Lab, ONPREM_IP, ONPREM_IP6, POD_IP, POD_IP6, TUNNEL_MTU};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::Duration;
 
 fn onprem(port: u16) -> SocketAddr {
@@ -27,11 +27,11 @@ fn namespaces() -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[test]
-#[ignore = "needs the network lab (root); .ci/run runs it"]
-fn pod_reaches_onprem_through_a_1400_byte_tunnel() {
-    let Some(lab) = Lab::new("mtu") else { return };
-    let ip = ONPREM_IP.to_string();
+/// The pod pings `target` across the tunnel, whose MTU holds exactly a packet of 1400 bytes
+/// (`headers` of them IP and ICMP) and says so for one byte more; and connects to it keeping its
+/// own address `pod`: no NAT.
+fn crosses_the_tunnel(lab: &Lab, target: IpAddr, pod: IpAddr) {
+    let ip = target.to_string();
     let ping = |extra: &[&str]| {
         let mut args = vec!["-n", "-c1", "-W2"];
         args.extend(extra);
@@ -39,82 +39,47 @@ fn pod_reaches_onprem_through_a_1400_byte_tunnel() {
         lab.exec(Host::Pod, "ping", &args)
     };
     let out = ping(&[]);
-    assert!(out.status.success(), "pod -> onprem ping:\n{}", text(&out));
+    assert!(out.status.success(), "pod -> {ip} ping:\n{}", text(&out));
 
-    // 1372 bytes of ICMP payload + 8 ICMP + 20 IP = 1400: exactly the tunnel MTU.
-    let fits = (TUNNEL_MTU - 28).to_string();
+    // IPv4: 20 IP + 8 ICMP bytes; IPv6: 40 + 8.
+    let headers = if target.is_ipv4() { 28 } else { 48 };
+    let fits = (TUNNEL_MTU - headers).to_string();
     let out = ping(&["-M", "do", "-s", &fits]);
     assert!(
         out.status.success(),
         "DF ping of {fits} bytes:\n{}",
         text(&out)
     );
-
-    let too_big = (TUNNEL_MTU - 27).to_string();
+    // IPv4's frag-needed and IPv6's Packet Too Big both come from the VNET gateway.
+    let too_big = (TUNNEL_MTU - headers + 1).to_string();
     let out = ping(&["-M", "do", "-s", &too_big]);
     let said = text(&out).replace(' ', "");
     assert!(
         !out.status.success() && said.contains("mtu=1400"),
-        "DF ping of {too_big} bytes should get frag-needed with mtu 1400:\n{}",
+        "DF ping of {too_big} bytes should be told mtu 1400:\n{}",
         text(&out)
     );
 
-    // The pod's source address survives the whole path: no NAT.
-    let seen = lab.tcp_listen(Host::Onprem, onprem(8080));
-    lab.tcp_connect(Host::Pod, onprem(8080), Duration::from_secs(3))
-        .expect("pod -> onprem:8080");
+    let addr = SocketAddr::new(target, 8080);
+    let seen = lab.tcp_listen(Host::Onprem, addr);
+    lab.tcp_connect(Host::Pod, addr, Duration::from_secs(3))
+        .unwrap_or_else(|e| panic!("pod -> {addr}: {e}"));
     let (_, peer) = seen.accept().expect("accept");
-    assert_eq!(peer.ip(), std::net::IpAddr::V4(POD_IP));
+    assert_eq!(peer.ip(), pod);
+}
+
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn pod_reaches_onprem_through_a_1400_byte_tunnel() {
+    let Some(lab) = Lab::new("mtu") else { return };
+    crosses_the_tunnel(&lab, ONPREM_IP.into(), POD_IP.into());
 }
 
 #[test]
 #[ignore = "needs the network lab (root); .ci/run runs it"]
 fn pod_reaches_onprem_over_ipv6_through_the_same_tunnel() {
     let Some(lab) = Lab::new("mtu6") else { return };
-    let ip = ONPREM_IP6.to_string();
-    let ping = |extra: &[&str]| {
-        let mut args = vec!["-6", "-n", "-c1", "-W2"];
-        args.extend(extra);
-        args.push(&ip);
-        lab.exec(Host::Pod, "ping", &args)
-    };
-    let out = ping(&[]);
-    assert!(
-        out.status.success(),
-        "pod -> onprem ping -6:\n{}",
-        text(&out)
-    );
-
-    // 1352 bytes of ICMPv6 payload + 8 ICMPv6 + 40 IPv6 = 1400: exactly the tunnel MTU.
-    let fits = (TUNNEL_MTU - 48).to_string();
-    let out = ping(&["-M", "do", "-s", &fits]);
-    assert!(
-        out.status.success(),
-        "ping -6 of {fits} bytes:\n{}",
-        text(&out)
-    );
-    // IPv6 routers never fragment: the VNET gateway answers Packet Too Big.
-    let too_big = (TUNNEL_MTU - 47).to_string();
-    let out = ping(&["-M", "do", "-s", &too_big]);
-    let said = text(&out).replace(' ', "");
-    assert!(
-        !out.status.success() && said.contains("mtu=1400"),
-        "ping -6 of {too_big} bytes should get Packet Too Big with mtu 1400:\n{}",
-        text(&out)
-    );
-
-    let seen = lab.tcp_listen(Host::Onprem, onprem6(8080));
-    lab.tcp_connect(Host::Node, onprem6(8080), Duration::from_secs(3))
-        .expect("node -> [onprem]:8080");
-    lab.tcp_connect(Host::Pod, onprem6(8080), Duration::from_secs(3))
-        .expect("pod -> [onprem]:8080");
-    let (_, _node) = seen.accept().expect("accept");
-    let (_, peer) = seen.accept().expect("accept");
-    assert_eq!(
-        peer.ip(),
-        std::net::IpAddr::V6(POD_IP6),
-        "no NAT on IPv6 either"
-    );
+    crosses_the_tunnel(&lab, ONPREM_IP6.into(), POD_IP6.into());
 
     // Nothing is routed beyond 2001:2::/48: the gateways know no other IPv6 prefix, so
     // whatever a probe sends elsewhere dies inside the lab.
