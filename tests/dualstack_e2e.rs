@@ -9,16 +9,17 @@ use std::net::{Ipv6Addr, SocketAddr};
 use lab::dns::{DB6_NAME, DB_NAME};
 use lab::web::nginx_available;
 use lab::{
-    Host, Lab, NODE_IP, NODE_IP6, NODE_POD_GW, NODE_POD_GW6, ONPREM_IP, ONPREM_IP6, ONPREM_NET,
-    ONPREM_NET6, POD_IP, POD_IP6, VNET_GW, VNET_GW6,
+    Host, Lab, NODE_IP, NODE_IP6, NODE_POD_GW, NODE_POD_GW6, ONPREM_GW, ONPREM_GW6, ONPREM_IP,
+    ONPREM_IP6, ONPREM_NET, ONPREM_NET6, POD_IP, POD_IP6, VNET_GW, VNET_GW6,
 };
-use support::{check, check_once, Resolv};
+use support::{check, check_once, codes, Resolv};
 
 const LDAP_PORT: u16 = 389;
 /// On the node's IPv6 subnet, where nothing answers.
 const NOT_A_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x1801, 0, 0, 0, 0xfe);
 
-/// Every kind twice, `-4` and `-6`; the route checks expect each namespace's own next hop.
+/// Every kind twice, `-4` and `-6`, and a second on-prem address pinged (the on-prem gateway's
+/// LAN side); the route checks expect each namespace's own next hop.
 fn probes() -> String {
     format!(
         r#"  - name: ldap-4
@@ -29,6 +30,10 @@ fn probes() -> String {
     icmp: {{ target: "{ONPREM_IP}", count: 2 }}
   - name: ping-6
     icmp: {{ target: "{ONPREM_IP6}", count: 2 }}
+  - name: gw-4
+    icmp: {{ target: "{ONPREM_GW}", count: 2 }}
+  - name: gw-6
+    icmp: {{ target: "{ONPREM_GW6}", count: 2 }}
   - name: dns-4
     dns: {{ query: {DB_NAME}, type: A, servers: ["{ONPREM_IP}"], expect: {{ within: ["{ONPREM_NET}"] }} }}
   - name: dns-6
@@ -54,7 +59,7 @@ fn probes() -> String {
 }
 
 /// The kinds whose checks cross the tunnel, run in both namespaces.
-const ACROSS: [&str; 4] = ["ldap", "ping", "dns", "web"];
+const ACROSS: [&str; 5] = ["ldap", "ping", "gw", "dns", "web"];
 
 /// One `check` round of [`probes`].
 fn round(lab: &Lab) -> serde_json::Value {
@@ -84,6 +89,15 @@ fn assert_across(verdict: &serde_json::Value, family: &str, result: &str) {
             assert_result(verdict, &format!("{kind}-{family}"), netns, result);
         }
     }
+}
+
+/// The verdict names exactly one diagnosis, the family's, starting with `says`.
+fn assert_family_down(verdict: &serde_json::Value, says: &str) {
+    assert_eq!(codes(verdict), ["onprem_family_unreachable"], "{verdict:#}");
+    let summary = verdict["diagnoses"][0]["summary"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(summary.starts_with(says), "{summary}");
 }
 
 #[test]
@@ -129,7 +143,8 @@ fn every_kind_over_ipv6_beside_ipv4_and_one_family_down() {
         format!("{ONPREM_NET6} via {NODE_POD_GW6} dev eth0 src {POD_IP6}")
     );
 
-    // IPv6 across the tunnel is gone; IPv4 and every route stay as they were.
+    // IPv6 across the tunnel is gone; IPv4 and every route stay as they were, and the cause is
+    // named once, not as DNS and services down.
     lab.tunnel_drop_ip6(true);
     let verdict = round(&lab);
     assert_eq!(verdict["status"], "fail", "{verdict:#}");
@@ -137,7 +152,16 @@ fn every_kind_over_ipv6_beside_ipv4_and_one_family_down() {
     assert_across(&verdict, "6", "timeout");
     assert_routes(&verdict, "4", "success");
     assert_routes(&verdict, "6", "success");
+    assert_family_down(&verdict, "IPv6 across the tunnel is down while IPv4 works");
     lab.tunnel_drop_ip6(false);
+
+    // The reverse.
+    lab.tunnel_drop_ip4(true);
+    let verdict = round(&lab);
+    assert_across(&verdict, "4", "timeout");
+    assert_across(&verdict, "6", "success");
+    assert_family_down(&verdict, "IPv4 across the tunnel is down while IPv6 works");
+    lab.tunnel_drop_ip4(false);
 
     // A wrong IPv6 route on the node: only the node's IPv6 route check sees it.
     lab.node_onprem_route6(Some(NOT_A_GATEWAY6));
@@ -145,5 +169,10 @@ fn every_kind_over_ipv6_beside_ipv4_and_one_family_down() {
     assert_result(&verdict, "route-host-6", "host", "mismatch");
     assert_result(&verdict, "route-host-4", "host", "success");
     assert_result(&verdict, "route-6", "pod", "success");
+    assert_eq!(
+        codes(&verdict),
+        ["route_mismatch"],
+        "the route explains IPv6 not crossing"
+    );
     lab.node_onprem_route6(None);
 }
