@@ -23,7 +23,7 @@ mod preflight;
 mod procs;
 pub mod proxy;
 mod sockets;
-mod stun;
+pub mod stun;
 mod topology;
 pub mod web;
 
