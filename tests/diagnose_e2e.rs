@@ -38,12 +38,13 @@ const WITHIN: Duration = Duration::from_secs(6);
 /// timeouts, the path MTU search) must not add a second one.
 const HOLD: Duration = Duration::from_secs(3);
 
-const CODES: [&str; 22] = [
+const CODES: [&str; 23] = [
     "config_reload_failed",
     "host_netns_unavailable",
     "blocked_target_reachable",
     "route_mismatch",
     "onprem_unreachable",
+    "onprem_family_unreachable",
     "tunnel_lossy",
     "path_slower",
     "pod_ip_masqueraded",
