@@ -6,7 +6,8 @@ mod support;
 
 use std::net::{Ipv6Addr, SocketAddr};
 
-use lab::dns::{DB6_NAME, DB_NAME};
+use lab::dns::{dnsmasq_available, DB6_NAME, DB_NAME};
+use lab::stun::turnserver_available;
 use lab::web::nginx_available;
 use lab::{
     Host, Lab, NODE_IP, NODE_IP6, NODE_POD_GW, NODE_POD_GW6, ONPREM_GW, ONPREM_GW6, ONPREM_IP,
@@ -15,6 +16,7 @@ use lab::{
 use support::{check, check_once, codes, Resolv};
 
 const LDAP_PORT: u16 = 389;
+const STUN_PORT: u16 = 3478;
 /// On the node's IPv6 subnet, where nothing answers.
 const NOT_A_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x1801, 0, 0, 0, 0xfe);
 
@@ -38,6 +40,10 @@ fn probes() -> String {
     dns: {{ query: {DB_NAME}, type: A, servers: ["{ONPREM_IP}"], expect: {{ within: ["{ONPREM_NET}"] }} }}
   - name: dns-6
     dns: {{ query: {DB6_NAME}, type: AAAA, servers: ["{ONPREM_IP6}"], expect: {{ within: ["{ONPREM_NET6}"] }} }}
+  - name: stun-4
+    source_ip: {{ stun: "{ONPREM_IP}:{STUN_PORT}" }}
+  - name: stun-6
+    source_ip: {{ stun: "[{ONPREM_IP6}]:{STUN_PORT}" }}
   - name: web-4
     http: {{ url: "http://{ONPREM_IP}/healthz" }}
   - name: web-6
@@ -59,7 +65,7 @@ fn probes() -> String {
 }
 
 /// The kinds whose checks cross the tunnel, run in both namespaces.
-const ACROSS: [&str; 5] = ["ldap", "ping", "gw", "dns", "web"];
+const ACROSS: [&str; 6] = ["ldap", "ping", "gw", "dns", "stun", "web"];
 
 /// One `check` round of [`probes`].
 fn round(lab: &Lab) -> serde_json::Value {
@@ -103,7 +109,8 @@ fn assert_family_down(verdict: &serde_json::Value, says: &str) {
 #[test]
 #[ignore = "needs the network lab (root); .ci/run runs it"]
 fn every_kind_over_ipv6_beside_ipv4_and_one_family_down() {
-    if !lab::dns::dnsmasq_available("dualstack") || !nginx_available("dualstack") {
+    let test = "dualstack";
+    if !dnsmasq_available(test) || !nginx_available(test) || !turnserver_available(test) {
         return;
     }
     let Some(lab) = Lab::new("dualstack") else {
@@ -114,6 +121,7 @@ fn every_kind_over_ipv6_beside_ipv4_and_one_family_down() {
     }
     lab.onprem_dns();
     lab.onprem_web();
+    lab.start_coturn(STUN_PORT);
 
     let verdict = round(&lab);
     assert_eq!(verdict["status"], "ok", "{verdict:#}");
@@ -137,6 +145,11 @@ fn every_kind_over_ipv6_beside_ipv4_and_one_family_down() {
         assert!(ping.starts_with(&format!("{ONPREM_IP6}: 2/2")), "{ping}");
         let dns = detail("dns-6", netns);
         assert!(dns.contains(&lab::dns::DB_IP6.to_string()), "{dns}");
+    }
+    // coturn saw each namespace's own IPv6 address: no NAT66 on the way.
+    for (netns, own) in [("pod", POD_IP6), ("host", NODE_IP6)] {
+        let stun = detail("stun-6", netns);
+        assert!(stun.contains(&own.to_string()), "{netns}: {stun}");
     }
     assert_eq!(
         detail("route-6", "pod"),
