@@ -9,6 +9,11 @@ use std::sync::Mutex;
 
 static NETNS_ADD: Mutex<()> = Mutex::new(());
 
+/// MAC addresses of the underlay veth's ends (locally administered), in the VNET gateway and
+/// in the on-prem gateway.
+const UL_VNET: &str = "02:00:c6:12:ff:01";
+const UL_ONPREM: &str = "02:00:c6:12:ff:02";
+
 impl Lab {
     pub(super) fn build(&self) {
         for h in Host::ALL {
@@ -77,7 +82,10 @@ impl Lab {
             ),
         );
         // The underlay veth keeps MTU 1500, leaving room for the 50-byte VXLAN header; the
-        // tunnel's own MTU (1400) is what the path MTU tests see.
+        // tunnel's own MTU (1400) is what the path MTU tests see. Its ends know each other's
+        // MAC address from the start: a tunnel end sends as soon as it is up (IPv6 MLD reports),
+        // and an ARP request for the underlay peer sent before the peer's end is up is lost,
+        // which would hold the tests' first packets for a second until the kernel asks again.
         self.ip_batch(
             Host::VnetGw,
             &format!(
@@ -85,8 +93,9 @@ impl Lab {
                  addr add 198.18.1.1/24 dev node0
                  addr add {VNET_GW6}/64 dev node0 nodad
                  link set node0 up
-                 link add ul0 type veth peer name ul0 netns {onpremgw}
+                 link add ul0 address {UL_VNET} type veth peer name ul0 address {UL_ONPREM} netns {onpremgw}
                  addr add 198.18.255.1/30 dev ul0
+                 neigh add 198.18.255.2 lladdr {UL_ONPREM} dev ul0 nud permanent
                  link set ul0 up
                  link add vpn type vxlan id 42 remote 198.18.255.2 local 198.18.255.1 dstport 4789 dev ul0
                  link set vpn mtu 1400
@@ -105,6 +114,7 @@ impl Lab {
             &format!(
                 "link set lo up
                  addr add 198.18.255.2/30 dev ul0
+                 neigh add 198.18.255.1 lladdr {UL_VNET} dev ul0 nud permanent
                  link set ul0 up
                  link add vpn type vxlan id 42 remote 198.18.255.1 local 198.18.255.2 dstport 4789 dev ul0
                  link set vpn mtu 1400
