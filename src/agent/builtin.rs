@@ -93,6 +93,7 @@ pub fn config(machine: &Machine) -> Config {
             size: 56,
             max_loss: 1.0,
             resolver: Default::default(),
+            family: Default::default(),
         }),
     )];
     for (ns, resolv_conf) in &machine.namespaces {
@@ -132,6 +133,7 @@ fn tcp(host: Host, port: u16) -> ProbeKind {
     ProbeKind::Tcp(TcpSpec {
         target: HostPort { host, port },
         resolver: Default::default(),
+        family: Default::default(),
     })
 }
 
