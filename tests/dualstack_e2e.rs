@@ -18,6 +18,8 @@ use support::{check, check_once, codes, metric, pod_and_host_config, Agent, Reso
 
 const LDAP_PORT: u16 = 389;
 const STUN_PORT: u16 = 3478;
+/// Served on every address of the node, its gateway addresses for the pod among them.
+const NODE_PORT: u16 = 2222;
 /// On the node's IPv6 subnet, where nothing answers.
 const NOT_A_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x1801, 0, 0, 0, 0xfe);
 
@@ -191,7 +193,8 @@ fn every_kind_over_ipv6_beside_ipv4_and_one_family_down() {
     lab.node_onprem_route6(None);
 }
 
-/// [`DUAL_NAME`] three times, by `family`, asked of the on-prem server; and the IPv6 gateway.
+/// [`DUAL_NAME`] three times, by `family`, asked of the on-prem server; and the IPv6 gateway,
+/// pinged and, from the pod, connected to.
 fn family_probes() -> String {
     let target = format!("{DUAL_NAME}:{LDAP_PORT}");
     let resolver = format!("resolver: [\"{ONPREM_IP}\"]");
@@ -204,6 +207,9 @@ fn family_probes() -> String {
     tcp: {{ target: "{target}", {resolver} }}
   - name: gateway-6
     icmp: {{ target: gateway, family: ipv6, count: 2 }}
+  - name: gateway-6-tcp
+    netns: [pod]
+    tcp: {{ target: "gateway:{NODE_PORT}", family: ipv6 }}
 "#
     )
 }
@@ -231,6 +237,10 @@ fn a_dual_name_is_probed_on_the_family_asked_for() {
         lab.serve_tcp(Host::Onprem, SocketAddr::new(ip, LDAP_PORT));
     }
     lab.onprem_dns();
+    lab.serve_tcp(
+        Host::Node,
+        SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), NODE_PORT),
+    );
     let defaults = "{ interval: 1s, timeout: 800ms }";
     let config = pod_and_host_config(&lab, Resolv::Own, defaults, &family_probes());
     let agent = Agent::start(&lab, &config);
@@ -265,8 +275,10 @@ fn a_dual_name_is_probed_on_the_family_asked_for() {
     }
     lab.tunnel_drop_ip6(false);
 
+    agent.wait_check("gateway-6-tcp", "pod", "success", wait);
+
     // A gateway known only by its link-local address, as router advertisements give it: the
-    // echo goes out of the default route's interface.
+    // echo and the connection go out of the default route's interface.
     let gateway6 = NODE_POD_GW6.to_string();
     lab.must(
         Host::Node,
@@ -290,6 +302,16 @@ fn a_dual_name_is_probed_on_the_family_asked_for() {
                 && ping["detail"]
                     .as_str()
                     .is_some_and(|d| d.starts_with("fe80::1: 2/2"))
+        },
+    );
+    let connected = |d: &str| d.starts_with("connected to [fe80::1%");
+    lab.wait_until(
+        "the pod's IPv6 gateway connected to by its link-local address",
+        wait,
+        || {
+            let (_, verdict) = agent.healthz_json();
+            let tcp = check(&verdict, "gateway-6-tcp", "pod");
+            tcp["result"] == "success" && tcp["detail"].as_str().is_some_and(connected)
         },
     );
     lab.must(
