@@ -193,7 +193,8 @@ fn every_kind_over_ipv6_beside_ipv4_and_one_family_down() {
     lab.node_onprem_route6(None);
 }
 
-/// [`DUAL_NAME`] three times, by `family`, asked of the on-prem server; and the IPv6 gateway,
+/// [`DUAL_NAME`] three times, by `family`, asked of the on-prem server, and the AAAA-only
+/// [`DB6_NAME`] on IPv4; and the IPv6 gateway,
 /// pinged and, from the pod, connected to.
 fn family_probes() -> String {
     let target = format!("{DUAL_NAME}:{LDAP_PORT}");
@@ -205,6 +206,8 @@ fn family_probes() -> String {
     tcp: {{ target: "{target}", family: ipv6, {resolver} }}
   - name: dual-any
     tcp: {{ target: "{target}", {resolver} }}
+  - name: db6-4
+    tcp: {{ target: "{DB6_NAME}:{LDAP_PORT}", family: ipv4, {resolver} }}
   - name: gateway-6
     icmp: {{ target: gateway, family: ipv6, count: 2 }}
   - name: gateway-6-tcp
@@ -256,6 +259,15 @@ fn a_dual_name_is_probed_on_the_family_asked_for() {
         assert_eq!(resolved_to(&agent, "dual-any", netns, &v4), Some(1.0));
         assert_eq!(resolved_to(&agent, "dual-any", netns, &v6), None);
         let (_, verdict) = agent.healthz_json();
+        let db6 = check(&verdict, "db6-4", netns);
+        assert_eq!(db6["result"], "resolve_failed", "{db6}");
+        let nodata = format!("resolve {DB6_NAME}: nodata (A only, family: ipv4)");
+        assert!(
+            db6["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with(&nodata)),
+            "{db6}"
+        );
         let ping = &check(&verdict, "gateway-6", netns)["detail"];
         assert!(
             ping.as_str()
