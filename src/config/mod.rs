@@ -692,10 +692,8 @@ probes:
   - { name: c, source_ip: { stun: "198.19.10.3:3478", family: ipv6 } }
 "#
             ),
-            "probes[1].icmp.family: ipv4, but the target 2001:2:0:10::1 is an address of the \
-             other family\n\
-             probes[2].source_ip.family: ipv6, but the target 198.19.10.3 is an address of the \
-             other family"
+            "probes[1].icmp.family: ipv4, but the target 2001:2:0:10::1 is an IPv6 address\n\
+             probes[2].source_ip.family: ipv6, but the target 198.19.10.3 is an IPv4 address"
         );
         assert!(
             errors("probes: [{name: a, tcp: {target: 'x.example:1', family: both}}]")

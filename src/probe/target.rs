@@ -94,9 +94,12 @@ impl Host {
     /// Why `family` cannot be probed at this host, when it is an address of the other family.
     pub fn family_problem(&self, family: Family) -> Option<String> {
         match self {
-            Host::Ip(ip) if !family.admits(*ip) => Some(format!(
-                "{family}, but the target {ip} is an address of the other family"
-            )),
+            Host::Ip(ip) if !family.admits(*ip) => {
+                let other = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+                Some(format!(
+                    "{family}, but the target {ip} is an {other} address"
+                ))
+            }
             _ => None,
         }
     }
