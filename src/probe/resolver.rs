@@ -133,9 +133,7 @@ impl Family {
             Family::Ipv6 => LookupIpStrategy::Ipv6Only,
         }
     }
-}
 
-impl Family {
     /// How a probe's description says the family: nothing for `any`.
     pub fn note(self) -> String {
         match self {

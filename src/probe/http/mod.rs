@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::resolver::{lookup, Family};
+use super::resolver::{self, lookup, Family};
 use super::series::InfoSeries;
 use super::target::Host;
 use super::tls;
@@ -336,7 +336,7 @@ impl HttpSpec {
         let started = round.enter(Phase::Resolve);
         let addr = match proxy {
             Some(proxy) => SocketAddr::new(self.proxy_ip(ctx, proxy).await?, proxy.port),
-            None => SocketAddr::new(self.target_ip(ctx, url).await?, url.port),
+            None => resolver::socket_addr(self.target_ip(ctx, url).await?, url.port),
         };
         round.done(Phase::Resolve, started);
 

@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{timeout_at, Instant};
 
-use super::resolver::{Family, Resolver};
+use super::resolver::{self, Family, Resolver};
 use super::series::{flag, InfoSeries};
 use super::target::{Host, HostPort};
 use super::{
@@ -248,11 +248,7 @@ impl Probe for SourceIpSpec {
     }
 
     fn family(&self) -> Option<(&Host, Family)> {
-        let host = match &self.reflector {
-            Reflector::Stun { server, .. } => &server.host,
-            Reflector::Http { url, .. } => &url.host,
-        };
-        Some((host, self.family))
+        Some((self.reflector_at().0, self.family))
     }
 }
 
@@ -301,15 +297,19 @@ impl SourceIpSpec {
 
     /// The reflector's address, resolved in the probe's namespace.
     async fn server(&self, ctx: &NetnsContext) -> Result<SocketAddr, Failure> {
-        let (host, port) = match &self.reflector {
+        let (host, port) = self.reflector_at();
+        let ips = host
+            .resolve_family(ctx, &self.resolver, self.family)
+            .await?;
+        Ok(resolver::socket_addr(ips[0], port))
+    }
+
+    /// The reflector's host and port.
+    fn reflector_at(&self) -> (&Host, u16) {
+        match &self.reflector {
             Reflector::Stun { server, .. } => (&server.host, server.port),
             Reflector::Http { url, .. } => (&url.host, url.port),
-        };
-        Ok(SocketAddr::new(
-            host.resolve_family(ctx, &self.resolver, self.family)
-                .await?[0],
-            port,
-        ))
+        }
     }
 
     fn judge(
