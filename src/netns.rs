@@ -226,6 +226,23 @@ fn spawn_worker(id: NetnsId, path: &Path) -> Result<mpsc::UnboundedSender<Job>, 
     Ok(jobs_tx)
 }
 
+/// Runs `work` on a thread inside the namespace at `path` (inline, in the caller's own, for
+/// `None`): a one-off read before any executor exists, such as the built-in profile's.
+pub fn read_once<T: Send>(
+    path: Option<&Path>,
+    work: impl FnOnce() -> T + Send,
+) -> Result<T, String> {
+    let Some(path) = path else {
+        return Ok(work());
+    };
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| enter(path).map(|()| work()))
+            .join()
+            .unwrap_or_else(|_| Err(format!("the thread reading {} died", path.display())))
+    })
+}
+
 /// Moves the calling thread into the network namespace at `path`.
 fn enter(path: &Path) -> Result<(), String> {
     // Non-blocking: a FIFO where the namespace file belongs would otherwise wait for a writer

@@ -7,7 +7,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lab::{Host, Lab, NODE_POD_GW, ONPREM_IP, VNET_GW};
+use lab::{Host, Lab, NODE_POD_GW, NODE_POD_GW6, ONPREM_IP, VNET_GW, VNET_GW6};
 use support::{
     assert_success, check, metric, pod_and_host_config, pod_only, run_cli, write_config, Agent,
     Resolv,
@@ -359,6 +359,12 @@ fn built_in_profile_checks_what_the_machine_has() {
     };
     assert!(row("gateway", "pod").starts_with("ok "), "{table}");
     assert!(row("gateway", "host").starts_with("ok "), "{table}");
+    // Both namespaces have an IPv6 default route: its gateway is pinged as well.
+    for (netns, gateway) in [("pod", NODE_POD_GW6), ("host", VNET_GW6)] {
+        let ping = row("gateway-ipv6", netns);
+        assert!(ping.starts_with("ok "), "{table}");
+        assert!(ping.contains(&format!("{gateway}: 3/3")), "{table}");
+    }
     // Each nameserver is asked for the first search domain's SOA, over UDP and TCP.
     let pod_ns = row("nameserver-pod-1", "pod");
     assert!(pod_ns.starts_with("ok "), "{table}");

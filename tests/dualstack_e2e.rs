@@ -5,18 +5,21 @@ mod lab;
 mod support;
 
 use std::net::{Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
-use lab::dns::{dnsmasq_available, DB6_NAME, DB_NAME};
+use lab::dns::{dnsmasq_available, DB6_NAME, DB_NAME, DUAL_NAME};
 use lab::stun::turnserver_available;
 use lab::web::nginx_available;
 use lab::{
     Host, Lab, NODE_IP, NODE_IP6, NODE_POD_GW, NODE_POD_GW6, ONPREM_GW, ONPREM_GW6, ONPREM_IP,
     ONPREM_IP6, ONPREM_NET, ONPREM_NET6, POD_IP, POD_IP6, VNET_GW, VNET_GW6,
 };
-use support::{check, check_once, codes, Resolv};
+use support::{check, check_once, codes, metric, pod_and_host_config, Agent, Resolv};
 
 const LDAP_PORT: u16 = 389;
 const STUN_PORT: u16 = 3478;
+/// Served on every address of the node, its gateway addresses for the pod among them.
+const NODE_PORT: u16 = 2222;
 /// On the node's IPv6 subnet, where nothing answers.
 const NOT_A_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x1801, 0, 0, 0, 0xfe);
 
@@ -188,4 +191,144 @@ fn every_kind_over_ipv6_beside_ipv4_and_one_family_down() {
         "the route explains IPv6 not crossing"
     );
     lab.node_onprem_route6(None);
+}
+
+/// [`DUAL_NAME`] three times, by `family`, asked of the on-prem server, and the AAAA-only
+/// [`DB6_NAME`] on IPv4; and the IPv6 gateway,
+/// pinged and, from the pod, connected to.
+fn family_probes() -> String {
+    let target = format!("{DUAL_NAME}:{LDAP_PORT}");
+    let resolver = format!("resolver: [\"{ONPREM_IP}\"]");
+    format!(
+        r#"  - name: dual-4
+    tcp: {{ target: "{target}", family: ipv4, {resolver} }}
+  - name: dual-6
+    tcp: {{ target: "{target}", family: ipv6, {resolver} }}
+  - name: dual-any
+    tcp: {{ target: "{target}", {resolver} }}
+  - name: db6-4
+    tcp: {{ target: "{DB6_NAME}:{LDAP_PORT}", family: ipv4, {resolver} }}
+  - name: gateway-6
+    icmp: {{ target: gateway, family: ipv6, count: 2 }}
+  - name: gateway-6-tcp
+    netns: [pod]
+    tcp: {{ target: "gateway:{NODE_PORT}", family: ipv6 }}
+"#
+    )
+}
+
+/// The address `probe` in `netns` last resolved its name to, as the agent exports it.
+fn resolved_to(agent: &Agent, probe: &str, netns: &str, address: &str) -> Option<f64> {
+    let labels = [("probe", probe), ("netns", netns), ("address", address)];
+    metric(
+        &agent.metrics(),
+        "hybridprobe_resolved_address_info",
+        &labels,
+    )
+}
+
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn a_dual_name_is_probed_on_the_family_asked_for() {
+    if !dnsmasq_available("family") {
+        return;
+    }
+    let Some(lab) = Lab::new("family") else {
+        return;
+    };
+    for ip in [ONPREM_IP.into(), ONPREM_IP6.into()] {
+        lab.serve_tcp(Host::Onprem, SocketAddr::new(ip, LDAP_PORT));
+    }
+    lab.onprem_dns();
+    lab.serve_tcp(
+        Host::Node,
+        SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), NODE_PORT),
+    );
+    let defaults = "{ interval: 1s, timeout: 800ms }";
+    let config = pod_and_host_config(&lab, Resolv::Own, defaults, &family_probes());
+    let agent = Agent::start(&lab, &config);
+    let wait = Duration::from_secs(15);
+    let (v4, v6) = (ONPREM_IP.to_string(), ONPREM_IP6.to_string());
+    for (netns, gateway) in [("pod", NODE_POD_GW6), ("host", VNET_GW6)] {
+        for probe in ["dual-4", "dual-6", "dual-any", "gateway-6"] {
+            agent.wait_check(probe, netns, "success", wait);
+        }
+        assert_eq!(resolved_to(&agent, "dual-4", netns, &v4), Some(1.0));
+        assert_eq!(resolved_to(&agent, "dual-6", netns, &v6), Some(1.0));
+        // `any` takes the A record: the name's AAAA does not move it onto IPv6.
+        assert_eq!(resolved_to(&agent, "dual-any", netns, &v4), Some(1.0));
+        assert_eq!(resolved_to(&agent, "dual-any", netns, &v6), None);
+        let (_, verdict) = agent.healthz_json();
+        let db6 = check(&verdict, "db6-4", netns);
+        assert_eq!(db6["result"], "resolve_failed", "{db6}");
+        let nodata = format!("resolve {DB6_NAME}: nodata (A only, family: ipv4)");
+        assert!(
+            db6["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with(&nodata)),
+            "{db6}"
+        );
+        let ping = &check(&verdict, "gateway-6", netns)["detail"];
+        assert!(
+            ping.as_str()
+                .is_some_and(|d| d.starts_with(&format!("{gateway}: 2/2"))),
+            "{netns}: {ping}"
+        );
+    }
+
+    // IPv6 across the tunnel is gone: only the IPv6 twin fails, the gateways still answer.
+    lab.tunnel_drop_ip6(true);
+    for netns in ["pod", "host"] {
+        agent.wait_check("dual-6", netns, "timeout", wait);
+        let (_, verdict) = agent.healthz_json();
+        for probe in ["dual-4", "dual-any", "gateway-6"] {
+            assert_result(&verdict, probe, netns, "success");
+        }
+    }
+    lab.tunnel_drop_ip6(false);
+
+    agent.wait_check("gateway-6-tcp", "pod", "success", wait);
+
+    // A gateway known only by its link-local address, as router advertisements give it: the
+    // echo and the connection go out of the default route's interface.
+    let gateway6 = NODE_POD_GW6.to_string();
+    lab.must(
+        Host::Node,
+        "ip",
+        &["addr", "add", "fe80::1/64", "dev", "pod0", "nodad"],
+    );
+    lab.must(
+        Host::Pod,
+        "ip",
+        &[
+            "-6", "route", "replace", "default", "via", "fe80::1", "dev", "eth0",
+        ],
+    );
+    lab.wait_until(
+        "the pod's IPv6 gateway pinged by its link-local address",
+        wait,
+        || {
+            let (_, verdict) = agent.healthz_json();
+            let ping = check(&verdict, "gateway-6", "pod");
+            ping["result"] == "success"
+                && ping["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("fe80::1: 2/2"))
+        },
+    );
+    let connected = |d: &str| d.starts_with("connected to [fe80::1%");
+    lab.wait_until(
+        "the pod's IPv6 gateway connected to by its link-local address",
+        wait,
+        || {
+            let (_, verdict) = agent.healthz_json();
+            let tcp = check(&verdict, "gateway-6-tcp", "pod");
+            tcp["result"] == "success" && tcp["detail"].as_str().is_some_and(connected)
+        },
+    );
+    lab.must(
+        Host::Pod,
+        "ip",
+        &["-6", "route", "replace", "default", "via", &gateway6],
+    );
 }

@@ -7,10 +7,11 @@ use std::time::Duration;
 use crate::config::{
     Config, EvidenceConfig, Expect, NamespaceConfig, OnDemandConfig, ProbeConfig, Thresholds,
 };
-use crate::netns::NetnsId;
+use crate::netns::{self, NetnsId};
 use crate::probe::dns::{DnsSpec, ResolvConf};
 use crate::probe::icmp::IcmpSpec;
-use crate::probe::target::{Host, HostPort};
+use crate::probe::resolver::Family;
+use crate::probe::target::{default_gateway6, Host, HostPort};
 use crate::probe::tcp::TcpSpec;
 use crate::probe::ProbeKind;
 
@@ -24,11 +25,18 @@ pub struct Machine {
     pub namespaces: Vec<(NamespaceConfig, String)>,
     /// `KUBERNETES_SERVICE_HOST` and `_PORT`, when running in a pod.
     pub kubernetes: Option<(String, String)>,
+    /// The namespaces with an IPv6 default route through a gateway.
+    pub ipv6_gateway: Vec<NetnsId>,
 }
 
 impl Machine {
     /// Reads the machine: the pod namespace always, the host namespace when `host_netns` is set.
     pub fn read(namespaces: Vec<NamespaceConfig>) -> Machine {
+        let ipv6_gateway = namespaces
+            .iter()
+            .filter(|ns| has_ipv6_gateway(ns))
+            .map(|ns| ns.id)
+            .collect();
         let namespaces = namespaces
             .into_iter()
             .map(|ns| {
@@ -49,6 +57,24 @@ impl Machine {
         Machine {
             namespaces,
             kubernetes,
+            ipv6_gateway,
+        }
+    }
+}
+
+/// Whether the namespace has an IPv6 default route through a gateway, read from a thread inside
+/// it: `/proc/thread-self/net` shows the calling thread's namespace.
+fn has_ipv6_gateway(ns: &NamespaceConfig) -> bool {
+    let read = || std::fs::read_to_string("/proc/thread-self/net/ipv6_route");
+    match netns::read_once(ns.path.as_deref(), read) {
+        Ok(Ok(table)) => default_gateway6(&table).is_some(),
+        Ok(Err(e)) => {
+            tracing::info!(netns = %ns.id, error = %e, "no IPv6 route table; no IPv6 gateway check");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(netns = %ns.id, error = %e, "cannot read the IPv6 routes; no IPv6 gateway check");
+            false
         }
     }
 }
@@ -84,17 +110,11 @@ pub fn config(machine: &Machine) -> Config {
         thresholds: Thresholds::default(),
         kind,
     };
-    let mut probes = vec![probe(
-        "gateway".into(),
-        all.clone(),
-        ProbeKind::Icmp(IcmpSpec {
-            target: Host::Gateway,
-            count: 3,
-            size: 56,
-            max_loss: 1.0,
-            resolver: Default::default(),
-        }),
-    )];
+    let mut probes = vec![probe("gateway".into(), all.clone(), gateway(Family::Any))];
+    if !machine.ipv6_gateway.is_empty() {
+        let netns = machine.ipv6_gateway.clone();
+        probes.push(probe("gateway-ipv6".into(), netns, gateway(Family::Ipv6)));
+    }
     for (ns, resolv_conf) in &machine.namespaces {
         let conf = ResolvConf::parse(resolv_conf);
         let domain = conf.search.first().map(String::as_str);
@@ -132,12 +152,34 @@ fn tcp(host: Host, port: u16) -> ProbeKind {
     ProbeKind::Tcp(TcpSpec {
         target: HostPort { host, port },
         resolver: Default::default(),
+        family: Family::Any,
+    })
+}
+
+/// Pings the default gateway of `family`'s routes (`any`: the IPv4 one).
+fn gateway(family: Family) -> ProbeKind {
+    ProbeKind::Icmp(IcmpSpec {
+        target: Host::Gateway,
+        count: 3,
+        size: 56,
+        max_loss: 1.0,
+        resolver: Default::default(),
+        family,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each check's name, namespaces and description.
+    fn summary(config: &Config) -> Vec<(String, Vec<NetnsId>, String)> {
+        config
+            .probes
+            .iter()
+            .map(|p| (p.name.clone(), p.netns.clone(), p.kind.describe()))
+            .collect()
+    }
 
     #[test]
     fn profile_checks_gateway_resolvers_and_api_per_namespace() {
@@ -151,13 +193,9 @@ mod tests {
                 ),
             ],
             kubernetes: Some(("198.18.0.1".into(), "443".into())),
+            ipv6_gateway: Vec::new(),
         };
-        let config = config(&machine);
-        let summary: Vec<(String, Vec<NetnsId>, String)> = config
-            .probes
-            .iter()
-            .map(|p| (p.name.clone(), p.netns.clone(), p.kind.describe()))
-            .collect();
+        let summary = summary(&config(&machine));
         let both = vec![NetnsId::Pod, NetnsId::Host];
         assert_eq!(
             summary,
@@ -188,11 +226,46 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_gateways_and_nameservers_are_checked_where_they_are() {
+        let ns = namespaces(Some("/proc/1/ns/net".into()), "/h/resolv.conf".into());
+        let machine = Machine {
+            namespaces: vec![
+                (ns[0].clone(), "nameserver 2001:2:0:10::53\n".into()),
+                (ns[1].clone(), "nameserver 198.19.10.1\n".into()),
+            ],
+            kubernetes: None,
+            ipv6_gateway: vec![NetnsId::Host],
+        };
+        let summary = summary(&config(&machine));
+        assert_eq!(
+            summary[..3],
+            [
+                (
+                    "gateway".into(),
+                    vec![NetnsId::Pod, NetnsId::Host],
+                    "icmp echo gateway".into()
+                ),
+                (
+                    "gateway-ipv6".into(),
+                    vec![NetnsId::Host],
+                    "icmp echo gateway (ipv6)".into()
+                ),
+                (
+                    "nameserver-pod-1".into(),
+                    vec![NetnsId::Pod],
+                    "dns NS . via 2001:2:0:10::53 over udp, tcp".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn without_host_namespace_only_the_pod_is_checked() {
         let ns = namespaces(None, "/unused".into());
         let machine = Machine {
             namespaces: vec![(ns[0].clone(), String::new())],
             kubernetes: None,
+            ipv6_gateway: Vec::new(),
         };
         let config = config(&machine);
         assert_eq!(config.namespaces.len(), 1);

@@ -622,6 +622,9 @@ impl RawProbe {
                 None
             }
         };
+        if let Some((kind, message)) = kind.as_ref().and_then(|k| Some((k, k.family_problem()?))) {
+            problems.push(problem(format!("{at}.{}.family", kind.name()), message));
+        }
         match kind {
             Some(kind) if problems.is_empty() => Ok(ProbeConfig {
                 name: self.name,
@@ -660,6 +663,42 @@ mod tests {
 
     fn errors(text: &str) -> String {
         parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_family_must_fit_the_address_it_is_given() {
+        let config = parse(
+            r#"
+probes:
+  - { name: a, tcp: { target: "db.corp.example:5432", family: ipv6 } }
+  - { name: b, icmp: { target: gateway, family: ipv6 } }
+  - { name: c, http: { url: "http://[2001:2:0:10::80]/", family: ipv6 } }
+  - { name: d, tcp: { target: "198.19.10.1:389" } }
+"#,
+        )
+        .unwrap();
+        let families: Vec<_> = config
+            .probes
+            .iter()
+            .map(|p| p.kind.family_problem())
+            .collect();
+        assert_eq!(families, vec![None; 4]);
+        assert_eq!(
+            errors(
+                r#"
+probes:
+  - { name: a, tcp: { target: "db.corp.example:5432", family: ipv4 } }
+  - { name: b, icmp: { target: "2001:2:0:10::1", family: ipv4 } }
+  - { name: c, source_ip: { stun: "198.19.10.3:3478", family: ipv6 } }
+"#
+            ),
+            "probes[1].icmp.family: ipv4, but the target 2001:2:0:10::1 is an IPv6 address\n\
+             probes[2].source_ip.family: ipv6, but the target 198.19.10.3 is an IPv4 address"
+        );
+        assert!(
+            errors("probes: [{name: a, tcp: {target: 'x.example:1', family: both}}]")
+                .starts_with("probes[0].tcp.family: unknown variant `both`")
+        );
     }
 
     #[test]

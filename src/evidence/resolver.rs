@@ -8,7 +8,7 @@ use tokio::io::AsyncReadExt;
 
 use super::{Piece, What};
 use crate::netns::NetnsContext;
-use crate::probe::resolver::Resolver;
+use crate::probe::resolver::{Family, Resolver};
 use crate::probe::target::Host;
 
 /// The most of a resolv.conf a piece holds: nameservers, search and options come first.
@@ -46,7 +46,7 @@ pub(super) async fn resolved(
         Resolver::System => format!("system resolver ({})", ctx.resolv_conf.display()),
         Resolver::Servers(_) => format!("DNS query to {resolver}"),
     };
-    let lookup = crate::probe::resolver::lookup(name, ctx, resolver);
+    let lookup = crate::probe::resolver::lookup(name, ctx, resolver, Family::Any);
     match tokio::time::timeout(budget, lookup).await {
         Ok(Ok(ips)) => {
             let list: Vec<String> = ips.iter().map(IpAddr::to_string).collect();

@@ -14,7 +14,7 @@ use surge_ping::{Client, Config, IcmpPacket, PingIdentifier, PingSequence, Surge
 use tokio::time::Instant;
 
 use super::raw;
-use super::resolver::Resolver;
+use super::resolver::{self, Family, Resolver};
 use super::target::Host;
 use super::{CheckLabels, Failure, Families, Measurements, Outcome, Probe, Reason, Target};
 use crate::netns::NetnsContext;
@@ -27,6 +27,10 @@ pub struct IcmpSpec {
     /// Who resolves a host name: `system` (the namespace's resolv.conf) or a list of servers.
     #[serde(default)]
     pub resolver: Resolver,
+    /// Which addresses of the host are probed: `any` (A first), `ipv4` or `ipv6`; for
+    /// `gateway`, the IPv4 default route's or, with `ipv6`, the IPv6 one's.
+    #[serde(default)]
+    pub family: Family,
     /// Echo requests per round.
     #[serde(default = "default_count", deserialize_with = "count")]
     pub count: u16,
@@ -151,7 +155,7 @@ impl Probe for IcmpSpec {
     }
 
     fn describe(&self) -> String {
-        format!("icmp echo {}", self.target)
+        format!("icmp echo {}{}", self.target, self.family.note())
     }
 
     async fn run(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
@@ -195,12 +199,20 @@ impl Probe for IcmpSpec {
             failure,
         )]
     }
+
+    fn family(&self) -> Option<(&Host, Family)> {
+        Some((&self.target, self.family))
+    }
 }
 
 impl IcmpSpec {
     async fn round(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
         let deadline = Instant::now() + budget;
-        let ip = self.target.resolve(ctx, &self.resolver).await?[0];
+        let ip = self
+            .target
+            .resolve_family(ctx, &self.resolver, self.family)
+            .await?[0];
+        let scope = resolver::scope_id(ip);
         let kind = if ip.is_ipv4() { ICMP::V4 } else { ICMP::V6 };
         // DGRAM first: it needs only net.ipv4.ping_group_range; surge-ping falls back to RAW,
         // which needs CAP_NET_RAW.
@@ -222,6 +234,7 @@ impl IcmpSpec {
             async move {
                 tokio::time::sleep(spacing * u32::from(seq)).await;
                 let mut pinger = client.pinger(ip, ident).await;
+                pinger.scope_id(scope);
                 pinger.timeout(deadline.saturating_duration_since(Instant::now()));
                 pinger.ping(PingSequence(seq), payload).await
             }
@@ -359,6 +372,7 @@ mod tests {
             size: 56,
             max_loss,
             resolver: Default::default(),
+            family: Default::default(),
         }
     }
 

@@ -91,6 +91,12 @@ pub trait Probe: Sized {
     /// diagnoses read. `failure` is the failed round when the check is failing, `None` when it
     /// passes.
     fn targets(&self, failure: Option<&Failure>) -> Vec<Target>;
+
+    /// The host a round resolves and the family it is resolved to (`family:`), for the kinds
+    /// with that key: the config checks that an address literal is of that family.
+    fn family(&self) -> Option<(&Host, resolver::Family)> {
+        None
+    }
 }
 
 /// Where a kind registers its metric families: implemented by the agent's metrics, so probes
@@ -236,6 +242,15 @@ macro_rules! probe_kinds {
                 match self {
                     $(ProbeKind::$variant(spec) => spec.targets(failure)),+
                 }
+            }
+
+            /// Why the kind's `family:` cannot be probed at its host, if it cannot (see
+            /// [`Probe::family`]).
+            pub fn family_problem(&self) -> Option<String> {
+                let (host, family) = match self {
+                    $(ProbeKind::$variant(spec) => spec.family()?),+
+                };
+                host.family_problem(family)
             }
 
             /// Reads the kind-specific config under `key`; `None` when `key` names no kind.

@@ -8,6 +8,11 @@
 //! rounds, and a DNS failure shows on the round it happens. `/etc/hosts` is not read, for the
 //! same reason as resolv.conf: the file the agent sees is the pod's.
 //!
+//! `family:` picks the records asked for: `ipv4` only A, `ipv6` only AAAA, `any` (the default)
+//! both, A first, so a name that gains an AAAA keeps its checks on the IPv4 path they were
+//! written for, the same on every node whatever its source addresses (RFC 6724's order would
+//! depend on them).
+//!
 //! A lookup ends with the round's budget: hickory's own timeout (resolv.conf's `timeout:`, 5 s by
 //! default) is capped to what is left of it, so a server that does not answer fails the round as
 //! `resolve_failed` (`timeout`) before the scheduler cuts it off with a bare `timeout` that would
@@ -15,11 +20,13 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
+use hickory_resolver::config::{
+    LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
@@ -98,11 +105,62 @@ impl<'de> Deserialize<'de> for Resolver {
     }
 }
 
+/// The address family a probe's host is resolved to (`family:`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// A and AAAA records, the A ones first.
+    #[default]
+    Any,
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    /// Whether an address of this family may be probed.
+    pub fn admits(self, ip: IpAddr) -> bool {
+        match self {
+            Family::Any => true,
+            Family::Ipv4 => ip.is_ipv4(),
+            Family::Ipv6 => ip.is_ipv6(),
+        }
+    }
+
+    fn strategy(self) -> LookupIpStrategy {
+        match self {
+            Family::Any => LookupIpStrategy::Ipv4AndIpv6,
+            Family::Ipv4 => LookupIpStrategy::Ipv4Only,
+            Family::Ipv6 => LookupIpStrategy::Ipv6Only,
+        }
+    }
+
+    /// How a probe's description says the family: nothing for `any`.
+    pub fn note(self) -> String {
+        match self {
+            Family::Any => String::new(),
+            family => format!(" ({family})"),
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::Any => "any",
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        })
+    }
+}
+
 /// What the lookups of one round share, whatever kind runs it.
 struct Round {
     /// The end of the round's budget, which no lookup outlives.
     deadline: Instant,
     resolved: Noted,
+    /// The interface a link-local target was found on (an IPv6 gateway), which a socket
+    /// address to it needs.
+    scope: Option<(Ipv6Addr, u32)>,
 }
 
 /// The name and address a round resolved, noted by [`note_resolved`]. Shared with whoever runs
@@ -135,6 +193,7 @@ pub async fn noting<T>(
     let scope = Round {
         deadline: Instant::now() + budget,
         resolved: noted,
+        scope: None,
     };
     ROUND.scope(RefCell::new(scope), round).await
 }
@@ -151,13 +210,39 @@ pub fn note_resolved(name: &str, ip: IpAddr) {
     let _ = ROUND.try_with(|r| r.borrow().resolved.note(name, ip));
 }
 
+/// Notes that the link-local `ip` is reached through the interface `index`. Outside a round
+/// ([`noting`]) it does nothing.
+pub fn note_scope(ip: Ipv6Addr, index: u32) {
+    let _ = ROUND.try_with(|r| r.borrow_mut().scope = Some((ip, index)));
+}
+
+/// The interface index a socket address to `ip` carries: the one noted for it in this round,
+/// else 0 (none).
+pub fn scope_id(ip: IpAddr) -> u32 {
+    let noted = ROUND.try_with(|r| r.borrow().scope).ok().flatten();
+    match (ip, noted) {
+        (IpAddr::V6(ip), Some((scoped, index))) if ip == scoped => index,
+        _ => 0,
+    }
+}
+
+/// The socket address of `ip` and `port`, with the scope noted for a link-local `ip`.
+pub fn socket_addr(ip: IpAddr, port: u16) -> SocketAddr {
+    match ip {
+        IpAddr::V6(v6) => SocketAddr::V6(SocketAddrV6::new(v6, port, 0, scope_id(ip))),
+        IpAddr::V4(_) => SocketAddr::new(ip, port),
+    }
+}
+
 /// Looks `name` up with `resolver`, from the calling thread's namespace. A failed lookup is
 /// `resolve_failed` with its class first in the detail (`nxdomain`, `nodata`, `servfail`,
-/// `refused`, `timeout`, ...); a resolver that cannot be set up is `error`.
+/// `refused`, `timeout`, ...); a resolver that cannot be set up is `error`. Only records of
+/// `family` are asked for (see [`Family`]).
 pub async fn lookup(
     name: &str,
     ctx: &NetnsContext,
     resolver: &Resolver,
+    family: Family,
 ) -> Result<Vec<IpAddr>, Failure> {
     let (config, mut opts) = match resolver {
         Resolver::System => {
@@ -187,6 +272,7 @@ pub async fn lookup(
     };
     opts.cache_size = 0;
     opts.use_hosts_file = ResolveHosts::Never;
+    opts.ip_strategy = family.strategy();
     let deadline = deadline();
     if let Some(deadline) = deadline {
         opts.timeout = opts
@@ -206,10 +292,15 @@ pub async fn lookup(
         .with_options(opts)
         .build()
         .map_err(|e| Failure::new(Reason::Error, format!("resolve {name}: {e}")))?;
+    let only = match family {
+        Family::Any => "",
+        Family::Ipv4 => " (A only, family: ipv4)",
+        Family::Ipv6 => " (AAAA only, family: ipv6)",
+    };
     let failed = |class: String| {
         Failure::new(
             Reason::ResolveFailed,
-            format!("resolve {name}: {class} (via {via})"),
+            format!("resolve {name}: {class}{only} (via {via})"),
         )
     };
     let found = match deadline {
@@ -283,6 +374,39 @@ mod tests {
                 .to_string(),
             "198.19.10.53, 198.19.10.54:5353"
         );
+    }
+
+    #[test]
+    fn families() {
+        let family = |yaml: &str| serde_norway::from_str::<Family>(yaml).map_err(|e| e.to_string());
+        assert_eq!(family("ipv4"), Ok(Family::Ipv4));
+        assert_eq!(family("ipv6"), Ok(Family::Ipv6));
+        assert_eq!(family("any"), Ok(Family::Any));
+        for bad in ["both", "IPv4", "4", "inet6"] {
+            assert!(family(bad).is_err(), "{bad} should be rejected");
+        }
+        let (v4, v6): (IpAddr, IpAddr) =
+            ("198.19.10.1".parse().unwrap(), "2001:2::1".parse().unwrap());
+        assert!(Family::Ipv4.admits(v4) && !Family::Ipv4.admits(v6));
+        assert!(Family::Ipv6.admits(v6) && !Family::Ipv6.admits(v4));
+        assert!(Family::Any.admits(v4) && Family::Any.admits(v6));
+        // `any` asks for both, A first: the order that keeps a dual name on IPv4.
+        assert_eq!(Family::Any.strategy(), LookupIpStrategy::Ipv4AndIpv6);
+    }
+
+    #[tokio::test]
+    async fn a_link_local_target_carries_its_noted_scope() {
+        let gateway: Ipv6Addr = "fe80::1".parse().unwrap();
+        let other: IpAddr = "fe80::2".parse().unwrap();
+        let addr = noting(Duration::from_secs(1), Noted::default(), async {
+            note_scope(gateway, 7);
+            (socket_addr(IpAddr::V6(gateway), 22), socket_addr(other, 22))
+        })
+        .await;
+        assert_eq!(addr.0.to_string(), "[fe80::1%7]:22");
+        assert_eq!(addr.1.to_string(), "[fe80::2]:22");
+        // Outside a round, nothing is noted.
+        assert_eq!(scope_id(IpAddr::V6(gateway)), 0);
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! Probe targets as written in config (`198.19.10.1:389`, `ldap.corp.example:389`, `gateway`),
-//! and their resolution inside the namespace a probe runs in.
+//! and their resolution inside the namespace a probe runs in, to the address family asked for.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use super::resolver::{lookup, note_resolved, Resolver};
+use super::resolver::{lookup, note_resolved, note_scope, Family, Resolver};
 use super::{Failure, Reason};
 use crate::netns::NetnsContext;
 
@@ -42,42 +42,87 @@ impl Host {
         valid_hostname(text).then(|| Host::Name(text.trim_end_matches('.').to_owned()))
     }
 
-    /// The addresses to probe, looked up from inside the probe's namespace: a name through
-    /// `resolver`, a fresh one each round (see [`lookup`]), and the first address noted for the
-    /// round (see [`note_resolved`]).
+    /// The addresses to probe, of any family: see [`Host::resolve_family`].
     pub async fn resolve(
         &self,
         ctx: &NetnsContext,
         resolver: &Resolver,
     ) -> Result<Vec<IpAddr>, Failure> {
+        self.resolve_family(ctx, resolver, Family::Any).await
+    }
+
+    /// The addresses of `family` to probe, looked up from inside the probe's namespace: a name
+    /// through `resolver`, a fresh one each round (see [`lookup`]), and the first address noted
+    /// for the round (see [`note_resolved`]); the gateway of the IPv6 default route for `ipv6`,
+    /// of the IPv4 one otherwise.
+    pub async fn resolve_family(
+        &self,
+        ctx: &NetnsContext,
+        resolver: &Resolver,
+        family: Family,
+    ) -> Result<Vec<IpAddr>, Failure> {
         match self {
             Host::Ip(ip) => Ok(vec![*ip]),
             Host::Name(name) => {
-                let ips = lookup(name, ctx, resolver).await?;
+                let ips = lookup(name, ctx, resolver, family).await?;
                 note_resolved(name, ips[0]);
                 Ok(ips)
             }
-            Host::Gateway => {
-                // /proc/thread-self/net shows the namespace of the calling thread, which is the
-                // probe's: the executor guarantees the probe runs on a thread inside it.
-                let table = tokio::fs::read_to_string("/proc/thread-self/net/route")
-                    .await
-                    .map_err(|e| {
+            Host::Gateway if family == Family::Ipv6 => {
+                let table = route_table(ctx, "ipv6_route").await?;
+                let (gateway, device) =
+                    default_gateway6(&table).ok_or_else(|| no_gateway(ctx, " IPv6"))?;
+                if gateway.is_unicast_link_local() {
+                    let index = nix::net::if_::if_nametoindex(device.as_str()).map_err(|e| {
                         Failure::new(
                             Reason::Error,
-                            format!("read the {} route table: {e}", ctx.id),
+                            format!("the IPv6 gateway's interface {device}: {e}"),
                         )
                     })?;
-                let gateway = default_gateway(&table).ok_or_else(|| {
-                    Failure::new(
-                        Reason::Unreachable,
-                        format!("no default gateway in the {} namespace", ctx.id),
-                    )
-                })?;
+                    note_scope(gateway, index);
+                }
+                Ok(vec![IpAddr::V6(gateway)])
+            }
+            Host::Gateway => {
+                let table = route_table(ctx, "route").await?;
+                let gateway = default_gateway(&table).ok_or_else(|| no_gateway(ctx, ""))?;
                 Ok(vec![IpAddr::V4(gateway)])
             }
         }
     }
+
+    /// Why `family` cannot be probed at this host, when it is an address of the other family.
+    pub fn family_problem(&self, family: Family) -> Option<String> {
+        match self {
+            Host::Ip(ip) if !family.admits(*ip) => {
+                let other = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
+                Some(format!(
+                    "{family}, but the target {ip} is an {other} address"
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The text of `/proc/thread-self/net/<file>`, the calling thread's namespace's: the executor
+/// guarantees the probe runs on a thread inside its namespace.
+async fn route_table(ctx: &NetnsContext, file: &str) -> Result<String, Failure> {
+    tokio::fs::read_to_string(format!("/proc/thread-self/net/{file}"))
+        .await
+        .map_err(|e| {
+            Failure::new(
+                Reason::Error,
+                format!("read the {} route table ({file}): {e}", ctx.id),
+            )
+        })
+}
+
+fn no_gateway(ctx: &NetnsContext, family: &str) -> Failure {
+    Failure::new(
+        Reason::Unreachable,
+        format!("no{family} default gateway in the {} namespace", ctx.id),
+    )
 }
 
 impl fmt::Display for Host {
@@ -161,6 +206,27 @@ fn valid_hostname(name: &str) -> bool {
     !name.is_empty() && name.len() <= 253 && labels_ok && !numeric
 }
 
+/// Finds the IPv6 default route's gateway and its interface in the text of
+/// `/proc/net/ipv6_route`; of several, the one with the lowest metric.
+pub fn default_gateway6(route_table: &str) -> Option<(Ipv6Addr, String)> {
+    route_table
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (destination, length) = (fields.first()?, fields.get(1)?);
+            let (gateway, metric, device) = (fields.get(4)?, fields.get(5)?, fields.get(9)?);
+            if destination.bytes().any(|b| b != b'0') || *length != "00" {
+                return None;
+            }
+            // Unlike the IPv4 table, the address is printed in network order.
+            let gateway = Ipv6Addr::from(u128::from_str_radix(gateway, 16).ok()?);
+            let metric = u32::from_str_radix(metric, 16).ok()?;
+            (!gateway.is_unspecified()).then(|| (metric, gateway, (*device).to_owned()))
+        })
+        .min_by_key(|(metric, ..)| *metric)
+        .map(|(_, gateway, device)| (gateway, device))
+}
+
 /// Finds the default route's gateway in the text of `/proc/net/route`.
 pub fn default_gateway(route_table: &str) -> Option<Ipv4Addr> {
     route_table.lines().skip(1).find_map(|line| {
@@ -219,6 +285,46 @@ mod tests {
         );
         assert_eq!(Host::parse("1.2.3"), None);
         assert_eq!(Host::parse(""), None);
+    }
+
+    #[test]
+    fn ipv6_default_gateway_from_proc_route() {
+        let table = "\
+20010002000000200000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eth0
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000002 00000000 00000003     eth1
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 20010002000000200000000000000001 00000100 00000002 00000000 00000003     eth0
+00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo
+";
+        assert_eq!(
+            default_gateway6(table),
+            Some(("2001:2:0:20::1".parse().unwrap(), "eth0".to_owned()))
+        );
+        let link_local = table.lines().nth(1).unwrap();
+        assert_eq!(
+            default_gateway6(link_local),
+            Some(("fe80::1".parse().unwrap(), "eth1".to_owned()))
+        );
+        // The kernel's unreachable default on lo has no gateway; a prefix route is not a default.
+        let none: String = [0, 3].map(|i| table.lines().nth(i).unwrap()).join("\n");
+        assert_eq!(default_gateway6(&none), None);
+        assert_eq!(default_gateway6(""), None);
+    }
+
+    #[test]
+    fn a_literal_of_the_other_family_is_a_problem() {
+        let v4 = Host::parse("198.19.10.1").unwrap();
+        let v6 = Host::parse("2001:2::1").unwrap();
+        let name = Host::parse("dual.corp.example").unwrap();
+        assert!(v4.family_problem(Family::Ipv6).is_some());
+        assert!(v6.family_problem(Family::Ipv4).is_some());
+        for (host, family) in [
+            (&v4, Family::Ipv4),
+            (&v6, Family::Any),
+            (&name, Family::Ipv6),
+        ] {
+            assert_eq!(host.family_problem(family), None);
+        }
+        assert_eq!(Host::Gateway.family_problem(Family::Ipv6), None);
     }
 
     #[test]

@@ -5,8 +5,8 @@ use tokio::net::TcpStream;
 
 use std::time::Duration;
 
-use super::resolver::Resolver;
-use super::target::HostPort;
+use super::resolver::{self, Family, Resolver};
+use super::target::{Host, HostPort};
 use super::{Failure, Families, Measurements, Outcome, Probe, Reason, Target};
 use crate::netns::NetnsContext;
 
@@ -18,6 +18,9 @@ pub struct TcpSpec {
     /// Who resolves a host name: `system` (the namespace's resolv.conf) or a list of servers.
     #[serde(default)]
     pub resolver: Resolver,
+    /// Which addresses of the host are probed: `any` (A first), `ipv4` or `ipv6`.
+    #[serde(default)]
+    pub family: Family,
 }
 
 impl Probe for TcpSpec {
@@ -27,14 +30,17 @@ impl Probe for TcpSpec {
     fn register(_: &mut dyn Families) {}
 
     fn describe(&self) -> String {
-        format!("tcp connect {}", self.target)
+        format!("tcp connect {}{}", self.target, self.family.note())
     }
 
     /// Connects to the first address of the target, then closes. A handshake is the whole test:
     /// it proves the route, the firewalls and the listener, and sends no payload.
     async fn run(&self, ctx: &NetnsContext, _budget: Duration) -> Result<Outcome, Failure> {
-        let ips = self.target.host.resolve(ctx, &self.resolver).await?;
-        let addr = std::net::SocketAddr::new(ips[0], self.target.port);
+        let host = &self.target.host;
+        let ips = host
+            .resolve_family(ctx, &self.resolver, self.family)
+            .await?;
+        let addr = resolver::socket_addr(ips[0], self.target.port);
         match TcpStream::connect(addr).await {
             Ok(_stream) => Ok(Outcome::new(
                 format!("connected to {addr}"),
@@ -53,5 +59,9 @@ impl Probe for TcpSpec {
             self.target.to_string(),
             failure,
         )]
+    }
+
+    fn family(&self) -> Option<(&Host, Family)> {
+        Some((&self.target.host, self.family))
     }
 }

@@ -3,8 +3,8 @@
 //! zone on-prem. Neither ever asks the machine's own resolvers: no resolv.conf, no hosts file, no
 //! upstream besides the explicit on-prem forward, and each listens on its lab addresses only, one
 //! of each family. The cluster DNS forwards the zone over IPv4, as a CoreDNS stub zone naming an
-//! IPv4 server does. Only [`DB6_NAME`] has an AAAA record: the agent resolves a target name to
-//! whichever family answers first, so a name with both would move IPv4 checks onto IPv6.
+//! IPv4 server does. [`DB6_NAME`] has only an AAAA record, [`DUAL_NAME`] both: the tests of
+//! `family:` probe it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::Command;
@@ -28,6 +28,8 @@ pub const LEAK_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 99, 7);
 /// A name for a service on the on-prem host, which the lab serves on [`APP_PORT`].
 pub const APP_NAME: &str = "app.corp.example";
 pub const APP_PORT: u16 = 8443;
+/// A name with both records: the on-prem host's [`ONPREM_IP`] and [`ONPREM_IP6`].
+pub const DUAL_NAME: &str = "dual.corp.example";
 /// A name the zone does not have.
 pub const MISSING_NAME: &str = "gone.corp.example";
 
@@ -72,6 +74,7 @@ impl Lab {
             (DB6_NAME, DB_IP6.to_string()),
             (LEAK_NAME, LEAK_IP.to_string()),
             (APP_NAME, ONPREM_IP.to_string()),
+            (DUAL_NAME, format!("{ONPREM_IP},{ONPREM_IP6}")),
         ];
         // Queries reaching an address the auth-server line does not name are not answered
         // authoritatively, so it names both.

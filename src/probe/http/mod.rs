@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::resolver::lookup;
+use super::resolver::{self, lookup, Family};
 use super::series::InfoSeries;
 use super::target::Host;
 use super::tls;
@@ -239,6 +239,10 @@ impl Probe for HttpSpec {
         };
         vec![target]
     }
+
+    fn family(&self) -> Option<(&Host, Family)> {
+        Some((&self.url.host, self.family))
+    }
 }
 
 /// Where a round got to, kept outside its future so a timeout can say.
@@ -332,7 +336,7 @@ impl HttpSpec {
         let started = round.enter(Phase::Resolve);
         let addr = match proxy {
             Some(proxy) => SocketAddr::new(self.proxy_ip(ctx, proxy).await?, proxy.port),
-            None => SocketAddr::new(self.target_ip(ctx, url).await?, url.port),
+            None => resolver::socket_addr(self.target_ip(ctx, url).await?, url.port),
         };
         round.done(Phase::Resolve, started);
 
@@ -393,7 +397,7 @@ impl HttpSpec {
             // `resolve` returns at least one address or fails.
             None => url
                 .host
-                .resolve(ctx, &self.resolver)
+                .resolve_family(ctx, &self.resolver, self.family)
                 .await
                 .map(|ips| ips[0])
                 .map_err(|f| (f.reason, f.detail)),
@@ -408,8 +412,8 @@ impl HttpSpec {
         proxy: &Proxy,
     ) -> Result<IpAddr, (Reason, String)> {
         let found = match &proxy.host {
-            Host::Name(name) => lookup(name, ctx, &self.resolver).await,
-            host => host.resolve(ctx, &self.resolver).await,
+            Host::Name(name) => lookup(name, ctx, &self.resolver, self.family).await,
+            host => host.resolve_family(ctx, &self.resolver, self.family).await,
         };
         found
             .map(|ips| ips[0])

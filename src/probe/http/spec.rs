@@ -8,7 +8,7 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
 use super::proxy::{NoProxy, Proxy};
-use crate::probe::resolver::Resolver;
+use crate::probe::resolver::{Family, Resolver};
 use crate::probe::target::Host;
 use crate::probe::tls::TlsSpec;
 
@@ -24,6 +24,8 @@ pub struct HttpSpec {
     pub resolve_to: Option<IpAddr>,
     /// Who resolves the URL's host name: `system` (the namespace's resolv.conf) or servers.
     pub resolver: Resolver,
+    /// Which addresses of the URL's host (or the proxy's) are used: `any`, `ipv4`, `ipv6`.
+    pub family: Family,
     pub max_redirects: u8,
     /// The forward proxy, with its `no_proxy` list.
     pub proxy: Option<Proxy>,
@@ -51,6 +53,8 @@ struct RawSpec {
     #[serde(default)]
     resolver: Resolver,
     #[serde(default)]
+    family: Family,
+    #[serde(default)]
     max_redirects: u8,
     #[serde(default)]
     proxy: Option<Proxy>,
@@ -74,6 +78,12 @@ impl TryFrom<RawSpec> for HttpSpec {
         if raw.body_regex.is_some() && raw.method == Method::Head {
             return Err("body_regex: a HEAD response has no body".into());
         }
+        if let Some(ip) = raw.resolve_to.filter(|ip| !raw.family.admits(*ip)) {
+            return Err(format!(
+                "resolve_to: {ip} is not an address of family {}",
+                raw.family
+            ));
+        }
         if let Some(tls) = &raw.tls {
             tls.validate()?;
         }
@@ -93,6 +103,7 @@ impl TryFrom<RawSpec> for HttpSpec {
             tls: raw.tls.unwrap_or_default(),
             resolve_to: raw.resolve_to,
             resolver: raw.resolver,
+            family: raw.family,
             max_redirects: raw.max_redirects,
             proxy,
         })

@@ -16,9 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{timeout_at, Instant};
 
-use super::resolver::Resolver;
+use super::resolver::{self, Family, Resolver};
 use super::series::{flag, InfoSeries};
-use super::target::HostPort;
+use super::target::{Host, HostPort};
 use super::{
     conclude, CheckLabels, Failure, Families, Measurements, Outcome, Probe, Reason, Target,
 };
@@ -49,6 +49,8 @@ struct RawSourceIpSpec {
     to: Option<IpAddr>,
     #[serde(default)]
     resolver: Resolver,
+    #[serde(default)]
+    family: Family,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -71,6 +73,8 @@ pub struct SourceIpSpec {
     /// Who resolves the reflector's host name: `system` (the namespace's resolv.conf) or a
     /// list of servers.
     pub resolver: Resolver,
+    /// Which addresses of the reflector's host are used: `any` (A first), `ipv4`, `ipv6`.
+    pub family: Family,
 }
 
 /// Who tells us the address it saw.
@@ -132,6 +136,7 @@ impl TryFrom<RawSourceIpSpec> for SourceIpSpec {
             expect: raw.expect,
             policy,
             resolver: raw.resolver,
+            family: raw.family,
         })
     }
 }
@@ -241,6 +246,10 @@ impl Probe for SourceIpSpec {
         };
         vec![Target::by_reason(host, text, failure)]
     }
+
+    fn family(&self) -> Option<(&Host, Family)> {
+        Some((self.reflector_at().0, self.family))
+    }
 }
 
 impl SourceIpSpec {
@@ -288,14 +297,19 @@ impl SourceIpSpec {
 
     /// The reflector's address, resolved in the probe's namespace.
     async fn server(&self, ctx: &NetnsContext) -> Result<SocketAddr, Failure> {
-        let (host, port) = match &self.reflector {
+        let (host, port) = self.reflector_at();
+        let ips = host
+            .resolve_family(ctx, &self.resolver, self.family)
+            .await?;
+        Ok(resolver::socket_addr(ips[0], port))
+    }
+
+    /// The reflector's host and port.
+    fn reflector_at(&self) -> (&Host, u16) {
+        match &self.reflector {
             Reflector::Stun { server, .. } => (&server.host, server.port),
             Reflector::Http { url, .. } => (&url.host, url.port),
-        };
-        Ok(SocketAddr::new(
-            host.resolve(ctx, &self.resolver).await?[0],
-            port,
-        ))
+        }
     }
 
     fn judge(

@@ -171,6 +171,7 @@ fn judge(policy: Policy, netns: NetnsId, observed: &str) -> Result<Outcome, Fail
         expect: None,
         policy,
         resolver: Default::default(),
+        family: Default::default(),
     };
     let report = SourceIpReport {
         expected: ip("198.18.2.10"),
