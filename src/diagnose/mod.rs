@@ -289,7 +289,8 @@ impl Code {
             }
             Code::PmtuBlackhole => {
                 "clamp TCP MSS at 1350 on the VPN device (or set the tunnel interface MTU to 1400) \
-                 and let ICMP type 3 code 4 (fragmentation needed) through NSGs and firewalls"
+                 and let ICMP type 3 code 4 (fragmentation needed) and ICMPv6 type 2 (Packet Too \
+                 Big) through NSGs and firewalls"
             }
             Code::PathMtuLow => {
                 "the path carries smaller packets than the configured minimum: the tunnel MTU \
