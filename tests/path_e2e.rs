@@ -13,7 +13,7 @@ use lab::{
     VNET_GW, VNET_GW6, VPN_REMOTE, VPN_REMOTE6,
 };
 use support::{
-    assert_success, check, metric, pod_and_host_config, run_cli, write_config, Agent, Resolv,
+    assert_success, check, codes, metric, pod_and_host_config, run_cli, write_config, Agent, Resolv,
 };
 
 const LDAP_PORT: u16 = 389;
@@ -568,6 +568,17 @@ fn filtered_packet_too_big_is_an_ipv6_black_hole() {
     agent.wait_check("tunnel-mtu-6", "host", "blackhole", Duration::from_secs(10));
     let (code, verdict) = agent.healthz_json();
     assert_eq!(code, 503);
+    assert_eq!(codes(&verdict), ["pmtu_blackhole"], "{verdict}");
+    let summary = verdict["diagnoses"][0]["summary"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(
+        summary,
+        format!(
+            "don't-fragment packets to {ONPREM_IP6} over 1400 bytes vanish without Packet Too \
+             Big, from pod and host (tunnel-mtu-6)"
+        )
+    );
     let metrics = agent.metrics();
     for netns in ["pod", "host"] {
         assert_result(&verdict, "ping-6", netns, "success");

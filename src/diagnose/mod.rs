@@ -770,9 +770,14 @@ fn pmtu_blackhole(checks: &[Observed]) -> Option<Diagnosis> {
             .mtu
             .map(|m| format!(" over {m} bytes"))
             .unwrap_or_default();
+        // A literal IPv6 target's path lacks Packet Too Big; a name's family is not recorded.
+        let missing = match spec.target {
+            Host::Ip(IpAddr::V6(_)) => "Packet Too Big",
+            _ => "fragmentation-needed",
+        };
         report.blackhole.then(|| {
             format!(
-                "don't-fragment packets to {}{over} vanish without fragmentation-needed",
+                "don't-fragment packets to {}{over} vanish without {missing}",
                 spec.target
             )
         })
