@@ -74,7 +74,8 @@ pub fn next_ident() -> u16 {
 }
 
 /// The address of `host` a path probe measures, resolved in the probe's namespace: its first
-/// IPv4 address when it has one, as before IPv6 paths were measured, else its first IPv6 one.
+/// IPv4 address when it has one, so a dual-stack name keeps the path it always had, else its
+/// first IPv6 one.
 pub async fn path_target(
     host: &Host,
     ctx: &NetnsContext,
