@@ -1,6 +1,6 @@
 //! End to end: the path itself. Route lookups, path MTU through the 1400-byte VXLAN "VPN" (and
 //! the black hole when the gateway's fragmentation-needed is filtered), and traceroute through
-//! the gateways, from the pod and the host (node) namespace.
+//! the gateways, from the pod and the host (node) namespace, over IPv4 and IPv6.
 
 mod lab;
 mod support;
@@ -8,9 +8,12 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lab::{Host, Lab, NODE_IP, NODE_POD_GW, ONPREM_IP, POD_IP, VNET_GW, VPN_REMOTE};
+use lab::{
+    Host, Lab, NODE_IP, NODE_POD_GW, NODE_POD_GW6, ONPREM_IP, ONPREM_IP6, POD_IP, TUNNEL_MTU,
+    VNET_GW, VNET_GW6, VPN_REMOTE, VPN_REMOTE6,
+};
 use support::{
-    assert_success, check, metric, pod_and_host_config, run_cli, write_config, Agent, Resolv,
+    assert_success, check, codes, metric, pod_and_host_config, run_cli, write_config, Agent, Resolv,
 };
 
 const LDAP_PORT: u16 = 389;
@@ -22,6 +25,16 @@ fn pod_hops() -> String {
 
 fn host_hops() -> String {
     format!("1 {VNET_GW}, 2 {VPN_REMOTE}, 3 {ONPREM_IP}")
+}
+
+/// The IPv6 hops from each namespace to on-prem: each router answers from its address on the
+/// link back toward the sender, as in IPv4.
+fn pod_hops6() -> String {
+    format!("1 {NODE_POD_GW6}, 2 {VNET_GW6}, 3 {VPN_REMOTE6}, 4 {ONPREM_IP6}")
+}
+
+fn host_hops6() -> String {
+    format!("1 {VNET_GW6}, 2 {VPN_REMOTE6}, 3 {ONPREM_IP6}")
 }
 
 /// A config running `probes` (YAML list items) in the pod and the host (node) namespace.
@@ -82,6 +95,44 @@ fn assert_result(verdict: &serde_json::Value, probe: &str, netns: &str, result: 
     assert_eq!(c["result"], result, "{probe}/{netns}: {c}");
 }
 
+/// The verdict once every check has run twice: the first round may race the first
+/// fragmentation-needed or Packet Too Big; the second sees settled state. `first` (a pod check)
+/// passing shows the agent is up.
+fn settled(agent: &Agent, first: &str) -> serde_json::Value {
+    agent.wait_ready();
+    agent.wait_check(first, "pod", "success", Duration::from_secs(15));
+    let (_, verdict) = agent.healthz_json();
+    for c in verdict["checks"].as_array().expect("a list of checks") {
+        let (probe, netns) = (c["probe"].as_str().unwrap(), c["netns"].as_str().unwrap());
+        agent.wait_rounds(probe, netns, 2, Duration::from_secs(10));
+    }
+    agent.healthz_json().1
+}
+
+/// Each (probe, netns) has its result and a detail ending as given.
+fn assert_ends<const N: usize>(
+    verdict: &serde_json::Value,
+    expected: [(&str, &str, &str, String); N],
+) {
+    for (probe, netns, result, ends) in expected {
+        assert_result(verdict, probe, netns, result);
+        let text = detail(verdict, probe, netns);
+        assert!(text.ends_with(&ends), "{probe}/{netns}: {text}");
+    }
+}
+
+/// `probe` measured the tunnel's 1400 bytes, no black hole, and an MSS in `mss` from both
+/// namespaces.
+fn assert_tunnel_mtu_series(metrics: &str, probe: &str, mss: std::ops::RangeInclusive<f64>) {
+    for netns in ["pod", "host"] {
+        let value = |name| metric(metrics, name, &[("probe", probe), ("netns", netns)]);
+        assert_eq!(value("hybridprobe_path_mtu_bytes"), Some(1400.0));
+        assert_eq!(value("hybridprobe_path_mtu_blackhole"), Some(0.0));
+        let got = value("hybridprobe_tcp_mss_bytes").unwrap();
+        assert!(mss.contains(&got), "{netns}: MSS {got}");
+    }
+}
+
 #[test]
 #[ignore = "needs the network lab (root); .ci/run runs it"]
 fn routes_path_mtu_and_traceroute_through_the_tunnel() {
@@ -96,15 +147,7 @@ fn routes_path_mtu_and_traceroute_through_the_tunnel() {
         &["route", "add", "unreachable", "198.19.99.0/24"],
     );
     let agent = Agent::start(&lab, &config(&lab));
-    agent.wait_ready();
-    // The first round may race the first fragmentation-needed; the second sees settled state.
-    agent.wait_check("trace-udp", "pod", "success", Duration::from_secs(15));
-    let (_, verdict) = agent.healthz_json();
-    for c in verdict["checks"].as_array().expect("a list of checks") {
-        let (probe, netns) = (c["probe"].as_str().unwrap(), c["netns"].as_str().unwrap());
-        agent.wait_rounds(probe, netns, 2, Duration::from_secs(10));
-    }
-    let (_, verdict) = agent.healthz_json();
+    let verdict = settled(&agent, "trace-udp");
 
     // Routes: where each namespace sends on-prem traffic, right and wrong expectations; and
     // traceroute: every gateway on the way, by ICMP, UDP and TCP.
@@ -150,11 +193,7 @@ fn routes_path_mtu_and_traceroute_through_the_tunnel() {
             format!("{} (expected a hop in 198.18.3.0/24)", pod_hops()),
         ),
     ];
-    for (probe, netns, result, ends) in expected {
-        assert_result(&verdict, probe, netns, result);
-        let text = detail(&verdict, probe, netns);
-        assert!(text.ends_with(&ends), "{probe}/{netns}: {text}");
-    }
+    assert_ends(&verdict, expected);
 
     // Path MTU: the tunnel's 1400 from both namespaces, found through fragmentation-needed.
     for netns in ["pod", "host"] {
@@ -178,19 +217,8 @@ fn routes_path_mtu_and_traceroute_through_the_tunnel() {
     let value = |name: &str, probe: &str, netns: &str| {
         metric(&metrics, name, &[("probe", probe), ("netns", netns)])
     };
-    for netns in ["pod", "host"] {
-        assert_eq!(
-            value("hybridprobe_path_mtu_bytes", "tunnel-mtu", netns),
-            Some(1400.0)
-        );
-        assert_eq!(
-            value("hybridprobe_path_mtu_blackhole", "tunnel-mtu", netns),
-            Some(0.0)
-        );
-        // With the PMTU cached at 1400 the kernel sizes segments for it: 1400 - 40 - options.
-        let mss = value("hybridprobe_tcp_mss_bytes", "tunnel-mtu", netns).unwrap();
-        assert!((1300.0..=1360.0).contains(&mss), "{netns}: MSS {mss}");
-    }
+    // With the PMTU cached at 1400 the kernel sizes segments for it: 1400 - 40 - options.
+    assert_tunnel_mtu_series(&metrics, "tunnel-mtu", 1300.0..=1360.0);
     assert_eq!(
         value("hybridprobe_traceroute_hops", "trace-icmp", "pod"),
         Some(4.0)
@@ -407,4 +435,181 @@ fn row(table: &str, probe: &str, netns: &str) -> String {
         })
         .unwrap_or_else(|| panic!("no {probe}/{netns} row in\n{table}"))
         .to_owned()
+}
+
+/// Path MTU and traceroute over IPv6 from both namespaces: 1400 through the tunnel from the
+/// gateway's Packet Too Big, every gateway's IPv6 address as a hop, and a narrower tunnel seen.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn ipv6_path_mtu_and_traceroute_through_the_tunnel() {
+    let Some(lab) = Lab::new("path-v6") else {
+        return;
+    };
+    lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP6, LDAP_PORT)));
+    let text = with_namespaces(
+        &lab,
+        &format!(
+            r#"
+  - name: tunnel-mtu-6
+    path_mtu: {{ target: "{ONPREM_IP6}", min: 1400, tcp_mss: "[{ONPREM_IP6}]:{LDAP_PORT}" }}
+  - name: trace-icmp-6
+    traceroute: {{ target: "{ONPREM_IP6}", expect_hop: "{VPN_REMOTE6}" }}
+  - name: trace-udp-6
+    netns: [pod]
+    traceroute: {{ target: "{ONPREM_IP6}", protocol: udp, expect_hop: "2001:2:0:18fe::/64" }}
+  - name: trace-tcp-6
+    netns: [host]
+    traceroute: {{ target: "{ONPREM_IP6}", protocol: tcp, port: {LDAP_PORT}, expect_hop: "{VNET_GW6}" }}
+  - name: trace-via-appliance-6
+    netns: [pod]
+    traceroute: {{ target: "{ONPREM_IP6}", expect_hop: "2001:2:0:1803::/64" }}
+"#
+        ),
+    );
+    let agent = Agent::start(&lab, &text);
+    let verdict = settled(&agent, "trace-udp-6");
+    let expected = [
+        ("trace-icmp-6", "pod", "success", pod_hops6()),
+        ("trace-icmp-6", "host", "success", host_hops6()),
+        ("trace-udp-6", "pod", "success", pod_hops6()),
+        ("trace-tcp-6", "host", "success", host_hops6()),
+        (
+            "trace-via-appliance-6",
+            "pod",
+            "mismatch",
+            format!("{} (expected a hop in 2001:2:0:1803::/64)", pod_hops6()),
+        ),
+    ];
+    assert_ends(&verdict, expected);
+    for netns in ["pod", "host"] {
+        assert_result(&verdict, "tunnel-mtu-6", netns, "success");
+        assert_too_big(&detail(&verdict, "tunnel-mtu-6", netns), netns, 1400);
+    }
+    let metrics = agent.metrics();
+    let value = |name: &str, probe: &str, netns: &str| {
+        metric(&metrics, name, &[("probe", probe), ("netns", netns)])
+    };
+    // The cached PMTU of 1400 less the IPv6 and TCP headers (60) and options.
+    assert_tunnel_mtu_series(&metrics, "tunnel-mtu-6", 1280.0..=1340.0);
+    assert_eq!(
+        value("hybridprobe_traceroute_hops", "trace-icmp-6", "pod"),
+        Some(4.0)
+    );
+    assert_eq!(
+        value(
+            "hybridprobe_traceroute_expected_hop_seen",
+            "trace-via-appliance-6",
+            "pod"
+        ),
+        Some(0.0)
+    );
+
+    // A narrower tunnel: the gateway's Packet Too Big now says 1300, and the check fails its
+    // minimum until the tunnel is restored.
+    lab.vnet_tunnel_mtu(1300);
+    agent.wait_check("tunnel-mtu-6", "pod", "mtu_low", Duration::from_secs(15));
+    agent.wait_check("tunnel-mtu-6", "host", "mtu_low", Duration::from_secs(10));
+    let (_, verdict) = agent.healthz_json();
+    for netns in ["pod", "host"] {
+        assert_too_big(&detail(&verdict, "tunnel-mtu-6", netns), netns, 1300);
+    }
+    // The host probe measures past its namespace's cached 1300 again at once; the node keeps
+    // answering the pod's forwarded packets from that cache until it expires.
+    lab.vnet_tunnel_mtu(TUNNEL_MTU);
+    agent.wait_check("tunnel-mtu-6", "host", "success", Duration::from_secs(15));
+}
+
+/// `text` is a path MTU of `mtu` to on-prem over IPv6, learned from a Packet Too Big. From the
+/// host it comes from the VNET gateway; the pod's may come from the node, since an IPv6 router
+/// holds the path MTU it learned (from the host probe's own Packet Too Big) for what it forwards
+/// too.
+fn assert_too_big(text: &str, netns: &str, mtu: u16) {
+    assert!(
+        text.starts_with(&format!("{ONPREM_IP6}: path MTU {mtu} ")),
+        "{netns}: {text}"
+    );
+    let senders: &[_] = match netns {
+        "pod" => &[NODE_POD_GW6, VNET_GW6],
+        _ => &[VNET_GW6],
+    };
+    assert!(
+        senders.iter().any(|from| {
+            text.contains(&format!("Packet Too Big from {from}: next-hop MTU {mtu}"))
+        }),
+        "{netns}: {text}"
+    );
+}
+
+/// Packet Too Big dropped at the VNET gateway: IPv6 packets over 1400 vanish and the IPv6 check
+/// says black hole, while the IPv4 check through the same gateway still hears
+/// fragmentation-needed, until the filter goes.
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn filtered_packet_too_big_is_an_ipv6_black_hole() {
+    let Some(lab) = Lab::new("path-blackhole6") else {
+        return;
+    };
+    lab.packet_too_big_drop(true);
+    let text = with_namespaces(
+        &lab,
+        &format!(
+            r#"
+  - name: tunnel-mtu-6
+    path_mtu: {{ target: "{ONPREM_IP6}", min: 1400 }}
+  - name: tunnel-mtu-4
+    path_mtu: {{ target: {ONPREM_IP}, min: 1400 }}
+  - name: ping-6
+    icmp: {{ target: "{ONPREM_IP6}", count: 2 }}
+"#
+        ),
+    );
+    let agent = Agent::start(&lab, &text);
+    agent.wait_check("tunnel-mtu-6", "pod", "blackhole", Duration::from_secs(15));
+    agent.wait_check("tunnel-mtu-6", "host", "blackhole", Duration::from_secs(10));
+    let (code, verdict) = agent.healthz_json();
+    assert_eq!(code, 503);
+    assert_eq!(codes(&verdict), ["pmtu_blackhole"], "{verdict}");
+    let summary = verdict["diagnoses"][0]["summary"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(
+        summary,
+        format!(
+            "don't-fragment packets to {ONPREM_IP6} over 1400 bytes vanish without Packet Too \
+             Big, from pod and host (tunnel-mtu-6)"
+        )
+    );
+    let metrics = agent.metrics();
+    for netns in ["pod", "host"] {
+        assert_result(&verdict, "ping-6", netns, "success");
+        assert_result(&verdict, "tunnel-mtu-4", netns, "success");
+        let text = detail(&verdict, "tunnel-mtu-6", netns);
+        assert!(
+            text.starts_with(&format!(
+                "{ONPREM_IP6}: black hole: don't-fragment packets over 1400 bytes vanish \
+                 without Packet Too Big"
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("Packet Too Big from"), "{text}");
+        let labels = [("probe", "tunnel-mtu-6"), ("netns", netns)];
+        assert_eq!(
+            metric(&metrics, "hybridprobe_path_mtu_blackhole", &labels),
+            Some(1.0)
+        );
+        assert_eq!(
+            metric(&metrics, "hybridprobe_path_mtu_bytes", &labels),
+            Some(1400.0)
+        );
+    }
+
+    lab.packet_too_big_drop(false);
+    agent.wait_check("tunnel-mtu-6", "pod", "success", Duration::from_secs(10));
+    agent.wait_check("tunnel-mtu-6", "host", "success", Duration::from_secs(10));
+    let metrics = agent.metrics();
+    let labels = [("probe", "tunnel-mtu-6"), ("netns", "pod")];
+    assert_eq!(
+        metric(&metrics, "hybridprobe_path_mtu_blackhole", &labels),
+        Some(0.0)
+    );
 }

@@ -1,5 +1,6 @@
-//! Fuzzes the raw ICMP parser that path_mtu and traceroute feed every ICMP message the namespace
-//! receives: any bytes are a message or `Other`, and what an error quotes reads safely.
+//! Fuzzes the raw ICMP and ICMPv6 parsers that path_mtu and traceroute feed every ICMP message
+//! the namespace receives: any bytes are a message or `Other`, and what an error quotes reads
+//! safely.
 #![no_main]
 
 use hybridprobe::fuzzing::holds;

@@ -289,7 +289,8 @@ impl Code {
             }
             Code::PmtuBlackhole => {
                 "clamp TCP MSS at 1350 on the VPN device (or set the tunnel interface MTU to 1400) \
-                 and let ICMP type 3 code 4 (fragmentation needed) through NSGs and firewalls"
+                 and let ICMP type 3 code 4 (fragmentation needed) and ICMPv6 type 2 (Packet Too \
+                 Big) through NSGs and firewalls"
             }
             Code::PathMtuLow => {
                 "the path carries smaller packets than the configured minimum: the tunnel MTU \
@@ -769,9 +770,14 @@ fn pmtu_blackhole(checks: &[Observed]) -> Option<Diagnosis> {
             .mtu
             .map(|m| format!(" over {m} bytes"))
             .unwrap_or_default();
+        // A literal IPv6 target's path lacks Packet Too Big; a name's family is not recorded.
+        let missing = match spec.target {
+            Host::Ip(IpAddr::V6(_)) => "Packet Too Big",
+            _ => "fragmentation-needed",
+        };
         report.blackhole.then(|| {
             format!(
-                "don't-fragment packets to {}{over} vanish without fragmentation-needed",
+                "don't-fragment packets to {}{over} vanish without {missing}",
                 spec.target
             )
         })

@@ -1280,6 +1280,7 @@ fn codes_are_distinct_snake_case_and_each_has_a_hint() {
         (Code::ClusterDnsForwarding, "coredns-custom"),
         (Code::PmtuBlackhole, "1350"),
         (Code::PmtuBlackhole, "type 3 code 4"),
+        (Code::PmtuBlackhole, "ICMPv6 type 2"),
         (Code::RouteMismatch, "(UDR)"),
         (Code::PodPathBlocked, "IPsec traffic selectors"),
         (Code::DnsTcpBlocked, "TCP/53"),

@@ -17,9 +17,6 @@ pub(super) async fn piece(ctx: &NetnsContext, ip: IpAddr, hops: u8, budget: Dura
         "UDP traceroute, {hops} hops, {}",
         humantime::format_duration(budget)
     );
-    if !ip.is_ipv4() {
-        return Piece::unavailable(What::Traceroute, netns, source, "traceroute is IPv4 only");
-    }
     let spec = TracerouteSpec {
         target: Host::Ip(ip),
         protocol: Protocol::Udp,

@@ -118,10 +118,14 @@ pub fn http_response(raw: &[u8]) {
     }
 }
 
-/// Any ICMP packet parses to something, and a quoted datagram's fields read without panicking.
+/// Any ICMP packet, and any ICMPv6 message, parses to something, and a quoted datagram's fields
+/// read without panicking.
 pub fn icmp_parse(packet: &[u8]) {
-    if let Message::Error { quoted, .. } = raw::parse(packet) {
-        let _ = (quoted.echo(), quoted.ports());
+    let from = std::net::Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 1);
+    for message in [raw::parse(packet), raw::parse_v6(from, packet)] {
+        if let Message::Error { quoted, .. } = message {
+            let _ = (quoted.echo(), quoted.ports());
+        }
     }
 }
 

@@ -419,7 +419,8 @@ pub enum Reason {
     DnsRefused,
     /// An answer came, but not the expected one (a DNS answer, a route's gateway, a hop).
     Mismatch,
-    /// Larger don't-fragment packets vanish without a fragmentation-needed reply.
+    /// Larger don't-fragment packets vanish without a fragmentation-needed (IPv6: Packet Too
+    /// Big) reply.
     Blackhole,
     /// The path MTU is below the configured minimum.
     MtuLow,

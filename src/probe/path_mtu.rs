@@ -2,14 +2,15 @@
 //! whether larger ones vanish silently (a PMTU black hole).
 //!
 //! Don't-fragment echo requests of chosen sizes go out in a few rounds; each size ends as an echo
-//! reply (it fits), a fragmentation-needed error (too big; its next-hop MTU lets the search jump
-//! straight there) or silence. Silence above a size that passes, with no fragmentation-needed to
-//! explain it, is the black hole that hangs TLS handshakes and bulk transfers through a tunnel
-//! whose gateway's ICMP is filtered.
+//! reply (it fits), a fragmentation-needed error (ICMPv6 Packet Too Big: too big; its next-hop
+//! MTU lets the search jump straight there) or silence. Silence above a size that passes, with no
+//! such error to explain it, is the black hole that hangs TLS handshakes and bulk transfers
+//! through a tunnel whose gateway's ICMP is filtered. IPv6 routers never fragment, so there every
+//! packet is don't-fragment and the search starts at the IPv6 minimum MTU.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use prometheus::GaugeVec;
@@ -29,7 +30,8 @@ use crate::netns::NetnsContext;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PathMtuSpec {
-    /// An IPv4 address, or a host name resolved in the probe's namespace every round.
+    /// An IP address, or a host name resolved in the probe's namespace every round (its IPv4
+    /// address when it has both).
     pub target: Host,
     /// The round fails when the path MTU is below this many bytes (1400 for an IPsec tunnel).
     #[serde(default, deserialize_with = "mtu")]
@@ -52,6 +54,9 @@ pub struct PathMtuReport {
 
 /// The smallest IP packet every IPv4 path must carry unfragmented (RFC 791's 576).
 const FLOOR: u16 = 576;
+/// The IPv6 minimum link MTU (RFC 8200): every IPv6 path carries this, and a Packet Too Big
+/// reporting less does not lower the path MTU below it.
+const FLOOR_V6: u16 = 1280;
 /// Sizes tried per round: the interval shrinks fivefold each round when nothing answers.
 const SIZES_PER_ROUND: usize = 4;
 /// Echo requests per size and round, so one lost packet is not taken for a too-big size.
@@ -75,7 +80,7 @@ enum Answer {
     Fits,
     /// Too big: a router said so (with its next-hop MTU), or the kernel refused to send it.
     TooBig {
-        reported: Option<(u16, Ipv4Addr)>,
+        reported: Option<(u16, IpAddr)>,
     },
     Lost,
 }
@@ -91,7 +96,7 @@ struct Search {
     /// The smallest size known not to pass.
     too_big: u32,
     /// The smallest next-hop MTU a fragmentation-needed reported, and the router that sent it.
-    reported: Option<(u16, Ipv4Addr)>,
+    reported: Option<(u16, IpAddr)>,
     /// Sizes that got no answer at all.
     silent: BTreeSet<u16>,
     tried: BTreeSet<u16>,
@@ -229,7 +234,7 @@ fn spread(lower: u32, upper: u32, count: usize) -> Vec<u16> {
 
 /// Our requests in flight: identifier, and the size sent under each sequence number.
 struct Sent {
-    target: Ipv4Addr,
+    target: IpAddr,
     ident: u16,
     size_of: BTreeMap<u16, u16>,
 }
@@ -259,8 +264,8 @@ fn classify(message: &Message, sent: &Sent) -> Option<(u16, Result<Answer, Failu
             }
             let size = *sent.size_of.get(&seq)?;
             let answer = match error {
-                IcmpError::FragNeeded { mtu } => Ok(Answer::TooBig {
-                    reported: Some((mtu, from)),
+                IcmpError::TooBig { mtu } => Ok(Answer::TooBig {
+                    reported: Some((mtu.max(floor(target)), from)),
                 }),
                 IcmpError::Unreachable { code } => Err(Failure::new(
                     Reason::Unreachable,
@@ -299,7 +304,7 @@ impl Probe for PathMtuSpec {
             blackhole: families.gauges(
                 "hybridprobe_path_mtu_blackhole",
                 "1 when larger don't-fragment packets vanish without a fragmentation-needed \
-                 reply while smaller ones pass.",
+                 (Packet Too Big) reply while smaller ones pass.",
                 labels,
             ),
             tcp_mss: families.gauges(
@@ -354,17 +359,17 @@ impl Probe for PathMtuSpec {
 impl PathMtuSpec {
     async fn round(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
         let deadline = Instant::now() + budget;
-        let target = raw::ipv4_target(&self.target, ctx, &self.resolver, "path_mtu").await?;
-        let egress = route::lookup(IpAddr::V4(target).into(), ctx).await?;
-        let socket = RawIcmp::open("path_mtu")?;
+        let target = raw::path_target(&self.target, ctx, &self.resolver).await?;
+        let egress = route::lookup(target.into(), ctx).await?;
+        let socket = RawIcmp::open(target, "path_mtu")?;
         socket.set_probe_pmtu().map_err(|e| {
             Failure::new(
                 Reason::Error,
-                format!("set IP_MTU_DISCOVER on the raw socket: {e}"),
+                format!("turn fragmentation off on the raw socket: {e}"),
             )
         })?;
         let ceiling = u16::try_from(egress.dev_mtu).unwrap_or(u16::MAX);
-        let mut search = Search::new(FLOOR, ceiling);
+        let mut search = Search::new(floor(target), ceiling);
         let measure = async {
             let ident = raw::next_ident();
             let mut seq = 0u16;
@@ -400,7 +405,7 @@ impl PathMtuSpec {
 
     fn judge(
         &self,
-        target: Ipv4Addr,
+        target: IpAddr,
         egress: &route::Route,
         search: &Search,
         mss: Option<Result<(SocketAddr, u32), Failure>>,
@@ -429,20 +434,18 @@ impl PathMtuSpec {
                 resolved: None,
             });
         };
+        let too_big = too_big_name(target);
         let mut detail = if blackhole {
             format!(
                 "{target}: black hole: don't-fragment packets over {mtu} bytes vanish without \
-                 fragmentation-needed; path MTU {mtu}"
+                 {too_big}; path MTU {mtu}"
             )
         } else {
             format!("{target}: path MTU {mtu}")
         };
         let _ = write!(detail, " ({egress_note}");
         if let Some((reported, from)) = search.reported {
-            let _ = write!(
-                detail,
-                "; fragmentation-needed from {from}: next-hop MTU {reported}"
-            );
+            let _ = write!(detail, "; {too_big} from {from}: next-hop MTU {reported}");
         }
         if !search.converged() {
             let _ = write!(
@@ -480,11 +483,29 @@ impl PathMtuSpec {
     }
 }
 
+/// The smallest packet `target`'s family must carry: where the search starts.
+fn floor(target: IpAddr) -> u16 {
+    if target.is_ipv4() {
+        FLOOR
+    } else {
+        FLOOR_V6
+    }
+}
+
+/// What `target`'s family calls the error that says a packet is too big to forward.
+fn too_big_name(target: IpAddr) -> &'static str {
+    if target.is_ipv4() {
+        "fragmentation-needed"
+    } else {
+        "Packet Too Big"
+    }
+}
+
 /// Sends `COPIES` requests of every size, then collects answers until each size has one or
 /// `until` passes; what never answered is lost.
 async fn round(
     socket: &RawIcmp,
-    target: Ipv4Addr,
+    target: IpAddr,
     ident: u16,
     next_seq: &mut u16,
     sizes: &[u16],
@@ -578,15 +599,28 @@ async fn tcp_mss(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::raw::tests::{icmp_error, ip, ME, THEM};
-    use crate::probe::raw::{parse, PROTO_ICMP};
+    use std::net::Ipv4Addr;
 
-    const GW: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+    use crate::probe::raw::tests::{echo6, icmp6_error, icmp_error, ip, ip6, ME, ME6, THEM, THEM6};
+    use crate::probe::raw::{parse, parse_v6, PROTO_ICMP, PROTO_ICMPV6};
+
+    const GW4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+    const GW: IpAddr = IpAddr::V4(GW4);
+    const THEM_IP: IpAddr = IpAddr::V4(THEM);
 
     /// Runs the search against a simulated path: `path_mtu`, and whether routers on it send
     /// fragmentation-needed (from GW, saying `path_mtu`) or drop silently.
     fn simulate(ceiling: u16, path_mtu: u16, frag_needed: bool) -> (Search, usize) {
-        let mut search = Search::new(FLOOR, ceiling);
+        simulate_from(FLOOR, ceiling, path_mtu, frag_needed)
+    }
+
+    fn simulate_from(
+        floor: u16,
+        ceiling: u16,
+        path_mtu: u16,
+        frag_needed: bool,
+    ) -> (Search, usize) {
+        let mut search = Search::new(floor, ceiling);
         let mut rounds = 0;
         loop {
             let sizes = search.next_sizes();
@@ -720,7 +754,7 @@ mod tests {
     #[test]
     fn icmp_messages_are_matched_to_our_requests_only() {
         let sent = Sent {
-            target: THEM,
+            target: THEM_IP,
             ident: 7,
             size_of: [(3, 28), (4, 1500)].into_iter().collect(),
         };
@@ -745,7 +779,7 @@ mod tests {
         );
 
         let original = ip(ME, THEM, PROTO_ICMP, &echo(8, 4));
-        let frag = parse(&icmp_error(GW, 3, 4, 1400, &original));
+        let frag = parse(&icmp_error(GW4, 3, 4, 1400, &original));
         assert!(matches!(
             classify(&frag, &sent),
             Some((
@@ -755,13 +789,13 @@ mod tests {
                 })
             ))
         ));
-        let unreachable = parse(&icmp_error(GW, 3, 1, 0, &original));
+        let unreachable = parse(&icmp_error(GW4, 3, 1, 0, &original));
         let Some((1500, Err(failure))) = classify(&unreachable, &sent) else {
             panic!("unreachable not classified");
         };
         assert_eq!(failure.reason, Reason::Unreachable);
         let elsewhere = Sent {
-            target: Ipv4Addr::new(198, 19, 10, 2),
+            target: Ipv4Addr::new(198, 19, 10, 2).into(),
             ..sent
         };
         assert!(classify(&frag, &elsewhere).is_none());
@@ -770,28 +804,30 @@ mod tests {
     #[test]
     fn judged_rounds_name_the_problem() {
         let spec = |min| PathMtuSpec {
-            target: Host::Ip(IpAddr::V4(THEM)),
+            target: Host::Ip(THEM_IP),
             min,
             tcp_mss: None,
             resolver: Default::default(),
         };
         let egress = route::Route {
-            destination: IpAddr::V4(THEM).into(),
-            gateway: Some(GW.into()),
+            destination: THEM_IP.into(),
+            gateway: Some(GW),
             dev: "eth0".into(),
             src: None,
             dev_mtu: 1500,
             mtu: None,
         };
         let (clean, _) = simulate(1500, 1400, true);
-        let ok = spec(Some(1400)).judge(THEM, &egress, &clean, None).unwrap();
+        let ok = spec(Some(1400))
+            .judge(THEM_IP, &egress, &clean, None)
+            .unwrap();
         assert_eq!(
             ok.detail,
             "198.19.10.1: path MTU 1400 (egress eth0 MTU 1500; fragmentation-needed from \
              198.18.1.1: next-hop MTU 1400)"
         );
         let low = spec(Some(1500))
-            .judge(THEM, &egress, &clean, None)
+            .judge(THEM_IP, &egress, &clean, None)
             .unwrap_err();
         assert_eq!(low.reason, Reason::MtuLow);
         assert!(
@@ -801,7 +837,7 @@ mod tests {
         );
 
         let (hole, _) = simulate(1500, 1400, false);
-        let failure = spec(None).judge(THEM, &egress, &hole, None).unwrap_err();
+        let failure = spec(None).judge(THEM_IP, &egress, &hole, None).unwrap_err();
         assert_eq!(failure.reason, Reason::Blackhole);
         assert_eq!(
             failure.measurements,
@@ -818,7 +854,7 @@ mod tests {
             .collect();
         cut_short.record(&answers);
         let failure = spec(None)
-            .judge(THEM, &egress, &cut_short, None)
+            .judge(THEM_IP, &egress, &cut_short, None)
             .unwrap_err();
         assert!(
             failure
@@ -830,7 +866,7 @@ mod tests {
 
         let refused = Failure::new(Reason::Refused, "TCP MSS: connect refused");
         let failure = spec(None)
-            .judge(THEM, &egress, &clean, Some(Err(refused)))
+            .judge(THEM_IP, &egress, &clean, Some(Err(refused)))
             .unwrap_err();
         assert_eq!(failure.reason, Reason::Refused);
         assert!(
@@ -851,5 +887,103 @@ mod tests {
         assert!(parse("{target: 198.19.10.1, tcp_mss: 198.19.10.1}")
             .unwrap_err()
             .contains("expected HOST:PORT"));
+    }
+
+    #[test]
+    fn ipv6_searches_from_the_minimum_mtu_and_finds_holes_the_same_way() {
+        assert_eq!(floor(THEM6.into()), 1280);
+        assert_eq!(floor(THEM_IP), FLOOR);
+        let (search, _) = simulate_from(1280, 1500, 1400, true);
+        assert_eq!(search.fits, Some(1400));
+        assert!(search.next_sizes().is_empty());
+        assert!(!search.blackhole());
+        let (search, rounds) = simulate_from(1280, 1500, 1400, false);
+        assert_eq!(search.fits, Some(1400));
+        assert!(search.blackhole());
+        assert!(rounds <= 5, "{rounds} rounds");
+        let (search, _) = simulate_from(1280, 1500, 1280, false);
+        assert_eq!((search.fits, search.blackhole()), (Some(1280), true));
+        assert!(search.tried.iter().all(|size| *size >= 1280));
+    }
+
+    #[test]
+    fn icmpv6_messages_are_matched_and_a_too_big_below_1280_counts_as_1280() {
+        let sent = Sent {
+            target: THEM6.into(),
+            ident: 7,
+            size_of: [(3, 1300), (4, 1500)].into_iter().collect(),
+        };
+        let reply = parse_v6(THEM6, &echo6(129, 7, 3, 1300 - 40));
+        assert!(matches!(
+            classify(&reply, &sent),
+            Some((1300, Ok(Answer::Fits)))
+        ));
+        let short = parse_v6(THEM6, &echo6(129, 7, 4, 1300 - 40));
+        assert!(classify(&short, &sent).is_none(), "1300 cannot answer 1500");
+        let original = ip6(ME6, THEM6, PROTO_ICMPV6, &echo6(128, 7, 4, 1460));
+        let gw6 = crate::probe::raw::tests::GW6;
+        for (said, counted) in [(1400, 1400), (1000, 1280), (0, 1280)] {
+            let too_big = parse_v6(gw6, &icmp6_error(2, 0, said, &original[..1232]));
+            assert!(
+                matches!(
+                    classify(&too_big, &sent),
+                    Some((1500, Ok(Answer::TooBig { reported: Some((mtu, from)) })))
+                        if mtu == counted && from == IpAddr::from(gw6)
+                ),
+                "{said}"
+            );
+        }
+        let v4 = Sent {
+            target: THEM_IP,
+            ..sent
+        };
+        let too_big = parse_v6(gw6, &icmp6_error(2, 0, 1400, &original[..1232]));
+        assert!(classify(&too_big, &v4).is_none(), "another target");
+    }
+
+    #[test]
+    fn ipv6_rounds_name_packet_too_big() {
+        let them6 = IpAddr::from(THEM6);
+        let spec = PathMtuSpec {
+            target: Host::Ip(them6),
+            min: None,
+            tcp_mss: None,
+            resolver: Default::default(),
+        };
+        let egress = route::Route {
+            destination: them6.into(),
+            gateway: Some(crate::probe::raw::tests::GW6.into()),
+            dev: "eth0".into(),
+            src: None,
+            dev_mtu: 1500,
+            mtu: None,
+        };
+        let mut clean = Search::new(FLOOR_V6, 1500);
+        let too_big = Answer::TooBig {
+            reported: Some((1400, crate::probe::raw::tests::GW6.into())),
+        };
+        clean.record(
+            &[(1280, Answer::Fits), (1500, too_big)]
+                .into_iter()
+                .collect(),
+        );
+        clean.record(&[(1400, Answer::Fits)].into_iter().collect());
+        let ok = spec.judge(them6, &egress, &clean, None).unwrap();
+        assert_eq!(
+            ok.detail,
+            "2001:2:0:10::1: path MTU 1400 (egress eth0 MTU 1500; Packet Too Big from \
+             2001:2:0:1::1: next-hop MTU 1400)"
+        );
+        let (hole, _) = simulate_from(FLOOR_V6, 1500, 1400, false);
+        let failure = spec.judge(them6, &egress, &hole, None).unwrap_err();
+        assert_eq!(failure.reason, Reason::Blackhole);
+        assert!(
+            failure.detail.starts_with(
+                "2001:2:0:10::1: black hole: don't-fragment packets over 1400 bytes vanish \
+                 without Packet Too Big"
+            ),
+            "{}",
+            failure.detail
+        );
     }
 }

@@ -1,16 +1,17 @@
 //! The `traceroute` probe: the routers between this namespace and a target, from TTL-limited
-//! ICMP echo requests, UDP datagrams or TCP SYNs (firewalls let different ones through).
+//! (hop-limited, in IPv6) ICMP echo requests, UDP datagrams or TCP SYNs (firewalls let different
+//! ones through).
 //!
 //! Probes go out in small waves of consecutive TTLs, so a short path costs one wave and the
 //! destination gets only a few probes. A router whose TTL runs out answers "time exceeded"
 //! quoting our packet; the destination answers with an echo reply, a port unreachable (UDP), or
-//! a SYN-ACK or RST (TCP).
+//! a SYN-ACK or RST (TCP). ICMPv6 says the same with other type and code numbers.
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write};
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::time::Instant;
 
-use super::raw::{self, IcmpError, Message, RawIcmp, PROTO_TCP, PROTO_UDP};
+use super::raw::{self, port_unreachable, IcmpError, Message, RawIcmp, PROTO_TCP, PROTO_UDP};
 use super::resolver::Resolver;
 use super::route::some_ip_or_cidr;
 use super::series::{flag, PerCheck};
@@ -53,7 +54,8 @@ impl Protocol {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "RawTracerouteSpec")]
 pub struct TracerouteSpec {
-    /// An IPv4 address, or a host name resolved in the probe's namespace every round.
+    /// An IP address, or a host name resolved in the probe's namespace every round (its IPv4
+    /// address when it has both).
     pub target: Host,
     pub protocol: Protocol,
     /// TCP: the port SYNs go to. UDP: the first destination port, one more per TTL.
@@ -130,15 +132,16 @@ impl TryFrom<RawTracerouteSpec> for TracerouteSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hop {
     /// A router on the way (time exceeded).
-    Transit(Ipv4Addr),
+    Transit(IpAddr),
     /// The target itself.
-    Reached(Ipv4Addr),
-    /// A router or the target refused to carry the probe (unreachable, with its ICMP code).
-    Unreachable(Ipv4Addr, u8),
+    Reached(IpAddr),
+    /// A router or the target refused to carry the probe (unreachable, with its ICMP code, or
+    /// ICMPv6 code for an IPv6 address).
+    Unreachable(IpAddr, u8),
 }
 
 impl Hop {
-    fn addr(self) -> Ipv4Addr {
+    fn addr(self) -> IpAddr {
         match self {
             Hop::Transit(a) | Hop::Reached(a) | Hop::Unreachable(a, _) => a,
         }
@@ -194,7 +197,7 @@ impl fmt::Display for TracerouteReport {
             }
             match hop {
                 Some(Hop::Unreachable(addr, code)) => {
-                    write!(f, "{} {addr} !{}", i + 1, unreachable_mark(*code))?
+                    write!(f, "{} {addr} !{}", i + 1, unreachable_mark(*addr, *code))?
                 }
                 Some(hop) => write!(f, "{} {}", i + 1, hop.addr())?,
                 None => write!(f, "{} *", i + 1)?,
@@ -204,22 +207,25 @@ impl fmt::Display for TracerouteReport {
     }
 }
 
-/// traceroute's marks: !N network, !H host, !P protocol, !X administratively prohibited.
-fn unreachable_mark(code: u8) -> String {
-    match code {
-        0 => "N".into(),
-        1 => "H".into(),
-        2 => "P".into(),
-        4 => "F".into(),
-        9 | 10 | 13 => "X".into(),
-        other => format!("<{other}>"),
-    }
+/// traceroute's marks: !N network, !H host, !P protocol, !F fragmentation needed, !X
+/// administratively prohibited, !S beyond the source's scope, each from its family's codes.
+fn unreachable_mark(from: IpAddr, code: u8) -> String {
+    let mark = match (from, code) {
+        (_, 0) => "N",
+        (IpAddr::V4(_), 1) | (IpAddr::V6(_), 3) => "H",
+        (IpAddr::V4(_), 2) => "P",
+        (IpAddr::V4(_), 4) => "F",
+        (IpAddr::V4(_), 9 | 10 | 13) | (IpAddr::V6(_), 1 | 5 | 6) => "X",
+        (IpAddr::V6(_), 2) => "S",
+        (_, other) => return format!("<{other}>"),
+    };
+    mark.into()
 }
 
 /// What one ICMP message means for this round's probes: the TTL it answers and the hop.
 struct Matcher {
     protocol: Protocol,
-    target: Ipv4Addr,
+    target: IpAddr,
     ident: u16,
     /// UDP: our socket's port (destination ports encode the TTL). TCP: port per TTL.
     udp_port: u16,
@@ -259,9 +265,16 @@ impl Matcher {
                 let hop = match error {
                     IcmpError::TimeExceeded => Hop::Transit(from),
                     // Port unreachable from the target is how a UDP probe arrives.
-                    IcmpError::Unreachable { code: 3 } if from == self.target => Hop::Reached(from),
+                    IcmpError::Unreachable { code }
+                        if from == self.target && port_unreachable(from, code) =>
+                    {
+                        Hop::Reached(from)
+                    }
                     IcmpError::Unreachable { code } => Hop::Unreachable(from, code),
-                    IcmpError::FragNeeded { .. } => Hop::Unreachable(from, 4),
+                    IcmpError::TooBig { .. } if from.is_ipv4() => Hop::Unreachable(from, 4),
+                    // ICMPv6 has no unreachable code for it, and no IPv6 link is narrower than
+                    // our probes: a Packet Too Big for one is bogus.
+                    IcmpError::TooBig { .. } => return None,
                 };
                 Some((ttl, hop))
             }
@@ -359,11 +372,11 @@ impl Probe for TracerouteSpec {
 impl TracerouteSpec {
     async fn round(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
         let deadline = Instant::now() + budget;
-        let target = raw::ipv4_target(&self.target, ctx, &self.resolver, "traceroute").await?;
-        let icmp = RawIcmp::open("traceroute")?;
+        let target = raw::path_target(&self.target, ctx, &self.resolver).await?;
+        let icmp = RawIcmp::open(target, "traceroute")?;
         let sender = match self.protocol {
             Protocol::Icmp => Sender::Icmp(&icmp),
-            Protocol::Udp => Sender::Udp(udp_socket().await?),
+            Protocol::Udp => Sender::Udp(udp_socket(target).await?),
             Protocol::Tcp => Sender::Tcp,
         };
         let mut matcher = Matcher {
@@ -431,7 +444,7 @@ impl TracerouteSpec {
 
     fn judge(
         &self,
-        target: Ipv4Addr,
+        target: IpAddr,
         hops: &BTreeMap<u8, Hop>,
         sent: u8,
     ) -> Result<Outcome, Failure> {
@@ -443,7 +456,7 @@ impl TracerouteSpec {
             expected_hop_seen: self.expect_hop.map(|expected| {
                 path.iter()
                     .flatten()
-                    .any(|hop| expected.contains(&IpAddr::V4(hop.addr())))
+                    .any(|hop| expected.contains(&hop.addr()))
             }),
             hops: path,
         };
@@ -522,17 +535,17 @@ impl Sender<'_> {
                 Ok(None)
             }
             Sender::Udp(udp) => {
-                udp.set_ttl(u32::from(ttl)).map_err(failed)?;
+                raw::set_hop_limit(udp, target.is_ipv6(), ttl).map_err(failed)?;
                 let port = matcher.dst_port + u16::from(ttl) - 1;
-                udp.send_to(&[0u8; 32], SocketAddrV4::new(target, port))
+                udp.send_to(&[0u8; 32], SocketAddr::new(target, port))
                     .await
                     .map_err(failed)?;
                 Ok(None)
             }
             Sender::Tcp => {
-                let (socket, port) = tcp_socket(ttl).map_err(failed)?;
+                let (socket, port) = tcp_socket(target, ttl).map_err(failed)?;
                 matcher.tcp_ports.insert(port, ttl);
-                let addr = SocketAddr::from(SocketAddrV4::new(target, matcher.dst_port));
+                let addr = SocketAddr::new(target, matcher.dst_port);
                 Ok(Some(Box::pin(
                     async move { (ttl, socket.connect(addr).await) },
                 )))
@@ -541,18 +554,32 @@ impl Sender<'_> {
     }
 }
 
-async fn udp_socket() -> Result<UdpSocket, Failure> {
-    UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+/// The unspecified address of `target`'s family, to bind to.
+fn unspecified(target: IpAddr) -> IpAddr {
+    match target {
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    }
+}
+
+async fn udp_socket(target: IpAddr) -> Result<UdpSocket, Failure> {
+    UdpSocket::bind(SocketAddr::new(unspecified(target), 0))
         .await
         .map_err(|e| Failure::new(Reason::of_io(&e), format!("open a UDP socket: {e}")))
 }
 
-/// A TCP socket whose SYNs carry `ttl`, bound so its port is known before the SYN leaves.
-fn tcp_socket(ttl: u8) -> io::Result<(TcpSocket, u16)> {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(SockProtocol::TCP))?;
-    socket.set_ttl_v4(u32::from(ttl))?;
+/// A TCP socket toward `target` whose SYNs carry `ttl`, bound so its port is known before the
+/// SYN leaves.
+fn tcp_socket(target: IpAddr, ttl: u8) -> io::Result<(TcpSocket, u16)> {
+    let bind = SocketAddr::new(unspecified(target), 0);
+    let socket = Socket::new(
+        Domain::for_address(bind),
+        Type::STREAM,
+        Some(SockProtocol::TCP),
+    )?;
+    raw::set_hop_limit(&socket, target.is_ipv6(), ttl)?;
     socket.set_nonblocking(true)?;
-    socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)).into())?;
+    socket.bind(&bind.into())?;
     let port = socket
         .local_addr()?
         .as_socket()
@@ -577,7 +604,7 @@ mod tests {
     fn matcher(protocol: Protocol, dst_port: u16) -> Matcher {
         Matcher {
             protocol,
-            target: THEM,
+            target: THEM.into(),
             ident: 77,
             udp_port: 40000,
             tcp_ports: [(50001, 3)].into_iter().collect(),
@@ -638,11 +665,11 @@ mod tests {
         request.extend_from_slice(&2u16.to_be_bytes());
         let original = ip(ME, THEM, PROTO_ICMP, &request);
         let exceeded = parse(&icmp_error(VNET, 11, 0, 0, &original));
-        assert_eq!(m.classify(&exceeded), Some((2, Hop::Transit(VNET))));
+        assert_eq!(m.classify(&exceeded), Some((2, Hop::Transit(VNET.into()))));
         let mut reply = request.clone();
         reply[0] = 0;
         let reply = parse(&ip(THEM, ME, PROTO_ICMP, &reply));
-        assert_eq!(m.classify(&reply), Some((2, Hop::Reached(THEM))));
+        assert_eq!(m.classify(&reply), Some((2, Hop::Reached(THEM.into()))));
         let other = Matcher { ident: 78, ..m };
         assert_eq!(other.classify(&exceeded), None);
     }
@@ -652,16 +679,19 @@ mod tests {
         let udp = matcher(Protocol::Udp, UDP_BASE_PORT);
         let original = ip(ME, THEM, PROTO_UDP, &header(40000, UDP_BASE_PORT + 1));
         let exceeded = parse(&icmp_error(NODE, 11, 0, 0, &original));
-        assert_eq!(udp.classify(&exceeded), Some((2, Hop::Transit(NODE))));
+        assert_eq!(
+            udp.classify(&exceeded),
+            Some((2, Hop::Transit(NODE.into())))
+        );
         let port_unreachable = parse(&icmp_error(THEM, 3, 3, 0, &original));
         assert_eq!(
             udp.classify(&port_unreachable),
-            Some((2, Hop::Reached(THEM)))
+            Some((2, Hop::Reached(THEM.into())))
         );
         let filtered = parse(&icmp_error(VNET, 3, 13, 0, &original));
         assert_eq!(
             udp.classify(&filtered),
-            Some((2, Hop::Unreachable(VNET, 13)))
+            Some((2, Hop::Unreachable(VNET.into(), 13)))
         );
         let someone_else = ip(ME, THEM, PROTO_UDP, &header(40001, UDP_BASE_PORT + 1));
         assert_eq!(
@@ -673,7 +703,7 @@ mod tests {
         let syn = ip(ME, THEM, PROTO_TCP, &header(50001, 389));
         assert_eq!(
             tcp.classify(&parse(&icmp_error(VNET, 11, 0, 0, &syn))),
-            Some((3, Hop::Transit(VNET)))
+            Some((3, Hop::Transit(VNET.into())))
         );
         assert_eq!(
             udp.classify(&parse(&icmp_error(VNET, 11, 0, 0, &syn))),
@@ -689,12 +719,12 @@ mod tests {
     fn judged_paths_read_like_traceroute() {
         let s = spec("{target: 198.19.10.1, expect_hop: 198.18.1.1}").unwrap();
         let path = hops(&[
-            (1, Hop::Transit(NODE)),
-            (2, Hop::Transit(VNET)),
-            (4, Hop::Reached(THEM)),
-            (5, Hop::Reached(THEM)),
+            (1, Hop::Transit(NODE.into())),
+            (2, Hop::Transit(VNET.into())),
+            (4, Hop::Reached(THEM.into())),
+            (5, Hop::Reached(THEM.into())),
         ]);
-        let ok = s.judge(THEM, &path, 8).unwrap();
+        let ok = s.judge(THEM.into(), &path, 8).unwrap();
         assert_eq!(
             ok.detail,
             "198.19.10.1 reached in 4 hops (icmp): 1 198.18.2.1, 2 198.18.1.1, 3 *, 4 198.19.10.1"
@@ -708,7 +738,7 @@ mod tests {
         );
 
         let elsewhere = spec("{target: 198.19.10.1, expect_hop: 198.18.9.0/24}").unwrap();
-        let failure = elsewhere.judge(THEM, &path, 8).unwrap_err();
+        let failure = elsewhere.judge(THEM.into(), &path, 8).unwrap_err();
         assert_eq!(failure.reason, Reason::Mismatch);
         assert!(
             failure
@@ -718,15 +748,21 @@ mod tests {
             failure.detail
         );
 
-        let lost = hops(&[(1, Hop::Transit(NODE)), (2, Hop::Transit(VNET))]);
-        let failure = s.judge(THEM, &lost, 30).unwrap_err();
+        let lost = hops(&[
+            (1, Hop::Transit(NODE.into())),
+            (2, Hop::Transit(VNET.into())),
+        ]);
+        let failure = s.judge(THEM.into(), &lost, 30).unwrap_err();
         assert_eq!(failure.reason, Reason::Timeout);
         assert_eq!(
             failure.detail,
             "198.19.10.1 not reached within 30 hops (icmp): 1 198.18.2.1, 2 198.18.1.1, then no answer"
         );
-        let refused = hops(&[(1, Hop::Transit(NODE)), (2, Hop::Unreachable(VNET, 0))]);
-        let failure = s.judge(THEM, &refused, 4).unwrap_err();
+        let refused = hops(&[
+            (1, Hop::Transit(NODE.into())),
+            (2, Hop::Unreachable(VNET.into(), 0)),
+        ]);
+        let failure = s.judge(THEM.into(), &refused, 4).unwrap_err();
         assert_eq!(failure.reason, Reason::Unreachable);
         assert!(
             failure.detail.contains("2 198.18.1.1 !N"),
@@ -742,9 +778,9 @@ mod tests {
             expected_hop_seen: None,
         };
         let (n, v, t) = (
-            Some(Hop::Transit(NODE)),
-            Some(Hop::Transit(VNET)),
-            Some(Hop::Reached(THEM)),
+            Some(Hop::Transit(NODE.into())),
+            Some(Hop::Transit(VNET.into())),
+            Some(Hop::Reached(THEM.into())),
         );
         let base = report(&[n, v, t]);
         assert!(!base.path_changed(&base));
@@ -755,5 +791,70 @@ mod tests {
             report(&[n, v, None, t]).path_changed(&base),
             "one hop longer"
         );
+    }
+
+    #[test]
+    fn icmpv6_answers_map_to_their_hop_limit() {
+        use crate::probe::raw::tests::{echo6, icmp6_error, ip6, GW6, ME6, THEM6};
+        use crate::probe::raw::{parse_v6, PROTO_ICMPV6};
+        let icmp = Matcher {
+            target: THEM6.into(),
+            ..matcher(Protocol::Icmp, 0)
+        };
+        let original = ip6(ME6, THEM6, PROTO_ICMPV6, &echo6(128, 77, 2, 64));
+        let exceeded = parse_v6(GW6, &icmp6_error(3, 0, 0, &original));
+        assert_eq!(
+            icmp.classify(&exceeded),
+            Some((2, Hop::Transit(GW6.into())))
+        );
+        let reply = parse_v6(THEM6, &echo6(129, 77, 3, 64));
+        assert_eq!(icmp.classify(&reply), Some((3, Hop::Reached(THEM6.into()))));
+        let too_big = parse_v6(GW6, &icmp6_error(2, 0, 1280, &original));
+        assert_eq!(icmp.classify(&too_big), None, "a bogus Packet Too Big");
+        let v4 = matcher(Protocol::Icmp, 0);
+        assert_eq!(v4.classify(&exceeded), None, "another target");
+
+        let udp = Matcher {
+            target: THEM6.into(),
+            ..matcher(Protocol::Udp, UDP_BASE_PORT)
+        };
+        let original = ip6(ME6, THEM6, PROTO_UDP, &header(40000, UDP_BASE_PORT + 2));
+        let arrived = parse_v6(THEM6, &icmp6_error(1, 4, 0, &original));
+        assert_eq!(
+            udp.classify(&arrived),
+            Some((3, Hop::Reached(THEM6.into())))
+        );
+        // Code 3 is "address unreachable" in ICMPv6, not the port unreachable it is in ICMP.
+        let address = parse_v6(THEM6, &icmp6_error(1, 3, 0, &original));
+        let hop = Hop::Unreachable(THEM6.into(), 3);
+        assert_eq!(udp.classify(&address), Some((3, hop)));
+        let report = TracerouteReport {
+            hops: vec![
+                Some(Hop::Transit(GW6.into())),
+                Some(Hop::Unreachable(GW6.into(), 1)),
+            ],
+            expected_hop_seen: None,
+        };
+        assert_eq!(report.to_string(), "1 2001:2:0:1::1, 2 2001:2:0:1::1 !X");
+        assert_eq!(unreachable_mark(THEM6.into(), 3), "H");
+        assert_eq!(unreachable_mark(THEM.into(), 3), "<3>");
+    }
+
+    #[test]
+    fn expect_hop_takes_ipv6_prefixes() {
+        use crate::probe::raw::tests::{GW6, THEM6};
+        let s = spec("{target: '2001:2:0:10::1', expect_hop: '2001:2:0:1::/64'}").unwrap();
+        let path = hops(&[
+            (1, Hop::Transit(GW6.into())),
+            (2, Hop::Reached(THEM6.into())),
+        ]);
+        let ok = s.judge(THEM6.into(), &path, 4).unwrap();
+        assert_eq!(
+            ok.detail,
+            "2001:2:0:10::1 reached in 2 hops (icmp): 1 2001:2:0:1::1, 2 2001:2:0:10::1"
+        );
+        let elsewhere = spec("{target: '2001:2:0:10::1', expect_hop: '2001:2:9::/48'}").unwrap();
+        let failure = elsewhere.judge(THEM6.into(), &path, 4).unwrap_err();
+        assert_eq!(failure.reason, Reason::Mismatch);
     }
 }

@@ -77,6 +77,18 @@ impl Lab {
         self.nft_chain(Host::VnetGw, "frag_needed_drop", "output", rules);
     }
 
+    /// The IPv6 PMTU black hole: the VNET gateway's ICMPv6 Packet Too Big never leaves it, as
+    /// where an NSG or firewall filters ICMPv6, so oversized IPv6 packets vanish silently while
+    /// IPv4's fragmentation-needed still comes back.
+    pub fn packet_too_big_drop(&self, on: bool) {
+        let rules: &[&str] = if on {
+            &["icmpv6 type packet-too-big drop"]
+        } else {
+            &[]
+        };
+        self.nft_chain(Host::VnetGw, "packet_too_big_drop", "output", rules);
+    }
+
     /// TCP/53 dropped across the tunnel, as a firewall that allows only UDP DNS does: answers
     /// too large for UDP then fail.
     pub fn dns_tcp_drop(&self, on: bool) {
