@@ -12,7 +12,7 @@ use lab::stun::turnserver_available;
 use lab::web::nginx_available;
 use lab::{
     Host, Lab, NODE_IP, NODE_IP6, NODE_POD_GW, NODE_POD_GW6, ONPREM_GW, ONPREM_GW6, ONPREM_IP,
-    ONPREM_IP6, ONPREM_NET, ONPREM_NET6, POD_IP, POD_IP6, VNET_GW, VNET_GW6,
+    ONPREM_IP6, ONPREM_NET, ONPREM_NET6, POD_IP, POD_IP6, TUNNEL_MTU, VNET_GW, VNET_GW6,
 };
 use support::{check, check_once, codes, metric, pod_and_host_config, Agent, Resolv};
 
@@ -210,6 +210,10 @@ fn family_probes() -> String {
     tcp: {{ target: "{DB6_NAME}:{LDAP_PORT}", family: ipv4, {resolver} }}
   - name: gateway-6
     icmp: {{ target: gateway, family: ipv6, count: 2 }}
+  - name: dual-trace-6
+    traceroute: {{ target: "{DUAL_NAME}", family: ipv6, max_hops: 6, {resolver} }}
+  - name: dual-mtu-6
+    path_mtu: {{ target: "{DUAL_NAME}", family: ipv6, {resolver} }}
   - name: gateway-6-tcp
     netns: [pod]
     tcp: {{ target: "gateway:{NODE_PORT}", family: ipv6 }}
@@ -250,9 +254,10 @@ fn a_dual_name_is_probed_on_the_family_asked_for() {
     let wait = Duration::from_secs(15);
     let (v4, v6) = (ONPREM_IP.to_string(), ONPREM_IP6.to_string());
     for (netns, gateway) in [("pod", NODE_POD_GW6), ("host", VNET_GW6)] {
-        for probe in ["dual-4", "dual-6", "dual-any", "gateway-6"] {
+        for probe in ["dual-4", "dual-6", "dual-any", "gateway-6", "dual-trace-6"] {
             agent.wait_check(probe, netns, "success", wait);
         }
+        agent.wait_check("dual-mtu-6", netns, "success", wait);
         assert_eq!(resolved_to(&agent, "dual-4", netns, &v4), Some(1.0));
         assert_eq!(resolved_to(&agent, "dual-6", netns, &v6), Some(1.0));
         // `any` takes the A record: the name's AAAA does not move it onto IPv6.
@@ -268,6 +273,23 @@ fn a_dual_name_is_probed_on_the_family_asked_for() {
                 .is_some_and(|d| d.starts_with(&nodata)),
             "{db6}"
         );
+        // The path kinds measure the name's IPv6 address when asked to, not its A record.
+        for (probe, measured) in [
+            (
+                "dual-trace-6",
+                format!("{DUAL_NAME} ({v6}): {v6} reached in "),
+            ),
+            (
+                "dual-mtu-6",
+                format!("{DUAL_NAME} ({v6}): {v6}: path MTU {TUNNEL_MTU}"),
+            ),
+        ] {
+            let detail = &check(&verdict, probe, netns)["detail"];
+            assert!(
+                detail.as_str().is_some_and(|d| d.starts_with(&measured)),
+                "{probe} {netns}: {detail}"
+            );
+        }
         let ping = &check(&verdict, "gateway-6", netns)["detail"];
         assert!(
             ping.as_str()

@@ -690,10 +690,14 @@ probes:
   - { name: a, tcp: { target: "db.corp.example:5432", family: ipv4 } }
   - { name: b, icmp: { target: "2001:2:0:10::1", family: ipv4 } }
   - { name: c, source_ip: { stun: "198.19.10.3:3478", family: ipv6 } }
+  - { name: d, path_mtu: { target: "198.19.10.1", family: ipv6 } }
+  - { name: e, traceroute: { target: "2001:2:0:10::1", family: ipv4 } }
 "#
             ),
             "probes[1].icmp.family: ipv4, but the target 2001:2:0:10::1 is an IPv6 address\n\
-             probes[2].source_ip.family: ipv6, but the target 198.19.10.3 is an IPv4 address"
+             probes[2].source_ip.family: ipv6, but the target 198.19.10.3 is an IPv4 address\n\
+             probes[3].path_mtu.family: ipv6, but the target 198.19.10.1 is an IPv4 address\n\
+             probes[4].traceroute.family: ipv4, but the target 2001:2:0:10::1 is an IPv6 address"
         );
         assert!(
             errors("probes: [{name: a, tcp: {target: 'x.example:1', family: both}}]")

@@ -24,6 +24,7 @@ pub(super) async fn piece(ctx: &NetnsContext, ip: IpAddr, hops: u8, budget: Dura
         expect_hop: None,
         max_hops: hops,
         resolver: Resolver::System,
+        family: Default::default(),
     };
     // The probe stops within its budget; the timeout only guards against it not doing so.
     let round = tokio::time::timeout(budget + budget / 10, spec.run(ctx, budget)).await;

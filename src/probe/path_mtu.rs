@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::raw::{self, IcmpError, Message, RawIcmp};
-use super::resolver::Resolver;
+use super::resolver::{Family, Resolver};
 use super::route;
 use super::series::flag;
 use super::target::{Host, HostPort};
@@ -30,8 +30,8 @@ use crate::netns::NetnsContext;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PathMtuSpec {
-    /// An IP address, or a host name resolved in the probe's namespace every round (its IPv4
-    /// address when it has both).
+    /// An IP address, or a host name resolved in the probe's namespace every round (to
+    /// `family`).
     pub target: Host,
     /// The round fails when the path MTU is below this many bytes (1400 for an IPsec tunnel).
     #[serde(default, deserialize_with = "mtu")]
@@ -41,6 +41,10 @@ pub struct PathMtuSpec {
     /// Who resolves host names (the target's and `tcp_mss`'s): `system` or a list of servers.
     #[serde(default)]
     pub resolver: Resolver,
+    /// Which of the target's addresses is measured: `any` (IPv4 first), `ipv4` or `ipv6`; a
+    /// `tcp_mss` host name is resolved to the same family.
+    #[serde(default)]
+    pub family: Family,
 }
 
 /// What a round measured.
@@ -316,7 +320,7 @@ impl Probe for PathMtuSpec {
     }
 
     fn describe(&self) -> String {
-        format!("path MTU to {}", self.target)
+        format!("path MTU to {}{}", self.target, self.family.note())
     }
 
     async fn run(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
@@ -342,6 +346,10 @@ impl Probe for PathMtuSpec {
     }
 
     /// Any echo reply, at whatever size, crossed the path.
+    fn family(&self) -> Option<(&Host, Family)> {
+        Some((&self.target, self.family))
+    }
+
     fn targets(&self, failure: Option<&Failure>) -> Vec<Target> {
         let replied = |m: &Measurements| match m {
             Measurements::PathMtu(report) if report.mtu.is_some() => Some(true),
@@ -359,7 +367,7 @@ impl Probe for PathMtuSpec {
 impl PathMtuSpec {
     async fn round(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
         let deadline = Instant::now() + budget;
-        let target = raw::path_target(&self.target, ctx, &self.resolver).await?;
+        let target = raw::path_target(&self.target, ctx, &self.resolver, self.family).await?;
         let egress = route::lookup(target.into(), ctx).await?;
         let socket = RawIcmp::open(target, "path_mtu")?;
         socket.set_probe_pmtu().map_err(|e| {
@@ -394,7 +402,9 @@ impl PathMtuSpec {
         };
         let mss = async {
             match &self.tcp_mss {
-                Some(endpoint) => Some(tcp_mss(endpoint, ctx, &self.resolver, deadline).await),
+                Some(endpoint) => {
+                    Some(tcp_mss(endpoint, ctx, (&self.resolver, self.family), deadline).await)
+                }
                 None => None,
             }
         };
@@ -570,10 +580,10 @@ async fn round(
 async fn tcp_mss(
     endpoint: &HostPort,
     ctx: &NetnsContext,
-    resolver: &Resolver,
+    (resolver, family): (&Resolver, Family),
     deadline: Instant,
 ) -> Result<(SocketAddr, u32), Failure> {
-    let ip = endpoint.host.resolve(ctx, resolver).await?[0];
+    let ip = endpoint.host.resolve_family(ctx, resolver, family).await?[0];
     let addr = SocketAddr::new(ip, endpoint.port);
     let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
@@ -808,6 +818,7 @@ mod tests {
             min,
             tcp_mss: None,
             resolver: Default::default(),
+            family: Default::default(),
         };
         let egress = route::Route {
             destination: THEM_IP.into(),
@@ -949,6 +960,7 @@ mod tests {
             min: None,
             tcp_mss: None,
             resolver: Default::default(),
+            family: Default::default(),
         };
         let egress = route::Route {
             destination: them6.into(),

@@ -19,7 +19,7 @@ use pnet_packet::icmp::{self, IcmpCode, IcmpPacket, IcmpTypes};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
-use super::resolver::Resolver;
+use super::resolver::{Family, Resolver};
 use super::target::Host;
 use super::{Failure, Reason};
 use crate::netns::NetnsContext;
@@ -73,18 +73,17 @@ pub fn next_ident() -> u16 {
     (std::process::id() as u16).wrapping_add(NEXT_IDENT.fetch_add(1, Ordering::Relaxed))
 }
 
-/// The address of `host` a path probe measures, resolved in the probe's namespace: its first
-/// IPv4 address when it has one, so a dual-stack name keeps the path it always had, else its
-/// first IPv6 one.
+/// The address of `host` a path probe measures, resolved in the probe's namespace to `family`
+/// (with `any`, its first IPv4 address when it has one, so a dual-stack name keeps the path it
+/// always had).
 pub async fn path_target(
     host: &Host,
     ctx: &NetnsContext,
     resolver: &Resolver,
+    family: Family,
 ) -> Result<IpAddr, Failure> {
-    let ips = host.resolve(ctx, resolver).await?;
-    ips.iter()
-        .find(|ip| ip.is_ipv4())
-        .or_else(|| ips.first())
+    let ips = host.resolve_family(ctx, resolver, family).await?;
+    ips.first()
         .copied()
         .ok_or_else(|| Failure::new(Reason::Error, format!("{host}: no address")))
 }

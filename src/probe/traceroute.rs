@@ -24,7 +24,7 @@ use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::time::Instant;
 
 use super::raw::{self, port_unreachable, IcmpError, Message, RawIcmp, PROTO_TCP, PROTO_UDP};
-use super::resolver::Resolver;
+use super::resolver::{Family, Resolver};
 use super::route::some_ip_or_cidr;
 use super::series::{flag, PerCheck};
 use super::target::Host;
@@ -54,8 +54,8 @@ impl Protocol {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "RawTracerouteSpec")]
 pub struct TracerouteSpec {
-    /// An IP address, or a host name resolved in the probe's namespace every round (its IPv4
-    /// address when it has both).
+    /// An IP address, or a host name resolved in the probe's namespace every round (to
+    /// `family`).
     pub target: Host,
     pub protocol: Protocol,
     /// TCP: the port SYNs go to. UDP: the first destination port, one more per TTL.
@@ -65,6 +65,8 @@ pub struct TracerouteSpec {
     pub max_hops: u8,
     /// Who resolves a host name: `system` (the namespace's resolv.conf) or a list of servers.
     pub resolver: Resolver,
+    /// Which of the target's addresses is traced: `any` (IPv4 first), `ipv4` or `ipv6`.
+    pub family: Family,
 }
 
 #[derive(Deserialize)]
@@ -80,6 +82,8 @@ struct RawTracerouteSpec {
     max_hops: u8,
     #[serde(default)]
     resolver: Resolver,
+    #[serde(default)]
+    family: Family,
 }
 
 fn default_protocol() -> Protocol {
@@ -124,6 +128,7 @@ impl TryFrom<RawTracerouteSpec> for TracerouteSpec {
             expect_hop: raw.expect_hop,
             max_hops: raw.max_hops,
             resolver: raw.resolver,
+            family: raw.family,
         })
     }
 }
@@ -320,7 +325,7 @@ impl Probe for TracerouteSpec {
     }
 
     fn describe(&self) -> String {
-        format!("traceroute to {}", self.target)
+        format!("traceroute to {}{}", self.target, self.family.note())
     }
 
     async fn run(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
@@ -355,6 +360,10 @@ impl Probe for TracerouteSpec {
     }
 
     /// A trace that reached the target crossed the path, whatever its hops say.
+    fn family(&self) -> Option<(&Host, Family)> {
+        Some((&self.target, self.family))
+    }
+
     fn targets(&self, failure: Option<&Failure>) -> Vec<Target> {
         let reached = |m: &Measurements| match m {
             Measurements::Traceroute(report) => Some(report.reached()),
@@ -372,7 +381,7 @@ impl Probe for TracerouteSpec {
 impl TracerouteSpec {
     async fn round(&self, ctx: &NetnsContext, budget: Duration) -> Result<Outcome, Failure> {
         let deadline = Instant::now() + budget;
-        let target = raw::path_target(&self.target, ctx, &self.resolver).await?;
+        let target = raw::path_target(&self.target, ctx, &self.resolver, self.family).await?;
         let icmp = RawIcmp::open(target, "traceroute")?;
         let sender = match self.protocol {
             Protocol::Icmp => Sender::Icmp(&icmp),
