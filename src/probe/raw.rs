@@ -9,6 +9,7 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::OnceLock;
 
 use nix::{setsockopt_impl, sockopt_impl};
 use pnet_packet::icmp::echo_request::MutableEchoRequestPacket;
@@ -46,7 +47,10 @@ static NEXT_IDENT: AtomicU16 = AtomicU16::new(0);
 
 /// A fresh echo identifier for one probe round.
 pub fn next_ident() -> u16 {
-    (std::process::id() as u16).wrapping_add(NEXT_IDENT.fetch_add(1, Ordering::Relaxed))
+    // The process id once, not a getpid(2) per round.
+    static BASE: OnceLock<u16> = OnceLock::new();
+    let base = *BASE.get_or_init(|| std::process::id() as u16);
+    base.wrapping_add(NEXT_IDENT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The first IPv4 address of `host`, resolved in the probe's namespace: these probes measure
