@@ -420,7 +420,8 @@ fn report(runs: &[Measured], o: &Options) {
         );
     }
     println!(
-        "\n| workload | prober | user per probe | kernel per probe | CPU per probe | peak RSS (max) |"
+        "\n| workload | prober | user per probe (median) | kernel per probe (median) | CPU per probe \
+         | peak RSS (max) |"
     );
     println!("|---|---|---|---|---|---|");
     for workload in o.workloads().iter().map(label) {
@@ -429,9 +430,8 @@ fn report(runs: &[Measured], o: &Options) {
                 .iter()
                 .filter(|m| m.prober == p && m.workload == workload)
                 .collect();
-            let probes = mine.iter().map(|m| m.probes).sum::<u64>().max(1) as f64;
-            let user = mine.iter().map(|m| m.user).sum::<f64>() * 1e6 / probes;
-            let system = mine.iter().map(|m| m.system).sum::<f64>() * 1e6 / probes;
+            let user = median(mine.iter().map(|m| us(m.user, m)).collect());
+            let system = median(mine.iter().map(|m| us(m.system, m)).collect());
             let hwm = mine.iter().map(|m| m.hwm_kib).max().unwrap_or(0);
             (user, system, hwm)
         };
@@ -483,5 +483,16 @@ fn report(runs: &[Measured], o: &Options) {
             "\nWARNING: not every scheduled probe ran and passed: {}",
             missed.join("; ")
         );
+    }
+}
+
+/// The middle value (the mean of the middle two for an even count); 0 for none.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
 }
