@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::future::Future;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -130,8 +130,8 @@ impl Workload {
     /// dnsmasq answering `db.corp.example` from its own records on every DNS target address;
     /// it knows no upstream.
     fn serve_dns(&self, lab: &Lab) -> ProcHandle {
-        let listen: Vec<Ipv4Addr> = (0..self.dns.min(DNS_ADDRS))
-            .map(|i| onprem(usize::from(DNS_BASE) + i))
+        let listen: Vec<IpAddr> = (0..self.dns.min(DNS_ADDRS))
+            .map(|i| onprem(usize::from(DNS_BASE) + i).into())
             .collect();
         let records = [
             "--local=/corp.example/".to_owned(),

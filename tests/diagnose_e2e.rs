@@ -13,6 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use lab::dns::{dnsmasq_available, Forward, APP_NAME, APP_PORT, DB_NAME, LEAK_IP};
+use lab::stun::turnserver_available;
 use lab::web::{nginx_available, Web, APP_PATH, GOOD_NAME, HEALTHY_BODY, WEB_IP};
 use lab::{Host, Lab, ProcHandle, NODE_IP, ONPREM_IP, POD_IP, TUNNEL_MTU, VNET_GW, VPN_REMOTE};
 use support::{codes, metric, pod_and_host_config, run_cli, Agent, Resolv};
@@ -37,12 +38,13 @@ const WITHIN: Duration = Duration::from_secs(6);
 /// timeouts, the path MTU search) must not add a second one.
 const HOLD: Duration = Duration::from_secs(3);
 
-const CODES: [&str; 22] = [
+const CODES: [&str; 23] = [
     "config_reload_failed",
     "host_netns_unavailable",
     "blocked_target_reachable",
     "route_mismatch",
     "onprem_unreachable",
+    "onprem_family_unreachable",
     "tunnel_lossy",
     "path_slower",
     "pod_ip_masqueraded",
@@ -61,20 +63,6 @@ const CODES: [&str; 22] = [
     "tls_failure",
     "service_error",
 ];
-
-fn turnserver_available(test: &str) -> bool {
-    let found = std::process::Command::new("turnserver")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if !found && std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
-        panic!("{test}: turnserver (coturn) is required under CI (see .ci/packages.txt)");
-    }
-    if !found {
-        eprintln!("skipping {test}: turnserver not found (apt-get install coturn)");
-    }
-    found
-}
 
 /// Every kind of on-prem check from both namespaces: the pod asks the cluster DNS, the host
 /// asks on-prem, as on an AKS node joined to an on-prem domain; and a management port the pod

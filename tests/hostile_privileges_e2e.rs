@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use lab::{dns, Host, Lab, ONPREM_IP, POD_IP};
 use serde_json::Value;
-use support::{assert_alive, metric, piece, result, runs, write_config, Agent, BIN, PORT};
+use support::{assert_alive, metric, piece, result, rounds, runs, write_config, Agent, BIN, PORT};
 
 const LDAP_PORT: u16 = 389;
 const REFLECT_PORT: u16 = 3479;
@@ -304,14 +304,7 @@ probes:
         Some(0.0)
     );
     // The pod side still runs its rounds, through a node that is gone.
-    let pod_rounds = || {
-        let labels = [("probe", "ldap"), ("netns", "pod")];
-        metric(
-            &agent.metrics(),
-            "hybridprobe_probe_duration_seconds_count",
-            &labels,
-        )
-    };
+    let pod_rounds = || rounds(&agent.metrics(), "ldap", "pod");
     let before = pod_rounds();
     lab.wait_until("more pod rounds", Duration::from_secs(5), || {
         pod_rounds() > before

@@ -16,6 +16,11 @@
 //!    `conntrack_exhausted` with a full table explains `onprem_unreachable`.
 //! 3. `onprem_unreachable`: no on-prem target answers from any namespace. Every other diagnosis
 //!    below is a symptom of that and is not reported.
+//!    Then `onprem_family_unreachable`: over one address family (IPv6, or IPv4) no on-prem
+//!    target answers from any namespace, at two addresses or more, while targets of the other
+//!    family answer. A wrong route explains it too. The checks that asked over that family
+//!    alone, and its targets and DNS servers in the others, are then no evidence for anything
+//!    below: the other family's checks are read as usual.
 //!    Then `tunnel_lossy`: several checks across the tunnel lose a share of their packets.
 //!    Silence is then the loss's: timeouts (and a resolver's SERVFAIL) are no evidence for
 //!    anything below, which keeps DNS timeouts from reading as `dns_tcp_blocked`,
@@ -37,6 +42,7 @@
 //!    PMTU black hole explains a TLS handshake that stalls after the connect.
 
 mod degraded;
+mod family;
 mod observed;
 pub mod table;
 #[cfg(test)]
@@ -51,7 +57,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use observed::{dns_pairs, reaches, remote, Asked, Pair, Reach};
+use observed::{dns_pairs, reaches, remote, Asked, Family, Pair, Reach};
 pub use observed::{Observed, Seen};
 
 use crate::netns::NetnsId;
@@ -84,6 +90,7 @@ pub enum Code {
     DnsLoopbackStub,
     ConntrackExhausted,
     OnpremUnreachable,
+    OnpremFamilyUnreachable,
     TunnelLossy,
     PathSlower,
     PodIpMasqueraded,
@@ -114,6 +121,7 @@ impl Code {
         Code::DnsLoopbackStub,
         Code::ConntrackExhausted,
         Code::OnpremUnreachable,
+        Code::OnpremFamilyUnreachable,
         Code::TunnelLossy,
         Code::PathSlower,
         Code::PodIpMasqueraded,
@@ -143,6 +151,7 @@ impl Code {
             Code::DnsLoopbackStub => "dns_loopback_stub",
             Code::ConntrackExhausted => "conntrack_exhausted",
             Code::OnpremUnreachable => "onprem_unreachable",
+            Code::OnpremFamilyUnreachable => "onprem_family_unreachable",
             Code::TunnelLossy => "tunnel_lossy",
             Code::PathSlower => "path_slower",
             Code::PodIpMasqueraded => "pod_ip_masqueraded",
@@ -209,6 +218,14 @@ impl Code {
                 "the site-to-site VPN or ExpressRoute is down: check the connection status of the \
                  VPN gateway and the IKE/IPsec security associations on both ends, then the route \
                  table (UDR) on the AKS subnet and BGP route propagation"
+            }
+            Code::OnpremFamilyUnreachable => {
+                "one address family crosses the tunnel, the other does not: check the VPN \
+                 gateway's configuration for that family (for IPv6 a dual-stack gateway, the \
+                 IPv6 prefixes in the local network gateway's address space and the IPsec \
+                 traffic selectors, ExpressRoute's IPv6 private peering), the route table (UDR) \
+                 on the AKS subnet for that family's on-prem prefix, and NSG and on-prem \
+                 firewall rules written for one family only"
             }
             Code::TunnelLossy => {
                 "the tunnel drops a share of its packets: check the VPN gateway's metrics \
@@ -374,13 +391,32 @@ pub fn diagnose(
     if nothing_answers {
         return found;
     }
+    let family = family::onprem_family_unreachable(&reach).filter(|_| !routed);
+    let down = family.as_ref().map(|(down, _)| *down);
+    found.extend(family.map(|(_, diagnosis)| diagnosis));
+    // The family that does not cross is set aside: what is left is read as usual.
+    let kept = |of: Option<Family>| down.is_none() || of != down;
+    let other_family;
+    let (checks, mut reach, mut pairs) = match down {
+        Some(down) => {
+            other_family = family::without(down, checks);
+            (&other_family[..], reach, pairs)
+        }
+        None => (checks, reach, pairs),
+    };
+    reach.retain(|r| kept(r.address.map(Family::of)));
+    pairs.retain(|p| kept(p.family));
     let lossy = degraded::tunnel_lossy(checks);
     let discounted;
     let (checks, reach, pairs) = if lossy.is_some() {
         discounted = degraded::discount_loss(checks);
         let mut pairs = pairs;
         degraded::discount_dns(&mut pairs);
-        let reach: Vec<Reach> = discounted.iter().flat_map(reaches).collect();
+        let reach: Vec<Reach> = discounted
+            .iter()
+            .flat_map(reaches)
+            .filter(|r| kept(r.address.map(Family::of)))
+            .collect();
         (&discounted[..], reach, pairs)
     } else {
         (checks, reach, pairs)

@@ -1,5 +1,6 @@
 //! What the checks say about the path, read for the diagnoses: which on-prem targets answered
-//! from which namespace, and what each DNS (server, transport) pair did.
+//! from which namespace and over which address family, and what each DNS (server, transport)
+//! pair did.
 //!
 //! A check counts by its state after flap damping; while it fails, its latest failed round is
 //! the evidence. A failure says a target *answered* when something came back across the path
@@ -62,7 +63,66 @@ pub struct Reach<'a> {
     pub netns: NetnsId,
     /// The target as configured: `198.19.10.1:389`, `ldap.corp.example`, a DNS server.
     pub target: String,
+    /// The address asked: the target's own, or the one its name resolved to in a failed round;
+    /// `None` for a name the evidence does not resolve.
+    pub address: Option<IpAddr>,
     pub answered: bool,
+}
+
+/// An address family, as the per-family diagnoses name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    pub fn of(ip: IpAddr) -> Family {
+        match ip {
+            IpAddr::V4(_) => Family::Ipv4,
+            IpAddr::V6(_) => Family::Ipv6,
+        }
+    }
+
+    pub fn other(self) -> Family {
+        match self {
+            Family::Ipv4 => Family::Ipv6,
+            Family::Ipv6 => Family::Ipv4,
+        }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Family::Ipv4 => "IPv4",
+            Family::Ipv6 => "IPv6",
+        })
+    }
+}
+
+/// The address a target was asked at: its own, or the one a name resolved to in `failure`.
+fn address(host: &Host, failure: Option<&Failure>) -> Option<IpAddr> {
+    match host {
+        Host::Ip(ip) => Some(*ip),
+        Host::Name(_) => failure.and_then(|f| f.resolved),
+        Host::Gateway => None,
+    }
+}
+
+/// Whether every on-prem target of a check was asked over `family`: the check is then that
+/// family's evidence alone. A check without such targets (a route, a name not resolved) is not.
+pub fn only_family(check: &Observed, family: Family) -> bool {
+    let failure = check.failure();
+    let families: Vec<Option<Family>> = check
+        .probe
+        .kind
+        .targets(failure)
+        .iter()
+        .filter(|target| remote(&target.host))
+        .map(|target| address(&target.host, failure).map(Family::of))
+        .collect();
+    !families.is_empty() && families.iter().all(|f| *f == Some(family))
 }
 
 /// On-prem, for the diagnoses: every target except the namespace's `gateway` and loopback,
@@ -100,6 +160,7 @@ pub fn reaches<'a>(check: &Observed<'a>) -> Vec<Reach<'a>> {
             Some(Reach {
                 probe: &check.probe.name,
                 netns: check.netns,
+                address: address(&target.host, check.failure()),
                 answered: target.answered?,
                 target: target.text,
             })
@@ -129,6 +190,8 @@ pub struct Pair<'a> {
     pub server: String,
     pub asked: Asked,
     pub transport: DnsTransport,
+    /// The server's address family; `None` for `system`.
+    pub family: Option<Family>,
     /// `None` when the pair passed.
     pub failure: Option<Reason>,
     /// A wrong answer (`mismatch`) with what was expected, as the detail shows it.
@@ -152,6 +215,10 @@ pub fn dns_pairs<'a>(check: &Observed<'a>) -> Vec<Pair<'a>> {
         netns: check.netns,
         server: server.to_string(),
         asked: asked(server),
+        family: match server {
+            Server::Addr(addr) => Some(Family::of(addr.ip())),
+            Server::System => None,
+        },
         transport,
         failure,
         wrong: wrong.filter(|_| failure == Some(Reason::Mismatch)),

@@ -18,6 +18,7 @@ use crate::probe::{Failure, Outcome};
 use crate::results::{CheckKey, Damping, Results, Sample};
 
 mod degraded;
+mod family;
 
 use NetnsId::{Host, Pod};
 
@@ -288,6 +289,15 @@ fn pod_blocked() -> Vec<(&'static str, NetnsId, Failure)> {
         .collect()
 }
 
+/// What `f` makes fail, from the pod and from the host.
+fn both(
+    f: fn(NetnsId) -> Vec<(&'static str, NetnsId, Failure)>,
+) -> Vec<(&'static str, NetnsId, Failure)> {
+    let mut all = f(Pod);
+    all.extend(f(Host));
+    all
+}
+
 #[derive(Default)]
 struct Case {
     name: &'static str,
@@ -361,11 +371,6 @@ fn run(case: &Case) -> Vec<Diagnosis> {
 }
 
 fn cases() -> Vec<Case> {
-    let both = |f: fn(NetnsId) -> Vec<(&'static str, NetnsId, Failure)>| {
-        let mut all = f(Pod);
-        all.extend(f(Host));
-        all
-    };
     let everywhere = |probe: &'static str, failure: Failure| {
         vec![(probe, Pod, failure.clone()), (probe, Host, failure)]
     };
@@ -1245,6 +1250,7 @@ fn each_result_set_yields_its_diagnoses_and_no_others() {
     for case in cases()
         .into_iter()
         .chain(degraded::cases())
+        .chain(family::cases())
         .chain(node_local_cases())
     {
         let found = run(&case);
@@ -1291,6 +1297,8 @@ fn codes_are_distinct_snake_case_and_each_has_a_hint() {
         (Code::RouteOverlap, "--service-cidr"),
         (Code::DnsLoopbackStub, "resolvConf"),
         (Code::ConntrackExhausted, "nf_conntrack_max"),
+        (Code::OnpremFamilyUnreachable, "UDR"),
+        (Code::OnpremFamilyUnreachable, "IPv6 prefixes"),
     ] {
         assert!(code.hint().contains(names), "{code}: {}", code.hint());
     }
@@ -1298,7 +1306,7 @@ fn codes_are_distinct_snake_case_and_each_has_a_hint() {
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), count);
-    assert_eq!(count, 25);
+    assert_eq!(count, 26);
 }
 
 /// Flap damping decides whether a check counts; its latest failure stays the evidence until it

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use prometheus::core::Collector;
+use prometheus::proto::{MetricFamily, MetricType, Summary};
 use prometheus::{
     Counter, CounterVec, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, Opts,
 };
@@ -17,18 +18,15 @@ use prometheus::{
 use crate::evidence::{self, CaptureOutcome};
 use crate::netns::NetnsId;
 use crate::probe::series::InfoSeries;
-use crate::probe::{CheckLabels, Failure, Families, KindSeries, Outcome, DURATION_BUCKETS};
+use crate::probe::{CheckLabels, Failure, Families, KindSeries, Outcome};
 use crate::results::{Standing, TargetState, Transition};
 
 mod exposition;
+#[cfg(test)]
+mod series_contract;
 mod text;
 
 pub use exposition::Exposition;
-
-/// Outages: from one missed round to a day.
-const OUTAGE_BUCKETS: &[f64] = &[
-    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0,
-];
 
 /// Scheduler lag: timer resolution is a millisecond, so a healthy agent lands in the lowest
 /// buckets; the upper ones show a runtime too busy to start rounds on time.
@@ -49,7 +47,7 @@ pub struct Metrics {
     /// [`Metrics::changed`], which drops it, so between changes no copy is kept.
     exposition: Arc<Mutex<Option<Exposition>>>,
     probe_success: GaugeVec,
-    probe_duration: HistogramVec,
+    probe_duration: GaugeVec,
     probe_runs: CounterVec,
     probe_last_success: GaugeVec,
     probe_state_changes: CounterVec,
@@ -101,6 +99,9 @@ enum Family {
     Gauges(GaugeVec),
     Counters(CounterVec),
     Histograms(HistogramVec),
+    /// Summaries without quantiles: a count and a sum per series. The crate has no summary,
+    /// so a histogram with no bucket but the implicit `+Inf` keeps them, rendered as one.
+    Summaries(HistogramVec),
     Single(Box<dyn Collector>),
 }
 
@@ -109,9 +110,17 @@ impl Family {
         match self {
             Family::Gauges(v) => v,
             Family::Counters(v) => v,
-            Family::Histograms(v) => v,
+            Family::Histograms(v) | Family::Summaries(v) => v,
             Family::Single(c) => c.as_ref(),
         }
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut families = self.collector().collect();
+        if let Family::Summaries(_) = self {
+            families.iter_mut().for_each(as_summary);
+        }
+        families
     }
 
     /// Removes every series whose labels include all of `labels`.
@@ -130,11 +139,23 @@ impl Family {
                 let _ = match self {
                     Family::Gauges(v) => v.remove(&pairs),
                     Family::Counters(v) => v.remove(&pairs),
-                    Family::Histograms(v) => v.remove(&pairs),
+                    Family::Histograms(v) | Family::Summaries(v) => v.remove(&pairs),
                     Family::Single(_) => Ok(()),
                 };
             }
         }
+    }
+}
+
+/// A bucketless histogram's family as the summary it stands for: its count and sum.
+fn as_summary(family: &mut MetricFamily) {
+    family.set_field_type(MetricType::SUMMARY);
+    for metric in family.mut_metric() {
+        let histogram = metric.get_histogram();
+        let mut summary = Summary::default();
+        summary.set_sample_count(histogram.get_sample_count());
+        summary.set_sample_sum(histogram.get_sample_sum());
+        metric.set_summary(summary);
     }
 }
 
@@ -144,7 +165,7 @@ pub struct CheckSeries {
     kind: &'static str,
     netns: NetnsId,
     success: Gauge,
-    duration: Histogram,
+    duration: Gauge,
     runs_success: Counter,
     /// Created on the first success: a timestamp of 0 would read as "passed in 1970".
     last_success: OnceLock<Gauge>,
@@ -166,6 +187,15 @@ impl Registrar {
         let g = Gauge::new(name, help).expect("valid gauge");
         self.0.push(Family::Single(Box::new(g.clone())));
         g
+    }
+
+    /// A summary family without quantiles: per series only `_count` and `_sum`, for durations
+    /// whose totals are read but whose distribution is not.
+    fn summaries(&mut self, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(vec![f64::INFINITY]);
+        let h = HistogramVec::new(opts, labels).expect("valid summary");
+        self.0.push(Family::Summaries(h.clone()));
+        h
     }
 }
 
@@ -238,11 +268,10 @@ impl Metrics {
                 "1 if the last round of the check passed, 0 if it failed.",
                 CHECK,
             ),
-            probe_duration: r.histograms(
+            probe_duration: r.gauges(
                 "hybridprobe_probe_duration_seconds",
-                "How long each round of the check took.",
+                "How long the check's last round took.",
                 CHECK,
-                DURATION_BUCKETS,
             ),
             probe_runs: r.counters(
                 "hybridprobe_probe_runs_total",
@@ -259,11 +288,10 @@ impl Metrics {
                 "Times the check went from passing to failing or back (after flap damping).",
                 CHECK,
             ),
-            outage_duration: r.histograms(
+            outage_duration: r.summaries(
                 "hybridprobe_outage_duration_seconds",
                 "How long each finished outage of the check lasted, observed at recovery.",
                 CHECK,
-                OUTAGE_BUCKETS,
             ),
             probe_consecutive_failures: r.gauges(
                 "hybridprobe_probe_consecutive_failures",
@@ -367,7 +395,7 @@ impl Metrics {
             gauge.set(f64::from(state == standing.state));
         }
         check.success.set(if result.is_ok() { 1.0 } else { 0.0 });
-        check.duration.observe(took.as_secs_f64());
+        check.duration.set(took.as_secs_f64());
         match result {
             Ok(_) => {
                 check.runs_success.inc();
@@ -508,7 +536,7 @@ impl Metrics {
         let expected = self.last_render_len.load(Ordering::Relaxed);
         let mut out = String::with_capacity(expected + expected / 8 + 4096);
         for family in self.families.iter() {
-            let collected = family.collector().collect();
+            let collected = family.collect();
             // A vector with no series yet renders nothing, as the registry would.
             let present: Vec<_> = collected
                 .into_iter()
@@ -632,8 +660,7 @@ mod tests {
             r#"hybridprobe_probe_runs_total{kind="icmp",netns="pod",probe="dc1",result="timeout"} 1"#,
             r#"hybridprobe_probe_runs_total{kind="icmp",netns="pod",probe="dc1",result="success"} 0"#,
             r#"hybridprobe_probe_state_changes_total{kind="icmp",netns="pod",probe="dc1"} 1"#,
-            r#"hybridprobe_probe_duration_seconds_bucket{kind="icmp",netns="pod",probe="dc1",le="2.5"} 1"#,
-            r#"hybridprobe_probe_duration_seconds_bucket{kind="icmp",netns="pod",probe="dc1",le="10"} 1"#,
+            r#"hybridprobe_probe_duration_seconds{kind="icmp",netns="pod",probe="dc1"} 1.5"#,
             r#"hybridprobe_icmp_loss_ratio{netns="pod",probe="dc1"} 0.5"#,
             r#"hybridprobe_icmp_rtt_seconds_count{netns="pod",probe="dc1"} 2"#,
             r#"hybridprobe_icmp_jitter_seconds{netns="pod",probe="dc1"} 0.002"#,
@@ -808,9 +835,9 @@ mod tests {
             r#"hybridprobe_dns_success{netns="host",probe="corp-db",server="system",transport="udp"} 1"#,
             r#"hybridprobe_dns_success{netns="host",probe="corp-db",server="198.19.10.1",transport="tcp"} 0"#,
             r#"hybridprobe_dns_query_duration_seconds_count{netns="host",probe="corp-db",server="system",transport="udp"} 2"#,
-            r#"hybridprobe_dns_query_duration_seconds_bucket{netns="host",probe="corp-db",server="198.19.10.1",transport="tcp",le="1"} 0"#,
-            r#"hybridprobe_dns_query_duration_seconds_bucket{netns="host",probe="corp-db",server="198.19.10.1",transport="tcp",le="2.5"} 1"#,
-            r#"hybridprobe_dns_query_duration_seconds_bucket{netns="host",probe="corp-db",server="198.19.10.1",transport="tcp",le="10"} 1"#,
+            r#"hybridprobe_dns_query_duration_seconds_bucket{netns="host",probe="corp-db",server="system",transport="udp",le="0.005"} 2"#,
+            r#"hybridprobe_dns_query_duration_seconds_bucket{netns="host",probe="corp-db",server="198.19.10.1",transport="tcp",le="0.5"} 0"#,
+            r#"hybridprobe_dns_query_duration_seconds_bucket{netns="host",probe="corp-db",server="198.19.10.1",transport="tcp",le="+Inf"} 1"#,
         ] {
             assert!(text.contains(line), "missing {line}\n{text}");
         }
@@ -960,7 +987,14 @@ mod tests {
             .expect("timestamp series");
         let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
         assert!(value > 1.7e9, "{line}");
-        assert!(text.contains(r#"hybridprobe_outage_duration_seconds_bucket{kind="tcp",netns="host",probe="dc1",le="120"} 1"#));
+        for line in [
+            "# TYPE hybridprobe_outage_duration_seconds summary",
+            r#"hybridprobe_outage_duration_seconds_sum{kind="tcp",netns="host",probe="dc1"} 90"#,
+            r#"hybridprobe_outage_duration_seconds_count{kind="tcp",netns="host",probe="dc1"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line}\n{text}");
+        }
+        assert!(!text.contains("hybridprobe_outage_duration_seconds_bucket"));
     }
 
     #[test]

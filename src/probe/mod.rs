@@ -107,12 +107,6 @@ pub trait Families {
     ) -> HistogramVec;
 }
 
-/// Probe and query durations: fine steps where healthy paths land, and 5 s and 10 s where
-/// retransmitted SYNs and conntrack-race DNS delays land.
-pub const DURATION_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
 /// The labels that name a check in a kind's series.
 #[derive(Debug, Clone, Copy)]
 pub struct CheckLabels<'a> {

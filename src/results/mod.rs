@@ -72,6 +72,8 @@ pub struct CheckState {
     /// check as failing, it is the evidence the diagnoses read.
     pub last_failure: Option<Failure>,
     pub history: VecDeque<Sample>,
+    /// Judged once per round, when the history changes, for the metrics and the verdict alike.
+    standing: Standing,
 }
 
 /// Where a check stands after its latest round, beyond that round: what the per-check state
@@ -85,6 +87,10 @@ pub struct Standing {
 
 impl CheckState {
     pub fn standing(&self) -> Standing {
+        self.standing
+    }
+
+    fn judge_standing(&self) -> Standing {
         Standing {
             state: TargetState::judge(&self.history, &self.probe.thresholds),
             consecutive_failures: match &self.last {
@@ -139,6 +145,10 @@ impl Results {
                 last_success: None,
                 last_failure: None,
                 history: VecDeque::with_capacity(HISTORY),
+                standing: Standing {
+                    state: TargetState::Unknown,
+                    consecutive_failures: 0,
+                },
             },
         );
     }
@@ -210,6 +220,7 @@ impl Results {
             duration,
             at,
         });
+        state.standing = state.judge_standing();
         Some(transition)
     }
 

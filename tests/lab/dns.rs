@@ -1,19 +1,26 @@
 //! DNS servers in the lab, both dnsmasq: the on-prem server, authoritative for the corporate
 //! zone, and the cluster DNS in the node namespace (the CoreDNS stand-in), which forwards that
 //! zone on-prem. Neither ever asks the machine's own resolvers: no resolv.conf, no hosts file, no
-//! upstream besides the explicit on-prem forward, and each listens on its lab address only.
+//! upstream besides the explicit on-prem forward, and each listens on its lab addresses only, one
+//! of each family. The cluster DNS forwards the zone over IPv4, as a CoreDNS stub zone naming an
+//! IPv4 server does. Only [`DB6_NAME`] has an AAAA record: the agent resolves a target name to
+//! whichever family answers first, so a name with both would move IPv4 checks onto IPv6.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
-use super::{preflight, Host, Lab, ProcHandle, NODE_IP, ONPREM_IP};
+use super::{preflight, Host, Lab, ProcHandle, NODE_IP, NODE_IP6, ONPREM_IP, ONPREM_IP6};
 
 pub const CORP_ZONE: &str = "corp.example";
 /// The cluster DNS listens on the node's address, where pods reach it through their gateway.
 pub const CLUSTER_DNS_IP: Ipv4Addr = NODE_IP;
+pub const CLUSTER_DNS_IP6: Ipv6Addr = NODE_IP6;
 pub const DB_NAME: &str = "db.corp.example";
 pub const DB_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 10, 5);
+/// The IPv6 twin of [`DB_NAME`]: AAAA [`DB_IP6`], no A record.
+pub const DB6_NAME: &str = "db6.corp.example";
+pub const DB_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x1910, 0, 0, 0, 5);
 /// A name whose answer lies outside the on-prem range, as a split-horizon server handing out
 /// the wrong view would give. Only ever an answer: nothing is sent to it.
 pub const LEAK_NAME: &str = "web.corp.example";
@@ -50,7 +57,7 @@ pub fn dnsmasq_available(test_name: &str) -> bool {
 }
 
 impl Lab {
-    /// Starts the on-prem DNS on `ONPREM_IP:53`, authoritative for `corp.example`; it refuses
+    /// Starts the on-prem DNS on `ONPREM_IP:53` and `[ONPREM_IP6]:53`, authoritative for `corp.example`; it refuses
     /// every other name.
     pub fn onprem_dns(&self) -> ProcHandle {
         self.onprem_dns_answering(DB_IP)
@@ -60,24 +67,28 @@ impl Lab {
     /// is a stale record.
     pub fn onprem_dns_answering(&self, db: Ipv4Addr) -> ProcHandle {
         let records = [
-            ("ns1.corp.example", ONPREM_IP),
-            (DB_NAME, db),
-            (LEAK_NAME, LEAK_IP),
-            (APP_NAME, ONPREM_IP),
+            ("ns1.corp.example", ONPREM_IP.to_string()),
+            (DB_NAME, db.to_string()),
+            (DB6_NAME, DB_IP6.to_string()),
+            (LEAK_NAME, LEAK_IP.to_string()),
+            (APP_NAME, ONPREM_IP.to_string()),
         ];
+        // Queries reaching an address the auth-server line does not name are not answered
+        // authoritatively, so it names both.
         let mut args = vec![
-            format!("--auth-server=ns1.{CORP_ZONE},{ONPREM_IP}"),
+            format!("--auth-server=ns1.{CORP_ZONE},{ONPREM_IP},{ONPREM_IP6}"),
             format!("--auth-zone={CORP_ZONE}"),
         ];
         args.extend(
             records
                 .iter()
-                .map(|(name, ip)| format!("--host-record={name},{ip}")),
+                .map(|(name, ips)| format!("--host-record={name},{ips}")),
         );
-        self.dnsmasq(Host::Onprem, "onprem-dns", &[ONPREM_IP], &args)
+        let listen = [ONPREM_IP.into(), ONPREM_IP6.into()];
+        self.dnsmasq(Host::Onprem, "onprem-dns", &listen, &args)
     }
 
-    /// Starts the cluster DNS on `CLUSTER_DNS_IP:53`. It caches nothing, so a change on-prem or
+    /// Starts the cluster DNS on `CLUSTER_DNS_IP:53` and `[CLUSTER_DNS_IP6]:53`. It caches nothing, so a change on-prem or
     /// in its forwarding shows in the very next query.
     pub fn cluster_dns(&self, forward: Forward) -> ProcHandle {
         let stub = format!("--server=/{CORP_ZONE}/{ONPREM_IP}");
@@ -88,7 +99,8 @@ impl Lab {
         };
         let mut args = vec!["--cache-size=0".to_owned()];
         args.extend(zone);
-        self.dnsmasq(Host::Node, "cluster-dns", &[CLUSTER_DNS_IP], &args)
+        let listen = [CLUSTER_DNS_IP.into(), CLUSTER_DNS_IP6.into()];
+        self.dnsmasq(Host::Node, "cluster-dns", &listen, &args)
     }
 
     /// Writes a resolv.conf into the lab's temp dir and returns its path.
@@ -103,15 +115,8 @@ impl Lab {
     }
 
     /// Runs dnsmasq in the foreground, bound to the `listen` addresses only, with its pid file
-    /// in the temp dir and its log on stderr; returns once it accepts TCP on port 53 of the
-    /// first one.
-    pub fn dnsmasq(
-        &self,
-        h: Host,
-        name: &str,
-        listen: &[Ipv4Addr],
-        extra: &[String],
-    ) -> ProcHandle {
+    /// in the temp dir and its log on stderr; returns once it accepts TCP on port 53 of each.
+    pub fn dnsmasq(&self, h: Host, name: &str, listen: &[IpAddr], extra: &[String]) -> ProcHandle {
         let pid_file = self.tmpdir().join(format!("{name}.pid"));
         let mut args = vec![
             "--keep-in-foreground".to_owned(),
@@ -128,18 +133,20 @@ impl Lab {
         args.extend(extra.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let handle = self.spawn(h, "dnsmasq", &args, &[]);
-        let addr = SocketAddr::from((listen[0], 53));
-        self.wait_until(
-            &format!("{name} on {addr}"),
-            Duration::from_secs(10),
-            || {
-                if let Some(status) = self.try_status(handle) {
-                    panic!("{name} exited ({status}):\n{}", self.logs(handle));
-                }
-                self.tcp_connect(h, addr, Duration::from_millis(200))
-                    .is_ok()
-            },
-        );
+        for &ip in listen {
+            let addr = SocketAddr::from((ip, 53));
+            self.wait_until(
+                &format!("{name} on {addr}"),
+                Duration::from_secs(10),
+                || {
+                    if let Some(status) = self.try_status(handle) {
+                        panic!("{name} exited ({status}):\n{}", self.logs(handle));
+                    }
+                    self.tcp_connect(h, addr, Duration::from_millis(200))
+                        .is_ok()
+                },
+            );
+        }
         handle
     }
 }

@@ -1,9 +1,9 @@
-//! Faults injected with nftables, all in the `hplab` table of the namespace concerned, one
-//! injected with a route and one with a link's MTU.
+//! Faults injected with nftables, all in the `hplab` table of the namespace concerned (some
+//! matching one address family only), one injected with a route and one with a link's MTU.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{check, run, Host, Lab, NFT_TABLE, ONPREM_NET, POD_IP};
+use super::{check, run, Host, Lab, NFT_TABLE, ONPREM_NET, ONPREM_NET6, POD_IP};
 
 impl Lab {
     /// Loads `ruleset` with `nft -f -` in the namespace; panics with nft's error otherwise.
@@ -18,13 +18,36 @@ impl Lab {
     /// The gateway's MTU check runs before the forward hook, so an oversized DF packet still gets
     /// "frag needed" from vnetgw while the tunnel is down, as a real gateway would send.
     pub fn tunnel_drop(&self, on: bool) {
-        let rules: &[&str] = if on {
-            &["oifname \"vpn\" drop", "iifname \"vpn\" drop"]
+        self.tunnel_drop_matching("tunnel_drop", "", on);
+    }
+
+    /// The tunnel carries IPv4 only: both gateways drop every IPv6 packet forwarded into or out
+    /// of it, as a VPN gateway without IPv6 traffic selectors or a UDR missing the IPv6 prefix
+    /// does, while IPv4 passes. Packet Too Big still comes back, like frag-needed in
+    /// [`Lab::tunnel_drop`]. Idempotent either way.
+    pub fn tunnel_drop_ip6(&self, on: bool) {
+        self.tunnel_drop_matching("tunnel_drop_ip6", "meta nfproto ipv6 ", on);
+    }
+
+    /// The reverse of [`Lab::tunnel_drop_ip6`]: IPv4 across the tunnel is dropped, IPv6 passes.
+    pub fn tunnel_drop_ip4(&self, on: bool) {
+        self.tunnel_drop_matching("tunnel_drop_ip4", "meta nfproto ipv4 ", on);
+    }
+
+    /// Both gateways drop what `matching` (an nft match, empty for everything) selects among
+    /// the packets forwarded into or out of the tunnel, in their chain `chain`.
+    fn tunnel_drop_matching(&self, chain: &str, matching: &str, on: bool) {
+        let rules = [
+            format!("{matching}oifname \"vpn\" drop"),
+            format!("{matching}iifname \"vpn\" drop"),
+        ];
+        let rules: Vec<&str> = if on {
+            rules.iter().map(String::as_str).collect()
         } else {
-            &[]
+            Vec::new()
         };
         for h in [Host::VnetGw, Host::OnpremGw] {
-            self.nft_chain(h, "tunnel_drop", "forward", rules);
+            self.nft_chain(h, chain, "forward", &rules);
         }
     }
 
@@ -112,17 +135,23 @@ impl Lab {
     /// A wrong route on the node: on-prem goes via `via` (a gateway that is not there) instead of
     /// the VNET gateway; `None` removes it again.
     pub fn node_onprem_route(&self, via: Option<Ipv4Addr>) {
+        self.node_route(ONPREM_NET, via.map(IpAddr::from));
+    }
+
+    /// [`Lab::node_onprem_route`] for the on-prem IPv6 prefix; IPv4 keeps its route.
+    pub fn node_onprem_route6(&self, via: Option<Ipv6Addr>) {
+        self.node_route(ONPREM_NET6, via.map(IpAddr::from));
+    }
+
+    /// Routes `net` on the node via `via`, or removes that route again for `None`.
+    fn node_route(&self, net: &str, via: Option<IpAddr>) {
         match via {
             Some(via) => {
                 let via = via.to_string();
-                self.must(
-                    Host::Node,
-                    "ip",
-                    &["route", "replace", ONPREM_NET, "via", &via],
-                );
+                self.must(Host::Node, "ip", &["route", "replace", net, "via", &via]);
             }
             None => {
-                self.must(Host::Node, "ip", &["route", "del", ONPREM_NET]);
+                self.must(Host::Node, "ip", &["route", "del", net]);
             }
         }
     }

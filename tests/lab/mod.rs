@@ -4,6 +4,10 @@
 //! pod ──veth── node ──veth── vnetgw ══ vxlan "vpn" mtu 1400 ══ onpremgw ──veth── onprem
 //! ```
 //!
+//! Every link is dual-stack: IPv4 from 198.18.0.0/15 (198.18 the cloud side, 198.19 on-prem) and
+//! IPv6 from 2001:2::/48 (`2001:2:0:18xx::` the cloud side, `2001:2:0:19xx::` on-prem), with the
+//! same routes in both families, so a fault can break one family and leave the other working.
+//!
 //! Everything a `Lab` creates (namespaces, processes, nftables rules, temp files) lives inside
 //! namespaces or a per-lab temp dir named after the test and the process id, and is removed when
 //! the `Lab` is dropped, so tests can run in parallel and clean up even when they panic.
@@ -19,12 +23,12 @@ mod preflight;
 mod procs;
 pub mod proxy;
 mod sockets;
-mod stun;
+pub mod stun;
 mod topology;
 pub mod web;
 
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +45,20 @@ pub const VPN_REMOTE: Ipv4Addr = Ipv4Addr::new(198, 18, 254, 2);
 pub const ONPREM_GW: Ipv4Addr = Ipv4Addr::new(198, 19, 10, 254);
 pub const ONPREM_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 10, 1);
 pub const ONPREM_NET: &str = "198.19.0.0/16";
+pub const POD_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x1802, 0, 0, 0, 0x10);
+pub const NODE_POD_GW6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x1802, 0, 0, 0, 1);
+pub const NODE_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x1801, 0, 0, 0, 4);
+pub const VNET_GW6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x1801, 0, 0, 0, 1);
+pub const VPN_LOCAL6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x18fe, 0, 0, 0, 1);
+pub const VPN_REMOTE6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x18fe, 0, 0, 0, 2);
+pub const ONPREM_GW6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x1910, 0, 0, 0, 0xfe);
+pub const ONPREM_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x1910, 0, 0, 0, 1);
+pub const POD_NET6: &str = "2001:2:0:1802::/64";
+pub const ONPREM_NET6: &str = "2001:2:0:1900::/56";
+/// The cloud side's IPv6 prefix: the pod's, the node's and the tunnel's subnets.
+pub const CLOUD_NET6: &str = "2001:2:0:1800::/56";
+/// The one IPv6 prefix lab traffic may use.
+pub const LAB_NET6: &str = "2001:2::/48";
 pub const TUNNEL_MTU: u32 = 1400;
 /// nftables table that holds every rule the lab adds, in any namespace.
 pub const NFT_TABLE: &str = "hplab";

@@ -29,6 +29,9 @@ pub(super) fn check() -> Result<(), String> {
     if !missing.is_empty() {
         return Err(format!("it needs root ({} missing)", missing.join(", ")));
     }
+    if !Path::new("/proc/sys/net/ipv6").exists() {
+        return Err("the kernel has IPv6 disabled, and the lab is dual-stack".to_owned());
+    }
     let missing: Vec<&str> = TOOLS.iter().copied().filter(|t| !in_path(t)).collect();
     if !missing.is_empty() {
         return Err(format!(

@@ -2,14 +2,30 @@
 //! usable from any namespace, and masquerade in the node namespace the way ip-masq-agent's final
 //! MASQUERADE rule does it.
 
-use super::{Host, Lab, ProcHandle, NFT_TABLE, ONPREM_IP};
+use super::{preflight, Host, Lab, ProcHandle, NFT_TABLE, ONPREM_IP, ONPREM_IP6};
 use hybridprobe::net::stun;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
+/// Whether coturn can run here; like [`super::dns::dnsmasq_available`].
+pub fn turnserver_available(test: &str) -> bool {
+    let found = std::process::Command::new("turnserver")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !found && preflight::under_ci() {
+        panic!("{test}: turnserver (coturn) is required under CI (see .ci/packages.txt)");
+    }
+    if !found {
+        eprintln!("skipping {test}: turnserver not found (apt-get install coturn)");
+    }
+    found
+}
+
 impl Lab {
-    /// Starts coturn (`turnserver --stun-only`) on `ONPREM_IP:port`, UDP and TCP, with its log,
-    /// pid file and database in the lab's temp dir and no config file, and waits until it answers.
+    /// Starts coturn (`turnserver --stun-only`) on `ONPREM_IP:port` and `[ONPREM_IP6]:port`, UDP
+    /// and TCP, with its log, pid file and database in the lab's temp dir and no config file, and
+    /// waits until it answers on both.
     pub fn start_coturn(&self, port: u16) -> ProcHandle {
         let tmp = self.tmpdir();
         let path = |name: &str| tmp.join(name).display().to_string();
@@ -18,7 +34,11 @@ impl Lab {
             path("turnserver.pid"),
             path("turndb"),
         );
-        let (ip, port_text) = (ONPREM_IP.to_string(), port.to_string());
+        let (ip, ip6, port_text) = (
+            ONPREM_IP.to_string(),
+            ONPREM_IP6.to_string(),
+            port.to_string(),
+        );
         let handle = self.spawn(
             Host::Onprem,
             "turnserver",
@@ -27,6 +47,8 @@ impl Lab {
                 "--stun-only",
                 "--listening-ip",
                 &ip,
+                "--listening-ip",
+                &ip6,
                 "--listening-port",
                 &port_text,
                 "--no-cli",
@@ -43,25 +65,41 @@ impl Lab {
             ],
             &[],
         );
-        let server = SocketAddr::from((ONPREM_IP, port));
-        self.wait_until("coturn to answer STUN", Duration::from_secs(10), || {
-            self.stun_binding(Host::Onprem, server, Duration::from_millis(200))
-                .is_some()
-        });
+        for ip in [IpAddr::from(ONPREM_IP), ONPREM_IP6.into()] {
+            let server = SocketAddr::new(ip, port);
+            self.wait_until(
+                &format!("coturn on {server}"),
+                Duration::from_secs(10),
+                || {
+                    self.stun_binding(Host::Onprem, server, Duration::from_millis(200))
+                        .is_some()
+                },
+            );
+        }
         handle
     }
 
-    /// A UDP socket on an ephemeral port, created inside `h`.
+    /// An IPv4 UDP socket on an ephemeral port, created inside `h`.
     pub fn udp_socket(&self, h: Host) -> UdpSocket {
+        self.udp_socket_on(h, Ipv4Addr::UNSPECIFIED.into())
+    }
+
+    /// A UDP socket bound to `ip` (an unspecified address picks the family) on an ephemeral
+    /// port, created inside `h`.
+    fn udp_socket_on(&self, h: Host, ip: IpAddr) -> UdpSocket {
         self.in_ns(h, move || {
-            UdpSocket::bind("0.0.0.0:0").unwrap_or_else(|e| panic!("udp bind in {h:?}: {e}"))
+            UdpSocket::bind((ip, 0)).unwrap_or_else(|e| panic!("udp bind {ip} in {h:?}: {e}"))
         })
     }
 
     /// One Binding request over UDP from inside `h`: the address the server saw, if a valid
     /// answer came within `wait`.
     pub fn stun_binding(&self, h: Host, server: SocketAddr, wait: Duration) -> Option<SocketAddr> {
-        let socket = self.udp_socket(h);
+        let any = match server {
+            SocketAddr::V4(_) => IpAddr::from(Ipv4Addr::UNSPECIFIED),
+            SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+        };
+        let socket = self.udp_socket_on(h, any);
         socket.connect(server).ok()?;
         socket.set_read_timeout(Some(wait)).ok()?;
         let (id, request) = stun::new_request().expect("random transaction ID");

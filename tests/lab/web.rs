@@ -1,18 +1,20 @@
 //! A real web server on-prem: nginx serving plain HTTP and HTTPS with certificates from a lab CA
 //! that the test makes with openssl: a good vhost, one whose certificate expired, and one whose
-//! certificate names another host; and the faults a deploy makes: the good vhost presenting
+//! certificate names another host, each on the on-prem host's IPv4 and IPv6 address; and the faults a deploy makes: the good vhost presenting
 //! another certificate, a service answering 503. Every file lives in the lab's temp dir; nginx
 //! runs in the foreground and stops with the lab.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use super::{preflight, Host, Lab, ProcHandle, ONPREM_IP};
+use super::{preflight, Host, Lab, ProcHandle, ONPREM_IP, ONPREM_IP6};
 
 /// Where nginx listens, on port 80 and 443.
 pub const WEB_IP: Ipv4Addr = ONPREM_IP;
+/// Where nginx listens over IPv6, on the same ports and vhosts.
+pub const WEB_IP6: Ipv6Addr = ONPREM_IP6;
 /// The vhost with a good certificate (also the default server).
 pub const GOOD_NAME: &str = "api.corp.example";
 /// The vhost whose certificate expired in 2021.
@@ -79,6 +81,7 @@ impl Lab {
             format!(
                 "server {{
                    listen {WEB_IP}:443 ssl{default};
+                   listen [{WEB_IP6}]:443 ssl{default};
                    server_name {name};
                    ssl_protocols TLSv1.2 TLSv1.3;
                    ssl_certificate {d}/{cert}.pem;
@@ -110,6 +113,7 @@ impl Lab {
                scgi_temp_path {d}/scgi;
                server {{
                  listen {WEB_IP}:80 default_server;
+                 listen [{WEB_IP6}]:80 default_server;
                  location = /healthz {{ default_type application/json; return 200 '{HEALTHY_BODY}'; }}
                  location = {DOWN_PATH} {{ return 503; }}
                  {app}
@@ -131,8 +135,11 @@ impl Lab {
             &["-e", "stderr", "-p", &prefix, "-c", &conf_path],
             &[],
         );
-        for port in [80, 443] {
-            let addr = SocketAddr::from((WEB_IP, port));
+        let ips: [IpAddr; 2] = [WEB_IP.into(), WEB_IP6.into()];
+        for addr in ips
+            .iter()
+            .flat_map(|&ip| [80, 443].map(|port| SocketAddr::from((ip, port))))
+        {
             self.wait_until(&format!("nginx on {addr}"), Duration::from_secs(10), || {
                 if let Some(status) = self.try_status(proc) {
                     panic!("nginx exited ({status}):\n{}", self.logs(proc));
