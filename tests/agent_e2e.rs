@@ -393,10 +393,10 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// On-prem echo targets: three answer, the last two drop every request. Two checks ping the first
-/// and three the fourth: a request that gets no answer waits for it all round, so rounds of one
-/// target overlap with requests in flight.
-const ECHO_TARGETS: [(&str, &str, bool); 8] = [
+/// On-prem echo targets, IPv4 and IPv6: some answer, some drop every request. Two or three
+/// checks ping the same target: a request that gets no answer waits for it all round, so rounds
+/// of one target overlap with requests in flight.
+const ECHO_TARGETS: [(&str, &str, bool); 12] = [
     ("echo-a", "198.19.10.41", true),
     ("echo-a2", "198.19.10.41", true),
     ("echo-b", "198.19.10.42", true),
@@ -405,31 +405,46 @@ const ECHO_TARGETS: [(&str, &str, bool); 8] = [
     ("dropped-d2", "198.19.10.44", false),
     ("dropped-d3", "198.19.10.44", false),
     ("dropped-e", "198.19.10.45", false),
+    ("echo6-a", "2001:2:0:1910::41", true),
+    ("echo6-a2", "2001:2:0:1910::41", true),
+    ("dropped6-d", "2001:2:0:1910::44", false),
+    ("dropped6-d2", "2001:2:0:1910::44", false),
 ];
 
-/// Eight icmp checks whose rounds overlap, from one namespace: each keeps its own replies (the
+/// Twelve icmp checks whose rounds overlap, from one namespace: each keeps its own replies (the
 /// answering ones lose none, the dropped ones get none), and the namespace holds one ICMP
-/// socket throughout, whether it is a raw socket (root, the default) or an unprivileged DGRAM
-/// one (ping_group_range set in the pod's namespace), where two checks of one target differ
+/// socket per family throughout, whether raw sockets (root, the default) or unprivileged DGRAM
+/// ones (ping_group_range set in the pod's namespace), where two checks of one target differ
 /// only by sequence.
 fn icmp_checks_share_one_socket(lab: &Lab, dgram: bool) {
     for ip in [
-        "198.19.10.41",
-        "198.19.10.42",
-        "198.19.10.43",
-        "198.19.10.44",
-        "198.19.10.45",
+        "198.19.10.41/32",
+        "198.19.10.42/32",
+        "198.19.10.43/32",
+        "198.19.10.44/32",
+        "198.19.10.45/32",
     ] {
+        lab.must(Host::Onprem, "ip", &["addr", "add", ip, "dev", "eth0"]);
+    }
+    for ip in ["2001:2:0:1910::41/128", "2001:2:0:1910::44/128"] {
         lab.must(
             Host::Onprem,
             "ip",
-            &["addr", "add", &format!("{ip}/32"), "dev", "eth0"],
+            &["-6", "addr", "add", ip, "dev", "eth0", "nodad"],
         );
     }
+    // The on-prem gateway's first request for a new IPv6 neighbour can lose the first echoes:
+    // learn it before the checks start, so every round counts.
+    lab.must(
+        Host::Pod,
+        "ping",
+        &["-6", "-c", "1", "-W", "2", "2001:2:0:1910::41"],
+    );
     lab.nft(
         Host::Onprem,
         "table inet hplab {\n chain echo_drop {\n  type filter hook input priority 0; policy accept;\n  \
-         ip daddr { 198.19.10.44, 198.19.10.45 } icmp type echo-request drop\n }\n}\n",
+         ip daddr { 198.19.10.44, 198.19.10.45 } icmp type echo-request drop\n  \
+         ip6 daddr 2001:2:0:1910::44 icmpv6 type echo-request drop\n }\n}\n",
     );
     if dgram {
         lab.must(
@@ -444,22 +459,25 @@ fn icmp_checks_share_one_socket(lab: &Lab, dgram: bool) {
     );
     for (name, ip, _) in ECHO_TARGETS {
         text.push_str(&format!(
-            "  - {{ name: {name}, icmp: {{ target: {ip}, count: 5 }} }}\n"
+            "  - {{ name: {name}, icmp: {{ target: \"{ip}\", count: 5 }} }}\n"
         ));
     }
     let agent = Agent::start(lab, &text);
     for (name, _, _) in ECHO_TARGETS {
         agent.wait_rounds(name, "pod", 3, Duration::from_secs(15));
     }
-    // Rounds of five requests 100 ms apart overlap: one socket at every look, none per round.
-    let table = if dgram {
-        "/proc/net/icmp"
+    // Rounds of five requests 100 ms apart overlap: one socket per family at every look, none
+    // per round.
+    let tables: [&str; 2] = if dgram {
+        ["/proc/net/icmp", "/proc/net/icmp6"]
     } else {
-        "/proc/net/raw"
+        ["/proc/net/raw", "/proc/net/raw6"]
     };
     for _ in 0..5 {
-        let sockets = lab.must(Host::Pod, "cat", &[table]).lines().count() - 1;
-        assert_eq!(sockets, 1, "ICMP sockets in the pod namespace ({table})");
+        for table in tables {
+            let sockets = lab.must(Host::Pod, "cat", &[table]).lines().count() - 1;
+            assert_eq!(sockets, 1, "ICMP sockets in the pod namespace ({table})");
+        }
         std::thread::sleep(Duration::from_millis(150));
     }
     let metrics = agent.metrics();
