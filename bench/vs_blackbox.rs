@@ -449,20 +449,17 @@ fn report(runs: &[Measured], o: &Options) {
             summary(Prober::Floor),
             summary(Prober::Blackbox),
         );
-        println!(
-            "| {workload} | ratio hybridprobe / floor | {:.2} | {:.2} (goal <= 1.2) | {:.2} | {:.2} |",
-            hp.0 / floor.0,
-            hp.1 / floor.1,
-            (hp.0 + hp.1) / (floor.0 + floor.1),
-            hp.2 as f64 / floor.2 as f64
-        );
-        println!(
-            "| {workload} | ratio hybridprobe / blackbox_exporter | {:.2} | {:.2} | {:.2} | {:.2} |",
-            hp.0 / bb.0,
-            hp.1 / bb.1,
-            (hp.0 + hp.1) / (bb.0 + bb.1),
-            hp.2 as f64 / bb.2 as f64
-        );
+        let ratio = |name: &str, of: (f64, f64, u64), goal: &str| {
+            println!(
+                "| {workload} | ratio hybridprobe / {name} | {:.2} | {:.2}{goal} | {:.2} | {:.2} |",
+                hp.0 / of.0,
+                hp.1 / of.1,
+                (hp.0 + hp.1) / (of.0 + of.1),
+                hp.2 as f64 / of.2 as f64
+            );
+        };
+        ratio("floor", floor, " (goal <= 1.2)");
+        ratio("blackbox_exporter", bb, "");
     }
     let missed: Vec<String> = runs
         .iter()
