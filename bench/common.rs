@@ -291,6 +291,12 @@ pub fn wait_http(lab: &Lab, p: ProcHandle, url: &str) {
 
 /// CPU time (user + system, every thread) of a process, in seconds.
 pub fn cpu_seconds(pid: u32) -> f64 {
+    let (user, system) = cpu_times(pid);
+    user + system
+}
+
+/// User and kernel (system) CPU time of a process, every thread, in seconds.
+pub fn cpu_times(pid: u32) -> (f64, f64) {
     let path = format!("/proc/{pid}/stat");
     let stat = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     // The command name may hold spaces and parentheses; the fields after the last ')' do not.
@@ -305,7 +311,10 @@ pub fn cpu_seconds(pid: u32) -> f64 {
             .unwrap_or_else(|| panic!("{path}: no field {i} in {stat}"))
     };
     // Fields 14 and 15 of stat(5), counted from the state field (3) after the name.
-    (ticks(11) + ticks(12)) as f64 / clock_ticks()
+    (
+        ticks(11) as f64 / clock_ticks(),
+        ticks(12) as f64 / clock_ticks(),
+    )
 }
 
 fn clock_ticks() -> f64 {

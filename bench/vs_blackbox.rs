@@ -1,12 +1,15 @@
-//! Side by side: hybridprobe and prometheus-blackbox-exporter probing the same on-prem targets
-//! from the lab's pod namespace, each target once a second; prints CPU and peak RSS of each.
+//! Side by side: hybridprobe, prometheus-blackbox-exporter and the kernel floor (`floor.rs`, the
+//! same socket calls with no prober around them) probing the same on-prem targets from the lab's
+//! pod namespace, each target once a second; prints user and kernel CPU and peak RSS of each.
 //!
 //! blackbox_exporter is driven the way Prometheus drives it: one `/probe?module=…&target=…`
 //! request per probe, each target on its own one-second schedule, over pooled keep-alive
 //! connections. The driver is a thread of this process, so its cost is not counted; only the
 //! prober's own process is measured (`/proc/PID/stat` utime + stime, `VmHWM`). hybridprobe runs
-//! as the agent with the same targets, intervals and timeouts, and is scraped once every 15 s.
-//! Runs alternate between the two so that drift in a shared machine's load hits both.
+//! as the agent with the same targets, intervals and timeouts, and is scraped once every 15 s;
+//! the floor reports the probes it ran on its stdout. Runs alternate between the three so that
+//! drift in a shared machine's load hits each. `--by-kind 1` runs each kind's targets alone in
+//! turn instead of the mixed workload, for the CPU per probe of each kind.
 //!
 //! Run it with `bench/vs-blackbox.sh`; `cargo bench --bench vs_blackbox -- --help` lists options.
 
@@ -16,11 +19,12 @@ mod lab;
 mod common;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    cpu_seconds, drive, mib, pause, rounds, status_kib, wait_http, Agent, Job, Kind, Tally,
-    Workload, TCP_PORT,
+    cpu_times, drive, mib, pause, rounds, status_kib, wait_http, Agent, Job, Kind, Tally, Workload,
+    TCP_PORT,
 };
 use lab::dns::{DB_IP, DB_NAME};
 use lab::{Host, Lab, POD_IP};
@@ -32,12 +36,13 @@ struct Options {
     warmup: u64,
     rounds: u64,
     workload: Workload,
+    by_kind: bool,
 }
 
 impl Options {
     fn parse() -> Option<Options> {
         let (mut seconds, mut warmup, mut rounds) = (60, 10, 3);
-        let (mut tcp, mut icmp, mut dns) = (100, 100, 20);
+        let (mut tcp, mut icmp, mut dns, mut by_kind) = (100, 100, 20, 0);
         let run = common::options(
             "vs_blackbox",
             "bench/vs-blackbox.sh",
@@ -48,6 +53,7 @@ impl Options {
                 ("tcp", &mut tcp),
                 ("icmp", &mut icmp),
                 ("dns", &mut dns),
+                ("by-kind", &mut by_kind),
             ],
         );
         let count = |n: u64| usize::try_from(n).expect("a count that fits in memory");
@@ -60,20 +66,51 @@ impl Options {
                 icmp: count(icmp),
                 dns: count(dns),
             },
+            by_kind: by_kind != 0,
         })
+    }
+
+    /// The workloads measured in turn: the mixed one, or each kind alone.
+    fn workloads(&self) -> Vec<Workload> {
+        let w = self.workload;
+        if !self.by_kind {
+            return vec![w];
+        }
+        let alone = [
+            Workload {
+                tcp: w.tcp,
+                icmp: 0,
+                dns: 0,
+            },
+            Workload {
+                tcp: 0,
+                icmp: w.icmp,
+                dns: 0,
+            },
+            Workload {
+                tcp: 0,
+                icmp: 0,
+                dns: w.dns,
+            },
+        ];
+        alone.into_iter().filter(|w| w.total() > 0).collect()
     }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Prober {
     Hybridprobe,
+    Floor,
     Blackbox,
 }
 
 impl Prober {
+    const ALL: [Prober; 3] = [Prober::Hybridprobe, Prober::Floor, Prober::Blackbox];
+
     fn name(self) -> &'static str {
         match self {
             Prober::Hybridprobe => "hybridprobe",
+            Prober::Floor => "floor",
             Prober::Blackbox => "blackbox_exporter",
         }
     }
@@ -81,12 +118,36 @@ impl Prober {
 
 struct Measured {
     prober: Prober,
+    workload: String,
     /// Probes finished in the measured window, and how many had failed.
     probes: u64,
     failed: u64,
     expected: u64,
-    cpu: f64,
+    user: f64,
+    system: f64,
     hwm_kib: u64,
+}
+
+/// What a workload is called in the tables: `100 tcp + 100 icmp + 20 dns`, or `100 icmp`.
+fn label(w: &Workload) -> String {
+    let parts: Vec<String> = [(w.tcp, "tcp"), (w.icmp, "icmp"), (w.dns, "dns")]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, kind)| format!("{n} {kind}"))
+        .collect();
+    parts.join(" + ")
+}
+
+/// CPU and peak RSS of `pid` over the next `seconds`, with what `probes` counts before and
+/// after: (user s, system s, peak RSS KiB, probes before, probes after).
+fn window<T>(pid: u32, seconds: u64, mut probes: impl FnMut() -> T) -> (f64, f64, u64, T, T) {
+    let before = probes();
+    let (user0, system0) = cpu_times(pid);
+    pause(Duration::from_secs(seconds));
+    let (user1, system1) = cpu_times(pid);
+    let after = probes();
+    let hwm_kib = status_kib(pid, "VmHWM");
+    (user1 - user0, system1 - system0, hwm_kib, before, after)
 }
 
 fn main() {
@@ -95,48 +156,57 @@ fn main() {
     };
     common::catch_interrupts();
     let lab = Lab::new("vs-blackbox").expect("the lab needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)");
-    let workload = options.workload;
-    workload.serve(&lab);
+    options.workload.serve(&lab);
     println!(
-        "workload: {} TCP, {} ICMP, {} DNS targets, each probed once a second from the pod \
-         namespace; {} s warm-up, {} s measured per run",
-        workload.tcp, workload.icmp, workload.dns, options.warmup, options.seconds
+        "workload: {}, each probed once a second from the pod namespace; {} s warm-up, {} s \
+         measured per run",
+        options
+            .workloads()
+            .iter()
+            .map(label)
+            .collect::<Vec<_>>()
+            .join("; then "),
+        options.warmup,
+        options.seconds
     );
+    let floor = floor_bin();
     let mut runs = Vec::new();
-    for round in 0..options.rounds {
-        for prober in [Prober::Hybridprobe, Prober::Blackbox] {
-            let m = match prober {
-                Prober::Hybridprobe => hybridprobe(&lab, &options),
-                Prober::Blackbox => blackbox(&lab, &options),
-            };
-            println!(
-                "run {}: {:<17} {:>6} probes ({} expected), {} failed, {:.2} CPU s, peak RSS {:.1} MiB",
-                round + 1,
-                prober.name(),
-                m.probes,
-                m.expected,
-                m.failed,
-                m.cpu,
-                mib(m.hwm_kib)
-            );
-            runs.push(m);
+    for workload in options.workloads() {
+        for round in 0..options.rounds {
+            for prober in Prober::ALL {
+                let m = match prober {
+                    Prober::Hybridprobe => hybridprobe(&lab, &options, &workload),
+                    Prober::Floor => floor_run(&lab, &options, &workload, &floor),
+                    Prober::Blackbox => blackbox(&lab, &options, &workload),
+                };
+                println!(
+                    "{} run {}: {:<17} {:>6} probes ({} expected), {} failed, {:.2} user + {:.2} \
+                     kernel CPU s, peak RSS {:.1} MiB",
+                    m.workload,
+                    round + 1,
+                    prober.name(),
+                    m.probes,
+                    m.expected,
+                    m.failed,
+                    m.user,
+                    m.system,
+                    mib(m.hwm_kib)
+                );
+                runs.push(m);
+            }
         }
     }
     report(&runs, &options);
 }
 
-fn hybridprobe(lab: &Lab, o: &Options) -> Measured {
-    let agent = Agent::start(lab, &o.workload, None);
+fn hybridprobe(lab: &Lab, o: &Options, workload: &Workload) -> Measured {
+    let agent = Agent::start(lab, workload, None);
     let (scraper, scrapes) = agent.scraped(lab);
     pause(Duration::from_secs(o.warmup));
     // The window's edge scrapes fall outside the measured CPU.
-    let (all0, failed0) = rounds(&agent.metrics(lab));
     let pid = lab.pid(agent.handle);
-    let cpu0 = cpu_seconds(pid);
-    pause(Duration::from_secs(o.seconds));
-    let cpu1 = cpu_seconds(pid);
-    let (all1, failed1) = rounds(&agent.metrics(lab));
-    let hwm_kib = status_kib(pid, "VmHWM");
+    let (user, system, hwm_kib, (all0, failed0), (all1, failed1)) =
+        window(pid, o.seconds, || rounds(&agent.metrics(lab)));
     drop(scraper);
     let scraped = scrapes.tally();
     assert_eq!(
@@ -147,15 +217,96 @@ fn hybridprobe(lab: &Lab, o: &Options) -> Measured {
     lab.stop(agent.handle);
     Measured {
         prober: Prober::Hybridprobe,
+        workload: label(workload),
         probes: (all1 - all0) as u64,
         failed: (failed1 - failed0) as u64,
-        expected: o.workload.total() as u64 * o.seconds,
-        cpu: cpu1 - cpu0,
+        expected: workload.total() as u64 * o.seconds,
+        user,
+        system,
         hwm_kib,
     }
 }
 
-fn blackbox(lab: &Lab, o: &Options) -> Measured {
+/// The floor prober Cargo built beside this benchmark (`bench/vs-blackbox.sh` builds both):
+/// `FLOOR_BIN` when set, else the newest `floor-*` executable in this benchmark's directory.
+fn floor_bin() -> String {
+    if let Ok(bin) = std::env::var("FLOOR_BIN") {
+        return bin;
+    }
+    let me = std::env::current_exe().expect("this benchmark's path");
+    let dir = me.parent().expect("a directory");
+    let newest = std::fs::read_dir(dir)
+        .expect("this benchmark's directory")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| is_floor(p))
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok());
+    let bin = newest.unwrap_or_else(|| {
+        panic!(
+            "no floor-* in {}: build it with cargo bench --bench floor --no-run",
+            dir.display()
+        )
+    });
+    bin.display().to_string()
+}
+
+fn is_floor(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    name.starts_with("floor-")
+        && path.extension().is_none()
+        && path
+            .metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn floor_run(lab: &Lab, o: &Options, workload: &Workload, bin: &str) -> Measured {
+    let counts = [
+        ("--tcp", workload.tcp),
+        ("--icmp", workload.icmp),
+        ("--dns", workload.dns),
+    ]
+    .map(|(flag, n)| (flag, n.to_string()));
+    let mut args = vec!["--bench"];
+    for (flag, n) in &counts {
+        args.extend([*flag, n.as_str()]);
+    }
+    let floor = lab.spawn(Host::Pod, bin, &args, &[]);
+    pause(Duration::from_secs(o.warmup));
+    let progress = || floor_progress(&lab.logs(floor));
+    let (user, system, hwm_kib, (ok0, failed0), (ok1, failed1)) =
+        window(lab.pid(floor), o.seconds, progress);
+    lab.stop(floor);
+    Measured {
+        prober: Prober::Floor,
+        workload: label(workload),
+        probes: ok1 + failed1 - ok0 - failed0,
+        failed: failed1 - failed0,
+        expected: workload.total() as u64 * o.seconds,
+        user,
+        system,
+        hwm_kib,
+    }
+}
+
+/// The floor's last `floor: ok N failed N` line.
+fn floor_progress(logs: &str) -> (u64, u64) {
+    let line = logs
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("floor: ok "))
+        .unwrap_or_else(|| panic!("the floor reported no probes:\n{logs}"));
+    let (ok, failed) = line.split_once(" failed ").expect("ok N failed N");
+    (
+        ok.parse().expect("a count"),
+        failed.parse().expect("a count"),
+    )
+}
+
+fn blackbox(lab: &Lab, o: &Options, workload: &Workload) -> Measured {
     let config = lab.tmpdir().join("blackbox.yml");
     std::fs::write(&config, blackbox_config()).expect("writing the blackbox config");
     let listen = SocketAddr::from((POD_IP, BLACKBOX_PORT));
@@ -170,7 +321,7 @@ fn blackbox(lab: &Lab, o: &Options) -> Measured {
         &[],
     );
     wait_http(lab, exporter, &format!("http://{listen}/-/healthy"));
-    let targets = o.workload.targets();
+    let targets = workload.targets();
     let n = targets.len() as u32;
     // Prometheus spreads each target's scrapes over the interval; so does the driver.
     let jobs = targets
@@ -193,20 +344,19 @@ fn blackbox(lab: &Lab, o: &Options) -> Measured {
         status == 200 && body.lines().any(|l| l == "probe_success 1")
     });
     pause(Duration::from_secs(o.warmup));
-    let pid = lab.pid(exporter);
-    let (before, cpu0) = (counts.tally(), cpu_seconds(pid));
-    pause(Duration::from_secs(o.seconds));
-    let (cpu1, after) = (cpu_seconds(pid), counts.tally());
-    let hwm_kib = status_kib(pid, "VmHWM");
+    let (user, system, hwm_kib, before, after) =
+        window(lab.pid(exporter), o.seconds, || counts.tally());
     drop(driver);
     lab.stop(exporter);
     let Tally { ok, failed, errors } = after - before;
     Measured {
         prober: Prober::Blackbox,
+        workload: label(workload),
         probes: ok + failed + errors,
         failed: failed + errors,
-        expected: o.workload.total() as u64 * o.seconds,
-        cpu: cpu1 - cpu0,
+        expected: workload.total() as u64 * o.seconds,
+        user,
+        system,
         hwm_kib,
     }
 }
@@ -244,62 +394,81 @@ fn blackbox_config() -> String {
 fn report(runs: &[Measured], o: &Options) {
     println!("\nmachine: {}", common::machine());
     println!(
-        "workload: {} TCP + {} ICMP + {} DNS probes/s from the pod namespace, {} s per run, \
-         runs alternating",
-        o.workload.tcp, o.workload.icmp, o.workload.dns, o.seconds
+        "each target probed once a second from the pod namespace, {} s per run, runs alternating",
+        o.seconds
     );
+    let us = |s: f64, m: &Measured| s * 1e6 / m.probes.max(1) as f64;
     println!(
-        "\n| run | prober | probes run (expected) | failed | CPU s | CPU per probe | peak RSS |"
+        "\n| workload | run | prober | probes run (expected) | failed | user CPU s | kernel CPU s | \
+         user per probe | kernel per probe | peak RSS |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (i, m) in runs.iter().enumerate() {
         println!(
-            "| {} | {} | {} ({}) | {} | {:.2} | {:.1} µs | {:.1} MiB |",
-            i / 2 + 1,
+            "| {} | {} | {} | {} ({}) | {} | {:.2} | {:.2} | {:.1} µs | {:.1} µs | {:.1} MiB |",
+            m.workload,
+            (i / Prober::ALL.len()) % o.rounds as usize + 1,
             m.prober.name(),
             m.probes,
             m.expected,
             m.failed,
-            m.cpu,
-            m.cpu * 1e6 / m.probes.max(1) as f64,
+            m.user,
+            m.system,
+            us(m.user, m),
+            us(m.system, m),
             mib(m.hwm_kib)
         );
     }
-    let summary = |p: Prober| {
-        let mine: Vec<&Measured> = runs.iter().filter(|m| m.prober == p).collect();
-        let cpu: f64 = mine.iter().map(|m| m.cpu).sum();
-        let probes: u64 = mine.iter().map(|m| m.probes).sum();
-        let hwm = mine.iter().map(|m| m.hwm_kib).max().unwrap_or(0);
-        (
-            cpu / mine.len().max(1) as f64,
-            cpu / probes.max(1) as f64,
-            hwm,
-        )
-    };
-    let (hp, bb) = (summary(Prober::Hybridprobe), summary(Prober::Blackbox));
-    println!("\n| prober | CPU s per run (mean) | CPU per probe | peak RSS (max) |");
-    println!("|---|---|---|---|");
-    for (p, (cpu, per, hwm)) in [(Prober::Hybridprobe, hp), (Prober::Blackbox, bb)] {
-        println!(
-            "| {} | {cpu:.2} | {:.1} µs | {:.1} MiB |",
-            p.name(),
-            per * 1e6,
-            mib(hwm)
-        );
-    }
     println!(
-        "| ratio hybridprobe / blackbox_exporter | {:.2} | {:.2} | {:.2} |",
-        hp.0 / bb.0,
-        hp.1 / bb.1,
-        hp.2 as f64 / bb.2 as f64
+        "\n| workload | prober | user per probe (median) | kernel per probe (median) | CPU per probe \
+         | peak RSS (max) |"
     );
+    println!("|---|---|---|---|---|---|");
+    for workload in o.workloads().iter().map(label) {
+        let summary = |p: Prober| {
+            let mine: Vec<&Measured> = runs
+                .iter()
+                .filter(|m| m.prober == p && m.workload == workload)
+                .collect();
+            let user = median(mine.iter().map(|m| us(m.user, m)).collect());
+            let system = median(mine.iter().map(|m| us(m.system, m)).collect());
+            let hwm = mine.iter().map(|m| m.hwm_kib).max().unwrap_or(0);
+            (user, system, hwm)
+        };
+        for p in Prober::ALL {
+            let (user, system, hwm) = summary(p);
+            println!(
+                "| {workload} | {} | {user:.1} µs | {system:.1} µs | {:.1} µs | {:.1} MiB |",
+                p.name(),
+                user + system,
+                mib(hwm)
+            );
+        }
+        let (hp, floor, bb) = (
+            summary(Prober::Hybridprobe),
+            summary(Prober::Floor),
+            summary(Prober::Blackbox),
+        );
+        let ratio = |name: &str, of: (f64, f64, u64), goal: &str| {
+            println!(
+                "| {workload} | ratio hybridprobe / {name} | {:.2} | {:.2}{goal} | {:.2} | {:.2} |",
+                hp.0 / of.0,
+                hp.1 / of.1,
+                (hp.0 + hp.1) / (of.0 + of.1),
+                hp.2 as f64 / of.2 as f64
+            );
+        };
+        ratio("floor", floor, " (goal <= 1.2)");
+        ratio("blackbox_exporter", bb, "");
+    }
     let missed: Vec<String> = runs
         .iter()
         .filter(|m| m.probes + m.expected / 100 < m.expected || m.failed > 0)
         .map(|m| {
             format!(
-                "{} ran {} of {} ({} failed)",
+                "{} on {} ran {} of {} ({} failed)",
                 m.prober.name(),
+                m.workload,
                 m.probes,
                 m.expected,
                 m.failed
@@ -311,5 +480,16 @@ fn report(runs: &[Measured], o: &Options) {
             "\nWARNING: not every scheduled probe ran and passed: {}",
             missed.join("; ")
         );
+    }
+}
+
+/// The middle value (the mean of the middle two for an even count); 0 for none.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
 }

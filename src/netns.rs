@@ -5,12 +5,14 @@
 //! and runs its own current-thread runtime; work is sent to it and results come back over
 //! channels. The agent's own namespace needs no thread: its work runs on the caller's runtime.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use nix::sched::CloneFlags;
 use serde::{Deserialize, Serialize};
@@ -59,6 +61,35 @@ pub struct NetnsContext {
     /// holds (its conntrack table). `None` in the host namespace itself, where such work runs
     /// inline, and when no host namespace is configured. Use [`NetnsContext::in_host`].
     pub host: Option<Executor>,
+    /// What probe kinds keep for the namespace's life, such as a socket every check shares.
+    pub kept: Kept,
+}
+
+/// A slot per type for state a probe kind keeps per namespace (an ICMP socket shared by every
+/// check, say), so that the kind, not this layer, says what it is. The kind fills its slot on
+/// first use from inside the namespace, where every probe runs, so a socket opened then belongs
+/// to the namespace; clones of a context share the slots, and they go with its last clone.
+#[derive(Clone, Default)]
+pub struct Kept(Arc<Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>>);
+
+impl Kept {
+    /// The namespace's `T`, made with `T::default()` on first use.
+    pub fn get<T: Any + Send + Sync + Default>(&self) -> Arc<T> {
+        let mut slots = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = slots
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(T::default()));
+        Arc::clone(slot)
+            .downcast::<T>()
+            .unwrap_or_else(|_| unreachable!("a slot holds the type it is keyed by"))
+    }
+}
+
+impl fmt::Debug for Kept {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let slots = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("Kept").field("slots", &slots.len()).finish()
+    }
 }
 
 impl NetnsContext {
@@ -310,7 +341,29 @@ mod tests {
             id,
             resolv_conf: "/etc/resolv.conf".into(),
             host: None,
+            kept: Kept::default(),
         }
+    }
+
+    #[test]
+    fn kept_state_is_made_once_per_type_and_shared_by_clones() {
+        #[derive(Default)]
+        struct Counter(std::sync::atomic::AtomicU32);
+        let ctx = context(NetnsId::Pod);
+        let clone = ctx.clone();
+        ctx.kept
+            .get::<Counter>()
+            .0
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let seen = clone.kept.get::<Counter>();
+        assert_eq!(seen.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            *ctx.kept.get::<String>(),
+            "",
+            "another type has its own slot"
+        );
+        let other = context(NetnsId::Pod).kept.get::<Counter>();
+        assert_eq!(other.0.load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 
     #[tokio::test]

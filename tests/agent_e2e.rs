@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use lab::{Host, Lab, NODE_POD_GW, NODE_POD_GW6, ONPREM_IP, VNET_GW, VNET_GW6};
 use support::{
-    assert_success, check, metric, pod_and_host_config, pod_only, run_cli, write_config, Agent,
-    Resolv,
+    assert_success, check, metric, metric_sum, pod_and_host_config, pod_only, rounds, run_cli,
+    write_config, Agent, Resolv,
 };
 
 const LDAP_PORT: u16 = 389;
@@ -397,4 +397,134 @@ impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// On-prem echo targets, IPv4 and IPv6: some answer, some drop every request. Two or three
+/// checks ping the same target: a request that gets no answer waits for it all round, so rounds
+/// of one target overlap with requests in flight.
+const ECHO_TARGETS: [(&str, &str, bool); 12] = [
+    ("echo-a", "198.19.10.41", true),
+    ("echo-a2", "198.19.10.41", true),
+    ("echo-b", "198.19.10.42", true),
+    ("echo-c", "198.19.10.43", true),
+    ("dropped-d", "198.19.10.44", false),
+    ("dropped-d2", "198.19.10.44", false),
+    ("dropped-d3", "198.19.10.44", false),
+    ("dropped-e", "198.19.10.45", false),
+    ("echo6-a", "2001:2:0:1910::41", true),
+    ("echo6-a2", "2001:2:0:1910::41", true),
+    ("dropped6-d", "2001:2:0:1910::44", false),
+    ("dropped6-d2", "2001:2:0:1910::44", false),
+];
+
+/// Twelve icmp checks whose rounds overlap, from one namespace: each keeps its own replies (the
+/// answering ones lose none, the dropped ones get none), and the namespace holds one ICMP
+/// socket per family throughout, whether raw sockets (root, the default) or unprivileged DGRAM
+/// ones (ping_group_range set in the pod's namespace), where two checks of one target differ
+/// only by sequence.
+fn icmp_checks_share_one_socket(lab: &Lab, dgram: bool) {
+    for ip in [
+        "198.19.10.41/32",
+        "198.19.10.42/32",
+        "198.19.10.43/32",
+        "198.19.10.44/32",
+        "198.19.10.45/32",
+    ] {
+        lab.must(Host::Onprem, "ip", &["addr", "add", ip, "dev", "eth0"]);
+    }
+    for ip in ["2001:2:0:1910::41/128", "2001:2:0:1910::44/128"] {
+        lab.must(
+            Host::Onprem,
+            "ip",
+            &["-6", "addr", "add", ip, "dev", "eth0", "nodad"],
+        );
+    }
+    // The on-prem gateway's first request for a new IPv6 neighbour can lose the first echoes:
+    // learn it before the checks start, so every round counts.
+    lab.must(
+        Host::Pod,
+        "ping",
+        &["-6", "-c", "1", "-W", "2", "2001:2:0:1910::41"],
+    );
+    lab.nft(
+        Host::Onprem,
+        "table inet hplab {\n chain echo_drop {\n  type filter hook input priority 0; policy accept;\n  \
+         ip daddr { 198.19.10.44, 198.19.10.45 } icmp type echo-request drop\n  \
+         ip6 daddr 2001:2:0:1910::44 icmpv6 type echo-request drop\n }\n}\n",
+    );
+    if dgram {
+        lab.must(
+            Host::Pod,
+            "sysctl",
+            &["-w", "net.ipv4.ping_group_range=0 2147483647"],
+        );
+    }
+    let mut text = String::from(
+        "netns: { pod: {} }\nevidence: { enabled: false }\n\
+         defaults: { interval: 1s, timeout: 800ms }\nprobes:\n",
+    );
+    for (name, ip, _) in ECHO_TARGETS {
+        text.push_str(&format!(
+            "  - {{ name: {name}, icmp: {{ target: \"{ip}\", count: 5 }} }}\n"
+        ));
+    }
+    let agent = Agent::start(lab, &text);
+    for (name, _, _) in ECHO_TARGETS {
+        agent.wait_rounds(name, "pod", 3, Duration::from_secs(15));
+    }
+    // Rounds of five requests 100 ms apart overlap: one socket per family at every look, none
+    // per round.
+    let tables: [&str; 2] = if dgram {
+        ["/proc/net/icmp", "/proc/net/icmp6"]
+    } else {
+        ["/proc/net/raw", "/proc/net/raw6"]
+    };
+    for _ in 0..5 {
+        for table in tables {
+            let sockets = lab.must(Host::Pod, "cat", &[table]).lines().count() - 1;
+            assert_eq!(sockets, 1, "ICMP sockets in the pod namespace ({table})");
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let metrics = agent.metrics();
+    for (name, _, answers) in ECHO_TARGETS {
+        let labels = [("probe", name), ("netns", "pod")];
+        let runs = rounds(&metrics, name, "pod");
+        let (result, loss) = if answers {
+            ("success", 0.0)
+        } else {
+            ("timeout", 1.0)
+        };
+        let with_result = [("probe", name), ("netns", "pod"), ("result", result)];
+        assert_eq!(
+            metric_sum(&metrics, "hybridprobe_probe_runs_total", &with_result),
+            runs,
+            "{name}: every round {result}"
+        );
+        assert_eq!(
+            metric(&metrics, "hybridprobe_icmp_loss_ratio", &labels),
+            Some(loss),
+            "{name}"
+        );
+        let replies = metric_sum(&metrics, "hybridprobe_icmp_rtt_seconds_count", &labels);
+        assert_eq!(replies > 0.0, answers, "{name}: {replies} replies");
+    }
+}
+
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn icmp_checks_share_a_raw_socket_and_keep_their_own_replies() {
+    let Some(lab) = Lab::new("agent-icmp-raw") else {
+        return;
+    };
+    icmp_checks_share_one_socket(&lab, false);
+}
+
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn icmp_checks_share_a_dgram_socket_and_keep_their_own_replies() {
+    let Some(lab) = Lab::new("agent-icmp-dgram") else {
+        return;
+    };
+    icmp_checks_share_one_socket(&lab, true);
 }

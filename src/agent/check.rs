@@ -82,6 +82,7 @@ pub fn executors(config: &Config) -> Vec<Executor> {
             id: ns.id,
             resolv_conf: ns.resolv_conf.clone(),
             host,
+            kept: Default::default(),
         };
         match &ns.path {
             None => Executor::own(context),

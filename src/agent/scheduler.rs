@@ -253,6 +253,7 @@ mod tests {
             id: NetnsId::Pod,
             resolv_conf: "/etc/resolv.conf".into(),
             host: None,
+            kept: Default::default(),
         })
     }
 
@@ -285,6 +286,7 @@ mod tests {
                 id: NetnsId::Host,
                 resolv_conf: "/etc/resolv.conf".into(),
                 host: None,
+                kept: Default::default(),
             },
             std::path::Path::new("/nonexistent"),
         );

@@ -152,6 +152,7 @@ async fn a_namespace_that_cannot_be_entered_says_so_in_each_of_its_pieces() {
             id: NetnsId::Host,
             resolv_conf: "/nonexistent/resolv.conf".into(),
             host: None,
+            kept: Default::default(),
         },
         Path::new("/nonexistent/ns/net"),
     );

@@ -2,6 +2,8 @@
 //! jitter and the replies' hop limit.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -213,30 +215,21 @@ impl IcmpSpec {
             .resolve_family(ctx, &self.resolver, self.family)
             .await?[0];
         let scope = resolver::scope_id(ip);
-        let kind = if ip.is_ipv4() { ICMP::V4 } else { ICMP::V6 };
-        // DGRAM first: it needs only net.ipv4.ping_group_range; surge-ping falls back to RAW,
-        // which needs CAP_NET_RAW.
-        let client = Client::new(&Config::builder().kind(kind).build()).map_err(|e| {
-            let reason = Reason::of_io(&e);
-            let hint = if reason == Reason::PermissionDenied {
-                " (allow unprivileged ICMP with net.ipv4.ping_group_range or grant CAP_NET_RAW)"
-            } else {
-                ""
-            };
-            let first_line = e.to_string().lines().next().unwrap_or_default().to_owned();
-            Failure::new(reason, format!("open an ICMP socket: {first_line}{hint}"))
-        })?;
+        let socket = ctx.kept.get::<Sockets>().of(ip)?;
         let ident = PingIdentifier(raw::next_ident());
+        let first = socket.take_sequences(self.count);
         let spacing = SPACING.min(budget / (2 * u32::from(self.count)));
         let payload = vec![0u8; usize::from(self.size)];
-        let pings = (0..self.count).map(|seq| {
-            let (client, payload) = (&client, &payload);
+        let pings = (0..self.count).map(|n| {
+            let (client, payload) = (&socket.client, &payload);
             async move {
-                tokio::time::sleep(spacing * u32::from(seq)).await;
+                tokio::time::sleep(spacing * u32::from(n)).await;
                 let mut pinger = client.pinger(ip, ident).await;
                 pinger.scope_id(scope);
                 pinger.timeout(deadline.saturating_duration_since(Instant::now()));
-                pinger.ping(PingSequence(seq), payload).await
+                pinger
+                    .ping(PingSequence(first.wrapping_add(n)), payload)
+                    .await
             }
         });
         let replies = join_all(pings).await;
@@ -304,6 +297,68 @@ impl IcmpSpec {
             resolved: None,
         })
     }
+}
+
+/// A namespace's ICMP sockets, one per family, shared by every `icmp` check there and kept for
+/// the executor's life (in its context's [`Kept`](crate::netns::Kept) slot): a round opens none.
+/// Each is opened on first use, inside the namespace as every round runs; an attempt that fails
+/// is not kept, so the next round tries again and says why.
+#[derive(Default)]
+struct Sockets {
+    v4: Mutex<Option<Shared>>,
+    v6: Mutex<Option<Shared>>,
+}
+
+/// One socket, the task that hands its replies to the pings waiting for them, and the next
+/// sequence number its rounds take.
+#[derive(Clone)]
+struct Shared {
+    client: Client,
+    next_sequence: std::sync::Arc<AtomicU16>,
+}
+
+impl Sockets {
+    fn of(&self, ip: IpAddr) -> Result<Shared, Failure> {
+        let (slot, kind) = match ip {
+            IpAddr::V4(_) => (&self.v4, ICMP::V4),
+            IpAddr::V6(_) => (&self.v6, ICMP::V6),
+        };
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(shared) = &*slot {
+            return Ok(shared.clone());
+        }
+        let shared = Shared {
+            client: open(kind)?,
+            next_sequence: Default::default(),
+        };
+        Ok(slot.insert(shared).clone())
+    }
+}
+
+impl Shared {
+    /// `count` sequence numbers no other round on this socket has in flight. On an unprivileged
+    /// DGRAM socket the kernel sets every request's identifier to the socket's own, so surge-ping
+    /// matches a reply by its source and sequence alone: fresh numbers keep two checks of one
+    /// target apart, and a reply that comes after its round gave up finds no one waiting. On a
+    /// raw socket the round's own identifier already keeps them apart.
+    fn take_sequences(&self, count: u16) -> u16 {
+        self.next_sequence.fetch_add(count, Ordering::Relaxed)
+    }
+}
+
+/// Opens an ICMP socket: DGRAM first, which needs only net.ipv4.ping_group_range; surge-ping
+/// falls back to RAW, which needs CAP_NET_RAW.
+fn open(kind: ICMP) -> Result<Client, Failure> {
+    Client::new(&Config::builder().kind(kind).build()).map_err(|e| {
+        let reason = Reason::of_io(&e);
+        let hint = if reason == Reason::PermissionDenied {
+            " (allow unprivileged ICMP with net.ipv4.ping_group_range or grant CAP_NET_RAW)"
+        } else {
+            ""
+        };
+        let first_line = e.to_string().lines().next().unwrap_or_default().to_owned();
+        Failure::new(reason, format!("open an ICMP socket: {first_line}{hint}"))
+    })
 }
 
 /// `Ok((rtt, hop limit))` for an echo reply; `Err(None)` for a lost request; `Err(Some(_))`
@@ -474,6 +529,61 @@ mod tests {
             panic!("expected an icmp report");
         };
         assert_eq!((report.hop_limit, report.jitter()), (None, None));
+    }
+
+    /// Rounds to several loopback targets at once, twice each, IPv4 and IPv6, from one
+    /// namespace: each gets every one of its own replies from one socket per family, so
+    /// none took another's (on a DGRAM socket, two rounds to one target differ by sequence
+    /// alone). Without ICMP sockets allowed, the failure must say why.
+    #[tokio::test]
+    async fn concurrent_rounds_share_one_socket_per_family_and_keep_their_replies() {
+        let ctx = NetnsContext {
+            id: crate::netns::NetnsId::Pod,
+            resolv_conf: "/etc/resolv.conf".into(),
+            host: None,
+            kept: Default::default(),
+        };
+        let mut targets = vec!["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.1"];
+        let loopback6 = std::net::UdpSocket::bind("[::1]:0").is_ok();
+        if loopback6 {
+            targets.extend(["::1", "::1"]);
+        }
+        let specs: Vec<IcmpSpec> = targets
+            .iter()
+            .map(|ip| IcmpSpec {
+                target: Host::Ip(ip.parse().unwrap()),
+                ..spec(5, 0.0)
+            })
+            .collect();
+        let rounds = join_all(specs.iter().map(|s| s.run(&ctx, Duration::from_secs(2)))).await;
+        for (target, round) in targets.iter().zip(rounds) {
+            let outcome = match round {
+                Ok(outcome) => outcome,
+                Err(f) if f.reason == Reason::PermissionDenied => {
+                    assert!(f.detail.contains("ping_group_range"), "{}", f.detail);
+                    return;
+                }
+                Err(f) => panic!("{target}: {}", f.detail),
+            };
+            let Measurements::Icmp(report) = outcome.measurements else {
+                panic!("expected an icmp report");
+            };
+            assert_eq!((report.sent, report.received), (5, 5), "{target}");
+        }
+        let sockets = ctx.kept.get::<Sockets>();
+        let v4 = sockets
+            .v4
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("an IPv4 socket kept");
+        assert_eq!(
+            v4.take_sequences(0),
+            20,
+            "four rounds of five on one socket"
+        );
+        let v6 = sockets.v6.lock().unwrap().clone();
+        assert_eq!(v6.map(|s| s.take_sequences(0)), loopback6.then_some(10));
     }
 
     const IP4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 19, 10, 1);

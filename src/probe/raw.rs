@@ -12,6 +12,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::OnceLock;
 
 use nix::{setsockopt_impl, sockopt_impl};
 use pnet_packet::icmp::echo_request::MutableEchoRequestPacket;
@@ -70,7 +71,10 @@ static NEXT_IDENT: AtomicU16 = AtomicU16::new(0);
 
 /// A fresh echo identifier for one probe round.
 pub fn next_ident() -> u16 {
-    (std::process::id() as u16).wrapping_add(NEXT_IDENT.fetch_add(1, Ordering::Relaxed))
+    // The process id once, not a getpid(2) per round.
+    static BASE: OnceLock<u16> = OnceLock::new();
+    let base = *BASE.get_or_init(|| std::process::id() as u16);
+    base.wrapping_add(NEXT_IDENT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The address of `host` a path probe measures, resolved in the probe's namespace to `family`

@@ -235,6 +235,7 @@ mod exchange {
             id: crate::netns::NetnsId::Pod,
             resolv_conf: "/etc/resolv.conf".into(),
             host: None,
+            kept: Default::default(),
         }
     }
 

@@ -219,6 +219,7 @@ fn context() -> NetnsContext {
         id: NetnsId::Pod,
         resolv_conf: PathBuf::from("/etc/resolv.conf"),
         host: None,
+        kept: Default::default(),
     }
 }
 
