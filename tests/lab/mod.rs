@@ -14,6 +14,7 @@
 pub mod bind;
 pub mod dns;
 mod faults;
+pub mod fleet;
 mod http;
 mod preflight;
 mod procs;
