@@ -45,7 +45,6 @@ impl<'a> Fleet<'a> {
     /// place on it) and adds `n` nodes with a pod each. Panics above [`FLEET_MAX`].
     pub fn new(lab: &'a Lab, n: usize) -> Fleet<'a> {
         assert!(n <= FLEET_MAX, "at most {FLEET_MAX} fleet nodes, not {n}");
-        sweep_stale();
         let fleet = Fleet {
             lab,
             nodes: (0..n).map(|i| node(lab, i)).collect(),
@@ -278,27 +277,12 @@ fn etc_dir(ns: &str) -> PathBuf {
     Path::new("/etc/netns").join(ns)
 }
 
-/// Deletes `hp-<test>-<pid>-nNNN` and `-pNNN` namespaces whose process is gone (a killed run
-/// cannot run its Drop), as the lab does for its own.
-fn sweep_stale() {
-    let list = run(cmd("ip", &["netns", "list"]), None);
-    for line in String::from_utf8_lossy(&list.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        let mut parts = name.rsplitn(3, '-');
-        let (Some(host), Some(pid), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
-        let fleet_host = host.len() == 4
-            && (host.starts_with('n') || host.starts_with('p'))
-            && host[1..].bytes().all(|b| b.is_ascii_digit());
-        let ours = rest.starts_with("hp-") && fleet_host && pid.parse::<u32>().is_ok();
-        if ours && !Path::new("/proc").join(pid).exists() {
-            topology::remove_namespace(name);
-            let _ = std::fs::remove_dir_all(etc_dir(name));
-        }
-    }
+/// Whether `host`, the last part of a namespace's name, is a fleet node's (`nNNN`) or pod's
+/// (`pNNN`): the lab's sweep removes those of runs that were killed, as it does its own.
+pub(super) fn is_fleet_host(host: &str) -> bool {
+    host.len() == 4
+        && (host.starts_with('n') || host.starts_with('p'))
+        && host[1..].bytes().all(|b| b.is_ascii_digit())
 }
 
 fn cmd(program: &str, args: &[&str]) -> Command {
