@@ -14,7 +14,7 @@
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -140,14 +140,16 @@ impl<'a> Fleet<'a> {
         check(&out, &format!("nft in {}", node.node_ns), Host::VnetGw);
     }
 
-    fn exec_ok(&self, ns: &str, program: &str, args: &[&str]) {
+    /// Runs `program args` inside namespace `ns` and returns whatever happened.
+    pub fn exec(&self, ns: &str, program: &str, args: &[&str]) -> Output {
         let mut c = cmd("ip", &["netns", "exec", ns, program]);
         c.args(args);
-        check(
-            &run(c, None),
-            &format!("{program} {} in {ns}", args.join(" ")),
-            Host::VnetGw,
-        );
+        run(c, None)
+    }
+
+    fn exec_ok(&self, ns: &str, program: &str, args: &[&str]) {
+        let what = format!("{program} {} in {ns}", args.join(" "));
+        check(&self.exec(ns, program, args), &what, Host::VnetGw);
     }
 
     /// Writes /etc/NAME as the processes of namespace `ns` (started from now on) see it.
