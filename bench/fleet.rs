@@ -284,6 +284,7 @@ fn measure(
     alive("while measured");
     let rss: Vec<u64> = agents.iter().map(|&p| status_kib(p, "VmRSS")).collect();
     let hwm = agents.iter().map(|&p| status_kib(p, "VmHWM")).max();
+    let pss: u64 = agents.iter().map(|&p| pss_kib(p)).sum();
     let window = format!("{}s", o.seconds);
 
     let per_node = prom.values(r#"scrape_samples_scraped{job="hybridprobe"}"#);
@@ -397,10 +398,12 @@ fn measure(
     );
     let rss_mib: Vec<f64> = rss.iter().map(|&k| mib(k)).collect();
     row(
-        "agents' RSS, summed; per agent min / median / max; highest peak",
+        "agents' RSS, summed (PSS summed: shared pages counted once); per agent min / median / \
+         max; highest peak",
         format!(
-            "{:.0} MiB; {}; {:.1} MiB",
+            "{:.0} MiB ({:.0} MiB); {}; {:.1} MiB",
             rss_mib.iter().sum::<f64>(),
+            mib(pss),
             spread(&rss_mib, |v| format!("{v:.1} MiB")),
             mib(hwm.unwrap_or(0)),
         ),
@@ -441,6 +444,17 @@ fn per_check_by_kind(prom: &Prometheus, node: &str) -> String {
         .map(|(kind, n)| format!("{kind} {:.0}", series.get(kind).unwrap_or(&0.0) / n))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A process's proportional set size in KiB: its resident pages, each shared page divided
+/// among the processes sharing it (the agents share their binary's pages).
+fn pss_kib(pid: u32) -> u64 {
+    let path = format!("/proc/{pid}/smaps_rollup");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{path}: no Pss"))
 }
 
 /// min / median / max of `values`, each written by `show`.
