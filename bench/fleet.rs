@@ -345,7 +345,7 @@ fn measure(
         format!("{node_own:.0}"),
     );
     row(
-        "series per check, by kind (those with a `kind` label)",
+        "series per check (probe × netns) of each probe, by its kind",
         by_kind,
     );
     row(
@@ -427,23 +427,24 @@ fn measure(
     t
 }
 
-/// Series with a `probe` label per check (probe × netns) of each kind, on `node`.
+/// Series with a `probe` label per check (probe × netns) of each probe, with its kind, on
+/// `node`: the series every check has, and those of its kind.
 fn per_check_by_kind(prom: &Prometheus, node: &str) -> String {
     let series = prom.by_label(
-        &format!(r#"count by (kind) ({{job="hybridprobe", node="{node}", probe!="", kind!=""}})"#),
-        "kind",
+        &format!(r#"count by (probe) ({{job="hybridprobe", node="{node}", probe!=""}})"#),
+        "probe",
     );
-    let checks = prom.by_label(
-        &format!(
-            r#"count by (kind) (hybridprobe_probe_success{{job="hybridprobe", node="{node}"}})"#
-        ),
-        "kind",
-    );
-    checks
-        .iter()
-        .map(|(kind, n)| format!("{kind} {:.0}", series.get(kind).unwrap_or(&0.0) / n))
-        .collect::<Vec<_>>()
-        .join(", ")
+    prom.query(&format!(
+        r#"count by (probe, kind) (hybridprobe_probe_success{{job="hybridprobe", node="{node}"}})"#
+    ))
+    .iter()
+    .map(|s| {
+        let (probe, kind) = (str_of(&s["metric"]["probe"]), str_of(&s["metric"]["kind"]));
+        let per_check = series.get(probe).unwrap_or(&0.0) / number(&s["value"][1]);
+        format!("{kind} {per_check:.0}")
+    })
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 /// A process's proportional set size in KiB: its resident pages, each shared page divided
