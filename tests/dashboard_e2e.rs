@@ -13,7 +13,7 @@ mod support;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use deploy::{str_of, ConfigTargets, Manifests, PodRun, LAB_NODE_NAME};
+use deploy::{snake_keys, str_of, ConfigTargets, Manifests, PodRun, LAB_NODE_NAME};
 use lab::{Host, Lab, NODE_IP, POD_IP};
 use serde_json::{json, Value};
 
@@ -94,28 +94,6 @@ fn encode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// The Prometheus operator's camelCase relabeling keys in Prometheus's own snake_case.
-fn snake_keys(v: &Value) -> Value {
-    match v {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| {
-                    let mut key = String::new();
-                    for c in k.chars() {
-                        if c.is_ascii_uppercase() {
-                            key.push('_');
-                        }
-                        key.push(c.to_ascii_lowercase());
-                    }
-                    (key, snake_keys(v))
-                })
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(snake_keys).collect()),
-        other => other.clone(),
-    }
 }
 
 /// A scrape config equivalent to what the operator generates for the PodMonitor: the pod's

@@ -577,6 +577,28 @@ pub fn expand(text: &str, env: &[(String, String)]) -> String {
     out
 }
 
+/// The Prometheus operator's camelCase relabeling keys in Prometheus's own snake_case.
+pub fn snake_keys(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let mut key = String::new();
+                    for c in k.chars() {
+                        if c.is_ascii_uppercase() {
+                            key.push('_');
+                        }
+                        key.push(c.to_ascii_lowercase());
+                    }
+                    (key, snake_keys(v))
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(snake_keys).collect()),
+        other => other.clone(),
+    }
+}
+
 /// The strings of a YAML list (none when it is absent).
 pub fn strings(v: &Value) -> Vec<String> {
     v.as_array()

@@ -18,6 +18,7 @@
 pub mod bind;
 pub mod dns;
 mod faults;
+pub mod fleet;
 mod http;
 mod preflight;
 mod procs;

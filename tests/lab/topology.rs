@@ -194,7 +194,7 @@ pub(super) fn sweep_stale_namespaces() {
             continue;
         };
         let ours = rest.starts_with("hp-")
-            && Host::ALL.iter().any(|h| h.suffix() == host)
+            && (Host::ALL.iter().any(|h| h.suffix() == host) || super::fleet::is_fleet_host(host))
             && pid.parse::<u32>().is_ok();
         if ours && !std::path::Path::new("/proc").join(pid).exists() {
             remove_namespace(name);
