@@ -73,17 +73,7 @@ impl<'a> Fleet<'a> {
                 &format!("ip netns add {ns}"),
                 Host::VnetGw,
             );
-            self.exec_ok(
-                ns,
-                "sysctl",
-                &[
-                    "-qw",
-                    "net.ipv4.ip_forward=1",
-                    "net.ipv4.conf.all.rp_filter=0",
-                    "net.ipv4.conf.default.rp_filter=0",
-                    "net.ipv4.icmp_ratelimit=0",
-                ],
-            );
+            self.exec_ok(ns, "sysctl", topology::ROUTER_SYSCTLS);
         }
         let pod_net = Ipv4Addr::from(u32::from(node.pod_ip) & !3);
         let pod_gw = Ipv4Addr::from(u32::from(pod_net) + 1);

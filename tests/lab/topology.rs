@@ -9,6 +9,26 @@ use std::sync::Mutex;
 
 static NETNS_ADD: Mutex<()> = Mutex::new(());
 
+/// Every lab namespace forwards like the router it may stand for. rp_filter defaults follow the
+/// root namespace on some distributions; the lab's routes are symmetric, but asymmetric fault
+/// scenarios must not be filtered silently. They are set before any link exists so every
+/// interface inherits them. Every ICMP error is sent: the kernel's per-peer limit (a burst of
+/// six, then one a second) would starve the traceroutes of a capture wave, every failing check's
+/// at once toward one masquerading node, and make which hop answers a matter of timing. IPv6
+/// mirrors all of it; duplicate address detection is off (every address also says `nodad`) so
+/// link-local and lab addresses work at once instead of a second later, and accept_ra stays
+/// ignored since every namespace forwards.
+pub(super) const ROUTER_SYSCTLS: &[&str] = &[
+    "-qw",
+    "net.ipv4.ip_forward=1",
+    "net.ipv4.conf.all.rp_filter=0",
+    "net.ipv4.conf.default.rp_filter=0",
+    "net.ipv4.icmp_ratelimit=0",
+    "net.ipv6.conf.all.forwarding=1",
+    "net.ipv6.conf.default.accept_dad=0",
+    "net.ipv6.icmp.ratelimit=0",
+];
+
 /// MAC addresses of the underlay veth's ends (locally administered), in the VNET gateway and
 /// in the on-prem gateway.
 const UL_VNET: &str = "02:00:c6:12:ff:01";
@@ -25,29 +45,7 @@ impl Lab {
                 run(cmd("ip", &["netns", "add", &ns]), None)
             };
             check(&out, &format!("ip netns add {ns}"), h);
-            // rp_filter defaults follow the root namespace on some distributions; the lab's
-            // routes are symmetric, but asymmetric fault scenarios must not be filtered silently.
-            // The defaults are set before any link exists so every interface inherits them.
-            // Every ICMP error is sent: the kernel's per-peer limit (a burst of six, then one a
-            // second) would starve the traceroutes of a capture wave, every failing check's at
-            // once toward one masquerading node, and make which hop answers a matter of timing.
-            // IPv6 mirrors all of it; duplicate address detection is off (every address also
-            // says `nodad`) so link-local and lab addresses work at once instead of a second
-            // later, and accept_ra stays ignored since every namespace forwards.
-            self.must(
-                h,
-                "sysctl",
-                &[
-                    "-qw",
-                    "net.ipv4.ip_forward=1",
-                    "net.ipv4.conf.all.rp_filter=0",
-                    "net.ipv4.conf.default.rp_filter=0",
-                    "net.ipv4.icmp_ratelimit=0",
-                    "net.ipv6.conf.all.forwarding=1",
-                    "net.ipv6.conf.default.accept_dad=0",
-                    "net.ipv6.icmp.ratelimit=0",
-                ],
-            );
+            self.must(h, "sysctl", ROUTER_SYSCTLS);
         }
         let ns = |h| self.ns_name(h);
         // Each veth pair is created inside the first namespace with its peer placed straight into
