@@ -1,6 +1,6 @@
-//! Soak: the agent in the lab, probing on-prem with every probe kind from the pod and the host
-//! namespace, while faults flap every 30 s. After a warm-up its memory stays flat, its file
-//! descriptors do not pile up, it never panics, and no scheduled round goes missing.
+//! Soak: the agent in the lab, probing on-prem with every probe kind over IPv4 and IPv6 from the
+//! pod and the host namespace, while faults flap every 30 s. After a warm-up its memory stays
+//! flat, its file descriptors do not pile up, it never panics, and no round goes missing.
 //!
 //! `HYBRIDPROBE_SOAK_SECONDS` sets how long (default 120, as CI runs it; `bench/soak.sh` runs
 //! 30 minutes). These are leak and stability invariants, not timings.
@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use lab::dns::{dnsmasq_available, Forward, DB_NAME};
-use lab::{Host, Lab, NFT_TABLE, ONPREM_IP, VNET_GW};
+use lab::web::nginx_available;
+use lab::{Host, Lab, NFT_TABLE, ONPREM_IP, ONPREM_IP6, VNET_GW};
 use support::{pod_and_host_config, Agent, Resolv, BIN};
 
 /// Faults change every `FLAP`: on for one period, off for the next.
@@ -32,10 +33,11 @@ const STUN_PORT: u16 = 3478;
 type Fault = (&'static str, fn(&Lab, bool));
 
 /// What fails while a fault is on, taking turns.
-const FAULTS: [Fault; 3] = [
+const FAULTS: [Fault; 4] = [
     ("tunnel_drop", |lab, on| lab.tunnel_drop(on)),
     ("ldap_refused", refuse_ldap),
     ("frag_needed_drop", |lab, on| lab.frag_needed_drop(on)),
+    ("tunnel_drop_ip6", |lab, on| lab.tunnel_drop_ip6(on)),
 ];
 
 /// The on-prem host resets connections to the LDAP port, as a stopped service would.
@@ -61,8 +63,16 @@ fn config(lab: &Lab) -> (String, BTreeMap<(&'static str, &'static str), f64>) {
     let probes = format!(
         r#"  - name: dc1-ldap
     tcp: {{ target: "{ONPREM_IP}:{LDAP_PORT}" }}
+  - name: dc1-ldap6
+    tcp: {{ target: "[{ONPREM_IP6}]:{LDAP_PORT}" }}
   - name: dc1-ping
     icmp: {{ target: {ONPREM_IP}, count: 3 }}
+  - name: dc1-ping6
+    icmp: {{ target: "{ONPREM_IP6}", count: 3 }}
+  - name: dc1-web
+    http: {{ url: "http://{ONPREM_IP}/healthz" }}
+  - name: dc1-web6
+    http: {{ url: "http://[{ONPREM_IP6}]/healthz" }}
   - name: corp-db
     dns: {{ query: {DB_NAME}, servers: [system, "{ONPREM_IP}"], transport: [udp, tcp],
            expect: {{ within: [198.19.0.0/16] }} }}
@@ -82,6 +92,13 @@ fn config(lab: &Lab) -> (String, BTreeMap<(&'static str, &'static str), f64>) {
     interval: 5s
     timeout: 3s
     traceroute: {{ target: {ONPREM_IP} }}
+  - name: resolv
+    interval: 5s
+    resolv_conf: {{}}
+  - name: node-conntrack
+    netns: [host]
+    interval: 5s
+    conntrack: {{ max_fill: 0.9 }}
 "#
     );
     let yaml = pod_and_host_config(
@@ -93,16 +110,22 @@ fn config(lab: &Lab) -> (String, BTreeMap<(&'static str, &'static str), f64>) {
     let mut intervals = BTreeMap::new();
     for (probe, seconds) in [
         ("dc1-ldap", 1.0),
+        ("dc1-ldap6", 1.0),
         ("dc1-ping", 1.0),
+        ("dc1-ping6", 1.0),
+        ("dc1-web", 1.0),
+        ("dc1-web6", 1.0),
         ("corp-db", 1.0),
         ("tunnel-mtu", 5.0),
         ("trace", 5.0),
+        ("resolv", 5.0),
     ] {
         intervals.insert((probe, "pod"), seconds);
         intervals.insert((probe, "host"), seconds);
     }
     intervals.insert(("pod-ip", "pod"), 2.0);
     intervals.insert(("onprem-route", "host"), 2.0);
+    intervals.insert(("node-conntrack", "host"), 5.0);
     (yaml, intervals)
 }
 
@@ -179,7 +202,7 @@ fn soak_length() -> Duration {
 #[test]
 #[ignore = "needs the network lab (root); .ci/run runs it"]
 fn memory_and_descriptors_stay_flat_and_no_round_is_missed_while_faults_flap() {
-    if !dnsmasq_available("soak") {
+    if !dnsmasq_available("soak") || !nginx_available("soak") {
         return;
     }
     let Some(lab) = Lab::new("soak") else {
@@ -191,7 +214,10 @@ fn memory_and_descriptors_stay_flat_and_no_round_is_missed_while_faults_flap() {
     let warmup = (total / 2).min(4 * FLAP);
     let warmup = Duration::from_secs(warmup.as_secs() / (2 * FLAP.as_secs()) * 2 * FLAP.as_secs());
 
-    lab.serve_tcp(Host::Onprem, SocketAddr::from((ONPREM_IP, LDAP_PORT)));
+    for ip in [ONPREM_IP.into(), ONPREM_IP6.into()] {
+        lab.serve_tcp(Host::Onprem, SocketAddr::new(ip, LDAP_PORT));
+    }
+    lab.onprem_web();
     lab.onprem_dns();
     lab.cluster_dns(Forward::Onprem);
     let stun = SocketAddr::from((ONPREM_IP, STUN_PORT)).to_string();
