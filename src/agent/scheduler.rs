@@ -20,7 +20,7 @@ use super::check::{executors, planned, Check, PlannedCheck};
 use super::state::AgentState;
 use crate::config::{Config, NamespaceConfig, ProbeConfig};
 use crate::netns::{Executor, NetnsError, NetnsId};
-use crate::probe::resolver::Noted;
+use crate::probe::resolver::{Family, Noted};
 use crate::probe::{with_resolved, Failure, Outcome, Reason};
 use crate::results::CheckKey;
 
@@ -152,14 +152,16 @@ pub fn start_offset(probe: &str, netns: NetnsId, interval: Duration) -> Duration
 
 /// Runs one round of a check under its timeout and says how long it took.
 pub async fn run_round(check: &Check) -> (Result<Outcome, Failure>, Duration) {
-    run_probe(&check.probe, &check.executor).await
+    run_probe(&check.probe, &check.executor, check.key.family).await
 }
 
-/// Runs one round of `probe` through `executor` under the probe's timeout: the scheduled
-/// rounds and the ones run on demand share it, so both are bounded the same way.
+/// Runs one round of `probe` through `executor` under the probe's timeout, over `family` when
+/// the probe is split (`family: both`): the scheduled rounds and the ones run on demand share
+/// it, so both are bounded the same way.
 pub(super) async fn run_probe(
     probe: &Arc<ProbeConfig>,
     executor: &Executor,
+    family: Option<Family>,
 ) -> (Result<Outcome, Failure>, Duration) {
     let config = probe;
     let probe = config.clone();
@@ -173,7 +175,7 @@ pub(super) async fn run_probe(
     let noting = noted.clone();
     let work = Box::pin(executor.run(move |ctx| async move {
         // Caught where it runs, which may be another namespace's thread.
-        contained(&probe, probe.kind.run(&ctx, budget, noting)).await
+        contained(&probe, probe.kind.run(&ctx, budget, noting, family)).await
     }));
     let (result, took) = within_timeout(config, work).await;
     let result = with_resolved(result, noted.take());

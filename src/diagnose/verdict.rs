@@ -8,6 +8,7 @@ pub use crate::diagnose::Diagnosis;
 use crate::diagnose::{self, Code, Observed, Seen};
 use crate::evidence::{Capture, Store};
 use crate::netns::{NetnsId, NetnsStatus};
+use crate::probe::resolver::Family;
 use crate::results::{CheckKey, CheckState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -44,6 +45,9 @@ pub struct CheckView {
     pub probe: String,
     pub kind: &'static str,
     pub netns: NetnsId,
+    /// `ipv4` or `ipv6` for a check of a probe split by `family: both`; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<Family>,
     /// The check's state after flap damping; false until its first round.
     pub ok: bool,
     /// The last round's result: `success`, a failure reason, or `pending` before the first.
@@ -61,6 +65,17 @@ pub struct CheckView {
     /// Evidence captured when the check turned failing, newest first; only while it fails.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub evidence: Vec<Arc<Capture>>,
+}
+
+impl CheckView {
+    /// Where the check runs, for people: its namespace, and its family when split
+    /// (`pod/ipv6`).
+    pub fn place(&self) -> String {
+        match self.family {
+            Some(family) => format!("{}/{family}", self.netns),
+            None => self.netns.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,6 +131,7 @@ pub fn judge(snapshot: &Snapshot) -> Verdict {
                 probe: key.probe.clone(),
                 kind: check.kind,
                 netns: key.netns,
+                family: key.family,
                 ok,
                 result: last.map_or(PENDING, |r| r.result),
                 duration_seconds: last.map(|r| r.duration.as_secs_f64()),
@@ -146,6 +162,7 @@ pub fn judge(snapshot: &Snapshot) -> Verdict {
         .map(|(key, check)| Observed {
             probe: &check.probe,
             netns: key.netns,
+            split: key.family,
             seen: Seen::of(check),
             history: &check.history,
         })
@@ -193,6 +210,7 @@ probes:
         CheckKey {
             probe: probe.into(),
             netns,
+            family: None,
         }
     }
 

@@ -27,7 +27,7 @@ use crate::netns::{Executor, NetnsContext, NetnsId};
 use crate::probe::dns::{DnsSpec, QueryType, Server};
 use crate::probe::resolver::Resolver;
 use crate::probe::target::{Host, HostPort};
-use crate::probe::{Families, ProbeKind};
+use crate::probe::{CheckLabels, Families, ProbeKind};
 use crate::results::{CheckKey, CheckState};
 
 /// Captures kept per check, newest first; an older one is dropped for a new one.
@@ -200,7 +200,7 @@ pub fn register(families: &mut dyn Families) -> CounterVec {
         "Evidence captures asked for when a check turned failing, by outcome: captured, \
          rate_limited (within evidence.min_interval or at evidence.max_concurrent), failed (no \
          piece could be obtained).",
-        &["probe", "netns", "outcome"],
+        &CheckLabels::names(&["outcome"]),
     )
 }
 

@@ -11,6 +11,7 @@ fn key() -> CheckKey {
     CheckKey {
         probe: "dc1".into(),
         netns: NetnsId::Pod,
+        family: None,
     }
 }
 
