@@ -42,15 +42,6 @@ impl Host {
         valid_hostname(text).then(|| Host::Name(text.trim_end_matches('.').to_owned()))
     }
 
-    /// The addresses to probe, of any family: see [`Host::resolve_family`].
-    pub async fn resolve(
-        &self,
-        ctx: &NetnsContext,
-        resolver: &Resolver,
-    ) -> Result<Vec<IpAddr>, Failure> {
-        self.resolve_family(ctx, resolver, Family::Any).await
-    }
-
     /// The addresses of `family` to probe, looked up from inside the probe's namespace: a name
     /// through `resolver`, a fresh one each round (see [`lookup`]), and the first address noted
     /// for the round (see [`note_resolved`]); the gateway of the IPv6 default route for `ipv6`,
