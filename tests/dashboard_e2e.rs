@@ -335,7 +335,10 @@ fn every_panel_and_rule_evaluates_against_a_live_agent() {
     // `family` lists the families of probes split by `family: both`; its All must still match
     // every other check, which has no family label, so it is `.*`, as Grafana substitutes it.
     let split = listed("family");
-    assert!(split.iter().all(|f| f == "ipv4" || f == "ipv6"), "{split:?}");
+    assert!(
+        split.iter().all(|f| f == "ipv4" || f == "ipv6"),
+        "{split:?}"
+    );
     assert_eq!(variable("family")["allValue"], ".*", "$family's All");
     let config = manifests.config_map_file("hybridprobe-config", "config.yaml");
     let probes = listed("probe");
