@@ -301,6 +301,51 @@ probes:
         assert_eq!(verdict.namespaces.len(), 2);
     }
 
+    /// The two checks of a `family: both` probe are entries of their own that say their
+    /// family; no other entry has one.
+    #[test]
+    fn a_split_probe_has_an_entry_per_family() {
+        let mut results = declared();
+        let dual = Config::parse(
+            "probes: [{name: dual, netns: [pod], tcp: {target: 'dual.corp.example:389', family: both}}]",
+            &|_| None,
+        )
+        .unwrap()
+        .probes;
+        let dual = Arc::new(dual[0].clone());
+        for family in Family::SPLIT {
+            let key = CheckKey {
+                family: Some(family),
+                ..key("dual", Pod)
+            };
+            results.declare(key, dual.clone(), 2);
+        }
+        let verdict = judged(&results, None, false);
+        let json = serde_json::to_value(&verdict).unwrap();
+        let entries: Vec<(String, String, String)> = verdict
+            .checks
+            .iter()
+            .zip(json["checks"].as_array().unwrap())
+            .map(|(c, j)| {
+                let family = j.get("family").map(ToString::to_string);
+                (c.probe.clone(), c.place(), family.unwrap_or_default())
+            })
+            .collect();
+        let entry = |probe: &str, place: &str, family: &str| {
+            (probe.to_owned(), place.to_owned(), family.to_owned())
+        };
+        assert_eq!(
+            entries,
+            [
+                entry("ldap", "pod", ""),
+                entry("ldap", "host", ""),
+                entry("gw", "pod", ""),
+                entry("dual", "pod/ipv4", r#""ipv4""#),
+                entry("dual", "pod/ipv6", r#""ipv6""#),
+            ]
+        );
+    }
+
     #[test]
     fn a_failing_check_or_a_rejected_config_fails_the_node_a_pending_check_does_not() {
         let mut results = declared();

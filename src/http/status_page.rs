@@ -682,6 +682,51 @@ mod tests {
         }
     }
 
+    /// A probe split by `family: both` is a row per family, each with its own cells, history
+    /// and "Run now" for its family alone.
+    #[test]
+    fn a_split_probe_is_a_row_per_family() {
+        let mut s = Snapshot {
+            run_now: true,
+            ..snapshot()
+        };
+        let verdict = Arc::make_mut(&mut s.verdict);
+        let half = |netns, family, ok, result| CheckView {
+            family: Some(family),
+            ..view("dual", netns, ok, result)
+        };
+        verdict.checks = vec![
+            half(NetnsId::Pod, Family::Ipv4, true, "success"),
+            half(NetnsId::Pod, Family::Ipv6, false, "timeout"),
+            half(NetnsId::Host, Family::Ipv4, true, "success"),
+            half(NetnsId::Host, Family::Ipv6, false, "timeout"),
+        ];
+        let key = CheckKey {
+            probe: "dual".into(),
+            netns: NetnsId::Pod,
+            family: Some(Family::Ipv6),
+        };
+        s.history.insert(key, samples("+--"));
+        let html = render(&s);
+        let rows: Vec<&str> = html.lines().filter(|l| l.starts_with("<tr><th")).collect();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        for (row, family, cell) in [(rows[0], "ipv4", "ok"), (rows[1], "ipv6", "fail")] {
+            let head = format!(
+                r#"<span class="kind">tcp · {family}</span><form class="run" method="post" action="checks/dual/run?family={family}">"#
+            );
+            assert!(row.contains(&head), "{row}");
+            assert_eq!(
+                row.matches(&format!(r#"<td class="cell {cell}">"#)).count(),
+                2
+            );
+        }
+        assert!(
+            rows[1].contains("1 of 3 passed"),
+            "the IPv6 check's own history"
+        );
+        assert!(rows[0].contains("no rounds yet"), "{}", rows[0]);
+    }
+
     #[test]
     fn sparkline_scales_bars_to_the_slowest_round_and_keeps_empty_slots() {
         let mut out = String::new();
