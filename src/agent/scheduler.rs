@@ -281,7 +281,7 @@ mod tests {
     #[test]
     fn plan_honours_each_probes_namespaces() {
         let config = config(
-            "netns: {pod: {}, host: {path: /nonexistent}}\nprobes:\n - {name: a, tcp: {target: 'x:1'}}\n - {name: b, netns: [host], tcp: {target: 'x:1'}}",
+            "netns: {pod: {}, host: {path: /nonexistent}}\nprobes:\n - {name: a, tcp: {target: 'x:1'}}\n - {name: b, netns: [host], tcp: {target: 'x:1'}}\n - {name: c, netns: [host], tcp: {target: 'x:1', family: both}}",
         );
         let host = Executor::enter(
             NetnsContext {
@@ -293,17 +293,20 @@ mod tests {
             std::path::Path::new("/nonexistent"),
         );
         let checks = plan(&config.probes, &[pod_executor(), host], &Metrics::new(&[]));
-        let pairs: Vec<(&str, NetnsId)> = checks
+        let pairs: Vec<(&str, NetnsId, Option<Family>)> = checks
             .iter()
-            .map(|c| (c.probe.name.as_str(), c.netns()))
+            .map(|c| (c.probe.name.as_str(), c.netns(), c.key.family))
             .collect();
         assert_eq!(
             pairs,
             vec![
-                ("a", NetnsId::Pod),
-                ("a", NetnsId::Host),
-                ("b", NetnsId::Host)
-            ]
+                ("a", NetnsId::Pod, None),
+                ("a", NetnsId::Host, None),
+                ("b", NetnsId::Host, None),
+                ("c", NetnsId::Host, Some(Family::Ipv4)),
+                ("c", NetnsId::Host, Some(Family::Ipv6)),
+            ],
+            "a probe with family: both is a check per family"
         );
     }
 
