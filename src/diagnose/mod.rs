@@ -577,9 +577,9 @@ fn failing_with(checks: &[Observed], reasons: &[Reason]) -> Vec<(NetnsId, String
         .collect()
 }
 
-/// `probe (netns): detail`.
+/// `probe (netns): detail`, or `probe (netns, ipv6): detail` for a split probe's check.
 fn failed_as(check: &Observed, failure: &Failure) -> String {
-    format!("{} ({}): {}", check.probe.name, check.netns, failure.detail)
+    format!("{}: {}", check.name(), failure.detail)
 }
 
 fn onprem_unreachable(reach: &[Reach]) -> Diagnosis {

@@ -52,6 +52,15 @@ impl<'a> Seen<'a> {
 }
 
 impl<'a> Observed<'a> {
+    /// How a summary names the check: `probe (netns)`, with the family of a split probe's
+    /// check, `probe (netns, ipv6)`.
+    pub fn name(&self) -> String {
+        match self.split {
+            Some(family) => format!("{} ({}, {family})", self.probe.name, self.netns),
+            None => format!("{} ({})", self.probe.name, self.netns),
+        }
+    }
+
     pub fn failure(&self) -> Option<&'a Failure> {
         match self.seen {
             Seen::Failing(failure) => Some(failure),
