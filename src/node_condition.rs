@@ -175,7 +175,7 @@ pub fn judge(health: &Health) -> Condition {
             let mut message = match (health.diagnoses.first(), failing.first()) {
                 (Some(d), _) if d.summary.is_empty() => d.code.clone(),
                 (Some(d), _) => format!("{}: {}", d.code, d.summary),
-                (None, Some(c)) => format!("{}/{} {}", c.probe, c.netns, c.result),
+                (None, Some(c)) => format!("{} {}", c.name(), c.result),
                 (None, None) => format!("status {}", health.status),
             };
             if health.diagnoses.is_empty() && failing.len() > 1 {

@@ -303,7 +303,7 @@ fn every_panel_and_rule_evaluates_against_a_live_agent() {
     assert_eq!(variable("datasource")["type"], "datasource");
     assert_eq!(variable("datasource")["query"], "prometheus");
     // Each query variable's values from its own query, the ones before it substituted, as
-    // Grafana fills them in; every value is selected.
+    // Grafana fills them in; every value is selected (All, for `family`).
     let mut values: Vec<(String, String)> = Vec::new();
     let mut listed = |name: &str| -> Vec<String> {
         let (selector, label) = label_values(str_of(&variable(name)["query"]["query"]));
@@ -316,7 +316,12 @@ fn every_panel_and_rule_evaluates_against_a_live_agent() {
             .iter()
             .map(|v| str_of(v).to_owned())
             .collect();
-        values.push((name.to_owned(), found.join("|")));
+        // A label some series lack is selected by All as `.*`, which matches its absence.
+        let all = match &variable(name)["allValue"] {
+            Value::String(all) if all == ".*" => all.clone(),
+            _ => found.join("|"),
+        };
+        values.push((name.to_owned(), all));
         found
     };
     assert_eq!(
@@ -327,13 +332,21 @@ fn every_panel_and_rule_evaluates_against_a_live_agent() {
     assert_eq!(listed("cluster"), [LAB_CLUSTER]);
     assert_eq!(listed("node"), [LAB_NODE_NAME]);
     assert_eq!(listed("netns"), ["host", "pod"]);
+    // `family` lists the families of probes split by `family: both`; its All must still match
+    // every other check, which has no family label, so it is `.*`, as Grafana substitutes it.
+    let split = listed("family");
+    assert!(
+        split.iter().all(|f| f == "ipv4" || f == "ipv6"),
+        "{split:?}"
+    );
+    assert_eq!(variable("family")["allValue"], ".*", "$family's All");
     let config = manifests.config_map_file("hybridprobe-config", "config.yaml");
     let probes = listed("probe");
     assert!(probes.len() >= 10, "{probes:?}");
     for probe in &probes {
         assert!(config.contains(&format!("name: {probe}")), "{probe}");
     }
-    for name in ["job", "cluster", "node", "netns", "probe"] {
+    for name in ["job", "cluster", "node", "netns", "family", "probe"] {
         assert_eq!(variable(name)["type"], "query", "${name}");
     }
 

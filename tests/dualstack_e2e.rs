@@ -1,5 +1,6 @@
 //! End to end over both families: every kind's IPv6 check beside its IPv4 twin, from the pod and
-//! the host (node) namespace, through a healthy dual-stack lab and faults that break one family.
+//! the host (node) namespace, through a healthy dual-stack lab and faults that break one family;
+//! and probes with `family: both`, one check per family.
 
 mod lab;
 mod support;
@@ -7,14 +8,14 @@ mod support;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use lab::dns::{dnsmasq_available, DB6_NAME, DB_NAME, DUAL_NAME};
+use lab::dns::{dnsmasq_available, Forward, DB6_NAME, DB_NAME, DUAL_GW_NAME, DUAL_NAME};
 use lab::stun::turnserver_available;
 use lab::web::nginx_available;
 use lab::{
     Host, Lab, NODE_IP, NODE_IP6, NODE_POD_GW, NODE_POD_GW6, ONPREM_GW, ONPREM_GW6, ONPREM_IP,
     ONPREM_IP6, ONPREM_NET, ONPREM_NET6, POD_IP, POD_IP6, TUNNEL_MTU, VNET_GW, VNET_GW6,
 };
-use support::{check, check_once, codes, metric, pod_and_host_config, Agent, Resolv};
+use support::{check, check_once, codes, metric, piece, pod_and_host_config, Agent, Resolv};
 
 const LDAP_PORT: u16 = 389;
 const STUN_PORT: u16 = 3478;
@@ -352,5 +353,178 @@ fn a_dual_name_is_probed_on_the_family_asked_for() {
         Host::Pod,
         "ip",
         &["-6", "route", "replace", "default", "via", &gateway6],
+    );
+}
+
+/// Probes with `family: both` at the two dual-stack names, asked of each namespace's own
+/// resolver (the cluster DNS from the pod, on-prem from the host, both over IPv4), and one
+/// probe of the same name that is not split.
+fn both_probes() -> String {
+    format!(
+        r#"  - name: dual-ldap
+    tcp: {{ target: "{DUAL_NAME}:{LDAP_PORT}", family: both }}
+  - name: dual-ping
+    icmp: {{ target: "{DUAL_NAME}", family: both, count: 2 }}
+  - name: dual-gw
+    icmp: {{ target: "{DUAL_GW_NAME}", family: both, count: 2 }}
+  - name: dual-web
+    http: {{ url: "http://{DUAL_NAME}/healthz", family: both }}
+  - name: dual-any
+    tcp: {{ target: "{DUAL_NAME}:{LDAP_PORT}" }}
+"#
+    )
+}
+
+/// The probes of [`both_probes`] split by family.
+const SPLIT: [&str; 4] = ["dual-ldap", "dual-ping", "dual-gw", "dual-web"];
+
+/// The entry of the `family` check of `probe` in `netns` of a /healthz JSON verdict.
+fn half<'j>(
+    verdict: &'j serde_json::Value,
+    probe: &str,
+    netns: &str,
+    family: &str,
+) -> &'j serde_json::Value {
+    verdict["checks"]
+        .as_array()
+        .and_then(|checks| {
+            checks.iter().find(|c| {
+                (&c["probe"], &c["netns"], &c["family"])
+                    == (&probe.into(), &netns.into(), &family.into())
+            })
+        })
+        .unwrap_or_else(|| panic!("no check {probe}/{netns}/{family} in {verdict}"))
+}
+
+/// `hybridprobe_probe_success` of the `family` check of `probe` in `netns`.
+fn success(metrics: &str, probe: &str, netns: &str, family: &str) -> Option<f64> {
+    let labels = [("probe", probe), ("netns", netns), ("family", family)];
+    metric(metrics, "hybridprobe_probe_success", &labels)
+}
+
+/// Whether every split check of `family` reports `result` in both namespaces, in /healthz and
+/// in /metrics alike.
+fn family_reports(agent: &Agent, family: &str, result: &str) -> bool {
+    let (_, verdict) = agent.healthz_json();
+    let metrics = agent.metrics();
+    let passed = f64::from(result == "success");
+    SPLIT.iter().all(|probe| {
+        ["pod", "host"].iter().all(|netns| {
+            half(&verdict, probe, netns, family)["result"] == result
+                && success(&metrics, probe, netns, family) == Some(passed)
+        })
+    })
+}
+
+#[test]
+#[ignore = "needs the network lab (root); .ci/run runs it"]
+fn a_both_probe_reports_each_family_and_names_one_family_down() {
+    let test = "both";
+    if !dnsmasq_available(test) || !nginx_available(test) {
+        return;
+    }
+    let Some(lab) = Lab::new(test) else {
+        return;
+    };
+    for ip in [ONPREM_IP.into(), ONPREM_IP6.into()] {
+        lab.serve_tcp(Host::Onprem, SocketAddr::new(ip, LDAP_PORT));
+    }
+    lab.onprem_dns();
+    lab.cluster_dns(Forward::Onprem);
+    lab.onprem_web();
+    let defaults = "{ interval: 1s, timeout: 800ms }";
+    // Every check that turns failing at once is captured, not two of them.
+    let config = pod_and_host_config(&lab, Resolv::ClusterAndOnprem, defaults, &both_probes())
+        + "evidence: { max_concurrent: 16 }\n";
+    let agent = Agent::start(&lab, &config);
+    let wait = Duration::from_secs(20);
+
+    // Healthy: every split check passes over its own family, each its own series.
+    lab.wait_until("every split check passing", wait, || {
+        family_reports(&agent, "ipv4", "success") && family_reports(&agent, "ipv6", "success")
+    });
+    let (_, verdict) = agent.healthz_json();
+    assert_eq!(verdict["status"], "ok", "{verdict:#}");
+    let (v4, v6) = (ONPREM_IP.to_string(), ONPREM_IP6.to_string());
+    let metrics = agent.metrics();
+    for netns in ["pod", "host"] {
+        for (family, address) in [("ipv4", &v4), ("ipv6", &v6)] {
+            let detail = half(&verdict, "dual-ldap", netns, family)["detail"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                detail.starts_with(&format!("{DUAL_NAME} ({address})")),
+                "{detail}"
+            );
+            let labels = [
+                ("probe", "dual-ldap"),
+                ("netns", netns),
+                ("family", family),
+                ("address", address.as_str()),
+            ];
+            let resolved = metric(&metrics, "hybridprobe_resolved_address_info", &labels);
+            assert_eq!(resolved, Some(1.0), "{netns} {family}");
+        }
+        // The probe that is not split has one entry and its series carry no family at all.
+        assert!(check(&verdict, "dual-any", netns).get("family").is_none());
+    }
+    let unsplit: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.contains("probe=\"dual-any\""))
+        .collect();
+    assert!(
+        !unsplit.is_empty() && unsplit.iter().all(|l| !l.contains("family=")),
+        "{unsplit:?}"
+    );
+
+    // IPv6 across the tunnel is gone: the IPv6 checks fail, the IPv4 ones stay green, and the
+    // cause is named once.
+    lab.tunnel_drop_ip6(true);
+    lab.wait_until(
+        "the IPv6 checks failing, the IPv4 ones passing",
+        wait,
+        || family_reports(&agent, "ipv6", "timeout") && family_reports(&agent, "ipv4", "success"),
+    );
+    let (_, verdict) = agent.healthz_json();
+    assert_eq!(verdict["status"], "fail", "{verdict:#}");
+    assert_family_down(&verdict, "IPv6 across the tunnel is down while IPv4 works");
+    assert_result(&verdict, "dual-any", "pod", "success");
+    let metrics = agent.metrics();
+    let active = [("code", "onprem_family_unreachable")];
+    assert_eq!(
+        metric(&metrics, "hybridprobe_diagnosis", &active),
+        Some(1.0)
+    );
+    // The evidence of a failing IPv6 check resolves the name to its AAAA, and routes to it.
+    lab.wait_until("the IPv6 check's evidence", wait, || {
+        let (_, verdict) = agent.healthz_json();
+        half(&verdict, "dual-ldap", "pod", "ipv6")["evidence"].is_array()
+    });
+    let (_, verdict) = agent.healthz_json();
+    let capture = &half(&verdict, "dual-ldap", "pod", "ipv6")["evidence"][0];
+    let resolved = piece(capture, "resolved", "pod");
+    let text = resolved["text"].as_str().unwrap_or_default();
+    assert_eq!(text, format!("{DUAL_NAME}: {v6}"), "{resolved}");
+    let route = piece(capture, "route", "pod")["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(route.starts_with(&v6), "{route}");
+
+    // Recovery clears the diagnosis.
+    lab.tunnel_drop_ip6(false);
+    lab.wait_until(
+        "the IPv6 checks recovered and the node healthy",
+        wait,
+        || {
+            let (_, verdict) = agent.healthz_json();
+            family_reports(&agent, "ipv6", "success")
+                && verdict["status"] == "ok"
+                && codes(&verdict).is_empty()
+        },
+    );
+    let metrics = agent.metrics();
+    assert_eq!(
+        metric(&metrics, "hybridprobe_diagnosis", &active),
+        Some(0.0)
     );
 }

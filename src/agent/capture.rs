@@ -90,7 +90,7 @@ impl Captures {
             .ok()
             .filter(|_| self.store().admit(key, Instant::now(), config.min_interval));
         let Some(permit) = admitted else {
-            metrics.count_capture(&key.probe, key.netns, CaptureOutcome::RateLimited);
+            metrics.count_capture(key.labels(), CaptureOutcome::RateLimited);
             return;
         };
         let executors = lock(&self.executors).clone();
@@ -119,7 +119,7 @@ impl Captures {
     /// returned, but not kept, so the check's own evidence moves only with its schedule.
     pub async fn unrecorded(&self, key: &CheckKey, subject: Subject, metrics: &Metrics) -> Capture {
         let capture = self.take(subject).await;
-        metrics.count_capture(&key.probe, key.netns, capture.outcome());
+        metrics.count_capture(key.labels(), capture.outcome());
         capture
     }
 
@@ -135,7 +135,7 @@ fn keep(store: &Mutex<Store>, key: &CheckKey, capture: Capture, metrics: &Metric
     let outcome = capture.outcome();
     let capture = Arc::new(capture);
     if lock(store).keep(key, capture.clone()) {
-        metrics.count_capture(&key.probe, key.netns, outcome);
+        metrics.count_capture(key.labels(), outcome);
     }
     capture
 }

@@ -1,5 +1,6 @@
-//! A check: one probe in one namespace, planned from the config with the executor that reaches
-//! that namespace and its own metric series.
+//! A check: one probe in one namespace (and over one address family, for a probe split by
+//! `family: both`), planned from the config with the executor that reaches that namespace and
+//! its own metric series.
 
 use std::sync::Arc;
 
@@ -8,8 +9,8 @@ use crate::metrics::{CheckSeries, Metrics};
 use crate::netns::{Executor, NetnsContext, NetnsId};
 use crate::results::CheckKey;
 
-/// One probe in one namespace, with the executor that reaches that namespace and the check's
-/// own metric series.
+/// One probe in one namespace (and family, when split), with the executor that reaches that
+/// namespace and the check's own metric series.
 pub struct Check {
     pub key: CheckKey,
     pub probe: Arc<ProbeConfig>,
@@ -35,9 +36,8 @@ pub(super) struct PlannedCheck {
 
 impl PlannedCheck {
     pub(super) fn into_check(self, metrics: &Metrics) -> Check {
-        let netns = self.key.netns;
         Check {
-            series: metrics.check_series(&self.probe.name, self.probe.kind.name(), netns),
+            series: metrics.check_series(self.key.labels(), self.probe.kind.name()),
             key: self.key,
             probe: self.probe,
             position: self.position,
@@ -46,21 +46,25 @@ impl PlannedCheck {
     }
 }
 
-/// Pairs every probe with the executors of the namespaces it runs in.
+/// Pairs every probe with the executors of the namespaces it runs in, a check per family for
+/// a probe split by `family: both`.
 pub(super) fn planned(probes: &[ProbeConfig], executors: &[Executor]) -> Vec<PlannedCheck> {
     let mut checks = Vec::new();
     for (position, probe) in probes.iter().enumerate() {
         let probe = Arc::new(probe.clone());
         for executor in executors.iter().filter(|e| probe.netns.contains(&e.id())) {
-            checks.push(PlannedCheck {
-                key: CheckKey {
-                    probe: probe.name.clone(),
-                    netns: executor.id(),
-                },
-                probe: probe.clone(),
-                position,
-                executor: executor.clone(),
-            });
+            for family in probe.families() {
+                checks.push(PlannedCheck {
+                    key: CheckKey {
+                        probe: probe.name.clone(),
+                        netns: executor.id(),
+                        family: *family,
+                    },
+                    probe: probe.clone(),
+                    position,
+                    executor: executor.clone(),
+                });
+            }
         }
     }
     checks

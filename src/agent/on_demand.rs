@@ -1,8 +1,9 @@
 //! Running one configured check now, on request: off unless the config enables it, limited per
 //! probe, and kept apart from the scheduled results.
 //!
-//! This is the only thing the HTTP side may ask the agent to do. It takes a probe's name and
-//! nothing else, so it can only run what the config already runs; a round it runs is reported
+//! This is the only thing the HTTP side may ask the agent to do. It takes a probe's name, and
+//! at most a namespace and a family to run it in, so it can only run what the config already
+//! runs; a round it runs is reported
 //! to the caller and counted, but never recorded, so it cannot move flap damping, the history
 //! or the verdict.
 
@@ -22,6 +23,7 @@ use crate::diagnose::verdict::CheckView;
 use crate::evidence::{Capture, Trigger};
 use crate::metrics::OnDemandOutcome;
 use crate::netns::{Executor, NetnsId};
+use crate::probe::resolver::Family;
 use crate::probe::result_label;
 use crate::results::CheckKey;
 
@@ -35,7 +37,8 @@ pub struct OnDemand {
 #[derive(Default)]
 struct Inner {
     settings: OnDemandConfig,
-    /// Per probe name, its probe in each namespace it runs in, in the scheduler's order.
+    /// Per probe name, its probe in each namespace (and family) it runs in, in the scheduler's
+    /// order.
     probes: BTreeMap<String, Vec<Target>>,
     /// When each probe last started a run on demand.
     last_started: HashMap<String, Instant>,
@@ -47,6 +50,24 @@ struct Inner {
 struct Target {
     probe: Arc<ProbeConfig>,
     executor: Executor,
+    /// The check's family when the probe is split (`family: both`).
+    family: Option<Family>,
+}
+
+/// Which of a probe's checks a run on demand is limited to: `None` for all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Only {
+    pub netns: Option<NetnsId>,
+    pub family: Option<Family>,
+}
+
+impl Only {
+    fn admits(&self, target: &Target) -> bool {
+        self.netns.is_none_or(|id| target.executor.id() == id)
+            && self
+                .family
+                .is_none_or(|family| target.family == Some(family))
+    }
 }
 
 /// Why a run on demand was not started.
@@ -58,6 +79,8 @@ pub enum Refusal {
     UnknownProbe,
     #[error("probe {probe:?} does not run in the {netns} namespace")]
     NotInNamespace { probe: String, netns: NetnsId },
+    #[error("probe {probe:?} has no {family} check of its own: only a probe with family: both runs one per family")]
+    NotSplit { probe: String, family: Family },
     #[error("probe {probe:?} ran on demand less than on_demand.min_interval ago, or is running now; retry in {} s", retry_after.as_secs())]
     RateLimited {
         probe: String,
@@ -81,6 +104,9 @@ pub struct RunReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct NamespaceRun {
     pub netns: NetnsId,
+    /// `ipv4` or `ipv6` for a check of a probe split by `family: both`; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<Family>,
     /// Whether the round passed (after the probe's `expect`).
     pub ok: bool,
     /// `success` or the failure reason, as the `result` label of the scheduled rounds.
@@ -141,6 +167,7 @@ impl OnDemand {
                 .push(Target {
                     probe: check.probe.clone(),
                     executor: check.executor.clone(),
+                    family: check.key.family,
                 });
         }
         let mut inner = self.inner();
@@ -158,10 +185,10 @@ impl OnDemand {
         inner.probes = probes;
     }
 
-    /// Runs the configured probe `name` now, in `netns` or in every namespace it runs in, each
-    /// under the probe's timeout, and counts the request.
-    pub async fn run(&self, name: &str, netns: Option<NetnsId>) -> Result<RunReport, Refusal> {
-        let (targets, _claim) = self.claim(name, netns)?;
+    /// Runs the configured probe `name` now, in every namespace (and family) it runs in or
+    /// `only` those asked for, each under the probe's timeout, and counts the request.
+    pub async fn run(&self, name: &str, only: Only) -> Result<RunReport, Refusal> {
+        let (targets, _claim) = self.claim(name, only)?;
         let mut runs = join_all(targets.iter().map(run_target)).await;
         if self.state.evidence_enabled() {
             join_all(
@@ -182,11 +209,7 @@ impl OnDemand {
 
     /// Checks the request against the switch, the config and the limit, and takes the probe's
     /// turn: all under one lock, so two requests at once cannot both start.
-    fn claim(
-        &self,
-        name: &str,
-        netns: Option<NetnsId>,
-    ) -> Result<(Vec<Target>, Claim<'_>), Refusal> {
+    fn claim(&self, name: &str, only: Only) -> Result<(Vec<Target>, Claim<'_>), Refusal> {
         let mut inner = self.inner();
         let Some(targets) = inner.probes.get(name).cloned() else {
             // Not counted: only configured names become label values. While off, every name
@@ -202,17 +225,15 @@ impl OnDemand {
             count(OnDemandOutcome::Disabled);
             return Err(Refusal::Disabled);
         }
-        let targets: Vec<Target> = match netns {
-            None => targets,
-            Some(id) => targets
-                .into_iter()
-                .filter(|t| t.executor.id() == id)
-                .collect(),
-        };
-        if let (Some(netns), true) = (netns, targets.is_empty()) {
-            return Err(Refusal::NotInNamespace {
-                probe: name.to_owned(),
-                netns,
+        let targets: Vec<Target> = targets.into_iter().filter(|t| only.admits(t)).collect();
+        if targets.is_empty() {
+            let probe = name.to_owned();
+            return Err(match (only.netns, only.family) {
+                (Some(netns), _) if inner.probes[name].iter().all(|t| t.executor.id() != netns) => {
+                    Refusal::NotInNamespace { probe, netns }
+                }
+                (_, Some(family)) => Refusal::NotSplit { probe, family },
+                _ => Refusal::UnknownProbe,
             });
         }
         let now = Instant::now();
@@ -246,6 +267,7 @@ impl OnDemand {
         let key = CheckKey {
             probe: name.to_owned(),
             netns: run.netns,
+            family: run.family,
         };
         let trigger = Trigger {
             result: run.result.to_owned(),
@@ -272,9 +294,10 @@ impl OnDemand {
 }
 
 async fn run_target(target: &Target) -> NamespaceRun {
-    let (result, took) = run_probe(&target.probe, &target.executor).await;
+    let (result, took) = run_probe(&target.probe, &target.executor, target.family).await;
     NamespaceRun {
         netns: target.executor.id(),
+        family: target.family,
         ok: result.is_ok(),
         result: result_label(&result),
         detail: match &result {
@@ -324,6 +347,13 @@ mod tests {
             .find_map(|l| l.strip_prefix(&series).map(str::to_owned))
     }
 
+    fn netns(id: NetnsId) -> Only {
+        Only {
+            netns: Some(id),
+            family: None,
+        }
+    }
+
     fn refusal(result: Result<(Vec<Target>, Claim<'_>), Refusal>) -> Refusal {
         result.err().expect("claimed")
     }
@@ -332,8 +362,14 @@ mod tests {
     fn off_by_default_and_every_name_gets_the_same_answer() {
         let off = on_demand("");
         assert!(!off.enabled());
-        assert_eq!(refusal(off.claim("dc1", None)), Refusal::Disabled);
-        assert_eq!(refusal(off.claim("nope", None)), Refusal::Disabled);
+        assert_eq!(
+            refusal(off.claim("dc1", Only::default())),
+            Refusal::Disabled
+        );
+        assert_eq!(
+            refusal(off.claim("nope", Only::default())),
+            Refusal::Disabled
+        );
         assert_eq!(counted(&off, "disabled").as_deref(), Some("1"));
         assert!(
             !off.state.metrics.render().contains("probe=\"nope\""),
@@ -344,56 +380,108 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_probe_runs_once_per_interval_and_never_twice_at_once() {
         let on = on_demand("on_demand: {enabled: true, min_interval: 10s}");
-        assert_eq!(refusal(on.claim("nope", None)), Refusal::UnknownProbe);
         assert_eq!(
-            refusal(on.claim("dc1", Some(NetnsId::Host))),
+            refusal(on.claim("nope", Only::default())),
+            Refusal::UnknownProbe
+        );
+        assert_eq!(
+            refusal(on.claim("dc1", netns(NetnsId::Host))),
             Refusal::NotInNamespace {
                 probe: "dc1".into(),
                 netns: NetnsId::Host
             }
         );
-        let (targets, claim) = on.claim("dc1", Some(NetnsId::Pod)).unwrap();
+        let (targets, claim) = on.claim("dc1", netns(NetnsId::Pod)).unwrap();
         assert_eq!(targets.len(), 1);
         let limited = |retry_after| Refusal::RateLimited {
             probe: "dc1".into(),
             retry_after,
         };
         assert_eq!(
-            refusal(on.claim("dc1", None)),
+            refusal(on.claim("dc1", Only::default())),
             limited(Duration::from_secs(3))
         );
         tokio::time::advance(Duration::from_secs(11)).await;
         assert_eq!(
-            refusal(on.claim("dc1", None)),
+            refusal(on.claim("dc1", Only::default())),
             limited(Duration::from_secs(3)),
             "still running: refused whatever the interval"
         );
         drop(claim);
-        let (_, claim) = on.claim("dc1", None).unwrap();
+        let (_, claim) = on.claim("dc1", Only::default()).unwrap();
         drop(claim);
         tokio::time::advance(Duration::from_millis(8500)).await;
         assert_eq!(
-            refusal(on.claim("dc1", None)),
+            refusal(on.claim("dc1", Only::default())),
             limited(Duration::from_secs(2)),
             "1.5 s left rounds up"
         );
         assert_eq!(counted(&on, "rate_limited").as_deref(), Some("3"));
         tokio::time::advance(Duration::from_millis(1500)).await;
-        assert!(on.claim("dc1", None).is_ok());
+        assert!(on.claim("dc1", Only::default()).is_ok());
+    }
+
+    /// A probe with `family: both` runs a check per family in each namespace; `family` picks
+    /// one, and asks nothing of a probe that is not split.
+    #[test]
+    fn a_split_probe_runs_by_family() {
+        let on = on_demand("on_demand: {enabled: true}");
+        apply(
+            &on,
+            "on_demand: {enabled: true}\nprobes: [{name: dual, tcp: {target: 'dual.corp.example:389', family: both}}, {name: dc1, tcp: {target: 'x:1'}}]",
+        );
+        let families = |only: Only| {
+            let (targets, claim) = on.claim("dual", only).unwrap();
+            drop(claim);
+            on.inner().last_started.clear();
+            targets
+                .iter()
+                .map(|t| (t.executor.id(), t.family))
+                .collect::<Vec<_>>()
+        };
+        let (v4, v6) = (Some(Family::Ipv4), Some(Family::Ipv6));
+        assert_eq!(
+            families(Only::default()),
+            [
+                (NetnsId::Pod, v4),
+                (NetnsId::Pod, v6),
+                (NetnsId::Host, v4),
+                (NetnsId::Host, v6)
+            ]
+        );
+        let only = Only {
+            netns: Some(NetnsId::Host),
+            family: v6,
+        };
+        assert_eq!(families(only), [(NetnsId::Host, v6)]);
+        let only = Only {
+            netns: None,
+            family: v6,
+        };
+        assert_eq!(
+            refusal(on.claim("dc1", only)),
+            Refusal::NotSplit {
+                probe: "dc1".into(),
+                family: Family::Ipv6
+            }
+        );
     }
 
     #[tokio::test]
     async fn a_probe_removed_by_a_reload_loses_its_series_and_its_limit() {
         let on = on_demand("on_demand: {enabled: true}");
-        let (_, claim) = on.claim("dc1", None).unwrap();
+        let (_, claim) = on.claim("dc1", Only::default()).unwrap();
         drop(claim);
         assert!(matches!(
-            refusal(on.claim("dc1", None)),
+            refusal(on.claim("dc1", Only::default())),
             Refusal::RateLimited { .. }
         ));
         assert_eq!(counted(&on, "rate_limited").as_deref(), Some("1"));
         apply(&on, "on_demand: {enabled: true}\nnetns: {pod: {}}\nprobes: [{name: other, tcp: {target: 'x:1'}}]");
         assert_eq!(counted(&on, "rate_limited"), None);
-        assert_eq!(refusal(on.claim("dc1", None)), Refusal::UnknownProbe);
+        assert_eq!(
+            refusal(on.claim("dc1", Only::default())),
+            Refusal::UnknownProbe
+        );
     }
 }

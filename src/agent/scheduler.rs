@@ -20,7 +20,7 @@ use super::check::{executors, planned, Check, PlannedCheck};
 use super::state::AgentState;
 use crate::config::{Config, NamespaceConfig, ProbeConfig};
 use crate::netns::{Executor, NetnsError, NetnsId};
-use crate::probe::resolver::Noted;
+use crate::probe::resolver::{Family, Noted};
 use crate::probe::{with_resolved, Failure, Outcome, Reason};
 use crate::results::CheckKey;
 
@@ -152,14 +152,16 @@ pub fn start_offset(probe: &str, netns: NetnsId, interval: Duration) -> Duration
 
 /// Runs one round of a check under its timeout and says how long it took.
 pub async fn run_round(check: &Check) -> (Result<Outcome, Failure>, Duration) {
-    run_probe(&check.probe, &check.executor).await
+    run_probe(&check.probe, &check.executor, check.key.family).await
 }
 
-/// Runs one round of `probe` through `executor` under the probe's timeout: the scheduled
-/// rounds and the ones run on demand share it, so both are bounded the same way.
+/// Runs one round of `probe` through `executor` under the probe's timeout, over `family` when
+/// the probe is split (`family: both`): the scheduled rounds and the ones run on demand share
+/// it, so both are bounded the same way.
 pub(super) async fn run_probe(
     probe: &Arc<ProbeConfig>,
     executor: &Executor,
+    family: Option<Family>,
 ) -> (Result<Outcome, Failure>, Duration) {
     let config = probe;
     let probe = config.clone();
@@ -173,7 +175,7 @@ pub(super) async fn run_probe(
     let noting = noted.clone();
     let work = Box::pin(executor.run(move |ctx| async move {
         // Caught where it runs, which may be another namespace's thread.
-        contained(&probe, probe.kind.run(&ctx, budget, noting)).await
+        contained(&probe, probe.kind.run(&ctx, budget, noting, family)).await
     }));
     let (result, took) = within_timeout(config, work).await;
     let result = with_resolved(result, noted.take());
@@ -279,7 +281,7 @@ mod tests {
     #[test]
     fn plan_honours_each_probes_namespaces() {
         let config = config(
-            "netns: {pod: {}, host: {path: /nonexistent}}\nprobes:\n - {name: a, tcp: {target: 'x:1'}}\n - {name: b, netns: [host], tcp: {target: 'x:1'}}",
+            "netns: {pod: {}, host: {path: /nonexistent}}\nprobes:\n - {name: a, tcp: {target: 'x:1'}}\n - {name: b, netns: [host], tcp: {target: 'x:1'}}\n - {name: c, netns: [host], tcp: {target: 'x:1', family: both}}",
         );
         let host = Executor::enter(
             NetnsContext {
@@ -291,17 +293,20 @@ mod tests {
             std::path::Path::new("/nonexistent"),
         );
         let checks = plan(&config.probes, &[pod_executor(), host], &Metrics::new(&[]));
-        let pairs: Vec<(&str, NetnsId)> = checks
+        let pairs: Vec<(&str, NetnsId, Option<Family>)> = checks
             .iter()
-            .map(|c| (c.probe.name.as_str(), c.netns()))
+            .map(|c| (c.probe.name.as_str(), c.netns(), c.key.family))
             .collect();
         assert_eq!(
             pairs,
             vec![
-                ("a", NetnsId::Pod),
-                ("a", NetnsId::Host),
-                ("b", NetnsId::Host)
-            ]
+                ("a", NetnsId::Pod, None),
+                ("a", NetnsId::Host, None),
+                ("b", NetnsId::Host, None),
+                ("c", NetnsId::Host, Some(Family::Ipv4)),
+                ("c", NetnsId::Host, Some(Family::Ipv6)),
+            ],
+            "a probe with family: both is a check per family"
         );
     }
 

@@ -125,7 +125,7 @@ impl AgentState {
     pub fn untrack(&self, key: &CheckKey) {
         self.results().remove(key);
         self.captures.store().remove(key);
-        self.metrics.forget_check(&key.probe, key.netns);
+        self.metrics.forget_check(key.labels());
         self.changed();
     }
 
@@ -166,12 +166,13 @@ impl AgentState {
         self.metrics
             .observe(&check.series, result, took, transition, standing);
         let (probe, netns) = (&check.key.probe, check.key.netns);
+        let family = check.key.family_label();
         match (transition, result) {
             (Transition::Failed, Err(failure)) => {
-                tracing::warn!(%probe, %netns, result = %failure.reason, detail = %failure.detail, "check failing")
+                tracing::warn!(%probe, %netns, family, result = %failure.reason, detail = %failure.detail, "check failing")
             }
             (Transition::Recovered { outage }, Ok(outcome)) => {
-                tracing::info!(%probe, %netns, outage_seconds = outage.as_secs_f64(), detail = %outcome.detail, "check recovered")
+                tracing::info!(%probe, %netns, family, outage_seconds = outage.as_secs_f64(), detail = %outcome.detail, "check recovered")
             }
             _ => {}
         }

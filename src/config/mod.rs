@@ -26,6 +26,7 @@ use judging::RawThresholds;
 pub use judging::{Levels, Thresholds, MAX_WINDOW};
 
 use crate::netns::NetnsId;
+use crate::probe::resolver::Family;
 use crate::probe::ProbeKind;
 
 /// Where the host network namespace is entered from, unless the config says otherwise: the
@@ -105,6 +106,18 @@ pub struct ProbeConfig {
     /// What the check's state over its recent rounds is held to.
     pub thresholds: Thresholds,
     pub kind: ProbeKind,
+}
+
+impl ProbeConfig {
+    /// The family of each check the probe makes in a namespace: `ipv4` and `ipv6` for a probe
+    /// split by `family: both`, else one check, `None`, of the family its kind asks for.
+    pub fn families(&self) -> &'static [Option<Family>] {
+        const SPLIT: [Option<Family>; 2] = [Some(Family::SPLIT[0]), Some(Family::SPLIT[1])];
+        match self.kind.family() {
+            Some(Family::Both) => &SPLIT,
+            _ => &[None],
+        }
+    }
 }
 
 /// One problem found in a configuration, with the path of the value at fault.
@@ -623,7 +636,10 @@ impl RawProbe {
             }
         };
         if let Some((kind, message)) = kind.as_ref().and_then(|k| Some((k, k.family_problem()?))) {
-            problems.push(problem(format!("{at}.{}.family", kind.name()), message));
+            problems.push(problem(
+                format!("{at}.{}.family", kind.name()),
+                format!("probe {:?}: {message}", self.name),
+            ));
         }
         match kind {
             Some(kind) if problems.is_empty() => Ok(ProbeConfig {
@@ -694,14 +710,62 @@ probes:
   - { name: e, traceroute: { target: "2001:2:0:10::1", family: ipv4 } }
 "#
             ),
-            "probes[1].icmp.family: ipv4, but the target 2001:2:0:10::1 is an IPv6 address\n\
-             probes[2].source_ip.family: ipv6, but the target 198.19.10.3 is an IPv4 address\n\
-             probes[3].path_mtu.family: ipv6, but the target 198.19.10.1 is an IPv4 address\n\
-             probes[4].traceroute.family: ipv4, but the target 2001:2:0:10::1 is an IPv6 address"
+            "probes[1].icmp.family: probe \"b\": ipv4, but the target 2001:2:0:10::1 is an IPv6 \
+             address\n\
+             probes[2].source_ip.family: probe \"c\": ipv6, but the target 198.19.10.3 is an IPv4 \
+             address\n\
+             probes[3].path_mtu.family: probe \"d\": ipv6, but the target 198.19.10.1 is an IPv4 \
+             address\n\
+             probes[4].traceroute.family: probe \"e\": ipv4, but the target 2001:2:0:10::1 is an \
+             IPv6 address"
         );
         assert!(
-            errors("probes: [{name: a, tcp: {target: 'x.example:1', family: both}}]")
-                .starts_with("probes[0].tcp.family: unknown variant `both`")
+            errors("probes: [{name: a, tcp: {target: 'x.example:1', family: dual}}]")
+                .starts_with("probes[0].tcp.family: unknown variant `dual`")
+        );
+    }
+
+    #[test]
+    fn both_splits_a_probe_of_a_name_into_a_check_per_family() {
+        let config = parse(
+            r#"
+probes:
+  - { name: a, tcp: { target: "dual.corp.example:389", family: both } }
+  - { name: b, icmp: { target: dual.corp.example, family: both } }
+  - { name: c, http: { url: "http://dual.corp.example/", family: both } }
+  - { name: d, tcp: { target: "dual.corp.example:389", family: ipv6 } }
+  - { name: e, dns: { query: dual.corp.example } }
+"#,
+        )
+        .unwrap();
+        let families: Vec<_> = config.probes.iter().map(ProbeConfig::families).collect();
+        let split = &[Some(Family::Ipv4), Some(Family::Ipv6)][..];
+        assert_eq!(families, vec![split, split, split, &[None], &[None]]);
+        assert_eq!(
+            errors(
+                r#"
+probes:
+  - { name: a, tcp: { target: "198.19.10.1:389", family: both } }
+  - { name: b, icmp: { target: "2001:2:0:10::1", family: both } }
+  - { name: c, traceroute: { target: gateway, family: both } }
+"#
+            ),
+            "probes[0].tcp.family: probe \"a\": both, but the target 198.19.10.1 is an IPv4 \
+             address: only a host name has an address of each family to probe; write ipv4, ipv6 \
+             or any\n\
+             probes[1].icmp.family: probe \"b\": both, but the target 2001:2:0:10::1 is an IPv6 \
+             address: only a host name has an address of each family to probe; write ipv4, ipv6 \
+             or any\n\
+             probes[2].traceroute.family: probe \"c\": both, but the target is the gateway: each \
+             family has its own default route, so write one probe with ipv4 and one with ipv6"
+        );
+        assert_eq!(
+            errors(
+                "probes: [{name: d, http: {url: 'http://dual.corp.example/', family: both, \
+                 resolve_to: 198.19.10.1}}]"
+            ),
+            "probes[0].http: resolve_to: 198.19.10.1 pins one address, but family: both probes \
+             one of each family; leave one of them out"
         );
     }
 

@@ -54,12 +54,7 @@ pub(super) fn tunnel_lossy(checks: &[Observed]) -> Option<Diagnosis> {
         if !witnesses.contains(&witness) {
             witnesses.push(witness);
         }
-        parts.push(format!(
-            "{} ({}): {}",
-            check.probe.name,
-            check.netns,
-            loss.text()
-        ));
+        parts.push(format!("{}: {}", check.name(), loss.text()));
     }
     (witnesses.len() >= WITNESSES).then(|| {
         Code::TunnelLossy.with(format!(
@@ -132,9 +127,8 @@ pub(super) fn path_slower(checks: &[Observed]) -> Option<Diagnosis> {
         .filter_map(|c| {
             let (baseline, now) = jump(c.history.iter())?;
             Some(format!(
-                "{} ({}): {} -> {}",
-                c.probe.name,
-                c.netns,
+                "{}: {} -> {}",
+                c.name(),
                 millis(baseline),
                 millis(now)
             ))

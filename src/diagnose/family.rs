@@ -14,11 +14,7 @@ const SILENT_ADDRESSES: usize = 2;
 /// more, while targets of the other family answer; with its diagnosis.
 pub(super) fn onprem_family_unreachable(reach: &[Reach]) -> Option<(Family, Diagnosis)> {
     [Family::Ipv6, Family::Ipv4].into_iter().find_map(|down| {
-        let over = |family: Family| {
-            reach
-                .iter()
-                .filter(move |r| r.address.map(Family::of) == Some(family))
-        };
+        let over = |family: Family| reach.iter().filter(move |r| r.family == Some(family));
         let addresses: BTreeSet<IpAddr> = over(down).filter_map(|r| r.address).collect();
         let silent = over(down).all(|r| !r.answered) && addresses.len() >= SILENT_ADDRESSES;
         let mut answers = over(down.other()).filter(|r| r.answered).peekable();

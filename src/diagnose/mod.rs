@@ -405,7 +405,7 @@ pub fn diagnose(
         }
         None => (checks, reach, pairs),
     };
-    reach.retain(|r| kept(r.address.map(Family::of)));
+    reach.retain(|r| kept(r.family));
     pairs.retain(|p| kept(p.family));
     let lossy = degraded::tunnel_lossy(checks);
     let discounted;
@@ -416,7 +416,7 @@ pub fn diagnose(
         let reach: Vec<Reach> = discounted
             .iter()
             .flat_map(reaches)
-            .filter(|r| kept(r.address.map(Family::of)))
+            .filter(|r| kept(r.family))
             .collect();
         (&discounted[..], reach, pairs)
     } else {
@@ -577,9 +577,9 @@ fn failing_with(checks: &[Observed], reasons: &[Reason]) -> Vec<(NetnsId, String
         .collect()
 }
 
-/// `probe (netns): detail`.
+/// `probe (netns): detail`, or `probe (netns, ipv6): detail` for a split probe's check.
 fn failed_as(check: &Observed, failure: &Failure) -> String {
-    format!("{} ({}): {}", check.probe.name, check.netns, failure.detail)
+    format!("{}: {}", check.name(), failure.detail)
 }
 
 fn onprem_unreachable(reach: &[Reach]) -> Diagnosis {
@@ -637,15 +637,15 @@ fn pod_source_address(checks: &[Observed], reason: Reason) -> Option<String> {
 
 /// Targets that fail from the pod but answer the same check from the host.
 fn pod_only<'r, 'a>(reach: &'r [Reach<'a>]) -> Vec<&'r Reach<'a>> {
-    let answered_by_host: HashSet<(&str, &str)> = reach
+    let answered_by_host: HashSet<(&str, _, &str)> = reach
         .iter()
         .filter(|h| h.netns == NetnsId::Host && h.answered)
-        .map(|h| (h.probe, h.target.as_str()))
+        .map(|h| (h.probe, h.split, h.target.as_str()))
         .collect();
     reach
         .iter()
         .filter(|r| r.netns == NetnsId::Pod && !r.answered)
-        .filter(|r| answered_by_host.contains(&(r.probe, r.target.as_str())))
+        .filter(|r| answered_by_host.contains(&(r.probe, r.split, r.target.as_str())))
         .collect()
 }
 
@@ -984,8 +984,13 @@ fn resolved_address_down(checks: &[Observed], pod_failures: &[&Reach]) -> Option
                 matches!(t.host, Host::Name(_))
                     && remote(&t.host)
                     && !pod_failures.iter().any(|r| {
-                        (r.probe, r.netns, r.target.as_str())
-                            == (check.probe.name.as_str(), check.netns, t.text.as_str())
+                        (r.probe, r.netns, r.split, r.target.as_str())
+                            == (
+                                check.probe.name.as_str(),
+                                check.netns,
+                                check.split,
+                                t.text.as_str(),
+                            )
                     })
             });
         let Some(target) = named else {

@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use crate::config::ProbeConfig;
 use crate::netns::NetnsId;
 use crate::probe::dns::{DnsTransport, Server};
+use crate::probe::resolver;
 use crate::probe::target::Host;
 use crate::probe::{Failure, Measurements, ProbeKind, Reason};
 use crate::results::{CheckState, Sample};
@@ -23,6 +24,9 @@ use crate::results::{CheckState, Sample};
 pub struct Observed<'a> {
     pub probe: &'a ProbeConfig,
     pub netns: NetnsId,
+    /// The check's family when its probe is split (`family: both`): what a passing round of a
+    /// name says it reached, whose address is not kept.
+    pub split: Option<resolver::Family>,
     pub seen: Seen<'a>,
     /// The check's recent rounds, oldest first: what loss and round-trip jumps are read from.
     pub history: &'a VecDeque<Sample>,
@@ -48,6 +52,15 @@ impl<'a> Seen<'a> {
 }
 
 impl<'a> Observed<'a> {
+    /// How a summary names the check: `probe (netns)`, with the family of a split probe's
+    /// check, `probe (netns, ipv6)`.
+    pub fn name(&self) -> String {
+        match self.split {
+            Some(family) => format!("{} ({}, {family})", self.probe.name, self.netns),
+            None => format!("{} ({})", self.probe.name, self.netns),
+        }
+    }
+
     pub fn failure(&self) -> Option<&'a Failure> {
         match self.seen {
             Seen::Failing(failure) => Some(failure),
@@ -61,11 +74,15 @@ impl<'a> Observed<'a> {
 pub struct Reach<'a> {
     pub probe: &'a str,
     pub netns: NetnsId,
+    /// The check's family when its probe is split: with `probe` and `netns`, which check.
+    pub split: Option<resolver::Family>,
     /// The target as configured: `198.19.10.1:389`, `ldap.corp.example`, a DNS server.
     pub target: String,
     /// The address asked: the target's own, or the one its name resolved to in a failed round;
     /// `None` for a name the evidence does not resolve.
     pub address: Option<IpAddr>,
+    /// The family the target was asked over: the address's, else the split check's.
+    pub family: Option<Family>,
     pub answered: bool,
 }
 
@@ -81,6 +98,15 @@ impl Family {
         match ip {
             IpAddr::V4(_) => Family::Ipv4,
             IpAddr::V6(_) => Family::Ipv6,
+        }
+    }
+
+    /// The family a split check (`family: both`) asks over.
+    fn of_split(split: resolver::Family) -> Option<Family> {
+        match split {
+            resolver::Family::Ipv4 => Some(Family::Ipv4),
+            resolver::Family::Ipv6 => Some(Family::Ipv6),
+            resolver::Family::Any | resolver::Family::Both => None,
         }
     }
 
@@ -110,6 +136,13 @@ fn address(host: &Host, failure: Option<&Failure>) -> Option<IpAddr> {
     }
 }
 
+/// The family a target was asked over: its address's, else the split check's.
+fn address_family(address: Option<IpAddr>, check: &Observed) -> Option<Family> {
+    address
+        .map(Family::of)
+        .or_else(|| check.split.and_then(Family::of_split))
+}
+
 /// Whether every on-prem target of a check was asked over `family`: the check is then that
 /// family's evidence alone. A check without such targets (a route, a name not resolved) is not.
 pub fn only_family(check: &Observed, family: Family) -> bool {
@@ -120,7 +153,7 @@ pub fn only_family(check: &Observed, family: Family) -> bool {
         .targets(failure)
         .iter()
         .filter(|target| remote(&target.host))
-        .map(|target| address(&target.host, failure).map(Family::of))
+        .map(|target| address_family(address(&target.host, failure), check))
         .collect();
     !families.is_empty() && families.iter().all(|f| *f == Some(family))
 }
@@ -157,10 +190,13 @@ pub fn reaches<'a>(check: &Observed<'a>) -> Vec<Reach<'a>> {
         .into_iter()
         .filter(|target| remote(&target.host))
         .filter_map(|target| {
+            let address = address(&target.host, check.failure());
             Some(Reach {
                 probe: &check.probe.name,
                 netns: check.netns,
-                address: address(&target.host, check.failure()),
+                split: check.split,
+                address,
+                family: address_family(address, check),
                 answered: target.answered?,
                 target: target.text,
             })

@@ -117,7 +117,7 @@ pub fn styled_table(verdict: &Verdict, style: Style) -> String {
                 .to_owned(),
                 c.probe.clone(),
                 c.kind.to_owned(),
-                c.netns.to_string(),
+                c.place(),
                 c.result.to_owned(),
                 c.state.to_owned(),
                 c.duration_seconds.map(format_seconds).unwrap_or_default(),
@@ -191,7 +191,7 @@ pub fn explain(verdict: &Verdict, style: Style) -> String {
             "\n{} {} in {}: {}: {}",
             style.paint(BOLD_RED, "explain"),
             style.paint(BOLD, &check.probe),
-            check.netns,
+            check.place(),
             check.result,
             printable(&check.detail)
         );

@@ -16,6 +16,7 @@ pub(crate) fn check(
         probe: probe.into(),
         kind: "tcp",
         netns,
+        family: None,
         ok,
         result,
         duration_seconds: Some(if ok { 0.0012 } else { 2.0 }),

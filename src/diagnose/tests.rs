@@ -301,7 +301,8 @@ fn both(
 #[derive(Default)]
 struct Case {
     name: &'static str,
-    /// Checks not listed pass.
+    /// Checks not listed pass. A check of a probe split by `family: both` is `probe/ipv4` or
+    /// `probe/ipv6`.
     failing: Vec<(&'static str, NetnsId, Failure)>,
     /// No check has finished a round.
     pending: bool,
@@ -319,14 +320,19 @@ struct Case {
 fn run(case: &Case) -> Vec<Diagnosis> {
     let probes = probes(case.extra);
     let none = VecDeque::new();
-    let checks: Vec<Observed> = probes
+    let checks: Vec<(String, Observed)> = probes
         .iter()
         .flat_map(|probe| probe.netns.iter().map(move |netns| (probe, *netns)))
-        .map(|(probe, netns)| {
+        .flat_map(|(probe, netns)| probe.families().iter().map(move |f| (probe, netns, *f)))
+        .map(|(probe, netns, split)| {
+            let name = match split {
+                Some(family) => format!("{}/{family}", probe.name),
+                None => probe.name.clone(),
+            };
             let failing = case
                 .failing
                 .iter()
-                .find(|(name, ns, _)| *name == probe.name && *ns == netns);
+                .find(|(listed, ns, _)| *listed == name && *ns == netns);
             let seen = match failing {
                 _ if case.pending => Seen::Pending,
                 Some((_, _, failure)) => Seen::Failing(failure),
@@ -335,26 +341,27 @@ fn run(case: &Case) -> Vec<Diagnosis> {
             let history = case
                 .history
                 .iter()
-                .find(|(name, ns, _)| *name == probe.name && *ns == netns)
+                .find(|(listed, ns, _)| *listed == name && *ns == netns)
                 .map_or(&none, |(_, _, rounds)| rounds);
-            Observed {
+            let observed = Observed {
                 probe,
                 netns,
+                split,
                 seen,
                 history,
-            }
+            };
+            (name, observed)
         })
         .collect();
     let listed = case.failing.iter().map(|(name, netns, _)| (name, netns));
     for (name, netns) in listed.chain(case.history.iter().map(|(name, netns, _)| (name, netns))) {
         assert!(
-            checks
-                .iter()
-                .any(|c| c.probe.name == *name && c.netns == *netns),
+            checks.iter().any(|(c, o)| c == name && o.netns == *netns),
             "{}: no check {name}/{netns}",
             case.name
         );
     }
+    let checks: Vec<Observed> = checks.into_iter().map(|(_, observed)| observed).collect();
     let namespaces = [
         NetnsStatus {
             id: Pod,
@@ -1318,6 +1325,7 @@ fn evidence_follows_the_damped_state() {
     let key = CheckKey {
         probe: probe.name.clone(),
         netns: Pod,
+        family: None,
     };
     let mut results = Results::default();
     results.declare(key.clone(), probe, 0);

@@ -8,6 +8,7 @@ pub use crate::diagnose::Diagnosis;
 use crate::diagnose::{self, Code, Observed, Seen};
 use crate::evidence::{Capture, Store};
 use crate::netns::{NetnsId, NetnsStatus};
+use crate::probe::resolver::Family;
 use crate::results::{CheckKey, CheckState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -44,6 +45,9 @@ pub struct CheckView {
     pub probe: String,
     pub kind: &'static str,
     pub netns: NetnsId,
+    /// `ipv4` or `ipv6` for a check of a probe split by `family: both`; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<Family>,
     /// The check's state after flap damping; false until its first round.
     pub ok: bool,
     /// The last round's result: `success`, a failure reason, or `pending` before the first.
@@ -61,6 +65,17 @@ pub struct CheckView {
     /// Evidence captured when the check turned failing, newest first; only while it fails.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub evidence: Vec<Arc<Capture>>,
+}
+
+impl CheckView {
+    /// Where the check runs, for people: its namespace, and its family when split
+    /// (`pod/ipv6`).
+    pub fn place(&self) -> String {
+        match self.family {
+            Some(family) => format!("{}/{family}", self.netns),
+            None => self.netns.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,6 +131,7 @@ pub fn judge(snapshot: &Snapshot) -> Verdict {
                 probe: key.probe.clone(),
                 kind: check.kind,
                 netns: key.netns,
+                family: key.family,
                 ok,
                 result: last.map_or(PENDING, |r| r.result),
                 duration_seconds: last.map(|r| r.duration.as_secs_f64()),
@@ -146,6 +162,7 @@ pub fn judge(snapshot: &Snapshot) -> Verdict {
         .map(|(key, check)| Observed {
             probe: &check.probe,
             netns: key.netns,
+            split: key.family,
             seen: Seen::of(check),
             history: &check.history,
         })
@@ -193,6 +210,7 @@ probes:
         CheckKey {
             probe: probe.into(),
             netns,
+            family: None,
         }
     }
 
@@ -281,6 +299,51 @@ probes:
         assert_eq!(ldap.detail, "connected");
         assert_eq!(ldap.since.as_deref(), Some("2027-01-15T08:00:00Z"));
         assert_eq!(verdict.namespaces.len(), 2);
+    }
+
+    /// The two checks of a `family: both` probe are entries of their own that say their
+    /// family; no other entry has one.
+    #[test]
+    fn a_split_probe_has_an_entry_per_family() {
+        let mut results = declared();
+        let dual = Config::parse(
+            "probes: [{name: dual, netns: [pod], tcp: {target: 'dual.corp.example:389', family: both}}]",
+            &|_| None,
+        )
+        .unwrap()
+        .probes;
+        let dual = Arc::new(dual[0].clone());
+        for family in Family::SPLIT {
+            let key = CheckKey {
+                family: Some(family),
+                ..key("dual", Pod)
+            };
+            results.declare(key, dual.clone(), 2);
+        }
+        let verdict = judged(&results, None, false);
+        let json = serde_json::to_value(&verdict).unwrap();
+        let entries: Vec<(String, String, String)> = verdict
+            .checks
+            .iter()
+            .zip(json["checks"].as_array().unwrap())
+            .map(|(c, j)| {
+                let family = j.get("family").map(ToString::to_string);
+                (c.probe.clone(), c.place(), family.unwrap_or_default())
+            })
+            .collect();
+        let entry = |probe: &str, place: &str, family: &str| {
+            (probe.to_owned(), place.to_owned(), family.to_owned())
+        };
+        assert_eq!(
+            entries,
+            [
+                entry("ldap", "pod", ""),
+                entry("ldap", "host", ""),
+                entry("gw", "pod", ""),
+                entry("dual", "pod/ipv4", r#""ipv4""#),
+                entry("dual", "pod/ipv6", r#""ipv6""#),
+            ]
+        );
     }
 
     #[test]

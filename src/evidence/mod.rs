@@ -25,9 +25,9 @@ use tokio::time::Instant;
 use crate::config::{EvidenceConfig, ProbeConfig};
 use crate::netns::{Executor, NetnsContext, NetnsId};
 use crate::probe::dns::{DnsSpec, QueryType, Server};
-use crate::probe::resolver::Resolver;
+use crate::probe::resolver::{Family, Resolver};
 use crate::probe::target::{Host, HostPort};
-use crate::probe::{Families, ProbeKind};
+use crate::probe::{CheckLabels, Families, ProbeKind};
 use crate::results::{CheckKey, CheckState};
 
 /// Captures kept per check, newest first; an older one is dropped for a new one.
@@ -200,7 +200,7 @@ pub fn register(families: &mut dyn Families) -> CounterVec {
         "Evidence captures asked for when a check turned failing, by outcome: captured, \
          rate_limited (within evidence.min_interval or at evidence.max_concurrent), failed (no \
          piece could be obtained).",
-        &["probe", "netns", "outcome"],
+        &CheckLabels::names(&["outcome"]),
     )
 }
 
@@ -209,6 +209,9 @@ pub fn register(families: &mut dyn Families) -> CounterVec {
 pub struct Subject {
     pub probe: Arc<ProbeConfig>,
     pub netns: NetnsId,
+    /// The family the check resolves its target to: its own for a check of a split probe
+    /// (`family: both`), else the probe's `family:`.
+    pub family: Family,
     pub trigger: Trigger,
     /// Taken when the subject is made, from the results the check has.
     pub rounds: Piece,
@@ -230,6 +233,7 @@ impl Subject {
         Subject {
             probe: state.probe.clone(),
             netns: key.netns,
+            family: key.family.or(state.probe.kind.family()).unwrap_or_default(),
             trigger,
             rounds: rounds::piece(state, key.netns),
         }
@@ -245,16 +249,19 @@ struct Aim {
     port: Option<u16>,
     /// A name whose resolution is evidence, and whom to ask.
     name: Option<(String, Resolver)>,
+    /// The addresses the check asks for, which the name resolves to.
+    family: Family,
 }
 
 impl Aim {
-    fn of(probe: &ProbeConfig) -> Aim {
+    fn of(probe: &ProbeConfig, family: Family) -> Aim {
         let kind = probe.kind.name();
         if let ProbeKind::Route(spec) = &probe.kind {
             return Aim {
                 host: Ok(Host::Ip(spec.destination.network())),
                 port: None,
                 name: None,
+                family,
             };
         }
         let dns = match &probe.kind {
@@ -268,6 +275,7 @@ impl Aim {
                 host: Err(format!("kind {kind} has no IP target")),
                 port: None,
                 name: dns.and_then(address_query),
+                family: dns.map_or(family, query_family),
             };
         };
         // A DNS server is written without its port when it is 53.
@@ -283,7 +291,17 @@ impl Aim {
             host: Ok(target.host),
             port,
             name,
+            family: dns.map_or(family, query_family),
         }
+    }
+}
+
+/// The family a dns check's A or AAAA query asks for.
+fn query_family(spec: &DnsSpec) -> Family {
+    match spec.record_type {
+        QueryType::A => Family::Ipv4,
+        QueryType::AAAA => Family::Ipv6,
+        _ => Family::Any,
     }
 }
 
@@ -315,7 +333,7 @@ pub async fn capture(
     settings: &EvidenceConfig,
 ) -> Capture {
     let taken_at = rfc3339(SystemTime::now());
-    let aim = Aim::of(&subject.probe);
+    let aim = Aim::of(&subject.probe, subject.family);
     let mut ordered: Vec<&Executor> = executors.iter().collect();
     ordered.sort_by_key(|e| e.id() != subject.netns);
     let work = ordered.iter().map(|executor| {
@@ -397,7 +415,7 @@ async fn gather(
     let mut pieces = vec![resolver::resolv_conf(&ctx).await];
     let mut first: Option<IpAddr> = None;
     if let Some((name, resolver)) = &aim.name {
-        let (piece, ips) = resolver::resolved(&ctx, name, resolver, small).await;
+        let (piece, ips) = resolver::resolved(&ctx, name, (resolver, aim.family), small).await;
         first = ips.first().copied();
         pieces.push(piece);
     }
@@ -405,7 +423,7 @@ async fn gather(
         (Err(why), _) => Err(why.clone()),
         // A name target resolved for its own piece is not asked again.
         (Ok(Host::Name(_)), Some(ip)) => Ok(ip),
-        (Ok(host), _) => resolver::address(&ctx, host, small).await,
+        (Ok(host), _) => resolver::address(&ctx, host, aim.family, small).await,
     };
     let ip = match ip {
         Ok(ip) => ip,

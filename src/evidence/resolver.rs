@@ -1,5 +1,6 @@
 //! The resolver pieces: the resolv.conf this namespace's applications read, and what the
-//! check's name resolves to from here, through the probes' own per-namespace resolver.
+//! check's name resolves to from here, through the probes' own per-namespace resolver, to the
+//! family the check asks for.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -34,19 +35,24 @@ pub(super) async fn resolv_conf(ctx: &NetnsContext) -> Piece {
     }
 }
 
-/// What `name` resolved to, asked through `resolver`; a failed lookup is evidence too. Returns
-/// the addresses found.
+/// What `name` resolved to, asked through `resolver` for the records of `family`; a failed
+/// lookup is evidence too. Returns the addresses found.
 pub(super) async fn resolved(
     ctx: &NetnsContext,
     name: &str,
-    resolver: &Resolver,
+    (resolver, family): (&Resolver, Family),
     budget: Duration,
 ) -> (Piece, Vec<IpAddr>) {
     let source = match resolver {
         Resolver::System => format!("system resolver ({})", ctx.resolv_conf.display()),
         Resolver::Servers(_) => format!("DNS query to {resolver}"),
     };
-    let lookup = crate::probe::resolver::lookup(name, ctx, resolver, Family::Any);
+    let source = match family {
+        Family::Ipv4 => format!("{source}, A records (family: ipv4)"),
+        Family::Ipv6 => format!("{source}, AAAA records (family: ipv6)"),
+        Family::Any | Family::Both => source,
+    };
+    let lookup = crate::probe::resolver::lookup(name, ctx, resolver, family);
     match tokio::time::timeout(budget, lookup).await {
         Ok(Ok(ips)) => {
             let list: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
@@ -70,14 +76,16 @@ pub(super) async fn resolved(
     }
 }
 
-/// The address the other pieces aim at: the target itself, the namespace's gateway, or the
-/// first address its name resolves to here.
+/// The address the other pieces aim at: the target itself, the namespace's gateway of
+/// `family`, or the first address of `family` its name resolves to here.
 pub(super) async fn address(
     ctx: &NetnsContext,
     host: &Host,
+    family: Family,
     budget: Duration,
 ) -> Result<IpAddr, String> {
-    match tokio::time::timeout(budget, host.resolve(ctx, &Resolver::System)).await {
+    let resolve = host.resolve_family(ctx, &Resolver::System, family);
+    match tokio::time::timeout(budget, resolve).await {
         Ok(Ok(ips)) => ips
             .first()
             .copied()

@@ -11,6 +11,7 @@ fn key() -> CheckKey {
     CheckKey {
         probe: "dc1".into(),
         netns: NetnsId::Pod,
+        family: None,
     }
 }
 
@@ -116,33 +117,79 @@ fn probe(yaml: &str) -> Arc<ProbeConfig> {
 
 #[test]
 fn the_aim_follows_the_kind() {
-    let tcp = Aim::of(&probe("{name: a, tcp: {target: 'ldap.corp.example:389'}}"));
+    let tcp = Aim::of(
+        &probe("{name: a, tcp: {target: 'ldap.corp.example:389'}}"),
+        Family::Any,
+    );
     assert_eq!(tcp.host, Ok(Host::Name("ldap.corp.example".into())));
     assert_eq!(tcp.port, Some(389));
     assert_eq!(
         tcp.name.map(|(n, _)| n).as_deref(),
         Some("ldap.corp.example")
     );
-    let route = Aim::of(&probe("{name: b, route: {destination: 198.19.0.0/16}}"));
+    let route = Aim::of(
+        &probe("{name: b, route: {destination: 198.19.0.0/16}}"),
+        Family::Any,
+    );
     assert_eq!(route.host, Ok(Host::Ip("198.19.0.0".parse().unwrap())));
-    let file = Aim::of(&probe("{name: c, resolv_conf: {}}"));
+    let file = Aim::of(&probe("{name: c, resolv_conf: {}}"), Family::Any);
     assert_eq!(file.host, Err("kind resolv_conf has no IP target".into()));
-    let dns = Aim::of(&probe(
-        "{name: d, dns: {query: dc1.corp.example, servers: ['198.19.10.1']}}",
-    ));
+    let dns = Aim::of(
+        &probe("{name: d, dns: {query: dc1.corp.example, servers: ['198.19.10.1']}}"),
+        Family::Any,
+    );
     assert_eq!(dns.host, Ok(Host::Ip("198.19.10.1".parse().unwrap())));
     assert_eq!(dns.port, Some(53));
     assert_eq!(
         dns.name.map(|(n, _)| n).as_deref(),
         Some("dc1.corp.example")
     );
-    let system = Aim::of(&probe("{name: e, dns: {query: dc1.corp.example}}"));
+    let system = Aim::of(
+        &probe("{name: e, dns: {query: dc1.corp.example}}"),
+        Family::Any,
+    );
     assert_eq!(system.host, Err("kind dns has no IP target".into()));
     assert!(matches!(system.name, Some((_, Resolver::System))));
-    let mx = Aim::of(&probe(
-        "{name: f, dns: {query: corp.example, type: MX, servers: ['198.19.10.1']}}",
-    ));
+    let mx = Aim::of(
+        &probe("{name: f, dns: {query: corp.example, type: MX, servers: ['198.19.10.1']}}"),
+        Family::Any,
+    );
     assert!(mx.name.is_none(), "not an address lookup");
+}
+
+/// The name is resolved to the check's family: a split check's own, else the probe's, and a
+/// dns check's A or AAAA query to its record's.
+#[test]
+fn the_aim_resolves_the_checks_family() {
+    let mut results = crate::results::Results::default();
+    let both = probe("{name: dual, tcp: {target: 'dual.corp.example:389', family: both}}");
+    let six = probe("{name: six, icmp: {target: dual.corp.example, family: ipv6}}");
+    let split = |family| CheckKey {
+        probe: "dual".into(),
+        netns: NetnsId::Pod,
+        family,
+    };
+    let whole = CheckKey {
+        probe: "six".into(),
+        ..key()
+    };
+    results.declare(split(Some(Family::Ipv4)), both.clone(), 0);
+    results.declare(split(Some(Family::Ipv6)), both, 0);
+    results.declare(whole.clone(), six, 1);
+    for (key, family) in [
+        (split(Some(Family::Ipv4)), Family::Ipv4),
+        (split(Some(Family::Ipv6)), Family::Ipv6),
+        (whole, Family::Ipv6),
+    ] {
+        let subject = Subject::of(&key, results.get(&key).unwrap());
+        assert_eq!(subject.family, family, "{key:?}");
+        assert_eq!(Aim::of(&subject.probe, subject.family).family, family);
+    }
+    let aaaa =
+        probe("{name: d, dns: {query: db6.corp.example, type: AAAA, servers: ['2001:2::53']}}");
+    assert_eq!(Aim::of(&aaaa, Family::Any).family, Family::Ipv6);
+    let a = probe("{name: d, dns: {query: db.corp.example}}");
+    assert_eq!(Aim::of(&a, Family::Any).family, Family::Ipv4);
 }
 
 #[tokio::test]
@@ -160,6 +207,7 @@ async fn a_namespace_that_cannot_be_entered_says_so_in_each_of_its_pieces() {
     let subject = Subject {
         probe,
         netns: NetnsId::Host,
+        family: Family::Any,
         trigger: Trigger {
             result: "error".into(),
             detail: "read failed".into(),

@@ -1,7 +1,7 @@
 //! `POST /checks/<name>/run`: the one handler that acts, running a configured check now.
 //!
 //! It is a write on an unauthenticated port, so it stays small: it takes the probe's name and
-//! at most a namespace, refuses anything else the request carries, and leaves the switch, the
+//! at most a namespace and a family, refuses anything else the request carries, and leaves the switch, the
 //! limit and the running to the agent's [`OnDemand`].
 
 use std::sync::Arc;
@@ -11,8 +11,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::text;
-use crate::agent::on_demand::{OnDemand, Refusal};
+use crate::agent::on_demand::{OnDemand, Only, Refusal};
 use crate::netns::NetnsId;
+use crate::probe::resolver::Family;
 
 /// Runs the probe `name` now and answers with its rounds and its scheduled standing (200,
 /// whether the rounds passed or not), or says why it did not run.
@@ -28,11 +29,11 @@ pub async fn run_check(
             "this endpoint takes no body: it runs a configured check as configured\n",
         );
     }
-    let netns = match namespace(query.as_deref()) {
-        Ok(netns) => netns,
+    let only = match only(query.as_deref()) {
+        Ok(only) => only,
         Err(why) => return text(StatusCode::BAD_REQUEST, format!("{why}\n")),
     };
-    match on_demand.run(&name, netns).await {
+    match on_demand.run(&name, only).await {
         Ok(report) => axum::Json(report).into_response(),
         Err(refusal) => refused(&refusal),
     }
@@ -47,35 +48,60 @@ fn carries_body(headers: &HeaderMap) -> bool {
     length || headers.contains_key(header::TRANSFER_ENCODING)
 }
 
-/// The one parameter there is, `netns=pod|host`; any other is refused rather than ignored, so
-/// a caller never believes it changed a target, port or setting.
-fn namespace(query: Option<&str>) -> Result<Option<NetnsId>, String> {
-    let mut netns = None;
+/// The parameters there are, `netns=pod|host` and `family=ipv4|ipv6` (the checks of a probe
+/// split by `family: both`), each at most once; any other is refused rather than ignored, so a
+/// caller never believes it changed a target, port or setting.
+fn only(query: Option<&str>) -> Result<Only, String> {
+    let mut only = Only::default();
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if key != "netns" {
-            return Err(
-                "the only query parameter is netns (pod or host); a check runs as configured"
-                    .into(),
-            );
+        match key {
+            "netns" => set(&mut only.netns, key, netns(value))?,
+            "family" => set(&mut only.family, key, family(value))?,
+            _ => {
+                return Err(
+                    "the query parameters are netns (pod or host) and family (ipv4 or \
+                     ipv6); a check runs as configured"
+                        .into(),
+                )
+            }
         }
-        if netns.is_some() {
-            return Err("netns is given more than once".into());
-        }
-        netns = Some(match value {
-            "pod" => NetnsId::Pod,
-            "host" => NetnsId::Host,
-            _ => return Err("netns must be pod or host".into()),
-        });
     }
-    Ok(netns)
+    Ok(only)
+}
+
+/// Fills a parameter's slot once.
+fn set<T>(slot: &mut Option<T>, key: &str, value: Result<T, String>) -> Result<(), String> {
+    if slot.is_some() {
+        return Err(format!("{key} is given more than once"));
+    }
+    *slot = Some(value?);
+    Ok(())
+}
+
+fn netns(value: &str) -> Result<NetnsId, String> {
+    match value {
+        "pod" => Ok(NetnsId::Pod),
+        "host" => Ok(NetnsId::Host),
+        _ => Err("netns must be pod or host".into()),
+    }
+}
+
+fn family(value: &str) -> Result<Family, String> {
+    match value {
+        "ipv4" => Ok(Family::Ipv4),
+        "ipv6" => Ok(Family::Ipv6),
+        _ => Err("family must be ipv4 or ipv6".into()),
+    }
 }
 
 fn refused(refusal: &Refusal) -> Response {
     let why = format!("{refusal}\n");
     match refusal {
         Refusal::Disabled => text(StatusCode::FORBIDDEN, why),
-        Refusal::UnknownProbe | Refusal::NotInNamespace { .. } => text(StatusCode::NOT_FOUND, why),
+        Refusal::UnknownProbe | Refusal::NotInNamespace { .. } | Refusal::NotSplit { .. } => {
+            text(StatusCode::NOT_FOUND, why)
+        }
         Refusal::RateLimited { retry_after, .. } => {
             let mut response = text(StatusCode::TOO_MANY_REQUESTS, why);
             response
@@ -91,11 +117,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_netns_is_accepted_and_only_once() {
-        assert_eq!(namespace(None), Ok(None));
-        assert_eq!(namespace(Some("")), Ok(None));
-        assert_eq!(namespace(Some("netns=pod")), Ok(Some(NetnsId::Pod)));
-        assert_eq!(namespace(Some("netns=host")), Ok(Some(NetnsId::Host)));
+    fn only_netns_and_family_are_accepted_and_each_only_once() {
+        let pod = Some(NetnsId::Pod);
+        let only_ = |netns, family| Ok(Only { netns, family });
+        assert_eq!(only(None), only_(None, None));
+        assert_eq!(only(Some("")), only_(None, None));
+        assert_eq!(only(Some("netns=pod")), only_(pod, None));
+        assert_eq!(only(Some("netns=host")), only_(Some(NetnsId::Host), None));
+        assert_eq!(
+            only(Some("family=ipv6&netns=pod")),
+            only_(pod, Some(Family::Ipv6))
+        );
+        assert_eq!(only(Some("family=ipv4")), only_(None, Some(Family::Ipv4)));
         for bad in [
             "netns=node",
             "netns=",
@@ -104,8 +137,11 @@ mod tests {
             "netns=pod&port=22",
             "netns=pod&netns=host",
             "netns=POD",
+            "family=both",
+            "family=any",
+            "family=ipv6&family=ipv4",
         ] {
-            assert!(namespace(Some(bad)).is_err(), "{bad} was accepted");
+            assert!(only(Some(bad)).is_err(), "{bad} was accepted");
         }
     }
 }

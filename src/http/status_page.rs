@@ -19,6 +19,7 @@ use crate::diagnose::table::{format_seconds, headline};
 use crate::diagnose::verdict::{CheckView, Status, Verdict};
 use crate::evidence::{Body, Capture};
 use crate::netns::NetnsId;
+use crate::probe::resolver::Family;
 use crate::results::{CheckKey, Sample, HISTORY};
 
 /// Seconds between reloads of the page by the browser.
@@ -222,7 +223,8 @@ fn diagnoses(out: &mut String, verdict: &Verdict) {
     out.push_str("</section>\n");
 }
 
-/// One row per probe, one column per namespace, in config order.
+/// One row per probe (per family for a probe split by `family: both`), one column per
+/// namespace, in config order.
 fn checks(out: &mut String, snapshot: &Snapshot) {
     let verdict = &snapshot.verdict;
     let mut columns: Vec<NetnsId> = verdict
@@ -233,11 +235,12 @@ fn checks(out: &mut String, snapshot: &Snapshot) {
         .collect();
     columns.sort();
     columns.dedup();
-    let mut rows: Vec<(&str, &str, Vec<&CheckView>)> = Vec::new();
+    let mut rows: Vec<(&CheckView, Vec<&CheckView>)> = Vec::new();
     for check in &verdict.checks {
-        match rows.iter_mut().find(|(probe, _, _)| *probe == check.probe) {
-            Some((_, _, cells)) => cells.push(check),
-            None => rows.push((&check.probe, check.kind, vec![check])),
+        let same = |first: &CheckView| (&first.probe, first.family) == (&check.probe, check.family);
+        match rows.iter_mut().find(|(first, _)| same(first)) {
+            Some((_, cells)) => cells.push(check),
+            None => rows.push((check, vec![check])),
         }
     }
     out.push_str("<section>\n<h2>Checks</h2>\n");
@@ -262,15 +265,16 @@ fn checks(out: &mut String, snapshot: &Snapshot) {
         );
     }
     out.push_str("</tr></thead>\n<tbody>\n");
-    for (probe, kind, cells) in rows {
+    for (first, cells) in rows {
+        let family = first.family.map(|f| format!(" · {f}")).unwrap_or_default();
         let _ = write!(
             out,
-            r#"<tr><th scope="row"><span class="probe">{}</span><span class="kind">{}</span>"#,
-            escape(probe),
-            escape(kind)
+            r#"<tr><th scope="row"><span class="probe">{}</span><span class="kind">{}{family}</span>"#,
+            escape(&first.probe),
+            escape(first.kind)
         );
         if snapshot.run_now {
-            run_button(out, probe);
+            run_button(out, &first.probe, first.family);
         }
         out.push_str("</th>");
         for netns in &columns {
@@ -284,12 +288,14 @@ fn checks(out: &mut String, snapshot: &Snapshot) {
     out.push_str("</tbody>\n</table>\n</section>\n");
 }
 
-/// A form that posts to the probe's run endpoint: the script shows the answer beside it, and
-/// without script the browser shows the JSON. Probe names are URL-safe (`a-z 0-9 - _ .`).
-fn run_button(out: &mut String, probe: &str) {
+/// A form that posts to the probe's run endpoint, for the row's family of a split probe: the
+/// script shows the answer beside it, and without script the browser shows the JSON. Probe
+/// names are URL-safe (`a-z 0-9 - _ .`).
+fn run_button(out: &mut String, probe: &str, family: Option<Family>) {
+    let only = family.map(|f| format!("?family={f}")).unwrap_or_default();
     let _ = write!(
         out,
-        r#"<form class="run" method="post" action="checks/{}/run"><button type="submit">Run now</button><output class="run-result" aria-live="polite"></output></form>"#,
+        r#"<form class="run" method="post" action="checks/{}/run{only}"><button type="submit">Run now</button><output class="run-result" aria-live="polite"></output></form>"#,
         escape(probe)
     );
 }
@@ -345,6 +351,7 @@ fn cell(out: &mut String, snapshot: &Snapshot, check: &CheckView) {
     let key = CheckKey {
         probe: check.probe.clone(),
         netns: check.netns,
+        family: check.family,
     };
     let samples = snapshot.history.get(&key).map_or(&[][..], Vec::as_slice);
     sparkline(out, samples);
@@ -579,6 +586,7 @@ mod tests {
         let key = |probe: &str, netns| CheckKey {
             probe: probe.into(),
             netns,
+            family: None,
         };
         history.insert(key("dc1-ldap", NetnsId::Pod), samples("+++--"));
         history.insert(key("dc1-ldap", NetnsId::Host), samples("+++++"));
@@ -672,6 +680,51 @@ mod tests {
             );
             assert!(row.contains(&form), "{row}");
         }
+    }
+
+    /// A probe split by `family: both` is a row per family, each with its own cells, history
+    /// and "Run now" for its family alone.
+    #[test]
+    fn a_split_probe_is_a_row_per_family() {
+        let mut s = Snapshot {
+            run_now: true,
+            ..snapshot()
+        };
+        let verdict = Arc::make_mut(&mut s.verdict);
+        let half = |netns, family, ok, result| CheckView {
+            family: Some(family),
+            ..view("dual", netns, ok, result)
+        };
+        verdict.checks = vec![
+            half(NetnsId::Pod, Family::Ipv4, true, "success"),
+            half(NetnsId::Pod, Family::Ipv6, false, "timeout"),
+            half(NetnsId::Host, Family::Ipv4, true, "success"),
+            half(NetnsId::Host, Family::Ipv6, false, "timeout"),
+        ];
+        let key = CheckKey {
+            probe: "dual".into(),
+            netns: NetnsId::Pod,
+            family: Some(Family::Ipv6),
+        };
+        s.history.insert(key, samples("+--"));
+        let html = render(&s);
+        let rows: Vec<&str> = html.lines().filter(|l| l.starts_with("<tr><th")).collect();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        for (row, family, cell) in [(rows[0], "ipv4", "ok"), (rows[1], "ipv6", "fail")] {
+            let head = format!(
+                r#"<span class="kind">tcp · {family}</span><form class="run" method="post" action="checks/dual/run?family={family}">"#
+            );
+            assert!(row.contains(&head), "{row}");
+            assert_eq!(
+                row.matches(&format!(r#"<td class="cell {cell}">"#)).count(),
+                2
+            );
+        }
+        assert!(
+            rows[1].contains("1 of 3 passed"),
+            "the IPv6 check's own history"
+        );
+        assert!(rows[0].contains("no rounds yet"), "{}", rows[0]);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The agent's Prometheus metrics: one `Metrics` value holding every family, passed down.
 //!
-//! Labels are bounded by construction: `probe` and `kind` come from config, `netns` and `result`
-//! from closed enums. Addresses appear only on `_info` series, one per check, replaced when the
-//! address changes.
+//! Labels are bounded by construction: `probe` and `kind` come from config, `netns`, `family`
+//! and `result` from closed enums. Addresses appear only on `_info` series, one per check,
+//! replaced when the address changes. `family` is empty, and left out of the exposition,
+//! except on the two checks of a `family: both` probe.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -164,6 +165,7 @@ pub struct CheckSeries {
     probe: String,
     kind: &'static str,
     netns: NetnsId,
+    family: &'static str,
     success: Gauge,
     duration: Gauge,
     runs_success: Counter,
@@ -176,7 +178,19 @@ pub struct CheckSeries {
     state: Vec<Gauge>,
 }
 
-const CHECK: &[&str] = &["probe", "kind", "netns"];
+impl CheckSeries {
+    fn labels(&self) -> CheckLabels<'_> {
+        CheckLabels {
+            probe: &self.probe,
+            netns: self.netns,
+            family: self.family,
+        }
+    }
+}
+
+/// A check's labels in the generic series; `family` is empty, and so left out of the
+/// exposition, unless the probe is split (`family: both`).
+const CHECK: &[&str] = &["probe", "kind", "netns", "family"];
 
 /// Collects the families as they are made, in exposition order.
 #[derive(Default)]
@@ -276,7 +290,7 @@ impl Metrics {
             probe_runs: r.counters(
                 "hybridprobe_probe_runs_total",
                 "Rounds of the check, by result (success or the failure class).",
-                &["probe", "kind", "netns", "result"],
+                &["probe", "kind", "netns", "family", "result"],
             ),
             probe_last_success: r.gauges(
                 "hybridprobe_probe_last_success_timestamp_seconds",
@@ -302,7 +316,7 @@ impl Metrics {
                 "hybridprobe_probe_state",
                 "1 for the check's state over its recent rounds (pass, warning, fail, or \
                  unknown before enough rounds ran), 0 for the other states.",
-                &["probe", "kind", "netns", "state"],
+                &["probe", "kind", "netns", "family", "state"],
             ),
             kinds: Arc::new(KindSeries::register(&mut r)),
             resolved_address: Arc::new(InfoSeries::new(r.gauges(
@@ -310,7 +324,7 @@ impl Metrics {
                 "Always 1; the address the check's host name resolved to in its last round, \
                  in the namespace it ran in. Absent when the target is an address or the name \
                  did not resolve.",
-                &["probe", "netns", "address"],
+                &CheckLabels::names(&["address"]),
             ))),
             evidence_captures: evidence::register(&mut r),
             netns_available: r.gauges(
@@ -341,21 +355,20 @@ impl Metrics {
     }
 
     /// Creates a check's series before its first round, so dashboards see it from the start.
-    pub fn check_series(&self, probe: &str, kind: &'static str, netns: NetnsId) -> CheckSeries {
-        let labels = [probe, kind, netns.as_str()];
-        self.kinds.declare(kind, CheckLabels { probe, netns });
+    pub fn check_series(&self, check: CheckLabels<'_>, kind: &'static str) -> CheckSeries {
+        let [probe, netns, family] = check.values();
+        let labels = [probe, kind, netns, family];
+        self.kinds.declare(kind, check);
         let series = CheckSeries {
             probe: probe.to_owned(),
             kind,
-            netns,
+            netns: check.netns,
+            family: check.family,
             success: self.probe_success.with_label_values(&labels),
             duration: self.probe_duration.with_label_values(&labels),
-            runs_success: self.probe_runs.with_label_values(&[
-                probe,
-                kind,
-                netns.as_str(),
-                "success",
-            ]),
+            runs_success: self
+                .probe_runs
+                .with_label_values(&[probe, kind, netns, family, "success"]),
             last_success: OnceLock::new(),
             state_changes: self.probe_state_changes.with_label_values(&labels),
             outage: self.outage_duration.with_label_values(&labels),
@@ -366,7 +379,8 @@ impl Metrics {
                     let gauge = self.probe_state.with_label_values(&[
                         probe,
                         kind,
-                        netns.as_str(),
+                        netns,
+                        family,
                         state.as_str(),
                     ]);
                     gauge.set(f64::from(*state == TargetState::Unknown));
@@ -387,7 +401,8 @@ impl Metrics {
         transition: Transition,
         standing: Standing,
     ) {
-        let (probe, netns) = (check.probe.as_str(), check.netns.as_str());
+        let labels = check.labels();
+        let [probe, netns, family] = labels.values();
         check
             .consecutive_failures
             .set(f64::from(standing.consecutive_failures));
@@ -399,7 +414,7 @@ impl Metrics {
         match result {
             Ok(_) => {
                 check.runs_success.inc();
-                let labels = [probe, check.kind, netns];
+                let labels = [probe, check.kind, netns, family];
                 check
                     .last_success
                     .get_or_init(|| self.probe_last_success.with_label_values(&labels))
@@ -407,7 +422,7 @@ impl Metrics {
             }
             Err(failure) => self
                 .probe_runs
-                .with_label_values(&[probe, check.kind, netns, failure.reason.as_str()])
+                .with_label_values(&[probe, check.kind, netns, family, failure.reason.as_str()])
                 .inc(),
         }
         match transition {
@@ -422,10 +437,6 @@ impl Metrics {
             Ok(outcome) => (&outcome.measurements, outcome.resolved),
             Err(failure) => (&failure.measurements, failure.resolved),
         };
-        let labels = CheckLabels {
-            probe,
-            netns: check.netns,
-        };
         self.kinds.observe(labels, measurements);
         self.resolved_address
             .set(labels, resolved.map(|ip| vec![ip.to_string()]));
@@ -434,20 +445,21 @@ impl Metrics {
 
     /// Drops every series of a check that no longer exists, so /metrics shows only the
     /// configured checks.
-    pub fn forget_check(&self, probe: &str, netns: NetnsId) {
-        let labels = [("probe", probe), ("netns", netns.as_str())];
+    pub fn forget_check(&self, check: CheckLabels<'_>) {
+        let [probe, netns, family] = check.values();
+        let labels = [("probe", probe), ("netns", netns), ("family", family)];
         for family in self.families.iter() {
             family.forget(&labels);
         }
-        self.kinds.forget(CheckLabels { probe, netns });
-        self.resolved_address.forget(CheckLabels { probe, netns });
+        self.kinds.forget(check);
+        self.resolved_address.forget(check);
         self.changed();
     }
 
     /// Counts an evidence capture asked for a check, by how it ended.
-    pub fn count_capture(&self, probe: &str, netns: NetnsId, outcome: CaptureOutcome) {
+    pub fn count_capture(&self, check: CheckLabels<'_>, outcome: CaptureOutcome) {
         self.evidence_captures
-            .with_label_values(&[probe, netns.as_str(), outcome.as_str()])
+            .with_label_values(&check.with(&[outcome.as_str()]))
             .inc();
         self.changed();
     }
@@ -567,6 +579,59 @@ mod tests {
         consecutive_failures: 0,
     };
 
+    /// The labels of a check that is not split by family.
+    fn whole(probe: &str, netns: NetnsId) -> CheckLabels<'_> {
+        CheckLabels {
+            probe,
+            netns,
+            family: "",
+        }
+    }
+
+    /// The two checks of a `family: both` probe are series of their own, told apart by
+    /// `family`, and each goes on its own.
+    #[test]
+    fn the_checks_of_a_split_probe_are_apart_by_family() {
+        let metrics = Metrics::new(&[]);
+        let half = |family| CheckLabels {
+            family,
+            ..whole("dual", NetnsId::Pod)
+        };
+        let v4 = metrics.check_series(half("ipv4"), "icmp");
+        let v6 = metrics.check_series(half("ipv6"), "icmp");
+        let echo = |received| {
+            Measurements::Icmp(IcmpReport {
+                sent: 2,
+                received,
+                rtts: vec![Duration::from_millis(3); received as usize],
+                hop_limit: None,
+            })
+        };
+        let passed = Ok(Outcome::new("2/2", echo(2)));
+        let failed = Err(Failure {
+            measurements: echo(0),
+            ..Failure::new(Reason::Timeout, "0/2")
+        });
+        metrics.observe(&v4, &passed, Duration::ZERO, Transition::None, STANDING);
+        metrics.observe(&v6, &failed, Duration::ZERO, Transition::Failed, STANDING);
+        let text = metrics.render();
+        for line in [
+            r#"hybridprobe_probe_success{family="ipv4",kind="icmp",netns="pod",probe="dual"} 1"#,
+            r#"hybridprobe_probe_success{family="ipv6",kind="icmp",netns="pod",probe="dual"} 0"#,
+            r#"hybridprobe_probe_runs_total{family="ipv6",kind="icmp",netns="pod",probe="dual",result="timeout"} 1"#,
+            r#"hybridprobe_icmp_loss_ratio{family="ipv4",netns="pod",probe="dual"} 0"#,
+            r#"hybridprobe_icmp_loss_ratio{family="ipv6",netns="pod",probe="dual"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line}\n{text}");
+        }
+        metrics.forget_check(half("ipv6"));
+        let text = metrics.render();
+        assert!(!text.contains(r#"family="ipv6""#), "{text}");
+        assert!(text.contains(
+            r#"hybridprobe_probe_success{family="ipv4",kind="icmp",netns="pod",probe="dual"} 1"#
+        ));
+    }
+
     /// Dashboards and alerts need a series for every code from the first scrape on.
     #[test]
     fn every_diagnosis_code_is_exported_from_the_start() {
@@ -585,7 +650,7 @@ mod tests {
     #[test]
     fn the_resolved_address_is_one_series_replaced_on_change() {
         let metrics = Metrics::new(&[]);
-        let ldap = metrics.check_series("ldap", "tcp", NetnsId::Host);
+        let ldap = metrics.check_series(whole("ldap", NetnsId::Host), "tcp");
         let round = |ip: Option<&str>| Outcome {
             resolved: ip.map(|ip| ip.parse().unwrap()),
             ..Outcome::new("connected", Measurements::None)
@@ -628,14 +693,14 @@ mod tests {
             Transition::None,
             STANDING,
         );
-        metrics.forget_check("ldap", NetnsId::Host);
+        metrics.forget_check(whole("ldap", NetnsId::Host));
         assert!(!metrics.render().contains("address=\"198.19.10"));
     }
 
     #[test]
     fn a_round_updates_the_generic_and_kind_series() {
         let metrics = Metrics::new(&[]);
-        let dc1 = metrics.check_series("dc1", "icmp", NetnsId::Pod);
+        let dc1 = metrics.check_series(whole("dc1", NetnsId::Pod), "icmp");
         let failure = Failure {
             reason: Reason::Timeout,
             detail: "lost".into(),
@@ -680,7 +745,7 @@ mod tests {
     #[test]
     fn a_rendering_is_shared_until_a_series_changes() {
         let metrics = Metrics::new(&[]);
-        let check = metrics.check_series("dc1", "tcp", NetnsId::Pod);
+        let check = metrics.check_series(whole("dc1", NetnsId::Pod), "tcp");
         let first = metrics.render();
         assert!(Arc::ptr_eq(&first.0, &metrics.render().0), "rendered twice");
         metrics.set_node_healthy(false);
@@ -700,11 +765,11 @@ mod tests {
                 r#"hybridprobe_probe_success{kind="tcp",netns="pod",probe="dc1"} 1"#,
             ),
             (
-                &|| drop(metrics.check_series("dc2", "tcp", NetnsId::Host)),
+                &|| drop(metrics.check_series(whole("dc2", NetnsId::Host), "tcp")),
                 r#"probe="dc2""#,
             ),
             (
-                &|| metrics.forget_check("dc2", NetnsId::Host),
+                &|| metrics.forget_check(whole("dc2", NetnsId::Host)),
                 "!probe=\"dc2\"",
             ),
             (
@@ -754,7 +819,7 @@ mod tests {
     #[test]
     fn source_ip_keeps_one_info_series_per_check() {
         let metrics = Metrics::new(&[]);
-        let check = metrics.check_series("pod-ip", "source_ip", NetnsId::Pod);
+        let check = metrics.check_series(whole("pod-ip", NetnsId::Pod), "source_ip");
         let round = |observed: &str, snat: Option<bool>| {
             let measurements = Measurements::SourceIp(SourceIpReport {
                 expected: "198.18.2.10".parse().unwrap(),
@@ -798,7 +863,7 @@ mod tests {
     fn dns_pairs_get_their_own_series() {
         use crate::probe::dns::{DnsPair, DnsReport, DnsTransport};
         let metrics = Metrics::new(&[]);
-        let check = metrics.check_series("corp-db", "dns", NetnsId::Host);
+        let check = metrics.check_series(whole("corp-db", NetnsId::Host), "dns");
         let pair = |server: &str, transport, failure, ms: &[u64]| DnsPair {
             server: server.into(),
             transport,
@@ -855,7 +920,7 @@ mod tests {
     fn a_changed_route_replaces_its_info_series_and_no_route_removes_it() {
         use crate::probe::route::{Route, RouteReport};
         let metrics = Metrics::new(&[]);
-        let check = &metrics.check_series("onprem-route", "route", NetnsId::Host);
+        let check = &metrics.check_series(whole("onprem-route", NetnsId::Host), "route");
         let via = |gateway: Option<&str>, dev: &str| {
             round(Measurements::Route(RouteReport {
                 route: Some(Route {
@@ -921,7 +986,7 @@ mod tests {
     fn path_changes_are_counted_from_the_second_round() {
         use crate::probe::traceroute::{Hop, TracerouteReport};
         let metrics = Metrics::new(&[]);
-        let check = &metrics.check_series("trace", "traceroute", NetnsId::Pod);
+        let check = &metrics.check_series(whole("trace", NetnsId::Pod), "traceroute");
         let path = |hops: &[&str]| {
             round(Measurements::Traceroute(TracerouteReport {
                 hops: hops
@@ -965,7 +1030,7 @@ mod tests {
     #[test]
     fn success_sets_the_last_success_timestamp() {
         let metrics = Metrics::new(&[]);
-        let dc1 = metrics.check_series("dc1", "tcp", NetnsId::Host);
+        let dc1 = metrics.check_series(whole("dc1", NetnsId::Host), "tcp");
         let ok = Outcome {
             detail: "ok".into(),
             measurements: Measurements::None,
@@ -1000,7 +1065,7 @@ mod tests {
     #[test]
     fn state_is_one_of_four_series_and_failures_count_in_a_row() {
         let metrics = Metrics::new(&[]);
-        let check = metrics.check_series("dc1", "tcp", NetnsId::Pod);
+        let check = metrics.check_series(whole("dc1", NetnsId::Pod), "tcp");
         let state = |text: &str, state: &str| {
             let line = format!(
                 r#"hybridprobe_probe_state{{kind="tcp",netns="pod",probe="dc1",state="{state}"}} "#
@@ -1035,8 +1100,8 @@ mod tests {
     #[test]
     fn forgetting_a_check_removes_only_its_series() {
         let metrics = Metrics::new(&[]);
-        let gone = metrics.check_series("gone", "icmp", NetnsId::Pod);
-        let kept = metrics.check_series("gone", "icmp", NetnsId::Host);
+        let gone = metrics.check_series(whole("gone", NetnsId::Pod), "icmp");
+        let kept = metrics.check_series(whole("gone", NetnsId::Host), "icmp");
         let failure = || Failure {
             reason: Reason::Timeout,
             detail: String::new(),
@@ -1062,7 +1127,7 @@ mod tests {
             Transition::None,
             STANDING,
         );
-        metrics.forget_check("gone", NetnsId::Pod);
+        metrics.forget_check(whole("gone", NetnsId::Pod));
         let text = metrics.render();
         assert!(!text.contains(r#"netns="pod",probe="gone""#), "{text}");
         assert!(

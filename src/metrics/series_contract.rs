@@ -13,10 +13,11 @@ use crate::probe::http::{HttpReport, Phase};
 use crate::probe::icmp::IcmpReport;
 use crate::probe::path_mtu::PathMtuReport;
 use crate::probe::resolv_conf::ResolvConfReport;
+use crate::probe::resolver::Family;
 use crate::probe::route::{Route, RouteReport};
 use crate::probe::source_ip::SourceIpReport;
 use crate::probe::traceroute::{Hop, TracerouteReport};
-use crate::probe::{Measurements, Outcome, ProbeKind};
+use crate::probe::{CheckLabels, Measurements, Outcome, ProbeKind};
 use crate::results::{Standing, TargetState, Transition};
 
 const DOC: &str = include_str!("../../docs/metrics.md");
@@ -138,8 +139,8 @@ fn passing_round(kind: &str, shape: Shape) -> Measurements {
 }
 
 /// One check of `kind` in `metrics`, after a passing round.
-fn run_check(metrics: &Metrics, name: &str, kind: &'static str, netns: NetnsId, shape: Shape) {
-    let check = metrics.check_series(name, kind, netns);
+fn run_check(metrics: &Metrics, check: CheckLabels, kind: &'static str, shape: Shape) {
+    let check = metrics.check_series(check, kind);
     let round = Ok(Outcome::new("ok", passing_round(kind, shape)));
     let standing = Standing {
         state: TargetState::Pass,
@@ -236,9 +237,47 @@ fn every_kind_exports_the_documented_series_per_check() {
         };
         for (shape, expected) in [(PLAIN, base), (shape, base + times * each)] {
             let metrics = Metrics::new(&[]);
-            run_check(&metrics, "c", kind, NetnsId::Pod, shape);
+            run_check(&metrics, labels("c", NetnsId::Pod, ""), kind, shape);
             let text = metrics.render();
             assert_eq!(series_of(&text, "c"), expected, "{kind}:\n{text}");
+        }
+    }
+}
+
+/// A check's labels, with `family` as given.
+fn labels<'a>(probe: &'a str, netns: NetnsId, family: &'static str) -> CheckLabels<'a> {
+    CheckLabels {
+        probe,
+        netns,
+        family,
+    }
+}
+
+/// A `family: both` probe is two checks in each namespace, each costing its kind's row, each
+/// series carrying its family; a check that is not split writes no `family` at all.
+#[test]
+fn a_probe_split_by_family_costs_two_checks_each_labelled() {
+    assert!(
+        DOC.contains("A probe with `family: both` is two checks in each namespace"),
+        "docs/metrics.md says what a split probe costs"
+    );
+    for kind in ProbeKind::NAMES {
+        let metrics = Metrics::new(&[]);
+        run_check(&metrics, labels("whole", NetnsId::Pod, ""), kind, PLAIN);
+        for family in ["ipv4", "ipv6"] {
+            run_check(&metrics, labels("split", NetnsId::Pod, family), kind, PLAIN);
+        }
+        let text = metrics.render();
+        assert_eq!(
+            series_of(&text, "split"),
+            2 * series_of(&text, "whole"),
+            "{kind}:\n{text}"
+        );
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let split = line.contains("probe=\"split\"");
+            let labelled = line.contains("family=\"ipv4\"") || line.contains("family=\"ipv6\"");
+            assert_eq!(split, labelled, "{kind}: {line}");
+            assert!(!line.contains("family=\"\""), "{kind}: {line}");
         }
     }
 }
@@ -271,10 +310,19 @@ fn the_shipped_configs_cost_what_docs_say_and_stay_within_20_per_check() {
         let metrics = Metrics::new(&[]);
         let mut checks = Vec::new();
         for probe in &config.probes {
-            for &netns in &probe.netns {
-                let check = format!("{}-{}", probe.name, netns.as_str());
+            for (&netns, family) in probe
+                .netns
+                .iter()
+                .flat_map(|n| probe.families().iter().map(move |f| (n, Family::label(*f))))
+            {
+                let check = format!("{}-{}-{family}", probe.name, netns.as_str());
                 let kind = probe.kind.name();
-                run_check(&metrics, &check, kind, netns, Shape::of(&probe.kind));
+                run_check(
+                    &metrics,
+                    labels(&check, netns, family),
+                    kind,
+                    Shape::of(&probe.kind),
+                );
                 checks.push(check);
             }
         }

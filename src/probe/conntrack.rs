@@ -204,18 +204,18 @@ impl Probe for ConntrackSpec {
             entries: families.gauges(
                 "hybridprobe_conntrack_entries",
                 "Connection tracking entries in the namespace (nf_conntrack_count).",
-                &["probe", "netns"],
+                &CheckLabels::names(&[]),
             ),
             fill: families.gauges(
                 "hybridprobe_conntrack_fill_ratio",
                 "nf_conntrack_count over nf_conntrack_max in the namespace (0 without a limit).",
-                &["probe", "netns"],
+                &CheckLabels::names(&[]),
             ),
             events: families.counters(
                 "hybridprobe_conntrack_events_total",
                 "Lost-flow events the kernel counted in the namespace since the check started: \
                  insert_failed, drop, early_drop.",
-                &["probe", "netns", "event"],
+                &CheckLabels::names(&["event"]),
             ),
         }
     }
@@ -238,14 +238,12 @@ impl Probe for ConntrackSpec {
 
     fn declare(series: &ConntrackSeries, check: CheckLabels<'_>) {
         for (event, _) in Events::default().named() {
-            series
-                .events
-                .with_label_values(&[check.probe, check.netns.as_str(), event]);
+            series.events.with_label_values(&check.with(&[event]));
         }
     }
 
     fn observe(series: &ConntrackSeries, check: CheckLabels<'_>, measured: &ConntrackReport) {
-        let labels = check.pair();
+        let labels = check.values();
         series
             .entries
             .with_label_values(&labels)
@@ -254,7 +252,7 @@ impl Probe for ConntrackSpec {
         for (event, rise) in measured.rise.unwrap_or_default().named() {
             series
                 .events
-                .with_label_values(&[check.probe, check.netns.as_str(), event])
+                .with_label_values(&check.with(&[event]))
                 .inc_by(rise as f64);
         }
     }

@@ -133,25 +133,25 @@ impl Probe for IcmpSpec {
             loss_ratio: families.gauges(
                 "hybridprobe_icmp_loss_ratio",
                 "Share of echo requests in the last round that got no reply (0 to 1).",
-                &["probe", "netns"],
+                &CheckLabels::names(&[]),
             ),
             rtt: families.histograms(
                 "hybridprobe_icmp_rtt_seconds",
                 "Round-trip time of each echo reply.",
-                &["probe", "netns"],
+                &CheckLabels::names(&[]),
                 RTT_BUCKETS,
             ),
             jitter: families.gauges(
                 "hybridprobe_icmp_jitter_seconds",
                 "Mean absolute difference between consecutive echo replies' RTTs in the last \
                  round; absent with fewer than two replies.",
-                &["probe", "netns"],
+                &CheckLabels::names(&[]),
             ),
             hop_limit: families.gauges(
                 "hybridprobe_icmp_reply_hop_limit",
                 "IPv4 TTL of the last echo reply; absent where the socket does not see it \
                  (unprivileged DGRAM sockets, IPv6).",
-                &["probe", "netns"],
+                &CheckLabels::names(&[]),
             ),
         }
     }
@@ -173,7 +173,7 @@ impl Probe for IcmpSpec {
     }
 
     fn observe(series: &IcmpSeries, check: CheckLabels<'_>, measured: &IcmpReport) {
-        let labels = check.pair();
+        let labels = check.values();
         series
             .loss_ratio
             .with_label_values(&labels)

@@ -93,7 +93,8 @@ pub trait Probe: Sized {
     fn targets(&self, failure: Option<&Failure>) -> Vec<Target>;
 
     /// The host a round resolves and the family it is resolved to (`family:`), for the kinds
-    /// with that key: the config checks that an address literal is of that family.
+    /// with that key: the config checks that an address literal is of that family, and splits
+    /// a `both` probe into a check per family.
     fn family(&self) -> Option<(&Host, resolver::Family)> {
         None
     }
@@ -113,24 +114,50 @@ pub trait Families {
     ) -> HistogramVec;
 }
 
-/// The labels that name a check in a kind's series.
+/// The labels that name a check in a kind's series: `probe`, `netns` and `family`, first in
+/// each of them.
 #[derive(Debug, Clone, Copy)]
 pub struct CheckLabels<'a> {
     pub probe: &'a str,
     pub netns: NetnsId,
+    /// `ipv4` or `ipv6` for a check of a split (`family: both`) probe, else empty, which the
+    /// exposition leaves out: see [`resolver::Family::label`].
+    pub family: &'static str,
 }
 
-impl CheckLabels<'_> {
-    /// `[probe, netns]`, the labels most kind series carry.
-    pub fn pair(&self) -> [&str; 2] {
-        [self.probe, self.netns.as_str()]
+/// The names of the labels of [`CheckLabels`], in their order.
+const CHECK_LABELS: [&str; 3] = ["probe", "netns", "family"];
+
+impl<'a> CheckLabels<'a> {
+    /// The label names of a kind's per-check family: the check's, then `more`.
+    pub fn names(more: &[&'static str]) -> Vec<&'static str> {
+        CHECK_LABELS.iter().chain(more).copied().collect()
+    }
+
+    /// `[probe, netns, family]`, the label values most kind series carry.
+    pub fn values(&self) -> [&'a str; 3] {
+        [self.probe, self.netns.as_str(), self.family]
+    }
+
+    /// The check's label values, then `more`: for a family named with [`CheckLabels::names`].
+    pub fn with<'b>(&self, more: &[&'b str]) -> Vec<&'b str>
+    where
+        'a: 'b,
+    {
+        self.values()
+            .into_iter()
+            .chain(more.iter().copied())
+            .collect()
     }
 
     /// The map key of what a kind keeps per check between rounds.
-    pub fn key(&self) -> (String, NetnsId) {
-        (self.probe.to_owned(), self.netns)
+    pub fn key(&self) -> CheckLabelsKey {
+        (self.probe.to_owned(), self.netns, self.family)
     }
 }
+
+/// What a kind keeps per check is keyed by: see [`CheckLabels::key`].
+pub type CheckLabelsKey = (String, NetnsId, &'static str);
 
 /// A target a round tried to reach, and whether it answered: `None` when the round says nothing
 /// about it (local trouble, such as a missing privilege).
@@ -222,14 +249,16 @@ macro_rules! probe_kinds {
 
             /// Runs one round; see [`Probe::run`]. Name lookups end within `budget`, and the
             /// address a host name resolved to, for any kind, goes to `noted` (see
-            /// [`with_resolved`]).
+            /// [`with_resolved`]); `split` is the family of the check the round runs for when
+            /// the probe is `family: both`.
             pub async fn run(
                 &self,
                 ctx: &NetnsContext,
                 budget: Duration,
                 noted: resolver::Noted,
+                split: Option<resolver::Family>,
             ) -> Result<Outcome, Failure> {
-                resolver::noting(budget, noted, async {
+                resolver::noting(budget, noted, split, async {
                     match self {
                         $(ProbeKind::$variant(spec) => spec.run(ctx, budget).await),+
                     }
@@ -244,12 +273,22 @@ macro_rules! probe_kinds {
                 }
             }
 
+            /// The host and `family:` of the kinds with that key (see [`Probe::family`]).
+            fn host_family(&self) -> Option<(&Host, resolver::Family)> {
+                match self {
+                    $(ProbeKind::$variant(spec) => spec.family()),+
+                }
+            }
+
+            /// The kind's `family:`, for the kinds with that key.
+            pub fn family(&self) -> Option<resolver::Family> {
+                self.host_family().map(|(_, family)| family)
+            }
+
             /// Why the kind's `family:` cannot be probed at its host, if it cannot (see
             /// [`Probe::family`]).
             pub fn family_problem(&self) -> Option<String> {
-                let (host, family) = match self {
-                    $(ProbeKind::$variant(spec) => spec.family()?),+
-                };
+                let (host, family) = self.host_family()?;
                 host.family_problem(family)
             }
 

@@ -298,7 +298,7 @@ impl Probe for PathMtuSpec {
     type Series = PathMtuSeries;
 
     fn register(families: &mut dyn Families) -> PathMtuSeries {
-        let labels = &["probe", "netns"];
+        let labels = &CheckLabels::names(&[]);
         PathMtuSeries {
             mtu: families.gauges(
                 "hybridprobe_path_mtu_bytes",
@@ -328,7 +328,7 @@ impl Probe for PathMtuSpec {
     }
 
     fn observe(series: &PathMtuSeries, check: CheckLabels<'_>, measured: &PathMtuReport) {
-        let labels = check.pair();
+        let labels = check.values();
         // Without a single reply nothing was measured: the last known values stand.
         if let Some(mtu) = measured.mtu {
             series.mtu.with_label_values(&labels).set(f64::from(mtu));

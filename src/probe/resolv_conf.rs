@@ -86,13 +86,13 @@ impl Probe for ResolvConfSpec {
             nameservers: families.gauges(
                 "hybridprobe_resolv_conf_nameservers",
                 "Nameservers the namespace's resolv.conf names.",
-                &["probe", "netns"],
+                &CheckLabels::names(&[]),
             ),
             loopback: families.gauges(
                 "hybridprobe_resolv_conf_loopback_nameservers",
                 "Loopback nameservers (127.0.0.0/8, ::1) in the namespace's resolv.conf; 1 when \
                  it names none, since glibc then asks 127.0.0.1.",
-                &["probe", "netns"],
+                &CheckLabels::names(&[]),
             ),
         }
     }
@@ -111,7 +111,7 @@ impl Probe for ResolvConfSpec {
     }
 
     fn observe(series: &ResolvConfSeries, check: CheckLabels<'_>, measured: &ResolvConfReport) {
-        let labels = check.pair();
+        let labels = check.values();
         series
             .nameservers
             .with_label_values(&labels)

@@ -11,7 +11,8 @@
 //! `family:` picks the records asked for: `ipv4` only A, `ipv6` only AAAA, `any` (the default)
 //! both, A first, so a name that gains an AAAA keeps its checks on the IPv4 path they were
 //! written for, the same on every node whatever its source addresses (RFC 6724's order would
-//! depend on them).
+//! depend on them). `both` makes two checks of the probe, one per family: each round runs for
+//! one of them ([`noting`]) and asks only for that family's records.
 //!
 //! A lookup ends with the round's budget: hickory's own timeout (resolv.conf's `timeout:`, 5 s by
 //! default) is capped to what is left of it, so a server that does not answer fails the round as
@@ -32,7 +33,7 @@ use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::Resolver as Hickory;
 use serde::de::{self, Deserializer};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::{Failure, Reason};
@@ -106,7 +107,9 @@ impl<'de> Deserialize<'de> for Resolver {
 }
 
 /// The address family a probe's host is resolved to (`family:`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
     /// A and AAAA records, the A ones first.
@@ -114,23 +117,51 @@ pub enum Family {
     Any,
     Ipv4,
     Ipv6,
+    /// Each family on its own: the probe is two checks, [`Family::SPLIT`], and a round of
+    /// either resolves only its own family ([`Family::in_round`]).
+    Both,
 }
 
 impl Family {
+    /// The families a `both` probe is split into, one check each.
+    pub const SPLIT: [Family; 2] = [Family::Ipv4, Family::Ipv6];
+
     /// Whether an address of this family may be probed.
     pub fn admits(self, ip: IpAddr) -> bool {
-        match self {
-            Family::Any => true,
+        match self.in_round() {
+            Family::Any | Family::Both => true,
             Family::Ipv4 => ip.is_ipv4(),
             Family::Ipv6 => ip.is_ipv6(),
         }
     }
 
-    fn strategy(self) -> LookupIpStrategy {
+    /// The family a round asks for: `both` is the family of the check the round runs for
+    /// (see [`noting`]); outside such a round, every family.
+    pub fn in_round(self) -> Family {
         match self {
-            Family::Any => LookupIpStrategy::Ipv4AndIpv6,
+            Family::Both => ROUND
+                .try_with(|r| r.borrow().family)
+                .ok()
+                .flatten()
+                .unwrap_or(Family::Any),
+            family => family,
+        }
+    }
+
+    fn strategy(self) -> LookupIpStrategy {
+        match self.in_round() {
+            Family::Any | Family::Both => LookupIpStrategy::Ipv4AndIpv6,
             Family::Ipv4 => LookupIpStrategy::Ipv4Only,
             Family::Ipv6 => LookupIpStrategy::Ipv6Only,
+        }
+    }
+
+    /// The `family` label of a check: its family when the probe is split (`both`), else empty.
+    pub fn label(split: Option<Family>) -> &'static str {
+        match split {
+            Some(Family::Ipv4) => "ipv4",
+            Some(Family::Ipv6) => "ipv6",
+            _ => "",
         }
     }
 
@@ -149,6 +180,7 @@ impl fmt::Display for Family {
             Family::Any => "any",
             Family::Ipv4 => "ipv4",
             Family::Ipv6 => "ipv6",
+            Family::Both => "both",
         })
     }
 }
@@ -161,6 +193,8 @@ struct Round {
     /// The interface a link-local target was found on (an IPv6 gateway), which a socket
     /// address to it needs.
     scope: Option<(Ipv6Addr, u32)>,
+    /// The family of the check the round runs for, when its probe is split (`both`).
+    family: Option<Family>,
 }
 
 /// The name and address a round resolved, noted by [`note_resolved`]. Shared with whoever runs
@@ -184,16 +218,19 @@ tokio::task_local! {
     static ROUND: RefCell<Round>;
 }
 
-/// Runs a round whose lookups end within `budget` and whose resolved target goes to `noted`.
+/// Runs a round whose lookups end within `budget` and whose resolved target goes to `noted`;
+/// `family` is the check's when its probe is split (`both`), and its lookups ask only for it.
 pub async fn noting<T>(
     budget: Duration,
     noted: Noted,
+    family: Option<Family>,
     round: impl std::future::Future<Output = T>,
 ) -> T {
     let scope = Round {
         deadline: Instant::now() + budget,
         resolved: noted,
         scope: None,
+        family,
     };
     ROUND.scope(RefCell::new(scope), round).await
 }
@@ -292,10 +329,12 @@ pub async fn lookup(
         .with_options(opts)
         .build()
         .map_err(|e| Failure::new(Reason::Error, format!("resolve {name}: {e}")))?;
-    let only = match family {
-        Family::Any => "",
-        Family::Ipv4 => " (A only, family: ipv4)",
-        Family::Ipv6 => " (AAAA only, family: ipv6)",
+    let only = match (family, family.in_round()) {
+        (_, Family::Any | Family::Both) => "",
+        (Family::Both, Family::Ipv4) => " (A only, family: both)",
+        (Family::Both, Family::Ipv6) => " (AAAA only, family: both)",
+        (_, Family::Ipv4) => " (A only, family: ipv4)",
+        (_, Family::Ipv6) => " (AAAA only, family: ipv6)",
     };
     let failed = |class: String| {
         Failure::new(
@@ -382,7 +421,8 @@ mod tests {
         assert_eq!(family("ipv4"), Ok(Family::Ipv4));
         assert_eq!(family("ipv6"), Ok(Family::Ipv6));
         assert_eq!(family("any"), Ok(Family::Any));
-        for bad in ["both", "IPv4", "4", "inet6"] {
+        assert_eq!(family("both"), Ok(Family::Both));
+        for bad in ["IPv4", "4", "inet6", "dual"] {
             assert!(family(bad).is_err(), "{bad} should be rejected");
         }
         let (v4, v6): (IpAddr, IpAddr) =
@@ -392,13 +432,39 @@ mod tests {
         assert!(Family::Any.admits(v4) && Family::Any.admits(v6));
         // `any` asks for both, A first: the order that keeps a dual name on IPv4.
         assert_eq!(Family::Any.strategy(), LookupIpStrategy::Ipv4AndIpv6);
+        assert_eq!(Family::label(None), "");
+        assert_eq!(Family::label(Some(Family::Ipv6)), "ipv6");
+    }
+
+    #[tokio::test]
+    async fn both_asks_for_the_family_of_the_check_its_round_runs_for() {
+        let budget = Duration::from_secs(1);
+        let v4: IpAddr = "198.19.10.1".parse().unwrap();
+        for (split, strategy, admits_v4) in [
+            (Family::Ipv4, LookupIpStrategy::Ipv4Only, true),
+            (Family::Ipv6, LookupIpStrategy::Ipv6Only, false),
+        ] {
+            let seen = noting(budget, Noted::default(), Some(split), async {
+                (
+                    Family::Both.in_round(),
+                    Family::Both.strategy(),
+                    Family::Both.admits(v4),
+                    Family::Ipv4.in_round(),
+                )
+            })
+            .await;
+            assert_eq!(seen, (split, strategy, admits_v4, Family::Ipv4));
+        }
+        // Outside a split check's round, `both` asks for every family.
+        assert_eq!(Family::Both.in_round(), Family::Any);
+        assert_eq!(Family::Both.strategy(), LookupIpStrategy::Ipv4AndIpv6);
     }
 
     #[tokio::test]
     async fn a_link_local_target_carries_its_noted_scope() {
         let gateway: Ipv6Addr = "fe80::1".parse().unwrap();
         let other: IpAddr = "fe80::2".parse().unwrap();
-        let addr = noting(Duration::from_secs(1), Noted::default(), async {
+        let addr = noting(Duration::from_secs(1), Noted::default(), None, async {
             note_scope(gateway, 7);
             (socket_addr(IpAddr::V6(gateway), 22), socket_addr(other, 22))
         })
@@ -436,18 +502,18 @@ mod tests {
         let other: IpAddr = "198.19.10.2".parse().unwrap();
         let budget = Duration::from_secs(1);
         let noted = Noted::default();
-        noting(budget, noted.clone(), async {
+        noting(budget, noted.clone(), None, async {
             note_resolved("ldap.corp.example", ip);
             note_resolved("mss.corp.example", other);
         })
         .await;
         assert_eq!(noted.take(), Some(("ldap.corp.example".to_owned(), ip)));
         let noted = Noted::default();
-        noting(budget, noted.clone(), async {}).await;
+        noting(budget, noted.clone(), None, async {}).await;
         assert_eq!(noted.take(), None);
         // A round cut off after its lookup still leaves the address it resolved.
         let noted = Noted::default();
-        let cut = noting(budget, noted.clone(), async {
+        let cut = noting(budget, noted.clone(), None, async {
             note_resolved("ldap.corp.example", ip);
             std::future::pending::<()>().await
         });

@@ -133,7 +133,7 @@ impl Probe for RouteSpec {
             "hybridprobe_route_info",
             "Always 1; the gateway and dev labels say where the kernel routes the destination \
              (gateway empty when on-link).",
-            &["probe", "netns", "gateway", "dev"],
+            &CheckLabels::names(&["gateway", "dev"]),
         ))
     }
 

@@ -6,11 +6,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use prometheus::GaugeVec;
 
-use super::CheckLabels;
-use crate::netns::NetnsId;
+use super::{CheckLabels, CheckLabelsKey};
 
 /// Per check, what a kind remembers from one round to the next.
-pub struct PerCheck<T>(Mutex<HashMap<(String, NetnsId), T>>);
+pub struct PerCheck<T>(Mutex<HashMap<CheckLabelsKey, T>>);
 
 impl<T> Default for PerCheck<T> {
     fn default() -> Self {
@@ -21,7 +20,7 @@ impl<T> Default for PerCheck<T> {
 impl<T> PerCheck<T> {
     /// Each update under the lock is one insert or remove, so a poisoned lock still holds
     /// consistent data.
-    pub fn lock(&self) -> MutexGuard<'_, HashMap<(String, NetnsId), T>> {
+    pub fn lock(&self) -> MutexGuard<'_, HashMap<CheckLabelsKey, T>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -30,7 +29,7 @@ impl<T> PerCheck<T> {
     }
 }
 
-/// An `_info` family with one series per check: its labels after `probe` and `netns` carry
+/// An `_info` family with one series per check: its labels after the check's ones carry
 /// values (addresses, a gateway), so a new value replaces the old series instead of adding one.
 pub struct InfoSeries {
     family: GaugeVec,
@@ -75,9 +74,8 @@ impl InfoSeries {
 }
 
 fn labels<'a>(check: CheckLabels<'a>, values: &'a [String]) -> Vec<&'a str> {
-    let mut labels = vec![check.probe, check.netns.as_str()];
-    labels.extend(values.iter().map(String::as_str));
-    labels
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+    check.with(&values)
 }
 
 /// A 0/1 gauge value.

@@ -42,15 +42,6 @@ impl Host {
         valid_hostname(text).then(|| Host::Name(text.trim_end_matches('.').to_owned()))
     }
 
-    /// The addresses to probe, of any family: see [`Host::resolve_family`].
-    pub async fn resolve(
-        &self,
-        ctx: &NetnsContext,
-        resolver: &Resolver,
-    ) -> Result<Vec<IpAddr>, Failure> {
-        self.resolve_family(ctx, resolver, Family::Any).await
-    }
-
     /// The addresses of `family` to probe, looked up from inside the probe's namespace: a name
     /// through `resolver`, a fresh one each round (see [`lookup`]), and the first address noted
     /// for the round (see [`note_resolved`]); the gateway of the IPv6 default route for `ipv6`,
@@ -68,7 +59,7 @@ impl Host {
                 note_resolved(name, ips[0]);
                 Ok(ips)
             }
-            Host::Gateway if family == Family::Ipv6 => {
+            Host::Gateway if family.in_round() == Family::Ipv6 => {
                 let table = route_table(ctx, "ipv6_route").await?;
                 let (gateway, device) =
                     default_gateway6(&table).ok_or_else(|| no_gateway(ctx, " IPv6"))?;
@@ -91,15 +82,25 @@ impl Host {
         }
     }
 
-    /// Why `family` cannot be probed at this host, when it is an address of the other family.
+    /// Why `family` cannot be probed at this host: an address of the other family, or `both`
+    /// for a host that is not a name, which has one address of one family to probe.
     pub fn family_problem(&self, family: Family) -> Option<String> {
+        let other = |ip: &IpAddr| if ip.is_ipv4() { "IPv4" } else { "IPv6" };
         match self {
-            Host::Ip(ip) if !family.admits(*ip) => {
-                let other = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
-                Some(format!(
-                    "{family}, but the target {ip} is an {other} address"
-                ))
-            }
+            Host::Ip(ip) if family == Family::Both => Some(format!(
+                "both, but the target {ip} is an {} address: only a host name has an address of \
+                 each family to probe; write ipv4, ipv6 or any",
+                other(ip)
+            )),
+            Host::Gateway if family == Family::Both => Some(
+                "both, but the target is the gateway: each family has its own default route, so \
+                 write one probe with ipv4 and one with ipv6"
+                    .to_owned(),
+            ),
+            Host::Ip(ip) if !family.admits(*ip) => Some(format!(
+                "{family}, but the target {ip} is an {} address",
+                other(ip)
+            )),
             _ => None,
         }
     }
@@ -325,6 +326,12 @@ mod tests {
             assert_eq!(host.family_problem(family), None);
         }
         assert_eq!(Host::Gateway.family_problem(Family::Ipv6), None);
+        // `both` needs a name: an address or the gateway has one family to probe.
+        assert_eq!(name.family_problem(Family::Both), None);
+        for host in [&v4, &v6, &Host::Gateway] {
+            let problem = host.family_problem(Family::Both).unwrap_or_default();
+            assert!(problem.starts_with("both, but the target "), "{problem}");
+        }
     }
 
     #[test]

@@ -303,7 +303,7 @@ impl Probe for TracerouteSpec {
     type Series = TracerouteSeries;
 
     fn register(families: &mut dyn Families) -> TracerouteSeries {
-        let labels = &["probe", "netns"];
+        let labels = &CheckLabels::names(&[]);
         TracerouteSeries {
             hops: families.gauges(
                 "hybridprobe_traceroute_hops",
@@ -334,11 +334,11 @@ impl Probe for TracerouteSpec {
 
     /// The counter of path changes exists from the start, so `increase()` sees the first one.
     fn declare(series: &TracerouteSeries, check: CheckLabels<'_>) {
-        series.path_changes.with_label_values(&check.pair());
+        series.path_changes.with_label_values(&check.values());
     }
 
     fn observe(series: &TracerouteSeries, check: CheckLabels<'_>, measured: &TracerouteReport) {
-        let labels = check.pair();
+        let labels = check.values();
         series
             .hops
             .with_label_values(&labels)

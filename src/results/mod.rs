@@ -1,5 +1,6 @@
-//! Recent results per check (a probe in one namespace): the last round, the check's state with
-//! flap damping, when that state last changed, the last success, and a short history.
+//! Recent results per check (a probe in one namespace, and family when split): the last round,
+//! the check's state with flap damping, when that state last changed, the last success, and a
+//! short history.
 
 mod state;
 
@@ -11,7 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::{ProbeConfig, MAX_WINDOW};
 use crate::netns::NetnsId;
-use crate::probe::{result_label, Failure, Outcome};
+use crate::probe::resolver::Family;
+use crate::probe::{result_label, CheckLabels, Failure, Outcome};
 
 /// How many past rounds each check keeps.
 pub const HISTORY: usize = 30;
@@ -20,11 +22,30 @@ const _: () = assert!(
     "a state's window must fit in the history"
 );
 
-/// A check is one probe in one namespace.
+/// A check is one probe in one namespace, and over one address family when the probe is split
+/// (`family: both`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CheckKey {
     pub probe: String,
     pub netns: NetnsId,
+    /// `ipv4` or `ipv6` for a check of a split probe, `None` for the one check of any other.
+    pub family: Option<Family>,
+}
+
+impl CheckKey {
+    /// The labels that name the check in its series.
+    pub fn labels(&self) -> CheckLabels<'_> {
+        CheckLabels {
+            probe: &self.probe,
+            netns: self.netns,
+            family: self.family_label(),
+        }
+    }
+
+    /// The `family` label: `ipv4`, `ipv6`, or empty for a check that is not split.
+    pub fn family_label(&self) -> &'static str {
+        Family::label(self.family)
+    }
 }
 
 /// The latest finished round, in full.
@@ -254,6 +275,7 @@ mod tests {
         CheckKey {
             probe: "dc1".into(),
             netns: NetnsId::Pod,
+            family: None,
         }
     }
 
@@ -384,6 +406,7 @@ mod tests {
         let k = |probe: &str, netns| CheckKey {
             probe: probe.into(),
             netns,
+            family: None,
         };
         results.declare(k("zeta", NetnsId::Host), tcp(), 0);
         results.declare(k("alpha", NetnsId::Host), tcp(), 1);

@@ -38,7 +38,7 @@ pub fn explain(health: &Health, evidence: bool) -> String {
 }
 
 fn failing_check(lines: &mut Vec<String>, check: &HealthCheck, evidence: bool) {
-    let mut line = format!("check {}/{} {}", check.probe, check.netns, check.result);
+    let mut line = format!("check {} {}", check.name(), check.result);
     if !check.detail.is_empty() {
         let _ = write!(line, ": {}", check.detail);
     }

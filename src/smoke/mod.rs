@@ -110,6 +110,9 @@ pub struct HealthCheck {
     pub probe: String,
     #[serde(deserialize_with = "one_line")]
     pub netns: String,
+    /// `ipv4` or `ipv6` for a check of a probe split by `family: both`; empty otherwise.
+    #[serde(default, deserialize_with = "one_line")]
+    pub family: String,
     pub ok: bool,
     #[serde(deserialize_with = "one_line")]
     pub result: String,
@@ -119,6 +122,16 @@ pub struct HealthCheck {
     /// evidence this version cannot read still gives its verdict.
     #[serde(default, deserialize_with = "lenient")]
     pub evidence: Vec<Evidence>,
+}
+
+impl HealthCheck {
+    /// `probe/netns`, or `probe/netns/family` for a check of a split probe.
+    pub fn name(&self) -> String {
+        match self.family.as_str() {
+            "" => format!("{}/{}", self.probe, self.netns),
+            family => format!("{}/{}/{family}", self.probe, self.netns),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -339,13 +352,14 @@ fn row(agent: &AgentReport) -> [String; 4] {
     }
 }
 
-/// `all 6 checks pass`, or the failing checks as `probe/netns result`.
+/// `all 6 checks pass`, or the failing checks as `probe/netns result` (`probe/netns/family
+/// result` for a split probe's).
 fn describe(health: &Health) -> String {
     let failing: Vec<String> = health
         .checks
         .iter()
         .filter(|c| !c.ok)
-        .map(|c| format!("{}/{} {}", c.probe, c.netns, c.result))
+        .map(|c| format!("{} {}", c.name(), c.result))
         .collect();
     let mut text = match health.status.as_str() {
         "ok" => format!("all {} checks pass", health.checks.len()),
@@ -534,7 +548,8 @@ mod tests {
             r#"{"status":"fail","node":"n2","checks":[
                 {"probe":"a","netns":"pod","ok":true,"result":"success"},
                 {"probe":"a","netns":"host","ok":false,"result":"netns_unavailable"},
-                {"probe":"b","netns":"pod","ok":false,"result":"timeout"}],
+                {"probe":"b","netns":"pod","ok":false,"result":"timeout"},
+                {"probe":"c","netns":"pod","family":"ipv6","ok":false,"result":"timeout"}],
                "diagnoses":[{"code":"host_netns_unavailable","summary":"s","hint":"h"}]}"#,
         );
         let summary = green_red_down(&green, red);
@@ -542,7 +557,7 @@ mod tests {
         assert_eq!(
             summary.render(),
             "ok    n1  198.18.2.10:9739  all 1 checks pass\n\
-             FAIL  n2  198.18.2.11:9739  2 of 3 checks fail: a/host netns_unavailable, b/pod timeout; diagnoses: host_netns_unavailable\n\
+             FAIL  n2  198.18.2.11:9739  3 of 4 checks fail: a/host netns_unavailable, b/pod timeout, c/pod/ipv6 timeout; diagnoses: host_netns_unavailable\n\
              DOWN  -   198.18.2.12:9739  connect: Connection refused\n\
              smoke FAIL: 2 of 3 agents answered (3 expected), 1 green, 1 red, 1 unreachable\n"
         );

@@ -3,14 +3,17 @@
 //! zone on-prem. Neither ever asks the machine's own resolvers: no resolv.conf, no hosts file, no
 //! upstream besides the explicit on-prem forward, and each listens on its lab addresses only, one
 //! of each family. The cluster DNS forwards the zone over IPv4, as a CoreDNS stub zone naming an
-//! IPv4 server does. [`DB6_NAME`] has only an AAAA record, [`DUAL_NAME`] both: the tests of
-//! `family:` probe it.
+//! IPv4 server does. [`DB6_NAME`] has only an AAAA record, [`DUAL_NAME`] and
+//! [`DUAL_GW_NAME`] both: the tests of `family:` probe them.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
-use super::{preflight, Host, Lab, ProcHandle, NODE_IP, NODE_IP6, ONPREM_IP, ONPREM_IP6};
+use super::{
+    preflight, Host, Lab, ProcHandle, NODE_IP, NODE_IP6, ONPREM_GW, ONPREM_GW6, ONPREM_IP,
+    ONPREM_IP6,
+};
 
 pub const CORP_ZONE: &str = "corp.example";
 /// The cluster DNS listens on the node's address, where pods reach it through their gateway.
@@ -30,6 +33,9 @@ pub const APP_NAME: &str = "app.corp.example";
 pub const APP_PORT: u16 = 8443;
 /// A name with both records: the on-prem host's [`ONPREM_IP`] and [`ONPREM_IP6`].
 pub const DUAL_NAME: &str = "dual.corp.example";
+/// Another name with both records: the on-prem gateway's LAN side, [`ONPREM_GW`] and
+/// [`ONPREM_GW6`], a second dual-stack address to probe.
+pub const DUAL_GW_NAME: &str = "gw.corp.example";
 /// A name the zone does not have.
 pub const MISSING_NAME: &str = "gone.corp.example";
 
@@ -75,6 +81,7 @@ impl Lab {
             (LEAK_NAME, LEAK_IP.to_string()),
             (APP_NAME, ONPREM_IP.to_string()),
             (DUAL_NAME, format!("{ONPREM_IP},{ONPREM_IP6}")),
+            (DUAL_GW_NAME, format!("{ONPREM_GW},{ONPREM_GW6}")),
         ];
         // Queries reaching an address the auth-server line does not name are not answered
         // authoritatively, so it names both.

@@ -27,6 +27,25 @@ const ONE_ADDRESS: &str = r#"
   - { name: ping6, icmp: { target: "2001:2:0:1910::1" } }
 "#;
 
+/// Probes split by `family: both` at two dual-stack names: the on-prem host's and its gateway's.
+const SPLIT: &str = r#"
+  - { name: dual-ldap, tcp: { target: "dual.corp.example:389", family: both } }
+  - { name: dual-ping, icmp: { target: dual.corp.example, family: both } }
+  - { name: dual-gw, icmp: { target: gw.corp.example, family: both } }
+"#;
+
+/// The IPv6 halves of [`SPLIT`]'s checks as a tunnel that drops IPv6 fails them, in `netns`:
+/// each name resolved to its AAAA, which then timed out. The IPv4 halves pass.
+fn split_ipv6_down(netns: NetnsId) -> Vec<(&'static str, NetnsId, Failure)> {
+    vec![
+        ("dual-ldap/ipv6", netns, resolved(Reason::Timeout, V6)),
+        ("dual-ping/ipv6", netns, resolved(Reason::Timeout, V6)),
+        ("dual-gw/ipv6", netns, resolved(Reason::Timeout, V6_GW)),
+    ]
+}
+
+const V6_GW: &str = "2001:2:0:1910::fe";
+
 /// The IPv6 checks of [`DUAL`] as a tunnel that drops IPv6 fails them, in `netns`; the DNS
 /// check asking both families keeps its IPv4 answer.
 fn ipv6_down(netns: NetnsId) -> Vec<(&'static str, NetnsId, Failure)> {
@@ -130,6 +149,44 @@ pub(super) fn cases() -> Vec<Case> {
                 failing
             },
             want: vec![Code::RouteMismatch],
+            ..Case::default()
+        },
+        Case {
+            name: "the IPv6 halves of `both` checks fail while their IPv4 halves pass",
+            extra: SPLIT,
+            failing: both(split_ipv6_down),
+            want: vec![Code::OnpremFamilyUnreachable],
+            summary: Some(
+                "IPv6 across the tunnel is down while IPv4 works: no IPv6 on-prem target answers \
+                 from pod and host: dual.corp.example:389 (dual-ldap), dual.corp.example \
+                 (dual-ping), gw.corp.example (dual-gw); over IPv4 these answer: \
+                 198.19.10.1:389 (ldap), 198.19.10.1 (ping, corp-db, mtu, trace), 198.19.10.53 \
+                 (pod-dns), 198.19.10.1:3478 (pod-ip, kubenet), dual.corp.example:389 \
+                 (dual-ldap) (+2 more)",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "one split name silent over IPv6: its address, and the halves stay apart",
+            extra: SPLIT,
+            // Only the pod's IPv6 half and the host's fail; the host's IPv4 half answering
+            // is no witness that the pod's IPv6 one is the pod path's.
+            failing: both(split_ipv6_down)
+                .into_iter()
+                .filter(|(probe, _, _)| probe.starts_with("dual-ldap"))
+                .collect(),
+            want: vec![Code::ResolvedAddressDown],
+            summary: Some(
+                "the name resolves, the address does not answer: dual.corp.example:389 resolves \
+                 to 2001:2:0:1910::1, which gives timeout from pod and host (dual-ldap)",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "a split check's IPv6 half failing from the pod alone is the pod path's",
+            extra: SPLIT,
+            failing: vec![("dual-ldap/ipv6", Pod, resolved(Reason::Timeout, V6))],
+            want: vec![Code::PodPathBlocked],
             ..Case::default()
         },
         Case {

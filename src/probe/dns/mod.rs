@@ -167,7 +167,7 @@ pub struct DnsSeries {
 const QUERY_BUCKETS: &[f64] = &[0.005, 0.025, 0.1, 0.5];
 
 /// `server` is `system` or an address from config, so it stays bounded.
-const DNS_PAIR: &[&str] = &["probe", "netns", "server", "transport"];
+const DNS_PAIR: &[&str] = &["server", "transport"];
 
 impl Probe for DnsSpec {
     type Measurements = DnsReport;
@@ -179,12 +179,12 @@ impl Probe for DnsSpec {
                 "hybridprobe_dns_success",
                 "1 if every nameserver of the pair answered as expected in the last round; \
                  server is `system` for the namespace's resolv.conf nameservers.",
-                DNS_PAIR,
+                &CheckLabels::names(DNS_PAIR),
             ),
             query_duration: families.histograms(
                 "hybridprobe_dns_query_duration_seconds",
                 "How long each DNS query took, answered or not.",
-                DNS_PAIR,
+                &CheckLabels::names(DNS_PAIR),
                 QUERY_BUCKETS,
             ),
         }
@@ -211,12 +211,7 @@ impl Probe for DnsSpec {
 
     fn observe(series: &DnsSeries, check: CheckLabels<'_>, measured: &DnsReport) {
         for pair in &measured.pairs {
-            let labels = [
-                check.probe,
-                check.netns.as_str(),
-                pair.server.as_str(),
-                pair.transport.as_str(),
-            ];
+            let labels = check.with(&[pair.server.as_str(), pair.transport.as_str()]);
             series
                 .success
                 .with_label_values(&labels)

@@ -120,23 +120,23 @@ impl Probe for HttpSpec {
                 "hybridprobe_http_phase_duration_seconds",
                 "Duration of each phase of the last HTTP round (resolve, connect, \
                  proxy_connect, tls, processing, transfer), summed over redirects.",
-                &["probe", "netns", "phase"],
+                &CheckLabels::names(&["phase"]),
             ),
             status: families.gauges(
                 "hybridprobe_http_status_code",
                 "Status code of the last HTTP response (0 when none came).",
-                &["probe", "netns"],
+                &CheckLabels::names(&[]),
             ),
             tls_version: InfoSeries::new(families.gauges(
                 "hybridprobe_http_tls_version_info",
                 "Always 1; the version label is the TLS version of the last handshake.",
-                &["probe", "netns", "version"],
+                &CheckLabels::names(&["version"]),
             )),
             cert_expiry: families.gauges(
                 "hybridprobe_http_cert_expiry_timestamp_seconds",
                 "Earliest notAfter in the certificate chain the server last presented, as a \
                  Unix timestamp.",
-                &["probe", "netns"],
+                &CheckLabels::names(&[]),
             ),
         }
     }
@@ -173,7 +173,7 @@ impl Probe for HttpSpec {
     }
 
     fn observe(series: &HttpSeries, check: CheckLabels<'_>, measured: &HttpReport) {
-        let [probe, netns] = check.pair();
+        let labels = check.values();
         for phase in Phase::ALL {
             let took = measured
                 .phases
@@ -182,12 +182,12 @@ impl Probe for HttpSpec {
                 .map_or(0.0, |(_, d)| d.as_secs_f64());
             series
                 .phase
-                .with_label_values(&[probe, netns, phase.as_str()])
+                .with_label_values(&check.with(&[phase.as_str()]))
                 .set(took);
         }
         series
             .status
-            .with_label_values(&[probe, netns])
+            .with_label_values(&labels)
             .set(f64::from(measured.status.unwrap_or(0)));
         series
             .tls_version
@@ -195,7 +195,7 @@ impl Probe for HttpSpec {
         if let Some(expiry) = measured.cert_expiry {
             series
                 .cert_expiry
-                .with_label_values(&[probe, netns])
+                .with_label_values(&labels)
                 .set(expiry as f64);
         }
     }

@@ -24,7 +24,8 @@ pub struct HttpSpec {
     pub resolve_to: Option<IpAddr>,
     /// Who resolves the URL's host name: `system` (the namespace's resolv.conf) or servers.
     pub resolver: Resolver,
-    /// Which addresses of the URL's host (or the proxy's) are used: `any`, `ipv4`, `ipv6`.
+    /// Which addresses of the URL's host (or the proxy's) are used: `any`, `ipv4`, `ipv6`,
+    /// or `both`, a check each.
     pub family: Family,
     pub max_redirects: u8,
     /// The forward proxy, with its `no_proxy` list.
@@ -77,6 +78,12 @@ impl TryFrom<RawSpec> for HttpSpec {
         }
         if raw.body_regex.is_some() && raw.method == Method::Head {
             return Err("body_regex: a HEAD response has no body".into());
+        }
+        if let Some(ip) = raw.resolve_to.filter(|_| raw.family == Family::Both) {
+            return Err(format!(
+                "resolve_to: {ip} pins one address, but family: both probes one of each family; \
+                 leave one of them out"
+            ));
         }
         if let Some(ip) = raw.resolve_to.filter(|ip| !raw.family.admits(*ip)) {
             return Err(format!(

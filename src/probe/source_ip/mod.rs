@@ -184,7 +184,7 @@ impl Probe for SourceIpSpec {
     type Series = SourceIpSeries;
 
     fn register(families: &mut dyn Families) -> SourceIpSeries {
-        let labels = &["probe", "netns"];
+        let labels = &CheckLabels::names(&[]);
         SourceIpSeries {
             preserved: families.gauges(
                 "hybridprobe_source_ip_preserved",
@@ -196,7 +196,7 @@ impl Probe for SourceIpSpec {
                 "hybridprobe_source_ip_info",
                 "Always 1: the source address the namespace sends from and the one on-prem saw, \
                  as of the last observation.",
-                &["probe", "netns", "expected", "observed"],
+                &CheckLabels::names(&["expected", "observed"]),
             )),
             snat_observed: families.gauges(
                 "hybridprobe_snat_observed",
@@ -216,7 +216,7 @@ impl Probe for SourceIpSpec {
     }
 
     fn observe(series: &SourceIpSeries, check: CheckLabels<'_>, measured: &SourceIpReport) {
-        let labels = check.pair();
+        let labels = check.values();
         series
             .preserved
             .with_label_values(&labels)
