@@ -46,6 +46,7 @@ pub const VPN_REMOTE: Ipv4Addr = Ipv4Addr::new(198, 18, 254, 2);
 pub const ONPREM_GW: Ipv4Addr = Ipv4Addr::new(198, 19, 10, 254);
 pub const ONPREM_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 10, 1);
 pub const ONPREM_NET: &str = "198.19.0.0/16";
+pub const POD_NET: &str = "198.18.2.0/24";
 pub const POD_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x1802, 0, 0, 0, 0x10);
 pub const NODE_POD_GW6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x1802, 0, 0, 0, 1);
 pub const NODE_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x1801, 0, 0, 0, 4);
