@@ -12,6 +12,7 @@ use std::time::Duration;
 use hybridprobe::net::stun;
 use lab::{
     Host, Lab, ProcHandle, CLOUD_NET6, NODE_IP, NODE_IP6, ONPREM_IP, ONPREM_IP6, POD_IP, POD_IP6,
+    POD_NPT_IP6,
 };
 use support::{
     assert_success, check, codes, metric, piece, pod_and_host_config, Agent, Resolv, BIN,
@@ -349,7 +350,7 @@ fn forbidden(family: &str) -> [String; 3] {
 /// the family it asks over (an IPv4 client as IPv4, not `::ffff:a.b.c.d`), and the host's
 /// conntrack finds the IPv6 flows. NAT66 at the node then turns the pod's IPv6 checks red with
 /// the node's IPv6 address, in the detail, the diagnosis and the evidence, while IPv4 and the
-/// host stay green and a policy that expects NAT66 passes.
+/// host stay green and a policy that expects NAT66 passes; NPTv6 is seen as well.
 #[test]
 #[ignore = "needs the network lab (root); .ci/run runs it"]
 fn one_dual_stack_reflector_sees_each_family_and_nat66_is_named() {
@@ -448,6 +449,25 @@ fn one_dual_stack_reflector_sees_each_family_and_nat66_is_named() {
     );
 
     lab.masquerade6(false);
+    for probe in forbidden("6") {
+        agent.wait_check(&probe, "pod", "success", FLIP);
+    }
+
+    // NPTv6: the pod's prefix is swapped, its interface identifier kept; a policy expecting the
+    // node's address sees another.
+    lab.npt6(true);
+    for probe in forbidden("6") {
+        agent.wait_check(&probe, "pod", "masqueraded", FLIP);
+    }
+    agent.wait_check("nat66", "pod", "unexpected_source", FLIP);
+    let (_, verdict) = agent.healthz_json();
+    for probe in forbidden("6") {
+        let pod = detail(&verdict, &probe, "pod");
+        let want = format!("expected {POD_IP6}, on-prem saw {POD_NPT_IP6} via ");
+        assert!(pod.starts_with(&want), "{pod}");
+        assert!(pod.contains(&format!(" to [{POD_NPT_IP6}]:")), "{pod}");
+    }
+    lab.npt6(false);
     for probe in forbidden("6") {
         agent.wait_check(&probe, "pod", "success", FLIP);
     }

@@ -56,6 +56,9 @@ pub const VPN_REMOTE6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x18fe, 0, 0, 0, 2
 pub const ONPREM_GW6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x1910, 0, 0, 0, 0xfe);
 pub const ONPREM_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x1910, 0, 0, 0, 1);
 pub const POD_NET6: &str = "2001:2:0:1802::/64";
+/// The prefix [`Lab::npt6`] translates the pod's to, and the pod's address in it.
+pub const NPT_NET6: &str = "2001:2:0:1803::/64";
+pub const POD_NPT_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x1803, 0, 0, 0, 0x10);
 pub const ONPREM_NET6: &str = "2001:2:0:1900::/56";
 /// The cloud side's IPv6 prefix: the pod's, the node's and the tunnel's subnets.
 pub const CLOUD_NET6: &str = "2001:2:0:1800::/56";

@@ -3,8 +3,8 @@
 //! MASQUERADE rule does it.
 
 use super::{
-    preflight, Host, Lab, ProcHandle, NFT_TABLE, ONPREM_IP, ONPREM_IP6, ONPREM_NET, ONPREM_NET6,
-    POD_NET, POD_NET6,
+    preflight, Host, Lab, ProcHandle, NFT_TABLE, NODE_IP6, NPT_NET6, ONPREM_IP, ONPREM_IP6,
+    ONPREM_NET, ONPREM_NET6, POD_NET, POD_NET6,
 };
 use hybridprobe::net::stun;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -127,6 +127,26 @@ impl Lab {
     /// Tracking and flushing as [`Lab::masquerade`]; IPv4 keeps its own setting.
     pub fn masquerade6(&self, on: bool) {
         self.source_nat(Nat::V6, on.then_some("masquerade"));
+    }
+
+    /// NPTv6 at the node: the pod's IPv6 prefix leaves as [`NPT_NET6`], each address keeping its
+    /// interface identifier (`snat prefix to`, stateful here where RFC 6296's is not; on-prem sees
+    /// the same), and the VNET gateway routes that prefix back to the node. Off removes both;
+    /// [`Lab::masquerade6`] also ends the translation.
+    pub fn npt6(&self, on: bool) {
+        let node = NODE_IP6.to_string();
+        if on {
+            let route = ["-6", "route", "replace", NPT_NET6, "via", &node];
+            self.must(Host::VnetGw, "ip", &route);
+        } else {
+            self.must(
+                Host::VnetGw,
+                "ip",
+                &["-6", "route", "flush", "exact", NPT_NET6],
+            );
+        }
+        let action = format!("snat ip6 prefix to {NPT_NET6}");
+        self.source_nat(Nat::V6, on.then_some(&action));
     }
 
     /// Pod traffic to on-prem leaves the node translated to `to`, an address the node adds to
