@@ -6,7 +6,7 @@ mod lab;
 mod support;
 
 use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use hybridprobe::net::stun;
@@ -346,6 +346,25 @@ fn forbidden(family: &str) -> [String; 3] {
     ["udp", "tcp", "whoami"].map(|kind| format!("{kind}-{family}"))
 }
 
+/// Waits until the pod's IPv6 checks fail `masqueraded`, on-prem seeing `seen` and the node's
+/// conntrack showing it did that translation, while the host's pass; returns that verdict.
+fn pod_ipv6_seen_as(agent: &Agent, seen: Ipv6Addr) -> serde_json::Value {
+    for probe in forbidden("6") {
+        agent.wait_check(&probe, "pod", "masqueraded", FLIP);
+    }
+    let (_, verdict) = agent.healthz_json();
+    for probe in forbidden("6") {
+        let pod = detail(&verdict, &probe, "pod");
+        let want = format!("expected {POD_IP6}, on-prem saw {seen} via ");
+        assert!(pod.starts_with(&want), "{pod}");
+        let snat = format!("conntrack: this node SNAT'd [{POD_IP6}]:");
+        assert!(pod.contains(&snat), "{pod}");
+        assert!(pod.contains(&format!(" to [{seen}]:")), "{pod}");
+        assert_eq!(check(&verdict, &probe, "host")["ok"], true, "{probe}");
+    }
+    verdict
+}
+
 /// One reflector on `[::]` serves both families: each namespace is seen at its own address of
 /// the family it asks over (an IPv4 client as IPv4, not `::ffff:a.b.c.d`), and the host's
 /// conntrack finds the IPv6 flows. NAT66 at the node then turns the pod's IPv6 checks red with
@@ -360,8 +379,8 @@ fn one_dual_stack_reflector_sees_each_family_and_nat66_is_named() {
     let Some(lab) = Lab::new("srcip-dual") else {
         return;
     };
-    let any6 = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, REFLECT_PORT));
-    let whoami = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, WHOAMI_PORT)).to_string();
+    let any6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, REFLECT_PORT));
+    let whoami = SocketAddr::from((Ipv6Addr::UNSPECIFIED, WHOAMI_PORT)).to_string();
     let extra = [
         "--http",
         &whoami,
@@ -406,20 +425,8 @@ fn one_dual_stack_reflector_sees_each_family_and_nat66_is_named() {
     agent.wait_check("nat66", "pod", "not_masqueraded", FLIP);
 
     lab.masquerade6(true);
-    for probe in forbidden("6") {
-        agent.wait_check(&probe, "pod", "masqueraded", FLIP);
-    }
-    agent.wait_check("nat66", "pod", "success", FLIP);
-    let (_, verdict) = agent.healthz_json();
-    for probe in forbidden("6") {
-        let pod = detail(&verdict, &probe, "pod");
-        let want = format!("expected {POD_IP6}, on-prem saw {NODE_IP6} via ");
-        assert!(pod.starts_with(&want), "{pod}");
-        let snat = format!("conntrack: this node SNAT'd [{POD_IP6}]:");
-        assert!(pod.contains(&snat), "{pod}");
-        assert!(pod.contains(&format!(" to [{NODE_IP6}]:")), "{pod}");
-        assert_eq!(check(&verdict, &probe, "host")["ok"], true, "{probe}");
-    }
+    let verdict = pod_ipv6_seen_as(&agent, NODE_IP6);
+    assert_eq!(check(&verdict, "nat66", "pod")["ok"], true, "{verdict:#}");
     for probe in forbidden("4") {
         for netns in ["pod", "host"] {
             assert_eq!(
@@ -456,17 +463,8 @@ fn one_dual_stack_reflector_sees_each_family_and_nat66_is_named() {
     // NPTv6: the pod's prefix is swapped, its interface identifier kept; a policy expecting the
     // node's address sees another.
     lab.npt6(true);
-    for probe in forbidden("6") {
-        agent.wait_check(&probe, "pod", "masqueraded", FLIP);
-    }
+    pod_ipv6_seen_as(&agent, POD_NPT_IP6);
     agent.wait_check("nat66", "pod", "unexpected_source", FLIP);
-    let (_, verdict) = agent.healthz_json();
-    for probe in forbidden("6") {
-        let pod = detail(&verdict, &probe, "pod");
-        let want = format!("expected {POD_IP6}, on-prem saw {POD_NPT_IP6} via ");
-        assert!(pod.starts_with(&want), "{pod}");
-        assert!(pod.contains(&format!(" to [{POD_NPT_IP6}]:")), "{pod}");
-    }
     lab.npt6(false);
     for probe in forbidden("6") {
         agent.wait_check(&probe, "pod", "success", FLIP);

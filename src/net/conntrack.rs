@@ -243,33 +243,23 @@ mod tests {
         buf
     }
 
+    /// A reply tuple addressed to the node is SNAT, for IPv4, and NAT66 for IPv6.
     #[test]
-    fn a_reply_to_another_address_is_snat() {
-        let flow = v4();
-        let node = "198.18.1.4:40000".parse().unwrap();
-        assert_eq!(
-            decode_reply(&kernel_answer(&flow, node), &flow),
-            Ok(Evidence::Translated { to: node })
-        );
-        assert_eq!(
-            decode_reply(&kernel_answer(&flow, flow.source), &flow),
-            Ok(Evidence::NotTranslated)
-        );
-    }
-
-    /// NAT66: the reply tuple of an IPv6 flow names the node's IPv6 address.
-    #[test]
-    fn an_ipv6_reply_to_another_address_is_nat66() {
-        let flow = v6();
-        let node = "[2001:2:0:1801::4]:40000".parse().unwrap();
-        assert_eq!(
-            decode_reply(&kernel_answer(&flow, node), &flow),
-            Ok(Evidence::Translated { to: node })
-        );
-        assert_eq!(
-            decode_reply(&kernel_answer(&flow, flow.source), &flow),
-            Ok(Evidence::NotTranslated)
-        );
+    fn a_reply_to_another_address_is_snat_in_either_family() {
+        for (flow, node) in [
+            (v4(), "198.18.1.4:40000"),
+            (v6(), "[2001:2:0:1801::4]:40000"),
+        ] {
+            let node = node.parse().unwrap();
+            assert_eq!(
+                decode_reply(&kernel_answer(&flow, node), &flow),
+                Ok(Evidence::Translated { to: node })
+            );
+            assert_eq!(
+                decode_reply(&kernel_answer(&flow, flow.source), &flow),
+                Ok(Evidence::NotTranslated)
+            );
+        }
     }
 
     #[test]
