@@ -9,7 +9,9 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+use netlink_packet_core::{
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLMSG_ERROR, NLM_F_REQUEST,
+};
 use netlink_packet_netfilter::conntrack::{
     ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Protocol, Tuple,
 };
@@ -19,6 +21,10 @@ use netlink_packet_netfilter::{
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 
 use super::Transport;
+
+/// The netlink message type of a conntrack entry: subsystem NFNL_SUBSYS_CTNETLINK (1) in the
+/// high byte, IPCTNL_MSG_CT_NEW (0) in the low one.
+const CONNTRACK_NEW: u16 = 1 << 8;
 
 fn protocol(transport: Transport) -> Protocol {
     match transport {
@@ -137,6 +143,16 @@ pub(crate) fn decode_reply(buf: &[u8], flow: &Flow) -> Result<Evidence, Conntrac
         step: "answer",
         message,
     };
+    let kind = NetlinkBuffer::new_checked(buf)
+        .map_err(|e| bad(format!("cannot decode: {e}")))?
+        .message_type();
+    // The kernel answers a GET with the entry or an error. Anything else is refused unread: the
+    // crate's parsers of other netfilter subsystems panic on some malformed attributes.
+    if kind != NLMSG_ERROR && kind != CONNTRACK_NEW {
+        return Err(bad(format!(
+            "message type {kind:#06x}, not a conntrack entry"
+        )));
+    }
     let message = NetlinkMessage::<NetfilterMessage>::deserialize(buf)
         .map_err(|e| bad(format!("cannot decode: {e}")))?;
     let attributes = match message.payload {
@@ -329,6 +345,14 @@ mod tests {
         );
         assert!(decode_reply(kept!("truncated-ipv6-address"), &v6).is_err());
         assert!(decode_reply(kept!("ipv6-address-of-9-bytes"), &v6).is_err());
+        // Found by the fuzzer: an nftables message, whose parser in the crate panicked.
+        let nftables = decode_reply(kept!("nftables-message-not-an-answer"), &v6);
+        assert!(
+            nftables
+                .as_ref()
+                .is_err_and(|e| e.to_string().ends_with("not a conntrack entry")),
+            "{nftables:?}"
+        );
     }
 
     /// Every truncation and every flipped byte of a real-shaped answer, of either family: an
