@@ -159,7 +159,13 @@ pub(crate) fn decode_reply(buf: &[u8], flow: &Flow) -> Result<Evidence, Conntrac
         NetlinkPayload::Error(e) if e.raw_code() == -libc::ENOENT => {
             return Ok(Evidence::NotTracked)
         }
-        NetlinkPayload::Error(e) => return Err(netlink("answer")(e.to_io())),
+        // Not `to_io`, which negates the code without a check: i32::MIN overflows.
+        NetlinkPayload::Error(e) => {
+            return Err(match e.raw_code().checked_neg() {
+                Some(errno) => netlink("answer")(std::io::Error::from_raw_os_error(errno)),
+                None => bad(format!("error code {}", e.raw_code())),
+            })
+        }
         NetlinkPayload::InnerMessage(NetfilterMessage {
             inner: NetfilterMessageInner::Conntrack(ConntrackMessage::New(attributes)),
             ..
@@ -345,7 +351,15 @@ mod tests {
         );
         assert!(decode_reply(kept!("truncated-ipv6-address"), &v6).is_err());
         assert!(decode_reply(kept!("ipv6-address-of-9-bytes"), &v6).is_err());
-        // Found by the fuzzer: an nftables message, whose parser in the crate panicked.
+        // Found by the fuzzer: an error whose code cannot be negated, and an nftables message,
+        // whose parser in the crate panicked.
+        let i32_min = decode_reply(kept!("error-code-i32-min"), &v6);
+        assert!(
+            i32_min
+                .as_ref()
+                .is_err_and(|e| e.to_string().ends_with("error code -2147483648")),
+            "{i32_min:?}"
+        );
         let nftables = decode_reply(kept!("nftables-message-not-an-answer"), &v6);
         assert!(
             nftables
