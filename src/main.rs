@@ -116,10 +116,12 @@ struct ValidateArgs {
 
 #[derive(Args)]
 struct ReflectArgs {
-    /// UDP and TCP address for STUN Binding requests.
+    /// UDP and TCP address for STUN Binding requests. An IPv6 address (the default's `[::]`)
+    /// takes IPv4 clients too.
     #[arg(long, env = "HYBRIDPROBE_REFLECT_LISTEN", default_value = reflect::DEFAULT_LISTEN)]
     listen: SocketAddr,
-    /// Address for GET /whoami and the reflector's /metrics; no HTTP without it.
+    /// Address for GET /whoami and the reflector's /metrics; no HTTP without it. `[::]:PORT`
+    /// takes both families.
     #[arg(long, env = "HYBRIDPROBE_REFLECT_HTTP")]
     http: Option<SocketAddr>,
     /// A source network (CIDR or address) that may ask; repeat it, or separate with commas in

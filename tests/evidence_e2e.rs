@@ -4,7 +4,8 @@
 //! the node drops its traffic, the path MTU the kernel learned from a narrowed tunnel and none
 //! learnt from a black hole; a flapping check is captured no more often than the bound;
 //! `check --explain` prints the same evidence after its table; an IPv6 check's traceroute goes
-//! silent past the VNET gateway when only IPv6 across the tunnel is dropped.
+//! silent past the VNET gateway when only IPv6 across the tunnel is dropped, and the host's
+//! conntrack holds its untranslated IPv6 flow.
 //!
 //! One lab serves every fault, one after the other, each removed before the next; one agent
 //! serves the first ones, and a fresh one (an empty store) each of the last three.
@@ -17,8 +18,8 @@ use std::time::Duration;
 
 use lab::dns::{dnsmasq_available, Forward, DB_NAME, LEAK_IP};
 use lab::{
-    Host, Lab, NODE_IP, NODE_POD_GW, NODE_POD_GW6, ONPREM_IP, ONPREM_IP6, TUNNEL_MTU, VNET_GW,
-    VNET_GW6,
+    Host, Lab, NODE_IP, NODE_POD_GW, NODE_POD_GW6, ONPREM_IP, ONPREM_IP6, POD_IP6, TUNNEL_MTU,
+    VNET_GW, VNET_GW6,
 };
 use serde_json::Value;
 use support::{
@@ -342,6 +343,8 @@ evidence: {{ min_interval: 1s, timeout: 5s }}
 "#
     );
     let text = pod_and_host_config(&lab, Resolv::Own, "{ interval: 1s, timeout: 1s }", &probes);
+    // The node tracks IPv6 flows, as a real node does, and translates none.
+    lab.masquerade6(false);
     let agent = Agent::start(&lab, &text);
     agent.wait_check("ldap-6", "pod", "success", WITHIN);
     lab.tunnel_drop_ip6(true);
@@ -360,4 +363,10 @@ evidence: {{ min_interval: 1s, timeout: 5s }}
         trace.contains(&format!("1 {VNET_GW6}, then no answer")),
         "{trace}"
     );
+    // The host's conntrack holds the pod's IPv6 flow, replies going back to the pod itself.
+    let flow = self::text(&capture, "conntrack", "host");
+    let sent = format!("udp [{POD_IP6}]:");
+    let to = format!(" -> [{ONPREM_IP6}]:{LDAP_PORT}: replies go back to [{POD_IP6}]:");
+    assert!(flow.starts_with(&sent) && flow.contains(&to), "{flow}");
+    assert!(flow.ends_with("not translated"), "{flow}");
 }

@@ -15,6 +15,7 @@ type Holds = fn(&[u8]);
 /// One entry per file in `fuzz/fuzz_targets/`, named as the file.
 const TARGETS: &[(&str, Holds)] = &[
     ("config_parse", holds::config_parse),
+    ("conntrack_reply", holds::conntrack_reply),
     ("conntrack_stat", holds::conntrack_stat),
     ("dns_response", holds::dns_response),
     ("http_response", holds::http_response),

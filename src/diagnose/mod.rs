@@ -57,7 +57,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use observed::{dns_pairs, reaches, remote, Asked, Family, Pair, Reach};
+use observed::{address, dns_pairs, reaches, remote, Asked, Family, Pair, Reach};
 pub use observed::{Observed, Seen};
 
 use crate::netns::NetnsId;
@@ -66,6 +66,7 @@ use crate::probe::dns::DnsTransport;
 use crate::probe::expect::Expect;
 use crate::probe::http::{HttpReport, HttpSpec, Phase};
 use crate::probe::path_mtu::{PathMtuReport, PathMtuSpec};
+use crate::probe::resolver;
 use crate::probe::source_ip::Policy;
 use crate::probe::target::Host;
 use crate::probe::{Failure, Measurements, ProbeKind, Reason};
@@ -765,15 +766,14 @@ fn cluster_dns_forwarding(pairs: &[Pair]) -> Option<Diagnosis> {
 }
 
 fn pmtu_blackhole(checks: &[Observed]) -> Option<Diagnosis> {
-    let parts = path_mtu_findings(checks, |spec, _, report| {
+    let parts = path_mtu_findings(checks, |spec, failure, report| {
         let over = report
             .mtu
             .map(|m| format!(" over {m} bytes"))
             .unwrap_or_default();
-        // A literal IPv6 target's path lacks Packet Too Big; a name's family is not recorded.
-        let missing = match spec.target {
-            Host::Ip(IpAddr::V6(_)) => "Packet Too Big",
-            _ => "fragmentation-needed",
+        let missing = match round_family(spec, failure) {
+            Family::Ipv6 => "Packet Too Big",
+            Family::Ipv4 => "fragmentation-needed",
         };
         report.blackhole.then(|| {
             format!(
@@ -783,6 +783,16 @@ fn pmtu_blackhole(checks: &[Observed]) -> Option<Diagnosis> {
         })
     });
     (!parts.is_empty()).then(|| Code::PmtuBlackhole.with(parts.join("; ")))
+}
+
+/// The family a `path_mtu` round measured: its literal target's, the one its name resolved to,
+/// or, when the round never said (a gateway), the one the spec asks for.
+fn round_family(spec: &PathMtuSpec, failure: &Failure) -> Family {
+    match (address(&spec.target, Some(failure)), spec.family) {
+        (Some(ip), _) => Family::of(ip),
+        (None, resolver::Family::Ipv6) => Family::Ipv6,
+        (None, _) => Family::Ipv4,
+    }
 }
 
 /// `path_mtu` checks whose path carries less than their `min` and answers the larger sizes with

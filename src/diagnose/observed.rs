@@ -128,7 +128,7 @@ impl std::fmt::Display for Family {
 }
 
 /// The address a target was asked at: its own, or the one a name resolved to in `failure`.
-fn address(host: &Host, failure: Option<&Failure>) -> Option<IpAddr> {
+pub(super) fn address(host: &Host, failure: Option<&Failure>) -> Option<IpAddr> {
     match host {
         Host::Ip(ip) => Some(*ip),
         Host::Name(_) => failure.and_then(|f| f.resolved),

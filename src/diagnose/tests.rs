@@ -52,6 +52,13 @@ const WEB: &str = r#"
   - { name: shop, http: { url: "http://198.19.10.1/healthz", body_regex: ok } }
 "#;
 
+/// `path_mtu` checks of names, whose family only the round knows, and of the IPv6 gateway.
+const NAMED_MTU: &str = r#"
+  - { name: db-mtu, path_mtu: { target: db.corp.example } }
+  - { name: app-mtu, netns: [pod], path_mtu: { target: app.corp.example } }
+  - { name: gw-mtu6, netns: [pod], path_mtu: { target: gateway, family: ipv6 } }
+"#;
+
 /// [`CONFIG`]'s probes and `extra` ones.
 fn probes(extra: &str) -> Vec<ProbeConfig> {
     Config::parse(&format!("{CONFIG}{extra}"), &|_| None)
@@ -191,6 +198,14 @@ fn path_mtu(reason: Reason, mtu: Option<u16>, blackhole: bool) -> Failure {
             tcp_mss: None,
         }),
         resolved: None,
+    }
+}
+
+/// A black hole over 1400 bytes, found by a round whose name resolved to `address`.
+fn blackhole_at(address: Option<&str>) -> Failure {
+    Failure {
+        resolved: address.map(ip),
+        ..path_mtu(Reason::Blackhole, Some(1400), true)
     }
 }
 
@@ -640,6 +655,25 @@ fn cases() -> Vec<Case> {
             summary: Some(
                 "don't-fragment packets to 198.19.10.1 over 1400 bytes vanish without \
                  fragmentation-needed, from pod and host (mtu)",
+            ),
+            ..Case::default()
+        },
+        Case {
+            name: "a name's black hole is named in the family its round used",
+            extra: NAMED_MTU,
+            failing: vec![
+                ("db-mtu", Pod, blackhole_at(Some("2001:2:0:1910::1"))),
+                ("db-mtu", Host, blackhole_at(Some("2001:2:0:1910::1"))),
+                ("app-mtu", Pod, blackhole_at(Some("198.19.10.7"))),
+                ("gw-mtu6", Pod, blackhole_at(None)),
+            ],
+            want: vec![Code::PmtuBlackhole],
+            summary: Some(
+                "don't-fragment packets to app.corp.example over 1400 bytes vanish without \
+                 fragmentation-needed, from pod (app-mtu); don't-fragment packets to \
+                 db.corp.example over 1400 bytes vanish without Packet Too Big, from pod and \
+                 host (db-mtu); don't-fragment packets to gateway over 1400 bytes vanish \
+                 without Packet Too Big, from pod (gw-mtu6)",
             ),
             ..Case::default()
         },

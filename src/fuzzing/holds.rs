@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use crate::config::{Config, MAX_INTERVAL};
+use crate::net::conntrack::Evidence;
 use crate::net::stun;
 use crate::probe::conntrack::Events;
 use crate::probe::raw::{self, Message};
@@ -86,6 +87,16 @@ pub fn conntrack_stat(data: &[u8]) {
             cpus > 0 || events == Events::default(),
             "{events:?} from no CPU line"
         );
+    }
+}
+
+/// A conntrack answer, of either family, is read or refused without a panic, and a translation
+/// is always to another address than the flow's own source.
+pub fn conntrack_reply(data: &[u8]) {
+    for (flow, read) in super::conntrack_reply(data) {
+        if let Ok(Evidence::Translated { to }) = read {
+            assert_ne!(to.ip(), flow.source.ip(), "{flow}: translated to itself");
+        }
     }
 }
 

@@ -10,7 +10,8 @@ use std::sync::OnceLock;
 use hickory_net::proto::op::DnsResponse;
 use hickory_net::proto::rr::Name;
 
-use crate::net::http1;
+use crate::net::conntrack::{self, ConntrackError, Evidence, Flow};
+use crate::net::{http1, Transport};
 use crate::probe::dns::{self, DnsSpec, DnsTransport, ResolvConf};
 use crate::probe::http::{judge_connect, parse_reply, Parsed};
 use crate::probe::source_ip::{self, HttpUrl};
@@ -112,4 +113,26 @@ pub fn proxy_reply(raw: &[u8]) -> Option<Result<(), (Reason, String)>> {
         Parsed::Complete(reply) => Some(judge_connect(&reply, proxy, target)),
         Parsed::NotHttp(why) => Some(Err((Reason::ProxyError, why))),
     }
+}
+
+/// The kernel's answer to the conntrack GET, read as the `source_ip` probe and the evidence read
+/// it, for an IPv4 and an IPv6 flow (the ones the kept answers were captured for).
+pub fn conntrack_reply(wire: &[u8]) -> Vec<(Flow, Result<Evidence, ConntrackError>)> {
+    let flow = |source: SocketAddr, destination: SocketAddr| Flow {
+        transport: Transport::Udp,
+        source,
+        destination,
+    };
+    let v4 = flow(
+        ([198, 18, 2, 10], 40000).into(),
+        ([198, 19, 10, 1], 3478).into(),
+    );
+    let v6 = flow(
+        ([0x2001, 2, 0, 0x1802, 0, 0, 0, 0x10], 40000).into(),
+        ([0x2001, 2, 0, 0x1910, 0, 0, 0, 1], 3478).into(),
+    );
+    [v4, v6]
+        .into_iter()
+        .map(|flow| (flow, conntrack::decode_reply(wire, &flow)))
+        .collect()
 }

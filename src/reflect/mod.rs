@@ -10,7 +10,8 @@
 use std::collections::hash_map::RandomState;
 use std::future::Future;
 use std::hash::BuildHasher;
-use std::net::{IpAddr, SocketAddr};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use axum::Router;
 use ipnet::IpNet;
 use prometheus::{CounterVec, Encoder, Opts, Registry, TextEncoder};
 use serde::{Deserialize, Serialize};
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
@@ -32,8 +34,9 @@ use crate::http::{wants_json, PLAIN_TEXT, PROMETHEUS_TEXT};
 use crate::net::accept::accept_loop;
 use crate::net::{stun, Transport};
 
-/// The default STUN port (RFC 5389), UDP and TCP.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:3478";
+/// The default STUN port (RFC 5389), UDP and TCP, on every address of both families; on a host
+/// without IPv6 the same port on every IPv4 address (see [`bind`]).
+pub const DEFAULT_LISTEN: &str = "[::]:3478";
 
 /// Sources tracked by the rate limiter at once. A new source takes over its slot, so a flood of
 /// sources costs nothing but fresh buckets.
@@ -71,6 +74,62 @@ pub enum ReflectError {
         transport: &'static str,
         source: std::io::Error,
     },
+}
+
+fn listen_error(addr: SocketAddr, listener: Listener) -> impl FnOnce(io::Error) -> ReflectError {
+    move |source| ReflectError::Listen {
+        addr,
+        transport: listener.as_str(),
+        source,
+    }
+}
+
+/// A socket bound to `addr` for `listener`. An IPv6 address takes IPv4 peers too (IPV6_V6ONLY
+/// off, whatever `net.ipv6.bindv6only` says), so `[::]` is one listener for both families; on a
+/// host without IPv6, `[::]` falls back to `0.0.0.0` on the same port.
+fn bind(addr: SocketAddr, listener: Listener) -> Result<Socket, ReflectError> {
+    let bound = bind_exactly(addr, listener);
+    match bound {
+        Err(e) if no_ipv6(addr, &e) => {
+            let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port()));
+            tracing::info!(%addr, fallback = %v4, "no IPv6 on this host: listening on IPv4 only");
+            bind_exactly(v4, listener).map_err(listen_error(v4, listener))
+        }
+        bound => bound.map_err(listen_error(addr, listener)),
+    }
+}
+
+/// `[::]` on a host whose kernel has IPv6 turned off (`ipv6.disable=1`).
+fn no_ipv6(addr: SocketAddr, e: &io::Error) -> bool {
+    addr.ip() == IpAddr::from(Ipv6Addr::UNSPECIFIED) && e.raw_os_error() == Some(libc::EAFNOSUPPORT)
+}
+
+fn bind_exactly(addr: SocketAddr, listener: Listener) -> io::Result<Socket> {
+    let (kind, protocol) = match listener {
+        Listener::Stun(Transport::Udp) => (Type::DGRAM, Protocol::UDP),
+        Listener::Stun(Transport::Tcp) | Listener::Http => (Type::STREAM, Protocol::TCP),
+    };
+    let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    if kind == Type::STREAM {
+        // As tokio's own bind: a restarted reflector takes its port back at once.
+        socket.set_reuse_address(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// [`bind`], listening, as a tokio listener.
+fn tcp_listener(addr: SocketAddr, listener: Listener) -> Result<TcpListener, ReflectError> {
+    let socket = bind(addr, listener)?;
+    // tokio's own backlog.
+    socket
+        .listen(1024)
+        .and_then(|()| TcpListener::from_std(socket.into()))
+        .map_err(listen_error(addr, listener))
 }
 
 /// `198.19.0.0/16`, or a bare address for one host: an `--allow` value.
@@ -260,29 +319,15 @@ pub async fn run(
     config: ReflectConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ReflectError> {
-    let listen_error = |addr, transport| {
-        move |source| ReflectError::Listen {
-            addr,
-            transport,
-            source,
-        }
-    };
-    let udp = UdpSocket::bind(config.listen)
-        .await
-        .map_err(listen_error(config.listen, "udp"))?;
+    let udp = UdpSocket::from_std(bind(config.listen, Listener::Stun(Transport::Udp))?.into())
+        .map_err(listen_error(config.listen, Listener::Stun(Transport::Udp)))?;
     // With port 0 the kernel picks UDP's port; TCP then takes the same one.
     let stun_addr = udp
         .local_addr()
-        .map_err(listen_error(config.listen, "udp"))?;
-    let tcp = TcpListener::bind(stun_addr)
-        .await
-        .map_err(listen_error(stun_addr, "tcp"))?;
+        .map_err(listen_error(config.listen, Listener::Stun(Transport::Udp)))?;
+    let tcp = tcp_listener(stun_addr, Listener::Stun(Transport::Tcp))?;
     let http = match config.http {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(listen_error(addr, "http"))?,
-        ),
+        Some(addr) => Some(tcp_listener(addr, Listener::Http)?),
         None => None,
     };
     let reflector = Arc::new(Reflector::new(&config));
@@ -520,6 +565,30 @@ mod tests {
             from("198.18.2.10:5")
         );
         assert_eq!(canonical(from("[2001:db8::1]:5")), from("[2001:db8::1]:5"));
+    }
+
+    /// One `[::]` socket: an IPv4 client is allowed and answered as its IPv4 address, never as
+    /// `::ffff:a.b.c.d`, and an IPv6 client as its own.
+    #[tokio::test]
+    async fn one_ipv6_socket_serves_both_families() {
+        let udp = Listener::Stun(Transport::Udp);
+        let socket = UdpSocket::from_std(bind(from("[::]:0"), udp).unwrap().into()).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let reflector = Reflector::new(&config(&["127.0.0.0/8", "::1"], 100, 100));
+        tokio::spawn(serve_udp(socket, Arc::new(reflector)));
+        for client in ["127.0.0.1:0", "[::1]:0"] {
+            let client = UdpSocket::bind(from(client)).await.unwrap();
+            let local = client.local_addr().unwrap();
+            client.connect((local.ip(), port)).await.unwrap();
+            let id = [3u8; 12];
+            client.send(&stun::encode_request(&id)).await.unwrap();
+            let mut answer = [0u8; 64];
+            let len = tokio::time::timeout(Duration::from_secs(2), client.recv(&mut answer))
+                .await
+                .expect("an answer in time")
+                .unwrap();
+            assert_eq!(stun::decode_response(&answer[..len], &id), Ok(local));
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -46,6 +46,7 @@ pub const VPN_REMOTE: Ipv4Addr = Ipv4Addr::new(198, 18, 254, 2);
 pub const ONPREM_GW: Ipv4Addr = Ipv4Addr::new(198, 19, 10, 254);
 pub const ONPREM_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 10, 1);
 pub const ONPREM_NET: &str = "198.19.0.0/16";
+pub const POD_NET: &str = "198.18.2.0/24";
 pub const POD_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x1802, 0, 0, 0, 0x10);
 pub const NODE_POD_GW6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x1802, 0, 0, 0, 1);
 pub const NODE_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x1801, 0, 0, 0, 4);
@@ -55,6 +56,9 @@ pub const VPN_REMOTE6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x18fe, 0, 0, 0, 2
 pub const ONPREM_GW6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x1910, 0, 0, 0, 0xfe);
 pub const ONPREM_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x1910, 0, 0, 0, 1);
 pub const POD_NET6: &str = "2001:2:0:1802::/64";
+/// The prefix [`Lab::npt6`] translates the pod's to, and the pod's address in it.
+pub const NPT_NET6: &str = "2001:2:0:1803::/64";
+pub const POD_NPT_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0x1803, 0, 0, 0, 0x10);
 pub const ONPREM_NET6: &str = "2001:2:0:1900::/56";
 /// The cloud side's IPv6 prefix: the pod's, the node's and the tunnel's subnets.
 pub const CLOUD_NET6: &str = "2001:2:0:1800::/56";

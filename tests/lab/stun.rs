@@ -2,7 +2,10 @@
 //! usable from any namespace, and masquerade in the node namespace the way ip-masq-agent's final
 //! MASQUERADE rule does it.
 
-use super::{preflight, Host, Lab, ProcHandle, NFT_TABLE, ONPREM_IP, ONPREM_IP6};
+use super::{
+    preflight, Host, Lab, ProcHandle, NFT_TABLE, NODE_IP6, NPT_NET6, ONPREM_IP, ONPREM_IP6,
+    ONPREM_NET, ONPREM_NET6, POD_NET, POD_NET6,
+};
 use hybridprobe::net::stun;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -114,9 +117,36 @@ impl Lab {
     /// connection, as a real node does (kube-proxy's rules need conntrack); a nat chain alone
     /// would not turn tracking on. Either way the node's conntrack table is flushed: an entry
     /// made under the old setting would otherwise decide the NAT of a new flow that happens to
-    /// reuse its ports.
+    /// reuse its ports. IPv4 only; [`Lab::masquerade6`] is IPv6's.
     pub fn masquerade(&self, on: bool) {
-        self.source_nat(on.then_some("masquerade"));
+        self.source_nat(Nat::V4, on.then_some("masquerade"));
+    }
+
+    /// NAT66 at the node: pod IPv6 traffic to on-prem leaves with the node's IPv6 address, as
+    /// an `ip6` masquerade on the node's egress does where pods have no routable IPv6 prefix.
+    /// Tracking and flushing as [`Lab::masquerade`]; IPv4 keeps its own setting.
+    pub fn masquerade6(&self, on: bool) {
+        self.source_nat(Nat::V6, on.then_some("masquerade"));
+    }
+
+    /// NPTv6 at the node: the pod's IPv6 prefix leaves as [`NPT_NET6`], each address keeping its
+    /// interface identifier (`snat prefix to`, stateful here where RFC 6296's is not; on-prem sees
+    /// the same), and the VNET gateway routes that prefix back to the node. Off removes both;
+    /// [`Lab::masquerade6`] also ends the translation.
+    pub fn npt6(&self, on: bool) {
+        let node = NODE_IP6.to_string();
+        if on {
+            let route = ["-6", "route", "replace", NPT_NET6, "via", &node];
+            self.must(Host::VnetGw, "ip", &route);
+        } else {
+            self.must(
+                Host::VnetGw,
+                "ip",
+                &["-6", "route", "flush", "exact", NPT_NET6],
+            );
+        }
+        let action = format!("snat ip6 prefix to {NPT_NET6}");
+        self.source_nat(Nat::V6, on.then_some(&action));
     }
 
     /// Pod traffic to on-prem leaves the node translated to `to`, an address the node adds to
@@ -125,20 +155,26 @@ impl Lab {
     pub fn snat_to(&self, to: Ipv4Addr) {
         let addr = format!("{to}/24");
         self.must(Host::Node, "ip", &["addr", "replace", &addr, "dev", "eth0"]);
-        self.source_nat(Some(&format!("snat to {to}")));
+        self.source_nat(Nat::V4, Some(&format!("snat to {to}")));
     }
 
-    /// Makes `action` (none: no translation) the node's NAT of pod traffic to on-prem.
-    fn source_nat(&self, action: Option<&str>) {
+    /// Makes `action` (none: no translation) the node's NAT of pod traffic to on-prem in
+    /// `nat`'s family, in that family's own table.
+    fn source_nat(&self, nat: Nat, action: Option<&str>) {
+        let (family, pods, onprem) = match nat {
+            Nat::V4 => ("ip", POD_NET, ONPREM_NET),
+            Nat::V6 => ("ip6", POD_NET6, ONPREM_NET6),
+        };
+        let table = format!("{family} {NFT_TABLE}");
         let rule = action.map_or_else(String::new, |action| {
             format!(
-                "add rule ip {NFT_TABLE} masq ip saddr 198.18.2.0/24 ip daddr 198.19.0.0/16 {action}\n"
+                "add rule {table} masq {family} saddr {pods} {family} daddr {onprem} {action}\n"
             )
         });
         self.nft(
             Host::Node,
             &format!(
-                "table ip {NFT_TABLE} {{\n\
+                "table {table} {{\n\
                  \x20 chain track {{\n\
                  \x20   type filter hook prerouting priority -150; policy accept;\n\
                  \x20 }}\n\
@@ -146,13 +182,33 @@ impl Lab {
                  \x20   type nat hook postrouting priority srcnat; policy accept;\n\
                  \x20 }}\n\
                  }}\n\
-                 flush chain ip {NFT_TABLE} track\n\
-                 add rule ip {NFT_TABLE} track ct state new counter\n\
-                 flush chain ip {NFT_TABLE} masq\n\
+                 flush chain {table} track\n\
+                 add rule {table} track ct state new counter\n\
+                 flush chain {table} masq\n\
                  {rule}"
             ),
         );
         // `conntrack -F` exits non-zero when the table is already empty on some versions.
-        let _ = self.exec(Host::Node, "conntrack", &["-F"]);
+        let _ = self.exec(
+            Host::Node,
+            "conntrack",
+            &["-F", "-f", nat.conntrack_family()],
+        );
+    }
+}
+
+/// The address family a node NAT applies to.
+#[derive(Clone, Copy)]
+enum Nat {
+    V4,
+    V6,
+}
+
+impl Nat {
+    fn conntrack_family(self) -> &'static str {
+        match self {
+            Nat::V4 => "ipv4",
+            Nat::V6 => "ipv6",
+        }
     }
 }
