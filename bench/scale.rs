@@ -3,11 +3,13 @@
 //! `hybridprobe_scheduler_lag_seconds`); then /metrics and /healthz latency with about 5,000
 //! series under 20 concurrent clients: 20 Prometheus-like clients each asking once a second,
 //! all at the same instant (the worst alignment), and wrk holding 20 connections busy back to
-//! back (saturation). Everything but the agent runs on the other core.
+//! back (saturation); and the agent's RSS over time, anonymous and file-backed, with the
+//! 1,000 checks while 20 such clients read /metrics. Everything but the agent runs on the
+//! other core.
 //!
 //! Run it with `bench/scale.sh`; `cargo bench --bench scale -- --help` lists options.
-//! `--seconds 0` skips the probes-per-second part; `HYBRIDPROBE_BIN=PATH` runs another build
-//! of the agent, to compare two builds in one session.
+//! `--seconds 0` skips the probes-per-second part, `--memory-seconds 0` the RSS over time;
+//! `HYBRIDPROBE_BIN=PATH` runs another build of the agent, to compare two builds in one session.
 
 #[path = "../tests/lab/mod.rs"]
 mod lab;
@@ -43,11 +45,12 @@ struct Options {
     seconds: u64,
     warmup: u64,
     scrape_seconds: u64,
+    memory_seconds: u64,
 }
 
 impl Options {
     fn parse() -> Option<Options> {
-        let (mut seconds, mut warmup, mut scrape_seconds) = (60, 10, 30);
+        let (mut seconds, mut warmup, mut scrape_seconds, mut memory_seconds) = (60, 10, 30, 60);
         let run = common::options(
             "scale",
             "bench/scale.sh",
@@ -55,12 +58,14 @@ impl Options {
                 ("seconds", &mut seconds),
                 ("warmup", &mut warmup),
                 ("scrape-seconds", &mut scrape_seconds),
+                ("memory-seconds", &mut memory_seconds),
             ],
         );
         run.then_some(Options {
             seconds,
             warmup,
             scrape_seconds,
+            memory_seconds,
         })
     }
 }
@@ -77,8 +82,13 @@ fn main() {
     println!("agent: {}", common::agent_bin());
     let probes = (o.seconds > 0).then(|| probes_per_second(&lab, &o));
     let scrapes = latency(&lab, &o);
+    let memory = (o.memory_seconds > 0).then(|| memory(&lab, &o));
     println!("\nmachine: {}", common::machine());
-    println!("\n{}\n{scrapes}", probes.unwrap_or_default());
+    println!(
+        "\n{}\n{scrapes}\n\n{}",
+        probes.unwrap_or_default(),
+        memory.unwrap_or_default()
+    );
 }
 
 /// 1,000 probes a second on core 0 for `o.seconds`, scraped every 15 s.
@@ -162,15 +172,69 @@ fn latency(lab: &Lab, o: &Options) -> String {
     )
 }
 
-/// Every client once a second, all at the same instant, over keep-alive connections.
-fn aligned_scrapes(lab: &Lab, agent: &Agent, o: &Options, path: &str) -> String {
-    let jobs = (0..SCRAPERS)
+/// The agent with the 1,000 checks while 20 clients read /metrics once a second, all at once:
+/// its RSS every second, anonymous (heap, stacks) and file-backed (the binary's pages).
+fn memory(lab: &Lab, o: &Options) -> String {
+    let agent = Agent::start(lab, &SCALE, Some("0"));
+    pause(Duration::from_secs(o.warmup));
+    let pid = lab.pid(agent.handle);
+    let (driver, _) = drive(lab, Host::Pod, agent.listen, aligned("/metrics"), |s, _| {
+        s == 200
+    });
+    let mut samples = Vec::new();
+    for second in 0..=o.memory_seconds {
+        if second > 0 {
+            pause(Duration::from_secs(1));
+        }
+        let kib = |key| status_kib(pid, key);
+        samples.push([second, kib("VmRSS"), kib("RssAnon"), kib("RssFile")]);
+    }
+    drop(driver);
+    let hwm = status_kib(pid, "VmHWM");
+    lab.stop(agent.handle);
+    // About ten rows, and the largest sample.
+    let step = (samples.len() / 10).max(1);
+    let largest = samples.iter().max_by_key(|s| s[1]).copied();
+    let mut shown: Vec<[u64; 4]> = samples.iter().step_by(step).copied().collect();
+    shown.extend(largest.filter(|l| !shown.contains(l)));
+    shown.sort();
+    let rows: Vec<String> = shown
+        .iter()
+        .map(|[t, rss, anon, file]| {
+            format!(
+                "| {t} s | {:.1} MiB | {:.1} MiB | {:.1} MiB |",
+                mib(*rss),
+                mib(*anon),
+                mib(*file)
+            )
+        })
+        .collect();
+    format!(
+        "RSS of the agent with {} checks while {SCRAPERS} clients read /metrics once a second, \
+         all at once, after a {} s warm-up:\n\n\
+         | time | RSS | anonymous | file-backed |\n|---|---|---|---|\n{}\n\n\
+         peak RSS (VmHWM, warm-up included): {:.1} MiB",
+        SCALE.total(),
+        o.warmup,
+        rows.join("\n"),
+        mib(hwm)
+    )
+}
+
+/// `SCRAPERS` clients asking for `path` once a second, all at the same instant.
+fn aligned(path: &str) -> Vec<Job> {
+    (0..SCRAPERS)
         .map(|_| Job {
             path: path.into(),
             every: Duration::from_secs(1),
             offset: Duration::ZERO,
         })
-        .collect();
+        .collect()
+}
+
+/// Every client once a second, all at the same instant, over keep-alive connections.
+fn aligned_scrapes(lab: &Lab, agent: &Agent, o: &Options, path: &str) -> String {
+    let jobs = aligned(path);
     // /healthz says 503 while a check fails: an answer either way is a served request.
     let (driver, counts) = drive(lab, Host::Pod, agent.listen, jobs, |status, _| {
         status == 200 || status == 503
