@@ -19,7 +19,7 @@ use tokio::sync::{watch, Notify};
 use super::capture::Captures;
 use super::check::Check;
 use crate::config::EvidenceConfig;
-use crate::diagnose::verdict::{self, Snapshot, Status, Verdict};
+use crate::diagnose::verdict::{Judge, Snapshot, Status, Verdict};
 use crate::diagnose::Code;
 use crate::evidence::{Capture, Subject, Trigger};
 use crate::metrics::Metrics;
@@ -33,6 +33,8 @@ pub struct AgentState {
     pub metrics: Metrics,
     namespaces: Mutex<Vec<NetnsStatus>>,
     results: Mutex<Results>,
+    /// Keeps what it judged of each check until the check changes; taken by each publish.
+    judge: Mutex<Judge>,
     /// Why the newest config file was rejected; `None` when it is the one running.
     config_error: Mutex<Option<String>>,
     ready: AtomicBool,
@@ -64,6 +66,7 @@ impl AgentState {
             metrics,
             namespaces: Mutex::default(),
             results: Mutex::default(),
+            judge: Mutex::default(),
             config_error: Mutex::default(),
             ready: AtomicBool::new(false),
             scheduler_alive: AtomicBool::new(true),
@@ -202,7 +205,7 @@ impl AgentState {
             let namespaces = lock(&self.namespaces);
             let config_error = lock(&self.config_error);
             let evidence = self.captures.store();
-            verdict::judge(&Snapshot {
+            lock(&self.judge).judge(&Snapshot {
                 node: &self.node,
                 checks: &results.in_order(),
                 namespaces: &namespaces,

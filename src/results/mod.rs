@@ -74,6 +74,9 @@ pub struct CheckState {
     pub history: VecDeque<Sample>,
     /// Judged once per round, when the history changes, for the metrics and the verdict alike.
     standing: Standing,
+    /// Changes with every round, and differs between any two states the results ever held:
+    /// what a reader that keeps something judged from this state compares to reuse it.
+    generation: u64,
 }
 
 /// Where a check stands after its latest round, beyond that round: what the per-check state
@@ -88,6 +91,10 @@ pub struct Standing {
 impl CheckState {
     pub fn standing(&self) -> Standing {
         self.standing
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     fn judge_standing(&self) -> Standing {
@@ -123,6 +130,8 @@ pub enum Transition {
 #[derive(Debug, Default)]
 pub struct Results {
     checks: BTreeMap<CheckKey, CheckState>,
+    /// The last generation handed out (see [`CheckState::generation`]).
+    generation: u64,
 }
 
 impl Results {
@@ -132,6 +141,7 @@ impl Results {
             known.position = position;
             return;
         }
+        let generation = self.next_generation();
         self.checks.insert(
             key,
             CheckState {
@@ -149,8 +159,14 @@ impl Results {
                     state: TargetState::Unknown,
                     consecutive_failures: 0,
                 },
+                generation,
             },
         );
+    }
+
+    fn next_generation(&mut self) -> u64 {
+        self.generation += 1;
+        self.generation
     }
 
     /// Forgets a check that is no longer configured.
@@ -167,7 +183,9 @@ impl Results {
         at: SystemTime,
         damping: Damping,
     ) -> Option<Transition> {
+        let generation = self.next_generation();
         let state = self.checks.get_mut(key)?;
+        state.generation = generation;
         let ok = result.is_ok();
         state.streak = match &state.last {
             Some(last) if last.ok == ok => state.streak.saturating_add(1),
