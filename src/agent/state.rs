@@ -140,21 +140,18 @@ impl AgentState {
         };
         let (transition, standing, first_round_done, turned_failing) = {
             let mut results = self.results();
-            let first = results.get(&check.key).is_some_and(|s| s.last.is_none());
             // A round that finishes after its check was removed by a reload is dropped, so it
             // cannot bring back the series that were just forgotten.
-            let recorded = results
-                .record(&check.key, result, took, SystemTime::now(), damping)
-                .zip(results.standing(&check.key));
-            let Some((transition, standing)) = recorded else {
+            let Some(recorded) =
+                results.record(&check.key, result, took, SystemTime::now(), damping)
+            else {
                 return;
             };
             // The first round sets the state without a transition; failing, it turned too.
-            let turned = transition == Transition::Failed || (first && result.is_err());
-            let turned_failing = turned
-                .then(|| results.get(&check.key))
-                .flatten()
-                .map(|state| Subject::of(&check.key, state));
+            let turned =
+                recorded.transition == Transition::Failed || (recorded.first && result.is_err());
+            let turned_failing = turned.then(|| Subject::of(&check.key, recorded.state));
+            let (transition, standing) = (recorded.transition, recorded.state.standing());
             (
                 transition,
                 standing,

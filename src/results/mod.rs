@@ -126,6 +126,16 @@ pub enum Transition {
     },
 }
 
+/// What recording a round did: a round's recorder needs the check's new state too, and one
+/// lookup of it is enough.
+#[derive(Debug)]
+pub struct Recorded<'a> {
+    pub transition: Transition,
+    /// The check's first round.
+    pub first: bool,
+    pub state: &'a CheckState,
+}
+
 /// The results of every configured check.
 #[derive(Debug, Default)]
 pub struct Results {
@@ -182,7 +192,7 @@ impl Results {
         duration: Duration,
         at: SystemTime,
         damping: Damping,
-    ) -> Option<Transition> {
+    ) -> Option<Recorded<'_>> {
         let generation = self.next_generation();
         let state = self.checks.get_mut(key)?;
         state.generation = generation;
@@ -191,7 +201,8 @@ impl Results {
             Some(last) if last.ok == ok => state.streak.saturating_add(1),
             _ => 1,
         };
-        let transition = if state.last.is_none() {
+        let first = state.last.is_none();
+        let transition = if first {
             state.failing = !ok;
             state.since = Some(at);
             Transition::None
@@ -239,7 +250,11 @@ impl Results {
             at,
         });
         state.standing = state.judge_standing();
-        Some(transition)
+        Some(Recorded {
+            transition,
+            first,
+            state,
+        })
     }
 
     pub fn get(&self, key: &CheckKey) -> Option<&CheckState> {
@@ -312,7 +327,10 @@ mod tests {
         assert!(!results.all_reported());
         let d = Duration::from_millis(1);
         let mut record = |r: &Result<Outcome, Failure>, t| {
-            results.record(&key(), r, d, at(t), IMMEDIATE).unwrap()
+            results
+                .record(&key(), r, d, at(t), IMMEDIATE)
+                .unwrap()
+                .transition
         };
         assert_eq!(
             record(&ok(), 1),
@@ -363,7 +381,8 @@ mod tests {
         for (t, (result, want)) in rounds.iter().enumerate() {
             let got = results
                 .record(&key(), result, Duration::ZERO, at(t as u64), damping)
-                .unwrap();
+                .unwrap()
+                .transition;
             assert_eq!(got, *want, "round {t}");
             let (_, state) = results.in_order()[0];
             assert_eq!(state.last.as_ref().unwrap().ok, result.is_ok());
