@@ -229,9 +229,11 @@ macro_rules! probe_kinds {
                 budget: Duration,
                 noted: resolver::Noted,
             ) -> Result<Outcome, Failure> {
+                // Each kind's round boxed at its own size: unboxed, every round's future would be
+                // as large as the largest kind's (kilobytes) and copied whole as it is moved.
                 resolver::noting(budget, noted, async {
                     match self {
-                        $(ProbeKind::$variant(spec) => spec.run(ctx, budget).await),+
+                        $(ProbeKind::$variant(spec) => Box::pin(spec.run(ctx, budget)).await),+
                     }
                 })
                 .await
