@@ -169,14 +169,13 @@ pub(super) async fn run_probe(
     // Probes that gather several answers stop a little before the hard limit, so what they
     // did gather is reported instead of being cut off.
     let budget = timeout.saturating_sub((timeout / 10).min(Duration::from_millis(100)));
-    // Boxed: a round's future is large (the largest probe kind's state) and a thousand idle
-    // checks should not each carry one between rounds.
+    // Not boxed: the kind's own round is (`ProbeKind::run`), so this future is small.
     let noted = Noted::default();
     let noting = noted.clone();
-    let work = Box::pin(executor.run(move |ctx| async move {
+    let work = executor.run(move |ctx| async move {
         // Caught where it runs, which may be another namespace's thread.
         contained(&probe, probe.kind.run(&ctx, budget, noting, family)).await
-    }));
+    });
     let (result, took) = within_timeout(config, work).await;
     let result = with_resolved(result, noted.take());
     (config.expect.judge(result), took)

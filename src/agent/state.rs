@@ -19,7 +19,7 @@ use tokio::sync::{watch, Notify};
 use super::capture::Captures;
 use super::check::Check;
 use crate::config::EvidenceConfig;
-use crate::diagnose::verdict::{self, Snapshot, Status, Verdict};
+use crate::diagnose::verdict::{Judge, Snapshot, Status, Verdict};
 use crate::diagnose::Code;
 use crate::evidence::{Capture, Subject, Trigger};
 use crate::metrics::Metrics;
@@ -33,6 +33,8 @@ pub struct AgentState {
     pub metrics: Metrics,
     namespaces: Mutex<Vec<NetnsStatus>>,
     results: Mutex<Results>,
+    /// Keeps what it judged of each check until the check changes; taken by each publish.
+    judge: Mutex<Judge>,
     /// Why the newest config file was rejected; `None` when it is the one running.
     config_error: Mutex<Option<String>>,
     ready: AtomicBool,
@@ -64,6 +66,7 @@ impl AgentState {
             metrics,
             namespaces: Mutex::default(),
             results: Mutex::default(),
+            judge: Mutex::default(),
             config_error: Mutex::default(),
             ready: AtomicBool::new(false),
             scheduler_alive: AtomicBool::new(true),
@@ -137,21 +140,18 @@ impl AgentState {
         };
         let (transition, standing, first_round_done, turned_failing) = {
             let mut results = self.results();
-            let first = results.get(&check.key).is_some_and(|s| s.last.is_none());
             // A round that finishes after its check was removed by a reload is dropped, so it
             // cannot bring back the series that were just forgotten.
-            let recorded = results
-                .record(&check.key, result, took, SystemTime::now(), damping)
-                .zip(results.standing(&check.key));
-            let Some((transition, standing)) = recorded else {
+            let Some(recorded) =
+                results.record(&check.key, result, took, SystemTime::now(), damping)
+            else {
                 return;
             };
             // The first round sets the state without a transition; failing, it turned too.
-            let turned = transition == Transition::Failed || (first && result.is_err());
-            let turned_failing = turned
-                .then(|| results.get(&check.key))
-                .flatten()
-                .map(|state| Subject::of(&check.key, state));
+            let turned =
+                recorded.transition == Transition::Failed || (recorded.first && result.is_err());
+            let turned_failing = turned.then(|| Subject::of(&check.key, recorded.state));
+            let (transition, standing) = (recorded.transition, recorded.state.standing());
             (
                 transition,
                 standing,
@@ -203,7 +203,7 @@ impl AgentState {
             let namespaces = lock(&self.namespaces);
             let config_error = lock(&self.config_error);
             let evidence = self.captures.store();
-            verdict::judge(&Snapshot {
+            lock(&self.judge).judge(&Snapshot {
                 node: &self.node,
                 checks: &results.in_order(),
                 namespaces: &namespaces,

@@ -2,6 +2,7 @@
 //! several checks (`tunnel_lossy`), or round trips well above the same checks' own baseline
 //! (`path_slower`). Neither is an outage; loss explains the silent failures it causes.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::observed::{remote, Observed, Pair, Seen};
@@ -44,7 +45,7 @@ pub(super) fn tunnel_lossy(checks: &[Observed]) -> Option<Diagnosis> {
     let mut witnesses: Vec<(&str, Option<NetnsId>)> = Vec::new();
     let mut parts: Vec<String> = Vec::new();
     for check in checks.iter().filter(|c| crosses(c)) {
-        let Some(loss) = shows_loss(check) else {
+        let Some(loss) = shows_loss(check.history) else {
             continue;
         };
         let witness = match loss {
@@ -65,6 +66,7 @@ pub(super) fn tunnel_lossy(checks: &[Observed]) -> Option<Diagnosis> {
 }
 
 /// How a check shows loss, said for the summary.
+#[derive(Debug, Clone, PartialEq)]
 enum Loss {
     Echoes(String),
     Flips(String),
@@ -88,7 +90,7 @@ pub(super) fn discount_loss<'a>(checks: &[Observed<'a>]) -> Vec<Observed<'a>> {
         .iter()
         .map(|check| match check.seen {
             Seen::Failing(failure)
-                if failure.reason.answered() == Some(false) || passed_recently(check) =>
+                if failure.reason.answered() == Some(false) || passed_recently(check.history) =>
             {
                 Observed {
                     seen: Seen::Pending,
@@ -100,10 +102,8 @@ pub(super) fn discount_loss<'a>(checks: &[Observed<'a>]) -> Vec<Observed<'a>> {
         .collect()
 }
 
-fn passed_recently(check: &Observed) -> bool {
-    last(check.history.iter(), PASSED_WITHIN)
-        .iter()
-        .any(|s| s.ok)
+fn passed_recently(history: &VecDeque<Sample>) -> bool {
+    last(history.iter(), PASSED_WITHIN).iter().any(|s| s.ok)
 }
 
 /// The DNS pairs that still say something while the tunnel is lossy: a timeout, an unreachable
@@ -154,8 +154,8 @@ fn crosses(check: &Observed) -> bool {
 }
 
 /// What the recent rounds show of loss, if they show it.
-fn shows_loss(check: &Observed) -> Option<Loss> {
-    let recent = last(check.history.iter(), RECENT);
+fn shows_loss(history: &VecDeque<Sample>) -> Option<Loss> {
+    let recent = last(history.iter(), RECENT);
     if recent.iter().any(|s| s.loss.is_some()) {
         let partial: Vec<f64> = recent
             .iter()
@@ -180,6 +180,24 @@ fn shows_loss(check: &Observed) -> Option<Loss> {
             recent.len()
         ))
     })
+}
+
+/// All the diagnoses read of a check's rounds: how they show loss, how far the round trips
+/// rose, whether one passed lately. Histories that read alike diagnose alike, whatever else
+/// differs between them (the newest round's time, a round trip that moved a little).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recent {
+    loss: Option<Loss>,
+    jump: Option<(Duration, Duration)>,
+    passed: bool,
+}
+
+pub(super) fn recent(history: &VecDeque<Sample>) -> Recent {
+    Recent {
+        loss: shows_loss(history),
+        jump: jump(history.iter()),
+        passed: passed_recently(history),
+    }
 }
 
 /// `Some(true)` for a pass, `Some(false)` for a round that got no answer, `None` for any other

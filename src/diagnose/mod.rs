@@ -343,6 +343,28 @@ impl fmt::Display for Code {
     }
 }
 
+/// What [`diagnose`] reads of one check besides its probe and namespace. Checks that read
+/// alike give the same diagnoses, so a caller may keep the ones it has while no check reads
+/// differently: the rounds of a passing check mostly add nothing here.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reading {
+    Pending,
+    Passing(degraded::Recent),
+    Failing(Failure, degraded::Recent),
+}
+
+impl Reading {
+    pub fn of(check: &Observed) -> Reading {
+        match check.seen {
+            Seen::Pending => Reading::Pending,
+            Seen::Passing => Reading::Passing(degraded::recent(check.history)),
+            Seen::Failing(failure) => {
+                Reading::Failing(failure.clone(), degraded::recent(check.history))
+            }
+        }
+    }
+}
+
 /// Diagnoses the node, in [`Code::ALL`] order, each code at most once.
 pub fn diagnose(
     checks: &[Observed],

@@ -1,11 +1,13 @@
 //! From results to the node verdict: ok, fail or starting, each check's state, and diagnoses.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::config::ProbeConfig;
 pub use crate::diagnose::Diagnosis;
-use crate::diagnose::{self, Code, Observed, Seen};
+use crate::diagnose::{self, Code, Observed, Reading, Seen};
 use crate::evidence::{Capture, Store};
 use crate::netns::{NetnsId, NetnsStatus};
 use crate::probe::resolver::Family;
@@ -117,70 +119,197 @@ pub struct Snapshot<'a> {
     pub evidence: &'a Store,
 }
 
-/// Judges the node: a pure function of the snapshot, which the agent calls once per change
-/// and publishes (`AgentState::publish`), so reads never judge.
+/// Judges the node: a pure function of the snapshot, which tests and the `check` command call
+/// once. The agent keeps a [`Judge`] instead, which gives the same verdict for less work.
 pub fn judge(snapshot: &Snapshot) -> Verdict {
-    let checks: Vec<CheckView> = snapshot
-        .checks
-        .iter()
-        .map(|(key, check)| {
-            let last = check.last.as_ref();
-            let standing = check.standing();
-            let ok = last.is_some() && !check.failing;
-            CheckView {
-                probe: key.probe.clone(),
-                kind: check.kind,
-                netns: key.netns,
-                family: key.family,
-                ok,
-                result: last.map_or(PENDING, |r| r.result),
-                duration_seconds: last.map(|r| r.duration.as_secs_f64()),
-                detail: last.map(|r| r.detail.clone()).unwrap_or_default(),
-                since: check.since.map(rfc3339),
-                last_success: check.last_success.map(rfc3339),
-                state: standing.state.as_str(),
-                consecutive_failures: standing.consecutive_failures,
-                evidence: match ok {
-                    true => Vec::new(),
-                    false => snapshot.evidence.of(key),
-                },
+    Judge::default().judge(snapshot)
+}
+
+/// Judges verdicts one after another, keeping what it judged of each check until that check
+/// changes: a check's part of the verdict is made once per round of it, not once per verdict,
+/// and the diagnoses are made again only when a check reads differently to them ([`Reading`]),
+/// a check comes or goes, or a namespace or the config's outcome changed. The agent judges
+/// after every burst of rounds, so without this each check would be judged again for every
+/// other check's round. Each verdict is the one [`judge`] gives for the same snapshot.
+#[derive(Default)]
+pub struct Judge {
+    /// In the order of the last snapshot, which is the next one's unless checks were applied:
+    /// then each check is found by its key, else by its place, which costs no hashing.
+    checks: Vec<(CheckKey, Judged)>,
+    diagnosed: Option<(Inputs, Vec<Diagnosis>)>,
+}
+
+/// What was judged of one check, from its state of `generation`.
+struct Judged {
+    generation: u64,
+    /// Its part of the verdict, less its evidence, which is captured apart from its rounds.
+    view: CheckView,
+    reading: Reading,
+}
+
+/// What the diagnoses were made from.
+struct Inputs {
+    checks: Vec<Read>,
+    namespaces: Vec<NetnsStatus>,
+    config_error: Option<String>,
+}
+
+/// A check as the diagnoses read it.
+type Read = (Arc<ProbeConfig>, NetnsId, Option<Family>, Reading);
+
+impl Inputs {
+    fn same(&self, other: &Inputs) -> bool {
+        // The same probe is mostly the same allocation, which spares comparing it in full.
+        let same_check = |(a, b): (&Read, &Read)| {
+            (Arc::ptr_eq(&a.0, &b.0) || a.0 == b.0) && a.1 == b.1 && a.2 == b.2 && a.3 == b.3
+        };
+        self.checks.len() == other.checks.len()
+            && self.checks.iter().zip(&other.checks).all(same_check)
+            && self.namespaces == other.namespaces
+            && self.config_error == other.config_error
+    }
+}
+
+impl Judge {
+    pub fn judge(&mut self, snapshot: &Snapshot) -> Verdict {
+        self.update(snapshot);
+        let checks: Vec<CheckView> = self
+            .checks
+            .iter()
+            .map(|(key, judged)| {
+                let mut view = judged.view.clone();
+                if !view.ok {
+                    view.evidence = snapshot.evidence.of(key);
+                }
+                view
+            })
+            .collect();
+        let namespaces: Vec<NetnsView> = snapshot
+            .namespaces
+            .iter()
+            .map(|ns| NetnsView {
+                netns: ns.id,
+                available: ns.unavailable.is_none(),
+                reason: ns.unavailable.clone(),
+            })
+            .collect();
+        let diagnoses = self.diagnoses(snapshot);
+        let status = if !snapshot.ready {
+            Status::Starting
+        } else if checks.iter().all(|c| c.ok || c.result == PENDING) && diagnoses.is_empty() {
+            Status::Ok
+        } else {
+            Status::Fail
+        };
+        Verdict {
+            status,
+            node: snapshot.node.to_owned(),
+            checks,
+            namespaces,
+            diagnoses,
+        }
+    }
+
+    /// Judges again each check of the snapshot that changed since it was last judged, and
+    /// puts them in the snapshot's order.
+    fn update(&mut self, snapshot: &Snapshot) {
+        let same_checks = self.checks.len() == snapshot.checks.len()
+            && self
+                .checks
+                .iter()
+                .zip(snapshot.checks)
+                .all(|((known, _), (key, _))| known == *key);
+        if same_checks {
+            for ((_, judged), (key, check)) in self.checks.iter_mut().zip(snapshot.checks) {
+                if judged.generation != check.generation() {
+                    *judged = Judged::of(key, check);
+                }
             }
-        })
-        .collect();
-    let namespaces: Vec<NetnsView> = snapshot
-        .namespaces
-        .iter()
-        .map(|ns| NetnsView {
-            netns: ns.id,
-            available: ns.unavailable.is_none(),
-            reason: ns.unavailable.clone(),
-        })
-        .collect();
-    let observed: Vec<Observed> = snapshot
-        .checks
-        .iter()
-        .map(|(key, check)| Observed {
-            probe: &check.probe,
+            return;
+        }
+        let mut known: HashMap<CheckKey, Judged> = self.checks.drain(..).collect();
+        self.checks = snapshot
+            .checks
+            .iter()
+            .map(|(key, check)| {
+                let judged = known
+                    .remove(*key)
+                    .filter(|judged| judged.generation == check.generation())
+                    .unwrap_or_else(|| Judged::of(key, check));
+                ((*key).clone(), judged)
+            })
+            .collect();
+    }
+
+    /// The diagnoses of the snapshot: the last ones if they were made from the same inputs.
+    fn diagnoses(&mut self, snapshot: &Snapshot) -> Vec<Diagnosis> {
+        let inputs = Inputs {
+            checks: self
+                .checks
+                .iter()
+                .zip(snapshot.checks)
+                .map(|((key, judged), (_, check))| {
+                    (
+                        check.probe.clone(),
+                        key.netns,
+                        key.family,
+                        judged.reading.clone(),
+                    )
+                })
+                .collect(),
+            namespaces: snapshot.namespaces.to_vec(),
+            config_error: snapshot.config_error.map(str::to_owned),
+        };
+        if let Some((known, diagnoses)) = &self.diagnosed {
+            if known.same(&inputs) {
+                return diagnoses.clone();
+            }
+        }
+        let observed: Vec<Observed> = snapshot
+            .checks
+            .iter()
+            .map(|(key, check)| observed(key, check))
+            .collect();
+        let diagnoses = diagnose::diagnose(&observed, snapshot.namespaces, snapshot.config_error);
+        self.diagnosed = Some((inputs, diagnoses.clone()));
+        diagnoses
+    }
+}
+
+impl Judged {
+    fn of(key: &CheckKey, check: &CheckState) -> Judged {
+        let last = check.last.as_ref();
+        let standing = check.standing();
+        let view = CheckView {
+            probe: key.probe.clone(),
+            kind: check.kind,
             netns: key.netns,
-            split: key.family,
-            seen: Seen::of(check),
-            history: &check.history,
-        })
-        .collect();
-    let diagnoses = diagnose::diagnose(&observed, snapshot.namespaces, snapshot.config_error);
-    let status = if !snapshot.ready {
-        Status::Starting
-    } else if checks.iter().all(|c| c.ok || c.result == PENDING) && diagnoses.is_empty() {
-        Status::Ok
-    } else {
-        Status::Fail
-    };
-    Verdict {
-        status,
-        node: snapshot.node.to_owned(),
-        checks,
-        namespaces,
-        diagnoses,
+            family: key.family,
+            ok: last.is_some() && !check.failing,
+            result: last.map_or(PENDING, |r| r.result),
+            duration_seconds: last.map(|r| r.duration.as_secs_f64()),
+            detail: last.map(|r| r.detail.clone()).unwrap_or_default(),
+            since: check.since.map(rfc3339),
+            last_success: check.last_success.map(rfc3339),
+            state: standing.state.as_str(),
+            consecutive_failures: standing.consecutive_failures,
+            evidence: Vec::new(),
+        };
+        Judged {
+            generation: check.generation(),
+            view,
+            reading: Reading::of(&observed(key, check)),
+        }
+    }
+}
+
+fn observed<'a>(key: &CheckKey, check: &'a CheckState) -> Observed<'a> {
+    Observed {
+        probe: &check.probe,
+        netns: key.netns,
+        split: key.family,
+        seen: Seen::of(check),
+        history: &check.history,
     }
 }
 
@@ -228,6 +357,10 @@ probes:
     }
 
     fn round(results: &mut Results, probe: &str, netns: NetnsId, ok: bool) {
+        timed_round(results, probe, netns, ok, Duration::from_millis(2));
+    }
+
+    fn timed_round(results: &mut Results, probe: &str, netns: NetnsId, ok: bool, took: Duration) {
         let result = if ok {
             Ok(Outcome {
                 detail: "connected".into(),
@@ -242,7 +375,6 @@ probes:
             fail_after: 1,
             recover_after: 1,
         };
-        let took = Duration::from_millis(2);
         results.record(&key(probe, netns), &result, took, at, damping);
     }
 
@@ -368,5 +500,56 @@ probes:
         assert_eq!(verdict.status, Status::Fail, "{verdict:?}");
         assert!(verdict.diagnosed(Code::ConfigReloadFailed), "{verdict:?}");
         assert!(!verdict.diagnosed(Code::OnpremUnreachable));
+    }
+
+    /// Judges with the kept judge and a fresh one; they must agree.
+    fn agree(kept: &mut Judge, results: &Results, config_error: Option<&str>) -> Verdict {
+        let namespaces = namespaces();
+        let snapshot = Snapshot {
+            node: "node-1",
+            checks: &results.in_order(),
+            namespaces: &namespaces,
+            config_error,
+            ready: true,
+            evidence: &Store::default(),
+        };
+        let verdict = kept.judge(&snapshot);
+        assert_eq!(format!("{verdict:?}"), format!("{:?}", judge(&snapshot)));
+        verdict
+    }
+
+    #[test]
+    fn a_kept_judge_gives_the_verdict_a_fresh_one_gives() {
+        let mut results = declared();
+        let mut kept = Judge::default();
+        agree(&mut kept, &results, None);
+        // Round trips that rise on two tcp checks while they pass: only the history changes.
+        for took in [2, 2, 2, 2, 2, 2, 2, 50, 50, 50] {
+            for netns in [Pod, Host] {
+                timed_round(
+                    &mut results,
+                    "ldap",
+                    netns,
+                    true,
+                    Duration::from_millis(took),
+                );
+                agree(&mut kept, &results, None);
+            }
+        }
+        let slower = agree(&mut kept, &results, None);
+        assert!(slower.diagnosed(Code::PathSlower), "{slower:?}");
+        round(&mut results, "gw", Pod, false);
+        assert_eq!(agree(&mut kept, &results, None).checks[2].result, "timeout");
+        let rejected = agree(&mut kept, &results, Some("probes[0]: bad"));
+        assert!(rejected.diagnosed(Code::ConfigReloadFailed));
+        assert!(!agree(&mut kept, &results, None).diagnosed(Code::ConfigReloadFailed));
+        round(&mut results, "gw", Pod, true);
+        agree(&mut kept, &results, None);
+        // A check removed, then declared again under the same name: judged afresh.
+        results.remove(&key("gw", Pod));
+        assert_eq!(agree(&mut kept, &results, None).checks.len(), 2);
+        let probes = Config::parse(CONFIG, &|_| None).unwrap().probes;
+        results.declare(key("gw", Pod), Arc::new(probes[1].clone()), 1);
+        assert_eq!(agree(&mut kept, &results, None).checks[2].result, PENDING);
     }
 }

@@ -258,9 +258,11 @@ macro_rules! probe_kinds {
                 noted: resolver::Noted,
                 split: Option<resolver::Family>,
             ) -> Result<Outcome, Failure> {
+                // Each kind's round boxed at its own size: unboxed, every round's future would be
+                // as large as the largest kind's (kilobytes) and copied whole as it is moved.
                 resolver::noting(budget, noted, split, async {
                     match self {
-                        $(ProbeKind::$variant(spec) => spec.run(ctx, budget).await),+
+                        $(ProbeKind::$variant(spec) => Box::pin(spec.run(ctx, budget)).await),+
                     }
                 })
                 .await

@@ -95,6 +95,9 @@ pub struct CheckState {
     pub history: VecDeque<Sample>,
     /// Judged once per round, when the history changes, for the metrics and the verdict alike.
     standing: Standing,
+    /// Changes with every round, and differs between any two states the results ever held:
+    /// what a reader that keeps something judged from this state compares to reuse it.
+    generation: u64,
 }
 
 /// Where a check stands after its latest round, beyond that round: what the per-check state
@@ -109,6 +112,10 @@ pub struct Standing {
 impl CheckState {
     pub fn standing(&self) -> Standing {
         self.standing
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     fn judge_standing(&self) -> Standing {
@@ -140,10 +147,22 @@ pub enum Transition {
     },
 }
 
+/// What recording a round did: a round's recorder needs the check's new state too, and one
+/// lookup of it is enough.
+#[derive(Debug)]
+pub struct Recorded<'a> {
+    pub transition: Transition,
+    /// The check's first round.
+    pub first: bool,
+    pub state: &'a CheckState,
+}
+
 /// The results of every configured check.
 #[derive(Debug, Default)]
 pub struct Results {
     checks: BTreeMap<CheckKey, CheckState>,
+    /// The last generation handed out (see [`CheckState::generation`]).
+    generation: u64,
 }
 
 impl Results {
@@ -153,6 +172,7 @@ impl Results {
             known.position = position;
             return;
         }
+        let generation = self.next_generation();
         self.checks.insert(
             key,
             CheckState {
@@ -170,8 +190,14 @@ impl Results {
                     state: TargetState::Unknown,
                     consecutive_failures: 0,
                 },
+                generation,
             },
         );
+    }
+
+    fn next_generation(&mut self) -> u64 {
+        self.generation += 1;
+        self.generation
     }
 
     /// Forgets a check that is no longer configured.
@@ -187,14 +213,17 @@ impl Results {
         duration: Duration,
         at: SystemTime,
         damping: Damping,
-    ) -> Option<Transition> {
+    ) -> Option<Recorded<'_>> {
+        let generation = self.next_generation();
         let state = self.checks.get_mut(key)?;
+        state.generation = generation;
         let ok = result.is_ok();
         state.streak = match &state.last {
             Some(last) if last.ok == ok => state.streak.saturating_add(1),
             _ => 1,
         };
-        let transition = if state.last.is_none() {
+        let first = state.last.is_none();
+        let transition = if first {
             state.failing = !ok;
             state.since = Some(at);
             Transition::None
@@ -242,7 +271,11 @@ impl Results {
             at,
         });
         state.standing = state.judge_standing();
-        Some(transition)
+        Some(Recorded {
+            transition,
+            first,
+            state,
+        })
     }
 
     pub fn get(&self, key: &CheckKey) -> Option<&CheckState> {
@@ -316,7 +349,10 @@ mod tests {
         assert!(!results.all_reported());
         let d = Duration::from_millis(1);
         let mut record = |r: &Result<Outcome, Failure>, t| {
-            results.record(&key(), r, d, at(t), IMMEDIATE).unwrap()
+            results
+                .record(&key(), r, d, at(t), IMMEDIATE)
+                .unwrap()
+                .transition
         };
         assert_eq!(
             record(&ok(), 1),
@@ -367,7 +403,8 @@ mod tests {
         for (t, (result, want)) in rounds.iter().enumerate() {
             let got = results
                 .record(&key(), result, Duration::ZERO, at(t as u64), damping)
-                .unwrap();
+                .unwrap()
+                .transition;
             assert_eq!(got, *want, "round {t}");
             let (_, state) = results.in_order()[0];
             assert_eq!(state.last.as_ref().unwrap().ok, result.is_ok());
