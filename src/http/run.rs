@@ -88,11 +88,10 @@ fn netns(value: &str) -> Result<NetnsId, String> {
 }
 
 fn family(value: &str) -> Result<Family, String> {
-    match value {
-        "ipv4" => Ok(Family::Ipv4),
-        "ipv6" => Ok(Family::Ipv6),
-        _ => Err("family must be ipv4 or ipv6".into()),
-    }
+    Family::SPLIT
+        .into_iter()
+        .find(|f| f.as_str() == value)
+        .ok_or_else(|| "family must be ipv4 or ipv6".into())
 }
 
 fn refused(refusal: &Refusal) -> Response {

@@ -156,13 +156,21 @@ impl Family {
         }
     }
 
+    /// The family as the config writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Any => "any",
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+            Family::Both => "both",
+        }
+    }
+
     /// The `family` label of a check: its family when the probe is split (`both`), else empty.
     pub fn label(split: Option<Family>) -> &'static str {
-        match split {
-            Some(Family::Ipv4) => "ipv4",
-            Some(Family::Ipv6) => "ipv6",
-            _ => "",
-        }
+        split
+            .filter(|f| Family::SPLIT.contains(f))
+            .map_or("", Family::as_str)
     }
 
     /// How a probe's description says the family: nothing for `any`.
@@ -176,12 +184,7 @@ impl Family {
 
 impl fmt::Display for Family {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Family::Any => "any",
-            Family::Ipv4 => "ipv4",
-            Family::Ipv6 => "ipv6",
-            Family::Both => "both",
-        })
+        f.write_str(self.as_str())
     }
 }
 
