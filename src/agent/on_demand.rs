@@ -3,9 +3,8 @@
 //!
 //! This is the only thing the HTTP side may ask the agent to do. It takes a probe's name, and
 //! at most a namespace and a family to run it in, so it can only run what the config already
-//! runs; a round it runs is reported
-//! to the caller and counted, but never recorded, so it cannot move flap damping, the history
-//! or the verdict.
+//! runs; a round it runs is reported to the caller and counted, but never recorded, so it
+//! cannot move flap damping, the history or the verdict.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
