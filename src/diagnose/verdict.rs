@@ -148,6 +148,7 @@ struct Judged {
 }
 
 /// What the diagnoses were made from.
+#[derive(PartialEq)]
 struct Inputs {
     checks: Vec<Read>,
     namespaces: Vec<NetnsStatus>,
@@ -155,18 +156,20 @@ struct Inputs {
 }
 
 /// A check as the diagnoses read it.
-type Read = (Arc<ProbeConfig>, NetnsId, Option<Family>, Reading);
+struct Read {
+    probe: Arc<ProbeConfig>,
+    netns: NetnsId,
+    family: Option<Family>,
+    reading: Reading,
+}
 
-impl Inputs {
-    fn same(&self, other: &Inputs) -> bool {
+impl PartialEq for Read {
+    fn eq(&self, other: &Read) -> bool {
         // The same probe is mostly the same allocation, which spares comparing it in full.
-        let same_check = |(a, b): (&Read, &Read)| {
-            (Arc::ptr_eq(&a.0, &b.0) || a.0 == b.0) && a.1 == b.1 && a.2 == b.2 && a.3 == b.3
-        };
-        self.checks.len() == other.checks.len()
-            && self.checks.iter().zip(&other.checks).all(same_check)
-            && self.namespaces == other.namespaces
-            && self.config_error == other.config_error
+        (Arc::ptr_eq(&self.probe, &other.probe) || self.probe == other.probe)
+            && self.netns == other.netns
+            && self.family == other.family
+            && self.reading == other.reading
     }
 }
 
@@ -248,20 +251,18 @@ impl Judge {
                 .checks
                 .iter()
                 .zip(snapshot.checks)
-                .map(|((key, judged), (_, check))| {
-                    (
-                        check.probe.clone(),
-                        key.netns,
-                        key.family,
-                        judged.reading.clone(),
-                    )
+                .map(|((key, judged), (_, check))| Read {
+                    probe: check.probe.clone(),
+                    netns: key.netns,
+                    family: key.family,
+                    reading: judged.reading.clone(),
                 })
                 .collect(),
             namespaces: snapshot.namespaces.to_vec(),
             config_error: snapshot.config_error.map(str::to_owned),
         };
         if let Some((known, diagnoses)) = &self.diagnosed {
-            if known.same(&inputs) {
+            if *known == inputs {
                 return diagnoses.clone();
             }
         }
