@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use deploy::{snake_keys, str_of, ConfigTargets, Manifests, PodRun, LAB_NODE_NAME};
 use lab::{Host, Lab, NODE_IP, POD_IP};
 use serde_json::{json, Value};
+use support::support_tool;
 
 const PROMETHEUS_PORT: u16 = 9090;
 /// What Grafana would substitute for `$__rate_interval` at a 1 s scrape interval, with slack
@@ -412,20 +413,4 @@ fn all_rules(answer: &Value) -> Vec<&Value> {
         .flatten()
         .flat_map(|g| g["rules"].as_array().into_iter().flatten())
         .collect()
-}
-
-/// Whether `tool` is installed; under CI its absence fails the test.
-fn support_tool(tool: &str) -> bool {
-    let found = std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        let why = format!("{tool} not found (see .ci/packages.txt)");
-        if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
-            panic!("{why}");
-        }
-        eprintln!("skipping: {why} (set CI=true to fail instead)");
-    }
-    found
 }

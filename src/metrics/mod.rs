@@ -18,11 +18,13 @@ use prometheus::{
 
 use crate::evidence::{self, CaptureOutcome};
 use crate::netns::NetnsId;
+use crate::probe::histogram::{self, Histograms};
 use crate::probe::series::InfoSeries;
 use crate::probe::{CheckLabels, Failure, Families, KindSeries, Outcome};
 use crate::results::{Standing, TargetState, Transition};
 
 mod exposition;
+mod protobuf;
 #[cfg(test)]
 mod series_contract;
 mod text;
@@ -65,7 +67,7 @@ pub struct Metrics {
     node_healthy: Gauge,
     /// One series per diagnosis code, always present: 1 while the diagnosis holds.
     diagnosis: GaugeVec,
-    scheduler_lag: Histogram,
+    scheduler_lag: histogram::Histogram,
     config_reload_ok: Gauge,
     config_reload_time: Gauge,
     on_demand_runs: CounterVec,
@@ -99,7 +101,7 @@ impl OnDemandOutcome {
 enum Family {
     Gauges(GaugeVec),
     Counters(CounterVec),
-    Histograms(HistogramVec),
+    Histograms(Histograms),
     /// Summaries without quantiles: a count and a sum per series. The crate has no summary,
     /// so a histogram with no bucket but the implicit `+Inf` keeps them, rendered as one.
     Summaries(HistogramVec),
@@ -111,7 +113,8 @@ impl Family {
         match self {
             Family::Gauges(v) => v,
             Family::Counters(v) => v,
-            Family::Histograms(v) | Family::Summaries(v) => v,
+            Family::Histograms(v) => v,
+            Family::Summaries(v) => v,
             Family::Single(c) => c.as_ref(),
         }
     }
@@ -121,6 +124,13 @@ impl Family {
         if let Family::Summaries(_) = self {
             families.iter_mut().for_each(as_summary);
         }
+        families
+    }
+
+    /// The families with series, as the registry would gather them.
+    fn present(&self) -> Vec<MetricFamily> {
+        let mut families = self.collect();
+        families.retain(|f| !f.get_metric().is_empty());
         families
     }
 
@@ -140,7 +150,8 @@ impl Family {
                 let _ = match self {
                     Family::Gauges(v) => v.remove(&pairs),
                     Family::Counters(v) => v.remove(&pairs),
-                    Family::Histograms(v) | Family::Summaries(v) => v.remove(&pairs),
+                    Family::Histograms(v) => v.remove(&pairs),
+                    Family::Summaries(v) => v.remove(&pairs),
                     Family::Single(_) => Ok(()),
                 };
             }
@@ -232,9 +243,8 @@ impl Families for Registrar {
         help: &str,
         labels: &[&str],
         buckets: &[f64],
-    ) -> HistogramVec {
-        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
-        let h = HistogramVec::new(opts, labels).expect("valid histogram");
+    ) -> Histograms {
+        let h = Histograms::new(name, help, labels, buckets);
         self.0.push(Family::Histograms(h.clone()));
         h
     }
@@ -266,16 +276,16 @@ impl Metrics {
         for code in diagnosis_codes {
             diagnosis.with_label_values(&[*code]).set(0.0);
         }
-        let scheduler_lag = {
-            let opts = HistogramOpts::new(
+        // A family without labels, so that it has native buckets too; its one series is made
+        // here, so it is exposed from the start as a lone histogram would be.
+        let scheduler_lag = r
+            .histograms(
                 "hybridprobe_scheduler_lag_seconds",
                 "How late rounds start after their scheduled time, over every check.",
+                &[],
+                LAG_BUCKETS,
             )
-            .buckets(LAG_BUCKETS.to_vec());
-            let h = Histogram::with_opts(opts).expect("valid histogram");
-            r.0.push(Family::Single(Box::new(h.clone())));
-            h
-        };
+            .with_label_values(&[]);
         Metrics {
             probe_success: r.gauges(
                 "hybridprobe_probe_success",
@@ -548,15 +558,25 @@ impl Metrics {
         let expected = self.last_render_len.load(Ordering::Relaxed);
         let mut out = String::with_capacity(expected + expected / 8 + 4096);
         for family in self.families.iter() {
-            let collected = family.collect();
-            // A vector with no series yet renders nothing, as the registry would.
-            let present: Vec<_> = collected
-                .into_iter()
-                .filter(|f| !f.get_metric().is_empty())
-                .collect();
-            text::encode(&present, &mut out);
+            text::encode(&family.present(), &mut out);
         }
         self.last_render_len.store(out.len(), Ordering::Relaxed);
+        out
+    }
+
+    /// The protobuf exposition, with native histograms: the same families, series and values
+    /// as the text. Rendered for each scrape rather than shared, since the scrapers that ask
+    /// for it are a node's one Prometheus (or an HA pair) with native histograms turned on.
+    pub fn render_protobuf(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for family in self.families.iter() {
+            // The native buckets first: see `Histograms::natives`.
+            let natives = match family {
+                Family::Histograms(h) => Some(h.natives()),
+                _ => None,
+            };
+            protobuf::encode(&family.present(), natives.as_ref(), &mut out);
+        }
         out
     }
 }

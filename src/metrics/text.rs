@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use prometheus::proto::{Metric, MetricFamily, MetricType};
+use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
 
 /// Appends `families` to `out`. Families without series must be left out by the caller, as
 /// the registry leaves them out.
@@ -85,14 +85,18 @@ pub(super) fn encode(families: &[MetricFamily], out: &mut String) {
 /// The label a check carries only when its probe is split by address family.
 const OMITTED_WHEN_EMPTY: &str = "family";
 
+/// The labels a series is exposed with: all of them but an empty [`OMITTED_WHEN_EMPTY`].
+pub(super) fn written(metric: &Metric) -> impl Iterator<Item = &LabelPair> {
+    metric
+        .get_label()
+        .iter()
+        .filter(|pair| !(pair.name() == OMITTED_WHEN_EMPTY && pair.value().is_empty()))
+}
+
 /// `{name="value",…` without the closing brace, or nothing for a series without labels.
 fn label_text(metric: &Metric, labels: &mut String) {
     labels.clear();
-    let written = metric
-        .get_label()
-        .iter()
-        .filter(|pair| !(pair.name() == OMITTED_WHEN_EMPTY && pair.value().is_empty()));
-    for pair in written {
+    for pair in written(metric) {
         labels.push(if labels.is_empty() { '{' } else { ',' });
         labels.push_str(pair.name());
         labels.push_str("=\"");

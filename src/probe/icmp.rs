@@ -9,12 +9,13 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use pnet_packet::icmp::IcmpTypes;
 use pnet_packet::icmpv6::Icmpv6Types;
-use prometheus::{GaugeVec, HistogramVec};
+use prometheus::GaugeVec;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use surge_ping::{Client, Config, IcmpPacket, PingIdentifier, PingSequence, SurgeError, ICMP};
 use tokio::time::Instant;
 
+use super::histogram::Histograms;
 use super::raw;
 use super::resolver::{self, Family, Resolver};
 use super::target::Host;
@@ -113,7 +114,7 @@ const SPACING: Duration = Duration::from_millis(100);
 /// The `icmp` kind's own series.
 pub struct IcmpSeries {
     loss_ratio: GaugeVec,
-    rtt: HistogramVec,
+    rtt: Histograms,
     jitter: GaugeVec,
     hop_limit: GaugeVec,
 }

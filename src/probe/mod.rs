@@ -17,6 +17,7 @@
 pub mod conntrack;
 pub mod dns;
 pub mod expect;
+pub mod histogram;
 pub mod http;
 pub mod icmp;
 pub mod path_mtu;
@@ -36,9 +37,10 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use prometheus::{CounterVec, GaugeVec, HistogramVec};
+use prometheus::{CounterVec, GaugeVec};
 
 use crate::netns::{NetnsContext, NetnsId};
+use histogram::Histograms;
 use target::Host;
 
 /// What a probe kind is. Nothing outside the kind's own file knows what it measures or exports.
@@ -111,7 +113,7 @@ pub trait Families {
         help: &str,
         labels: &[&str],
         buckets: &[f64],
-    ) -> HistogramVec;
+    ) -> Histograms;
 }
 
 /// The labels that name a check in a kind's series: `probe`, `netns` and `family`, first in

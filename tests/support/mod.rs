@@ -340,3 +340,19 @@ pub fn runs(metrics: &str, probe: &str, netns: &str, result: &str) -> f64 {
     let labels = [("probe", probe), ("netns", netns), ("result", result)];
     metric(metrics, "hybridprobe_probe_runs_total", &labels).unwrap_or(0.0)
 }
+
+/// Whether `tool` is installed; under CI its absence fails the test.
+pub fn support_tool(tool: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        let why = format!("{tool} not found (see .ci/packages.txt)");
+        if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+            panic!("{why}");
+        }
+        eprintln!("skipping: {why} (set CI=true to fail instead)");
+    }
+    found
+}

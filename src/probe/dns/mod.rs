@@ -26,10 +26,11 @@ use hickory_net::tcp::TcpClientStream;
 use hickory_net::udp::UdpClientStream;
 use hickory_net::xfer::DnsExchange;
 use hickory_net::{DnsHandle, DnsMultiplexer, NetError};
-use prometheus::{GaugeVec, HistogramVec};
+use prometheus::GaugeVec;
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use super::histogram::Histograms;
 use super::series::flag;
 use super::target::Host;
 use super::tls::{self, TlsSpec};
@@ -157,7 +158,7 @@ struct Answer {
 /// The `dns` kind's own series, one per (server, transport) pair of a check.
 pub struct DnsSeries {
     success: GaugeVec,
-    query_duration: HistogramVec,
+    query_duration: Histograms,
 }
 
 /// Query durations, four buckets for each of a check's servers × transports: a cached or
