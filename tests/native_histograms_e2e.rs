@@ -203,4 +203,45 @@ fn a_native_histogram_scraper_gets_native_series_and_others_the_classic_ones() {
     };
     assert_eq!(ours, theirs);
     assert!(ours.len() > 20, "{ours:?}");
+
+    // The dashboard's round-trip quantiles read whichever of the two a Prometheus holds.
+    for expr in dashboard_queries_of("hybridprobe_icmp_rtt_seconds") {
+        for (scraper, prom) in [("native", &native), ("classic", &classic)] {
+            let data = prom.api("query", &format!("query={expr}"));
+            let found = data["result"].as_array().is_some_and(|r| !r.is_empty());
+            assert!(found, "{scraper}: no data for {expr}: {data}");
+        }
+    }
+}
+
+/// The dashboard's queries that read `metric`, every variable set to match anything.
+fn dashboard_queries_of(metric: &str) -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/hybridprobe.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let queries: Vec<String> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().into_iter().flatten())
+        .filter_map(|target| target["expr"].as_str())
+        .filter(|expr| expr.contains(metric))
+        .map(|expr| variables_matching_anything(expr).replace("$__rate_interval", "10s"))
+        .collect();
+    assert!(!queries.is_empty(), "no dashboard query reads {metric}");
+    queries
+}
+
+/// `expr` with every `$variable` in a label matcher replaced by a match-anything regex.
+fn variables_matching_anything(expr: &str) -> String {
+    let mut out = String::with_capacity(expr.len());
+    let mut rest = expr;
+    while let Some(at) = rest.find("=~\"$") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail.find('"').expect("a closing quote");
+        out.push_str(".*");
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
