@@ -160,27 +160,22 @@ impl Workload {
     }
 
     /// nginx (Debian's) answering [`HTTP_PATH`] with 200 and a small body over plain HTTP on
-    /// port 80 of every address of the on-prem host, one worker, no access log; it runs in the
-    /// foreground and stops with the lab.
+    /// port 80 of every address of the on-prem host, one worker, no access log, its files in
+    /// the lab's temp dir; it runs in the foreground and stops with the lab. Ready once the pod
+    /// gets the 200 through the tunnel.
     fn serve_http(&self, lab: &Lab) -> ProcHandle {
         let dir = lab.tmpdir().join("bench-nginx");
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let d = dir.display();
+        let temp_paths: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
+            .map(|t| format!("{t}_temp_path {d}/{t}; "))
+            .concat();
         let conf = format!(
-            "daemon off;
-             master_process on;
-             worker_processes 1;
-             user root;
-             pid {d}/nginx.pid;
+            "daemon off; master_process on; worker_processes 1; user root; pid {d}/nginx.pid;
              error_log stderr warn;
              events {{ worker_connections 1024; }}
              http {{
-               access_log off;
-               client_body_temp_path {d}/body;
-               proxy_temp_path {d}/proxy;
-               fastcgi_temp_path {d}/fastcgi;
-               uwsgi_temp_path {d}/uwsgi;
-               scgi_temp_path {d}/scgi;
+               access_log off; {temp_paths}
                server {{
                  listen 80 default_server;
                  location = {HTTP_PATH} {{ default_type application/json; return 200 '{HTTP_BODY}'; }}
@@ -197,14 +192,7 @@ impl Workload {
             &["-e", "stderr", "-p", &prefix, "-c", &conf_path],
             &[],
         );
-        let first = SocketAddr::from((onprem(usize::from(HTTP_BASE)), 80));
-        lab.wait_until("nginx on port 80", Duration::from_secs(10), || {
-            if let Some(status) = lab.try_status(nginx) {
-                panic!("nginx exited ({status}):\n{}", lab.logs(nginx));
-            }
-            lab.tcp_connect(Host::Onprem, first, Duration::from_millis(200))
-                .is_ok()
-        });
+        wait_http(lab, nginx, &http_url(onprem(usize::from(HTTP_BASE))));
         nginx
     }
 
