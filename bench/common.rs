@@ -37,14 +37,20 @@ pub const AGENT_PORT: u16 = 9739;
 pub const TCP_PORT: u16 = 389;
 
 /// On-prem addresses per kind: each kind has its own block in the on-prem /24, so a workload
-/// of up to 100 TCP, 100 ICMP and 20 DNS targets has one address per target; larger
+/// of up to 100 TCP, 100 ICMP, 20 DNS and 20 HTTP targets has one address per target; larger
 /// workloads reuse them.
 const TCP_BASE: u8 = 10;
 const ICMP_BASE: u8 = 110;
 const DNS_BASE: u8 = 210;
+const HTTP_BASE: u8 = 230;
 const TCP_ADDRS: usize = 100;
 const ICMP_ADDRS: usize = 100;
 const DNS_ADDRS: usize = 20;
+const HTTP_ADDRS: usize = 20;
+
+/// What every `http` target asks for over plain HTTP on port 80, and what nginx answers.
+pub const HTTP_PATH: &str = "/healthz";
+pub const HTTP_BODY: &str = r#"{"status":"ok"}"#;
 
 /// How many targets of each kind are probed, each once a second.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +58,7 @@ pub struct Workload {
     pub tcp: usize,
     pub icmp: usize,
     pub dns: usize,
+    pub http: usize,
 }
 
 /// One probe of a workload: what it is called and what it asks.
@@ -66,6 +73,7 @@ pub enum Kind {
     Tcp,
     Icmp,
     Dns,
+    Http,
 }
 
 fn onprem(last: usize) -> Ipv4Addr {
@@ -77,9 +85,14 @@ fn onprem(last: usize) -> Ipv4Addr {
     )
 }
 
+/// The URL an `http` target at `addr` asks for.
+pub fn http_url(addr: Ipv4Addr) -> String {
+    format!("http://{addr}{HTTP_PATH}")
+}
+
 impl Workload {
     pub fn total(&self) -> usize {
-        self.tcp + self.icmp + self.dns
+        self.tcp + self.icmp + self.dns + self.http
     }
 
     pub fn targets(&self) -> Vec<Target> {
@@ -87,6 +100,7 @@ impl Workload {
             (Kind::Tcp, "tcp", self.tcp, TCP_BASE, TCP_ADDRS),
             (Kind::Icmp, "icmp", self.icmp, ICMP_BASE, ICMP_ADDRS),
             (Kind::Dns, "dns", self.dns, DNS_BASE, DNS_ADDRS),
+            (Kind::Http, "http", self.http, HTTP_BASE, HTTP_ADDRS),
         ];
         kinds
             .into_iter()
@@ -101,13 +115,15 @@ impl Workload {
     }
 
     /// Gives the on-prem host every target address and starts what answers there: one TCP
-    /// listener on all of them and one dnsmasq on the DNS ones. Neither is measured.
+    /// listener on all of them, one dnsmasq on the DNS ones and one nginx on the HTTP ones.
+    /// None of them is measured.
     pub fn serve(&self, lab: &Lab) {
         let mut batch = String::new();
         let blocks = [
             (TCP_BASE, self.tcp.min(TCP_ADDRS)),
             (ICMP_BASE, self.icmp.min(ICMP_ADDRS)),
             (DNS_BASE, self.dns.min(DNS_ADDRS)),
+            (HTTP_BASE, self.http.min(HTTP_ADDRS)),
         ];
         for (base, n) in blocks {
             for i in 0..n {
@@ -125,6 +141,9 @@ impl Workload {
         if self.dns > 0 {
             self.serve_dns(lab);
         }
+        if self.http > 0 {
+            self.serve_http(lab);
+        }
     }
 
     /// dnsmasq answering `db.corp.example` from its own records on every DNS target address;
@@ -138,6 +157,43 @@ impl Workload {
             format!("--host-record={DB_NAME},{DB_IP}"),
         ];
         lab.dnsmasq(Host::Onprem, "bench-dns", &listen, &records)
+    }
+
+    /// nginx (Debian's) answering [`HTTP_PATH`] with 200 and a small body over plain HTTP on
+    /// port 80 of every address of the on-prem host, one worker, no access log, its files in
+    /// the lab's temp dir; it runs in the foreground and stops with the lab. Ready once the pod
+    /// gets the 200 through the tunnel.
+    fn serve_http(&self, lab: &Lab) -> ProcHandle {
+        let dir = lab.tmpdir().join("bench-nginx");
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let d = dir.display();
+        let temp_paths: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
+            .map(|t| format!("{t}_temp_path {d}/{t}; "))
+            .concat();
+        let conf = format!(
+            "daemon off; master_process on; worker_processes 1; user root; pid {d}/nginx.pid;
+             error_log stderr warn;
+             events {{ worker_connections 1024; }}
+             http {{
+               access_log off; {temp_paths}
+               server {{
+                 listen 80 default_server;
+                 location = {HTTP_PATH} {{ default_type application/json; return 200 '{HTTP_BODY}'; }}
+                 location / {{ return 404; }}
+               }}
+             }}\n"
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap_or_else(|e| panic!("{}: {e}", conf_path.display()));
+        let (prefix, conf_path) = (format!("{d}/"), conf_path.display().to_string());
+        let nginx = lab.spawn(
+            Host::Onprem,
+            "nginx",
+            &["-e", "stderr", "-p", &prefix, "-c", &conf_path],
+            &[],
+        );
+        wait_http(lab, nginx, &http_url(onprem(usize::from(HTTP_BASE))));
+        nginx
     }
 
     /// The agent's config for this workload: every target once a second from the pod, ICMP
@@ -161,6 +217,11 @@ impl Workload {
                     yaml,
                     "  - {{ name: {name}, dns: {{ query: {DB_NAME}, servers: [\"{addr}\"], \
                      transport: udp, expect: {{ equals: [{DB_IP}] }} }} }}"
+                ),
+                Kind::Http => writeln!(
+                    yaml,
+                    "  - {{ name: {name}, http: {{ url: \"{}\" }} }}",
+                    http_url(addr)
                 ),
             };
         }

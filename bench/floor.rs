@@ -1,15 +1,18 @@
-//! The kernel floor: a minimal prober making the socket calls of the agent's `tcp`, `icmp` and
-//! `dns` rounds on the lab workload, with nothing around them, for `vs_blackbox` to measure.
+//! The kernel floor: a minimal prober making the socket calls of the agent's `tcp`, `icmp`, `dns`
+//! and `http` rounds on the lab workload, with nothing around them, for `vs_blackbox` to measure.
 //!
 //! Each target runs on its own one-second schedule, spread over the second and with the agent's
 //! 500 ms timeout, on one current-thread runtime as the agent's: a TCP connect then close; an
 //! echo request on one ICMP socket shared by every target (DGRAM if the namespace allows it, else
 //! raw, as the agent picks), its reply read by one task; a DNS query for the workload's name from
-//! a fresh UDP socket, as the agent's resolver library sends each query. It checks only what
-//! tells a success from a failure (connected; an echo reply of its own; an answer with the
-//! query's id and NOERROR), builds no report and keeps no series.
+//! a fresh UDP socket, as the agent's resolver library sends each query; for HTTP a fresh TCP
+//! connection, a GET written in one piece, the whole response read until the server closes,
+//! then close. It checks only what tells a success from a failure (connected; an echo reply of
+//! its own; an answer with the query's id and NOERROR; a `200` status line), builds no report
+//! and keeps no series.
 //!
-//! `vs_blackbox` starts it in the pod namespace as `floor --bench --tcp N --icmp N --dns N` and
+//! `vs_blackbox` starts it in the pod namespace as `floor --bench --tcp N --icmp N --dns N
+//! --http N` and
 //! reads its progress lines (`floor: ok N failed N`, every 200 ms) for the probes it ran.
 
 #[path = "../tests/lab/mod.rs"]
@@ -25,28 +28,35 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 use tokio::time::{interval_at, timeout, Instant, MissedTickBehavior};
 
-use common::{Kind, Target, Workload, TCP_PORT};
+use common::{Kind, Target, Workload, HTTP_PATH, TCP_PORT};
 use lab::dns::DB_NAME;
 
 const TIMEOUT: Duration = Duration::from_millis(500);
 const EVERY: Duration = Duration::from_secs(1);
 
 fn main() {
-    let (mut tcp, mut icmp, mut dns) = (0, 0, 0);
+    let (mut tcp, mut icmp, mut dns, mut http) = (0, 0, 0, 0);
     let run = common::options(
         "floor",
         "bench/vs-blackbox.sh",
-        &mut [("tcp", &mut tcp), ("icmp", &mut icmp), ("dns", &mut dns)],
+        &mut [
+            ("tcp", &mut tcp),
+            ("icmp", &mut icmp),
+            ("dns", &mut dns),
+            ("http", &mut http),
+        ],
     );
     let count = |n: u64| usize::try_from(n).expect("a count that fits in memory");
     let workload = Workload {
         tcp: count(tcp),
         icmp: count(icmp),
         dns: count(dns),
+        http: count(http),
     };
     if !run || workload.total() == 0 {
         println!("floor: nothing to probe; bench/vs-blackbox.sh runs it in the lab");
@@ -101,7 +111,22 @@ async fn round(target: &Target, pinger: &Pinger) -> io::Result<bool> {
             .map(|_| true),
         Kind::Icmp => pinger.ping(target.addr).await,
         Kind::Dns => ask(target.addr).await,
+        Kind::Http => get(target.addr).await,
     }
+}
+
+/// A GET over a fresh connection, the response read to its end (the server closes, as the
+/// request asks); true for a `200` status line.
+async fn get(server: Ipv4Addr) -> io::Result<bool> {
+    let mut stream = TcpStream::connect((server, 80)).await?;
+    let request = format!(
+        "GET {HTTP_PATH} HTTP/1.1\r\nHost: {server}\r\nUser-Agent: floor\r\n\
+         Connection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::with_capacity(1024);
+    stream.read_to_end(&mut response).await?;
+    Ok(response.starts_with(b"HTTP/1.1 200 "))
 }
 
 /// One A query from a fresh socket; true for an answer to it with NOERROR and a record.

@@ -30,6 +30,7 @@ const SCALE: Workload = Workload {
     tcp: 600,
     icmp: 300,
     dns: 100,
+    http: 0,
 };
 /// About 5,000 series: a TCP check has 12, an ICMP check 24 (its RTT histogram makes most of
 /// them), a DNS check of one server over one transport 20 (docs/metrics.md, "Series per check,
@@ -38,6 +39,7 @@ const SERIES: Workload = Workload {
     tcp: 200,
     icmp: 80,
     dns: 30,
+    http: 0,
 };
 const SCRAPERS: u32 = 20;
 

@@ -9,7 +9,9 @@
 //! as the agent with the same targets, intervals and timeouts, and is scraped once every 15 s;
 //! the floor reports the probes it ran on its stdout. Runs alternate between the three so that
 //! drift in a shared machine's load hits each. `--by-kind 1` runs each kind's targets alone in
-//! turn instead of the mixed workload, for the CPU per probe of each kind.
+//! turn instead of the mixed workload, for the CPU per probe of each kind. `--http N` adds N
+//! plain-HTTP checks of an nginx on-prem (none by default, so the mixed workload stays the one
+//! the docs' earlier numbers measured).
 //!
 //! Run it with `bench/vs-blackbox.sh`; `cargo bench --bench vs_blackbox -- --help` lists options.
 
@@ -23,8 +25,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    cpu_times, drive, mib, pause, rounds, status_kib, wait_http, Agent, Job, Kind, Tally, Workload,
-    TCP_PORT,
+    cpu_times, drive, http_url, mib, pause, rounds, status_kib, wait_http, Agent, Job, Kind, Tally,
+    Workload, TCP_PORT,
 };
 use lab::dns::{DB_IP, DB_NAME};
 use lab::{Host, Lab, POD_IP};
@@ -42,7 +44,7 @@ struct Options {
 impl Options {
     fn parse() -> Option<Options> {
         let (mut seconds, mut warmup, mut rounds) = (60, 10, 3);
-        let (mut tcp, mut icmp, mut dns, mut by_kind) = (100, 100, 20, 0);
+        let (mut tcp, mut icmp, mut dns, mut http, mut by_kind) = (100, 100, 20, 0, 0);
         let run = common::options(
             "vs_blackbox",
             "bench/vs-blackbox.sh",
@@ -53,6 +55,7 @@ impl Options {
                 ("tcp", &mut tcp),
                 ("icmp", &mut icmp),
                 ("dns", &mut dns),
+                ("http", &mut http),
                 ("by-kind", &mut by_kind),
             ],
         );
@@ -65,6 +68,7 @@ impl Options {
                 tcp: count(tcp),
                 icmp: count(icmp),
                 dns: count(dns),
+                http: count(http),
             },
             by_kind: by_kind != 0,
         })
@@ -76,21 +80,22 @@ impl Options {
         if !self.by_kind {
             return vec![w];
         }
+        let none = Workload {
+            tcp: 0,
+            icmp: 0,
+            dns: 0,
+            http: 0,
+        };
         let alone = [
+            Workload { tcp: w.tcp, ..none },
             Workload {
-                tcp: w.tcp,
-                icmp: 0,
-                dns: 0,
-            },
-            Workload {
-                tcp: 0,
                 icmp: w.icmp,
-                dns: 0,
+                ..none
             },
+            Workload { dns: w.dns, ..none },
             Workload {
-                tcp: 0,
-                icmp: 0,
-                dns: w.dns,
+                http: w.http,
+                ..none
             },
         ];
         alone.into_iter().filter(|w| w.total() > 0).collect()
@@ -130,11 +135,16 @@ struct Measured {
 
 /// What a workload is called in the tables: `100 tcp + 100 icmp + 20 dns`, or `100 icmp`.
 fn label(w: &Workload) -> String {
-    let parts: Vec<String> = [(w.tcp, "tcp"), (w.icmp, "icmp"), (w.dns, "dns")]
-        .into_iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, kind)| format!("{n} {kind}"))
-        .collect();
+    let parts: Vec<String> = [
+        (w.tcp, "tcp"),
+        (w.icmp, "icmp"),
+        (w.dns, "dns"),
+        (w.http, "http"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, kind)| format!("{n} {kind}"))
+    .collect();
     parts.join(" + ")
 }
 
@@ -268,6 +278,7 @@ fn floor_run(lab: &Lab, o: &Options, workload: &Workload, bin: &str) -> Measured
         ("--tcp", workload.tcp),
         ("--icmp", workload.icmp),
         ("--dns", workload.dns),
+        ("--http", workload.http),
     ]
     .map(|(flag, n)| (flag, n.to_string()));
     let mut args = vec!["--bench"];
@@ -332,6 +343,7 @@ fn blackbox(lab: &Lab, o: &Options, workload: &Workload) -> Measured {
                 Kind::Tcp => ("tcp", format!("{}:{TCP_PORT}", t.addr)),
                 Kind::Icmp => ("icmp", t.addr.to_string()),
                 Kind::Dns => ("dns", t.addr.to_string()),
+                Kind::Http => ("http_2xx", http_url(t.addr)),
             };
             Job {
                 path: format!("/probe?module={module}&target={target}"),
@@ -362,7 +374,9 @@ fn blackbox(lab: &Lab, o: &Options, workload: &Workload) -> Measured {
 }
 
 /// The modules the driver asks for, with the agent's timeout and IPv4 only, as hybridprobe
-/// probes the same literal addresses; the DNS module checks the answer as the agent does.
+/// probes the same literal addresses; the DNS module checks the answer as the agent does, and
+/// the HTTP one is blackbox_exporter's own `http_2xx` (any 2xx, redirects followed, which the
+/// target never sends).
 fn blackbox_config() -> String {
     let answer = DB_IP.to_string().replace('.', "\\\\.");
     format!(
@@ -387,6 +401,10 @@ fn blackbox_config() -> String {
       valid_rcodes: [NOERROR]
       validate_answer_rrs:
         fail_if_not_matches_regexp: [\"\\\\t{answer}$\"]
+  http_2xx:
+    prober: http
+    timeout: 500ms
+    http: {{ preferred_ip_protocol: ip4, ip_protocol_fallback: false }}
 "
     )
 }

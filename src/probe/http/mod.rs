@@ -9,12 +9,14 @@ mod spec;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
+use hyper::header::HeaderValue;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use prometheus::GaugeVec;
@@ -271,7 +273,8 @@ type Judged = Result<String, (Reason, String)>;
 
 impl HttpSpec {
     async fn round(&self, ctx: &NetnsContext, round: &mut Round) -> Judged {
-        let mut url = self.url.clone();
+        // Copied only when a redirect leads elsewhere.
+        let mut url = Cow::Borrowed(&self.url);
         let mut hops = 0;
         loop {
             round.at = url.to_string();
@@ -281,7 +284,7 @@ impl HttpSpec {
             if (300..400).contains(&status) && hops < self.max_redirects {
                 if let Some(next) = location.and_then(|l| url.join(l)) {
                     hops += 1;
-                    url = next;
+                    url = Cow::Owned(next);
                     continue;
                 }
             }
@@ -341,16 +344,10 @@ impl HttpSpec {
         round.done(Phase::Resolve, started);
 
         let started = round.enter(Phase::Connect);
-        let peer = match proxy {
-            Some(proxy) if matches!(proxy.host, Host::Name(_)) => {
-                format!("proxy {proxy} ({})", addr.ip())
-            }
-            Some(proxy) => format!("proxy {proxy}"),
-            None => addr.to_string(),
-        };
-        let mut tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|e| (Reason::of_io(&e), format!("connect {peer}: {e}")))?;
+        let mut tcp = TcpStream::connect(addr).await.map_err(|e| {
+            let peer = peer_name(proxy, addr);
+            (Reason::of_io(&e), format!("connect {peer}: {e}"))
+        })?;
         round.done(Phase::Connect, started);
 
         if !url.https {
@@ -364,7 +361,7 @@ impl HttpSpec {
                 round.done(Phase::ProxyConnect, started);
                 format!("{target} via proxy {proxy}")
             }
-            None => peer,
+            None => peer_name(None, addr),
         };
         let (config, presented) =
             tls::client_config(&self.tls, b"http/1.1").map_err(|e| (Reason::Error, e))?;
@@ -503,11 +500,12 @@ impl HttpSpec {
             .method(self.method.as_str())
             .uri(target)
             .header(hyper::header::HOST, url.authority())
+            // Static values: no copy and no check of the bytes each round.
             .header(
                 hyper::header::USER_AGENT,
-                concat!("hybridprobe/", env!("CARGO_PKG_VERSION")),
+                HeaderValue::from_static(USER_AGENT),
             )
-            .header(hyper::header::CONNECTION, "close")
+            .header(hyper::header::CONNECTION, HeaderValue::from_static("close"))
             .body(body)
             .map_err(|e| format!("request {url}: {e}"))
     }
@@ -600,6 +598,20 @@ impl HttpSpec {
 }
 
 type RequestBody = http_body_util::Either<Empty<Bytes>, Full<Bytes>>;
+
+const USER_AGENT: &str = concat!("hybridprobe/", env!("CARGO_PKG_VERSION"));
+
+/// What a connect failure names: the address, or the proxy (with its address when it has a name).
+/// Formatted only when a connect fails.
+fn peer_name(proxy: Option<&Proxy>, addr: SocketAddr) -> String {
+    match proxy {
+        Some(proxy) if matches!(proxy.host, Host::Name(_)) => {
+            format!("proxy {proxy} ({})", addr.ip())
+        }
+        Some(proxy) => format!("proxy {proxy}"),
+        None => addr.to_string(),
+    }
+}
 
 /// A response as far as it was read.
 struct Fetched {

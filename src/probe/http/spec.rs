@@ -195,15 +195,7 @@ impl Url {
     /// `host[:port]` as the Host header and the diagnoses say it, the port only when not the
     /// scheme's default.
     pub fn authority(&self) -> String {
-        let host = match &self.host {
-            Host::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
-            host => host.to_string(),
-        };
-        if self.port == if self.https { 443 } else { 80 } {
-            host
-        } else {
-            format!("{host}:{}", self.port)
-        }
+        Authority(self).to_string()
     }
 
     /// Where a `Location` header leads from here: an absolute URL or an absolute path.
@@ -218,10 +210,29 @@ impl Url {
     }
 }
 
+/// A URL's `host[:port]`, written straight into whatever formats it: a round writes its URL
+/// into its detail, and an intermediate string per round is an allocation for nothing.
+struct Authority<'a>(&'a Url);
+
+impl fmt::Display for Authority<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = self.0;
+        match &url.host {
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]")?,
+            host => write!(f, "{host}")?,
+        }
+        if url.port == if url.https { 443 } else { 80 } {
+            Ok(())
+        } else {
+            write!(f, ":{}", url.port)
+        }
+    }
+}
+
 impl fmt::Display for Url {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = if self.https { "https" } else { "http" };
-        write!(f, "{scheme}://{}{}", self.authority(), self.path_and_query)
+        write!(f, "{scheme}://{}{}", Authority(self), self.path_and_query)
     }
 }
 
