@@ -136,7 +136,9 @@ async fn check_loop(check: Check, state: Arc<AgentState>) {
         let scheduled = ticker.tick().await;
         // A runtime too busy to start rounds on time shows here before any round is missed.
         state.metrics.observe_scheduler_lag(scheduled.elapsed());
-        let (result, took) = run_round(&check).await;
+        // Boxed: the round's future is most of the task's size, and a check waits far longer
+        // than its rounds run, so the task holds it only while a round runs.
+        let (result, took) = Box::pin(run_round(&check)).await;
         state.record(&check, &result, took);
     }
 }
@@ -169,7 +171,7 @@ pub(super) async fn run_probe(
     // Probes that gather several answers stop a little before the hard limit, so what they
     // did gather is reported instead of being cut off.
     let budget = timeout.saturating_sub((timeout / 10).min(Duration::from_millis(100)));
-    // Not boxed: the kind's own round is (`ProbeKind::run`), so this future is small.
+    // Not boxed here: the kind's own round is (`ProbeKind::run`), and a check's loop boxes this.
     let noted = Noted::default();
     let noting = noted.clone();
     let work = executor.run(move |ctx| async move {
