@@ -59,7 +59,7 @@ const NAMED_MTU: &str = r#"
 "#;
 
 /// [`CONFIG`]'s probes and `extra` ones.
-fn probes(extra: &str) -> Vec<ProbeConfig> {
+fn probes(extra: &str) -> Vec<Arc<ProbeConfig>> {
     Config::parse(&format!("{CONFIG}{extra}"), &|_| None)
         .unwrap()
         .probes
@@ -1354,7 +1354,7 @@ fn codes_are_distinct_snake_case_and_each_has_a_hint() {
 /// has recovered.
 #[test]
 fn evidence_follows_the_damped_state() {
-    let probe = Arc::new(probes("").remove(0));
+    let probe = probes("").remove(0);
     let key = CheckKey {
         probe: probe.name.clone(),
         netns: Pod,

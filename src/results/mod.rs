@@ -317,7 +317,7 @@ mod tests {
             &|_| None,
         )
         .unwrap();
-        Arc::new(config.probes[0].clone())
+        config.probes[0].clone()
     }
 
     fn ok() -> Result<Outcome, Failure> {
