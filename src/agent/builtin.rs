@@ -2,6 +2,7 @@
 //! so the agent is useful on its first run anywhere.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{
@@ -99,16 +100,18 @@ pub fn namespaces(host_netns: Option<PathBuf>, host_resolv_conf: PathBuf) -> Vec
 /// in a pod.
 pub fn config(machine: &Machine) -> Config {
     let all: Vec<NetnsId> = machine.namespaces.iter().map(|(ns, _)| ns.id).collect();
-    let probe = |name: String, netns: Vec<NetnsId>, kind: ProbeKind| ProbeConfig {
-        name,
-        interval: INTERVAL,
-        timeout: TIMEOUT,
-        fail_after: 1,
-        recover_after: 1,
-        netns,
-        expect: Expect::Reachable,
-        thresholds: Thresholds::default(),
-        kind,
+    let probe = |name: String, netns: Vec<NetnsId>, kind: ProbeKind| {
+        Arc::new(ProbeConfig {
+            name,
+            interval: INTERVAL,
+            timeout: TIMEOUT,
+            fail_after: 1,
+            recover_after: 1,
+            netns,
+            expect: Expect::Reachable,
+            thresholds: Thresholds::default(),
+            kind,
+        })
     };
     let mut probes = vec![probe("gateway".into(), all.clone(), gateway(Family::Any))];
     if !machine.ipv6_gateway.is_empty() {

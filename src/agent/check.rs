@@ -48,10 +48,9 @@ impl PlannedCheck {
 
 /// Pairs every probe with the executors of the namespaces it runs in, a check per family for
 /// a probe split by `family: both`.
-pub(super) fn planned(probes: &[ProbeConfig], executors: &[Executor]) -> Vec<PlannedCheck> {
+pub(super) fn planned(probes: &[Arc<ProbeConfig>], executors: &[Executor]) -> Vec<PlannedCheck> {
     let mut checks = Vec::new();
     for (position, probe) in probes.iter().enumerate() {
-        let probe = Arc::new(probe.clone());
         for executor in executors.iter().filter(|e| probe.netns.contains(&e.id())) {
             for family in probe.families() {
                 checks.push(PlannedCheck {
@@ -71,7 +70,7 @@ pub(super) fn planned(probes: &[ProbeConfig], executors: &[Executor]) -> Vec<Pla
 }
 
 /// Every check of `probes`, with its series created.
-pub fn plan(probes: &[ProbeConfig], executors: &[Executor], metrics: &Metrics) -> Vec<Check> {
+pub fn plan(probes: &[Arc<ProbeConfig>], executors: &[Executor], metrics: &Metrics) -> Vec<Check> {
     planned(probes, executors)
         .into_iter()
         .map(|w| w.into_check(metrics))

@@ -128,15 +128,19 @@ impl Scheduler {
 
 async fn check_loop(check: Check, state: Arc<AgentState>) {
     let interval = check.probe.interval;
-    tokio::time::sleep(start_offset(&check.probe.name, check.netns(), interval)).await;
-    let mut ticker = tokio::time::interval(interval);
+    // The first tick at the offset, rather than a sleep before the ticker: one timer less in
+    // every check's task.
+    let start = Instant::now() + start_offset(&check.probe.name, check.netns(), interval);
+    let mut ticker = tokio::time::interval_at(start, interval);
     // A round never overlaps the next; if one ran long, skip the missed start rather than burst.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
         let scheduled = ticker.tick().await;
         // A runtime too busy to start rounds on time shows here before any round is missed.
         state.metrics.observe_scheduler_lag(scheduled.elapsed());
-        let (result, took) = run_round(&check).await;
+        // Boxed: the round's future is most of the task's size, and a check waits far longer
+        // than its rounds run, so the task holds it only while a round runs.
+        let (result, took) = Box::pin(run_round(&check)).await;
         state.record(&check, &result, took);
     }
 }
@@ -169,7 +173,7 @@ pub(super) async fn run_probe(
     // Probes that gather several answers stop a little before the hard limit, so what they
     // did gather is reported instead of being cut off.
     let budget = timeout.saturating_sub((timeout / 10).min(Duration::from_millis(100)));
-    // Not boxed: the kind's own round is (`ProbeKind::run`), so this future is small.
+    // Not boxed here: the kind's own round is (`ProbeKind::run`), and a check's loop boxes this.
     let noted = Noted::default();
     let noting = noted.clone();
     let work = executor.run(move |ctx| async move {

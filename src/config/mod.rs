@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use serde::de::{self, Deserializer};
@@ -53,7 +53,8 @@ const DEFAULT_ON_DEMAND_MIN_INTERVAL: Duration = Duration::from_secs(10);
 pub struct Config {
     /// The namespaces probes run in, pod first when both are present.
     pub namespaces: Vec<NamespaceConfig>,
-    pub probes: Vec<ProbeConfig>,
+    /// Shared with the checks that run them, so a running config holds each probe once.
+    pub probes: Vec<Arc<ProbeConfig>>,
     /// What the agent captures when a check turns failing.
     pub evidence: EvidenceConfig,
     /// Whether a configured check may be run now over HTTP.
@@ -502,7 +503,7 @@ impl RawConfig {
                 ));
             }
             match raw.into_probe(&at, &defaults, &configured) {
-                Ok(p) => probes.push(p),
+                Ok(p) => probes.push(Arc::new(p)),
                 Err(mut found) => problems.append(&mut found),
             }
         }
@@ -738,7 +739,7 @@ probes:
 "#,
         )
         .unwrap();
-        let families: Vec<_> = config.probes.iter().map(ProbeConfig::families).collect();
+        let families: Vec<_> = config.probes.iter().map(|p| p.families()).collect();
         let split = &[Some(Family::Ipv4), Some(Family::Ipv6)][..];
         assert_eq!(families, vec![split, split, split, &[None], &[None]]);
         assert_eq!(

@@ -2,14 +2,13 @@
 //! several checks (`tunnel_lossy`), or round trips well above the same checks' own baseline
 //! (`path_slower`). Neither is an outage; loss explains the silent failures it causes.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::observed::{remote, Observed, Pair, Seen};
 use super::{named, Code, Diagnosis};
 use crate::netns::NetnsId;
 use crate::probe::{ProbeKind, Reason};
-use crate::results::{median_round_trip, Sample};
+use crate::results::{median_round_trip, History, Sample};
 
 /// The rounds that count as recent: loss shows within a few, and is forgotten a few after it
 /// ends.
@@ -102,7 +101,7 @@ pub(super) fn discount_loss<'a>(checks: &[Observed<'a>]) -> Vec<Observed<'a>> {
         .collect()
 }
 
-fn passed_recently(history: &VecDeque<Sample>) -> bool {
+fn passed_recently(history: &History) -> bool {
     last(history.iter(), PASSED_WITHIN).iter().any(|s| s.ok)
 }
 
@@ -154,7 +153,7 @@ fn crosses(check: &Observed) -> bool {
 }
 
 /// What the recent rounds show of loss, if they show it.
-fn shows_loss(history: &VecDeque<Sample>) -> Option<Loss> {
+fn shows_loss(history: &History) -> Option<Loss> {
     let recent = last(history.iter(), RECENT);
     if recent.iter().any(|s| s.loss.is_some()) {
         let partial: Vec<f64> = recent
@@ -171,7 +170,7 @@ fn shows_loss(history: &VecDeque<Sample>) -> Option<Loss> {
             ))
         });
     }
-    let answers: Vec<bool> = recent.iter().filter_map(|s| passed_or_silent(s)).collect();
+    let answers: Vec<bool> = recent.iter().filter_map(passed_or_silent).collect();
     let flips = answers.windows(2).filter(|w| w[0] != w[1]).count();
     (flips >= FLIPS).then(|| {
         let passed = answers.iter().filter(|ok| **ok).count();
@@ -192,7 +191,7 @@ pub struct Recent {
     passed: bool,
 }
 
-pub(super) fn recent(history: &VecDeque<Sample>) -> Recent {
+pub(super) fn recent(history: &History) -> Recent {
     Recent {
         loss: shows_loss(history),
         jump: jump(history.iter()),
@@ -212,8 +211,8 @@ fn passed_or_silent(sample: &Sample) -> Option<bool> {
 
 /// The baseline and the latest median round trip, when the latest rose well above the
 /// baseline.
-fn jump<'a>(history: impl Iterator<Item = &'a Sample>) -> Option<(Duration, Duration)> {
-    let rounds: Vec<&Sample> = history.collect();
+fn jump(history: impl Iterator<Item = Sample>) -> Option<(Duration, Duration)> {
+    let rounds: Vec<Sample> = history.collect();
     let split = rounds.len().checked_sub(SLOW_ROUNDS)?;
     let (before, latest) = rounds.split_at(split);
     if !latest.iter().all(|s| s.ok) || before.iter().filter(|s| s.ok).count() < BASELINE_ROUNDS {
@@ -225,8 +224,8 @@ fn jump<'a>(history: impl Iterator<Item = &'a Sample>) -> Option<(Duration, Dura
 }
 
 /// The last `n` of `rounds`, oldest first.
-fn last<'a>(rounds: impl DoubleEndedIterator<Item = &'a Sample>, n: usize) -> Vec<&'a Sample> {
-    let mut recent: Vec<&Sample> = rounds.rev().take(n).collect();
+fn last(rounds: impl DoubleEndedIterator<Item = Sample>, n: usize) -> Vec<Sample> {
+    let mut recent: Vec<Sample> = rounds.rev().take(n).collect();
     recent.reverse();
     recent
 }

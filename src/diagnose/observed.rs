@@ -8,7 +8,6 @@
 //! when nothing came back (timeout, unreachable). Local trouble (a missing privilege, a namespace
 //! that cannot be entered, a name that does not resolve) says nothing about the path.
 
-use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use crate::config::ProbeConfig;
@@ -17,7 +16,7 @@ use crate::probe::dns::{DnsTransport, Server};
 use crate::probe::resolver;
 use crate::probe::target::Host;
 use crate::probe::{Failure, Measurements, ProbeKind, Reason};
-use crate::results::{CheckState, Sample};
+use crate::results::{CheckState, History};
 
 /// One check as the diagnoses see it.
 #[derive(Debug, Clone, Copy)]
@@ -29,7 +28,7 @@ pub struct Observed<'a> {
     pub split: Option<resolver::Family>,
     pub seen: Seen<'a>,
     /// The check's recent rounds, oldest first: what loss and round-trip jumps are read from.
-    pub history: &'a VecDeque<Sample>,
+    pub history: &'a History,
 }
 
 /// A check's state after flap damping, with the failed round that is its evidence.

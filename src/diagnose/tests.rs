@@ -1,7 +1,6 @@
 //! Table-driven tests: result sets, as the lab's faults and their mixtures produce them, and the
 //! diagnoses each must yield.
 
-use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,7 +14,7 @@ use crate::probe::route::{Route, RouteReport};
 use crate::probe::source_ip::SourceIpReport;
 use crate::probe::traceroute::{Hop, TracerouteReport};
 use crate::probe::{Failure, Outcome};
-use crate::results::{CheckKey, Damping, Results, Sample};
+use crate::results::{CheckKey, Damping, History, Results, Sample};
 
 mod degraded;
 mod family;
@@ -60,7 +59,7 @@ const NAMED_MTU: &str = r#"
 "#;
 
 /// [`CONFIG`]'s probes and `extra` ones.
-fn probes(extra: &str) -> Vec<ProbeConfig> {
+fn probes(extra: &str) -> Vec<Arc<ProbeConfig>> {
     Config::parse(&format!("{CONFIG}{extra}"), &|_| None)
         .unwrap()
         .probes
@@ -326,7 +325,7 @@ struct Case {
     /// Probes beside [`CONFIG`]'s (passing unless listed in `failing`).
     extra: &'static str,
     /// The recent rounds of the checks listed, oldest first; the others have none.
-    history: Vec<(&'static str, NetnsId, VecDeque<Sample>)>,
+    history: Vec<(&'static str, NetnsId, History)>,
     want: Vec<Code>,
     /// The first diagnosis's summary, where the case checks it.
     summary: Option<&'static str>,
@@ -334,7 +333,7 @@ struct Case {
 
 fn run(case: &Case) -> Vec<Diagnosis> {
     let probes = probes(case.extra);
-    let none = VecDeque::new();
+    let none = History::default();
     let checks: Vec<(String, Observed)> = probes
         .iter()
         .flat_map(|probe| probe.netns.iter().map(move |netns| (probe, *netns)))
@@ -1355,7 +1354,7 @@ fn codes_are_distinct_snake_case_and_each_has_a_hint() {
 /// has recovered.
 #[test]
 fn evidence_follows_the_damped_state() {
-    let probe = Arc::new(probes("").remove(0));
+    let probe = probes("").remove(0);
     let key = CheckKey {
         probe: probe.name.clone(),
         netns: Pod,

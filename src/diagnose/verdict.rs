@@ -320,7 +320,6 @@ fn rfc3339(at: std::time::SystemTime) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::{Duration, SystemTime};
 
     use super::*;
@@ -349,7 +348,6 @@ probes:
         let mut results = Results::default();
         let probes = Config::parse(CONFIG, &|_| None).unwrap().probes;
         for (position, probe) in probes.into_iter().enumerate() {
-            let probe = Arc::new(probe);
             for netns in probe.netns.clone() {
                 results.declare(key(&probe.name, netns), probe.clone(), position);
             }
@@ -445,7 +443,7 @@ probes:
         )
         .unwrap()
         .probes;
-        let dual = Arc::new(dual[0].clone());
+        let dual = dual[0].clone();
         for family in Family::SPLIT {
             let key = CheckKey {
                 family: Some(family),
@@ -550,7 +548,7 @@ probes:
         results.remove(&key("gw", Pod));
         assert_eq!(agree(&mut kept, &results, None).checks.len(), 2);
         let probes = Config::parse(CONFIG, &|_| None).unwrap().probes;
-        results.declare(key("gw", Pod), Arc::new(probes[1].clone()), 1);
+        results.declare(key("gw", Pod), probes[1].clone(), 1);
         assert_eq!(agree(&mut kept, &results, None).checks[2].result, PENDING);
     }
 }

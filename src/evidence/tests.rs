@@ -112,7 +112,7 @@ fn text_is_bounded_per_piece_and_per_capture() {
 
 fn probe(yaml: &str) -> Arc<ProbeConfig> {
     let text = format!("probes: [{yaml}]");
-    Arc::new(Config::parse(&text, &|_| None).unwrap().probes[0].clone())
+    Config::parse(&text, &|_| None).unwrap().probes[0].clone()
 }
 
 #[test]

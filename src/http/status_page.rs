@@ -96,7 +96,7 @@ impl Snapshot {
             .results()
             .in_order()
             .into_iter()
-            .map(|(key, check)| (key.clone(), check.history.iter().copied().collect()))
+            .map(|(key, check)| (key.clone(), check.history.iter().collect()))
             .collect();
         Snapshot {
             verdict,

@@ -2,11 +2,13 @@
 //! the check's state with flap damping, when that state last changed, the last success, and a
 //! short history.
 
+mod history;
 mod state;
 
+pub use history::History;
 pub use state::{median_round_trip, TargetState};
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -59,7 +61,7 @@ pub struct Round {
     pub at: SystemTime,
 }
 
-/// A past round, kept small: a check keeps [`HISTORY`] of them.
+/// A past round, as [`History`] gives it back.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sample {
     pub ok: bool,
@@ -92,7 +94,7 @@ pub struct CheckState {
     /// The latest failed round, kept after passing rounds: while flap damping still counts the
     /// check as failing, it is the evidence the diagnoses read.
     pub last_failure: Option<Failure>,
-    pub history: VecDeque<Sample>,
+    pub history: History,
     /// Judged once per round, when the history changes, for the metrics and the verdict alike.
     standing: Standing,
     /// Changes with every round, and differs between any two states the results ever held:
@@ -185,7 +187,7 @@ impl Results {
                 since: None,
                 last_success: None,
                 last_failure: None,
-                history: VecDeque::with_capacity(HISTORY),
+                history: History::default(),
                 standing: Standing {
                     state: TargetState::Unknown,
                     consecutive_failures: 0,
@@ -245,14 +247,11 @@ impl Results {
             Ok(_) => state.last_success = Some(at),
             Err(failure) => state.last_failure = Some(failure.clone()),
         }
-        if state.history.len() == HISTORY {
-            state.history.pop_front();
-        }
         let measurements = match result {
             Ok(outcome) => &outcome.measurements,
             Err(failure) => &failure.measurements,
         };
-        state.history.push_back(Sample {
+        state.history.push(Sample {
             ok,
             result: result_label(result),
             duration,
@@ -318,7 +317,7 @@ mod tests {
             &|_| None,
         )
         .unwrap();
-        Arc::new(config.probes[0].clone())
+        config.probes[0].clone()
     }
 
     fn ok() -> Result<Outcome, Failure> {
@@ -434,7 +433,7 @@ mod tests {
         }
         let (_, state) = results.in_order()[0];
         assert_eq!(state.history.len(), HISTORY);
-        assert_eq!(state.history.front().unwrap().at, at(10));
+        assert_eq!(state.history.iter().next().unwrap().at, at(10));
     }
 
     #[test]

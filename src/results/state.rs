@@ -2,10 +2,9 @@
 //! way Azure Connection Monitor judges a test: the share of failed rounds and the median round
 //! trip of the passing ones, each against a warning and a failing level.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::Sample;
+use super::{History, Sample};
 use crate::config::{Levels, Thresholds};
 
 /// What a check's recent rounds add up to. Ordered from good to bad, so the worst of several
@@ -39,9 +38,9 @@ impl TargetState {
     }
 
     /// Judges the last `thresholds.window` rounds of `history` (oldest first).
-    pub fn judge(history: &VecDeque<Sample>, thresholds: &Thresholds) -> TargetState {
+    pub fn judge(history: &History, thresholds: &Thresholds) -> TargetState {
         let skip = history.len().saturating_sub(thresholds.window);
-        let window: Vec<&Sample> = history.iter().skip(skip).collect();
+        let window: Vec<Sample> = history.iter().skip(skip).collect();
         if window.len() < thresholds.min_rounds {
             return TargetState::Unknown;
         }
@@ -69,7 +68,7 @@ fn level<T: PartialOrd>(value: T, levels: &Levels<T>) -> TargetState {
 
 /// The median round trip of the passing rounds: failed rounds have none worth the name (a
 /// timeout's duration is the timeout).
-pub fn median_round_trip(window: &[&Sample]) -> Option<Duration> {
+pub fn median_round_trip(window: &[Sample]) -> Option<Duration> {
     let mut rtts: Vec<Duration> = window
         .iter()
         .filter(|s| s.ok)
@@ -87,7 +86,7 @@ mod tests {
     use super::*;
     use std::time::SystemTime;
 
-    fn history(rounds: &[(bool, u64)]) -> VecDeque<Sample> {
+    fn history(rounds: &[(bool, u64)]) -> History {
         rounds
             .iter()
             .map(|&(ok, ms)| Sample {

@@ -15,7 +15,7 @@ fn sample(ok: bool, result: &'static str, rtt_ms: u64, loss: Option<f64>) -> Sam
 }
 
 /// Echo rounds with these loss ratios; a round that lost everything failed.
-fn echoes(losses: &[f64]) -> VecDeque<Sample> {
+fn echoes(losses: &[f64]) -> History {
     losses
         .iter()
         .map(|l| match *l < 1.0 {
@@ -26,7 +26,7 @@ fn echoes(losses: &[f64]) -> VecDeque<Sample> {
 }
 
 /// Rounds of a check without loss of its own: `+` passed, `-` timed out, `r` refused.
-fn rounds(pattern: &str) -> VecDeque<Sample> {
+fn rounds(pattern: &str) -> History {
     pattern
         .chars()
         .map(|c| match c {
@@ -38,7 +38,7 @@ fn rounds(pattern: &str) -> VecDeque<Sample> {
 }
 
 /// Passing rounds with these round trips.
-fn rtts(ms: &[u64]) -> VecDeque<Sample> {
+fn rtts(ms: &[u64]) -> History {
     ms.iter()
         .map(|ms| sample(true, "success", *ms, Some(0.0)))
         .collect()
@@ -46,7 +46,7 @@ fn rtts(ms: &[u64]) -> VecDeque<Sample> {
 
 /// Both namespaces' pings losing a share of their echoes, as a third of the tunnel's packets
 /// dropped makes them.
-fn lossy_pings() -> Vec<(&'static str, NetnsId, VecDeque<Sample>)> {
+fn lossy_pings() -> Vec<(&'static str, NetnsId, History)> {
     vec![
         ("ping", Pod, echoes(&[0.0, 0.0, 0.0, 0.6, 0.4, 0.5])),
         ("ping", Host, echoes(&[0.0, 0.0, 0.0, 0.5, 0.7, 0.3])),
