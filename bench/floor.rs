@@ -5,7 +5,7 @@
 //! 500 ms timeout, on one current-thread runtime as the agent's: a TCP connect then close; an
 //! echo request on one ICMP socket shared by every target (DGRAM if the namespace allows it, else
 //! raw, as the agent picks), its reply read by one task; a DNS query for the workload's name from
-//! a fresh UDP socket, as the agent's resolver library sends each query; for HTTP a fresh TCP
+//! a fresh UDP socket, as the agent sends each query; for HTTP a fresh TCP
 //! connection, a GET written in one piece, the whole response read until the server closes,
 //! then close. It checks only what tells a success from a failure (connected; an echo reply of
 //! its own; an answer with the query's id and NOERROR; a `200` status line), builds no report

@@ -102,7 +102,7 @@ pub fn conntrack_reply(data: &[u8]) {
 
 /// A DNS answer, judged every way, never puts a control character into a detail.
 pub fn dns_response(wire: &[u8]) {
-    for round in super::dns_response(wire).into_iter().flatten() {
+    for round in super::dns_response(wire) {
         let detail = match &round {
             Ok(outcome) => &outcome.detail,
             Err(failure) => &failure.detail,

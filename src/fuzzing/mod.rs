@@ -39,19 +39,24 @@ fn dns_specs() -> &'static [DnsSpec] {
     })
 }
 
-/// Decodes a DNS message as hickory does for the probe, then judges it against every kind of
-/// expectation, over UDP, TCP and TLS. `None` when hickory rejects the bytes (the probe then reports
-/// hickory's error).
-pub fn dns_response(wire: &[u8]) -> Option<Vec<Result<Outcome, Failure>>> {
-    let response = DnsResponse::from_buffer(wire.to_vec()).ok()?;
+/// Meets a DNS message the two ways the probe does, and judges it against every kind of
+/// expectation: as the datagram answering each spec's question over UDP (matched and decoded as
+/// the probe's own UDP exchange does, its ID taken for the question's), and decoded by hickory as
+/// its TCP and TLS clients hand it over (none of those when hickory rejects the bytes).
+pub fn dns_response(wire: &[u8]) -> Vec<Result<Outcome, Failure>> {
     let at = SocketAddr::from(([198, 19, 10, 1], 53));
-    let mut rounds = Vec::new();
-    for spec in dns_specs() {
-        for transport in [DnsTransport::Udp, DnsTransport::Tcp, DnsTransport::Tls] {
-            rounds.push(spec.judge_response(&response, at, transport));
+    let mut rounds: Vec<_> = dns_specs()
+        .iter()
+        .filter_map(|spec| spec.judge_datagram(wire, at))
+        .collect();
+    if let Ok(response) = DnsResponse::from_buffer(wire.to_vec()) {
+        for spec in dns_specs() {
+            for transport in [DnsTransport::Tcp, DnsTransport::Tls] {
+                rounds.push(spec.judge_response(&response, at, transport));
+            }
         }
     }
-    Some(rounds)
+    rounds
 }
 
 /// A host's resolv.conf, and the names its search list makes of a short and a dotted query.

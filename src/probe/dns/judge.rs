@@ -5,8 +5,9 @@ use std::fmt::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use hickory_net::proto::op::{DnsResponse, ResponseCode};
+use hickory_net::proto::op::{Message, ResponseCode};
 
+use super::udp::answer_to;
 use super::{
     Answer, Asked, DnsPair, DnsReport, DnsSpec, DnsTransport, Followed, Rcode, Reply, Server,
 };
@@ -22,7 +23,36 @@ impl DnsSpec {
     /// server's bytes take through the probe once hickory has decoded them (for the fuzz target).
     pub(crate) fn judge_response(
         &self,
-        response: &DnsResponse,
+        response: &Message,
+        at: SocketAddr,
+        transport: DnsTransport,
+    ) -> Result<Outcome, Failure> {
+        self.judge_one(Reply::of(response, self.authoritative), at, transport)
+    }
+
+    /// What a round makes of `datagram` as the UDP answer from `at` to this spec's question, its
+    /// ID taken for the question's so that the match goes on to the decoding: the path a UDP
+    /// server's bytes take through the probe (for the fuzz target). `None` when the datagram
+    /// answers another question, and the probe would wait on.
+    pub(crate) fn judge_datagram(
+        &self,
+        datagram: &[u8],
+        at: SocketAddr,
+    ) -> Option<Result<Outcome, Failure>> {
+        let mut name = self.query.name.clone();
+        name.set_fqdn(true);
+        let (mut query, _) = self.request(name).into_parts();
+        query.metadata.id = u16::from_be_bytes(*datagram.first_chunk::<2>()?);
+        let reply = match answer_to(&query, datagram)? {
+            Ok(answer) => Reply::of(&answer, self.authoritative),
+            Err(e) => Reply::failed(&e),
+        };
+        Some(self.judge_one(reply, at, DnsTransport::Udp))
+    }
+
+    fn judge_one(
+        &self,
+        reply: Reply,
         at: SocketAddr,
         transport: DnsTransport,
     ) -> Result<Outcome, Failure> {
@@ -31,7 +61,7 @@ impl DnsSpec {
             at: Some(at),
             transport,
             took: Some(Duration::ZERO),
-            reply: Reply::of(response, self.authoritative),
+            reply,
         }])
     }
 

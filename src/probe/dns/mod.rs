@@ -1,15 +1,17 @@
 //! The `dns` probe: does each resolver, over each transport, answer a name as expected from this
 //! namespace?
 //!
-//! Every (server, transport) pair gets its own connection (UDP, TCP, or TLS for DNS over TLS),
-//! opened inside the probe's namespace for one round: one query, one packet, no cache, no retry, no fallback to another server or
-//! transport, no CNAME chasing, and no search list unless asked. What one pair answered never
-//! hides what another did, and each pair is reported on its own.
+//! Every (server, transport) pair gets its own socket or connection (UDP, TCP, or TLS for DNS
+//! over TLS), opened inside the probe's namespace for one round: one query, one packet, no cache,
+//! no retry, no fallback to another server or transport, no CNAME chasing, and no search list
+//! unless asked. What one pair answered never hides what another did, and each pair is reported
+//! on its own.
 //!
-//! This sits on hickory's transport layer (`hickory-net`) rather than its `Resolver`: the
+//! TCP and TLS sit on hickory's transport layer (`hickory-net`) rather than its `Resolver`: the
 //! resolver resends unanswered UDP queries, follows CNAMEs with further queries, and reports a
 //! socket error (network unreachable) as "no connections available". A probe needs the raw
-//! response of each server instead.
+//! response of each server instead. Plain UDP, the common case, is written by hand on hickory's
+//! message types (`udp.rs` says why).
 
 use std::collections::BTreeSet;
 use std::io;
@@ -18,12 +20,13 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use futures_util::StreamExt;
-use hickory_net::proto::op::{DnsRequestOptions, DnsResponse, Query as Question, ResponseCode};
+use hickory_net::proto::op::{
+    DnsRequest, DnsRequestOptions, DnsResponse, Message, Query as Question, ResponseCode,
+};
 use hickory_net::proto::rr::{Name, RecordType};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::runtime::{RuntimeProvider, Spawn};
 use hickory_net::tcp::TcpClientStream;
-use hickory_net::udp::UdpClientStream;
 use hickory_net::xfer::DnsExchange;
 use hickory_net::{DnsHandle, DnsMultiplexer, NetError};
 use prometheus::GaugeVec;
@@ -42,6 +45,7 @@ mod resolv_conf;
 mod spec;
 #[cfg(test)]
 mod tests;
+mod udp;
 
 use judge::printable;
 pub use resolv_conf::ResolvConf;
@@ -387,27 +391,14 @@ impl DnsSpec {
         search: Option<&ResolvConf>,
         deadline: Instant,
     ) -> Reply {
-        let timeout = deadline.saturating_duration_since(Instant::now());
-        // The provider owns the exchange's background task, which ends when it is dropped at the
-        // end of this call: nothing outlives the round.
-        let provider = TokioRuntimeProvider::default();
-        let exchange = match transport {
-            // hickory resends an unanswered UDP query every few hundred milliseconds unless told
-            // otherwise: a hidden retry that would turn a lost packet into a pass.
-            DnsTransport::Udp => UdpClientStream::builder(at, provider.clone())
-                .with_timeout(Some(timeout))
-                .with_max_retries(1)
-                .exchange(),
-            DnsTransport::Tcp => {
-                match TcpClientStream::exchange(at, None, timeout, None, provider.clone()).await {
-                    Ok(exchange) => exchange,
-                    Err(e) => return Reply::failed(&e),
-                }
-            }
-            DnsTransport::Tls => match self.tls_exchange(at, timeout, &provider).await {
-                Ok(exchange) => exchange,
-                Err(reply) => return reply,
-            },
+        let client = match transport {
+            DnsTransport::Udp => Ok(Client::Udp(at)),
+            DnsTransport::Tcp => Client::tcp(at, deadline).await,
+            DnsTransport::Tls => self.tls_client(at, deadline).await,
+        };
+        let client = match client {
+            Ok(client) => client,
+            Err(reply) => return reply,
         };
         let names = match search {
             Some(conf) => candidates(&self.query.name, conf),
@@ -425,7 +416,7 @@ impl DnsSpec {
         let mut negative = Reply::NxDomain;
         let mut negative_followed = false;
         for name in names {
-            let mut reply = self.query_once(&exchange, name.clone()).await;
+            let mut reply = self.query_once(&client, name.clone()).await;
             let followed = reply == Reply::Truncated
                 && transport == DnsTransport::Udp
                 && self.truncation == Truncation::RetryTcp;
@@ -449,12 +440,9 @@ impl DnsSpec {
     /// connection, stopped at the round's deadline.
     async fn over_tcp(&self, at: SocketAddr, name: Name, deadline: Instant) -> Reply {
         let leg = async {
-            // Kept alive to the end of the leg: it owns the exchange's background task.
-            let provider = TokioRuntimeProvider::default();
-            let timeout = deadline.saturating_duration_since(Instant::now());
-            match TcpClientStream::exchange(at, None, timeout, None, provider.clone()).await {
-                Ok(exchange) => self.query_once(&exchange, name).await,
-                Err(e) => Reply::failed(&e),
+            match Client::tcp(at, deadline).await {
+                Ok(client) => self.query_once(&client, name).await,
+                Err(reply) => reply,
             }
         };
         match tokio::time::timeout_at(deadline, leg).await {
@@ -466,15 +454,11 @@ impl DnsSpec {
     /// A DNS-over-TLS connection to `at`: hickory's TLS stream with the probe's own client
     /// config, so a failed handshake gets the typed reason and names the certificate, as the
     /// `http` kind's do. hickory's `tls_exchange` would turn SNI off; `server_name` is sent.
-    async fn tls_exchange(
-        &self,
-        at: SocketAddr,
-        timeout: Duration,
-        provider: &TokioRuntimeProvider,
-    ) -> Result<DnsExchange<TokioRuntimeProvider>, Reply> {
+    async fn tls_client(&self, at: SocketAddr, deadline: Instant) -> Result<Client, Reply> {
         let error = |why| Reply::Failed(Reason::Error, why);
         let (config, presented) = tls::client_config(&self.tls, b"dot").map_err(error)?;
         let name = tls::server_name(&self.tls, &at.ip().to_string()).map_err(error)?;
+        let provider = TokioRuntimeProvider::default();
         let (connect, sender) =
             hickory_net::tls::tls_client_connect(at, name, config, provider.clone());
         let stream = match connect.await {
@@ -485,23 +469,68 @@ impl DnsSpec {
             }
             Err(e) => return Err(Reply::failed(&e)),
         };
+        let timeout = deadline.saturating_duration_since(Instant::now());
         let multiplexer = DnsMultiplexer::new(stream, sender).with_timeout(timeout);
         let (exchange, background) = DnsExchange::from_stream(multiplexer);
         provider.create_handle().spawn_bg(background);
-        Ok(exchange)
+        Ok(Client::Exchange {
+            exchange,
+            _tasks: provider,
+        })
     }
 
-    /// One question on an open exchange, with the spec's flags.
-    async fn query_once(&self, exchange: &DnsExchange<TokioRuntimeProvider>, name: Name) -> Reply {
+    /// The question for `name` with the spec's flags, as hickory's client builds it: a random
+    /// ID, and an EDNS record with hickory's default payload size.
+    fn request(&self, name: Name) -> DnsRequest {
         let question = Question::query(name, self.record_type.record_type());
         let mut options = DnsRequestOptions::default();
         options.recursion_desired = self.recursion_desired;
-        let mut responses = exchange.lookup(question, options);
-        match responses.next().await {
-            Some(Ok(response)) => Reply::of(&response, self.authoritative),
-            Some(Err(e)) => Reply::failed(&e),
+        DnsRequest::from_query(question, options)
+    }
+
+    /// One question to the pair's server: one datagram over UDP, or one message on the open
+    /// connection.
+    async fn query_once(&self, client: &Client, name: Name) -> Reply {
+        let request = self.request(name);
+        let answer = match client {
+            Client::Udp(at) => udp::exchange(*at, &request).await,
             // hickory ends the response stream when its own timeout fires.
-            None => Reply::Failed(Reason::Timeout, "timeout".into()),
+            Client::Exchange { exchange, .. } => match exchange.send(request).next().await {
+                Some(answer) => answer.map(DnsResponse::into_message),
+                None => Err(NetError::Timeout),
+            },
+        };
+        match answer {
+            Ok(answer) => Reply::of(&answer, self.authoritative),
+            Err(e) => Reply::failed(&e),
+        }
+    }
+}
+
+/// Where a pair's questions go.
+enum Client {
+    /// Plain UDP, by hand (`udp.rs`): a fresh socket for each question, as hickory's client has.
+    Udp(SocketAddr),
+    /// An open TCP or TLS connection in hickory's client.
+    Exchange {
+        exchange: DnsExchange<TokioRuntimeProvider>,
+        /// Owns the exchange's background task, which ends when the client is dropped: nothing
+        /// outlives the round.
+        _tasks: TokioRuntimeProvider,
+    },
+}
+
+impl Client {
+    /// A new TCP connection to `at`, given until `deadline` to connect and to answer.
+    async fn tcp(at: SocketAddr, deadline: Instant) -> Result<Client, Reply> {
+        let provider = TokioRuntimeProvider::default();
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        match TcpClientStream::exchange(at, None, timeout, None, provider.clone()).await {
+            Ok(exchange) => Ok(Client::Exchange {
+                exchange,
+                _tasks: provider,
+            }),
+            Err(e) => Err(Reply::failed(&e)),
         }
     }
 }
@@ -539,7 +568,7 @@ pub(crate) fn candidates(name: &Name, conf: &ResolvConf) -> Vec<Name> {
 
 impl Reply {
     /// What a response says; with `require_aa`, an answer without the AA flag is marked.
-    fn of(response: &DnsResponse, require_aa: bool) -> Reply {
+    fn of(response: &Message, require_aa: bool) -> Reply {
         let reply = Reply::from_response(response);
         let answered = matches!(reply, Reply::Answers(_) | Reply::NxDomain | Reply::NoData);
         if require_aa && answered && !response.authoritative {
@@ -548,7 +577,7 @@ impl Reply {
         reply
     }
 
-    fn from_response(response: &DnsResponse) -> Reply {
+    fn from_response(response: &Message) -> Reply {
         if response.truncation {
             return Reply::Truncated;
         }

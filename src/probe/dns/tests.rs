@@ -643,3 +643,104 @@ fn an_answer_without_aa_fails_only_when_authority_is_asked_for() {
         Err((Reason::Mismatch, "NXDOMAIN (not authoritative)".into()))
     );
 }
+
+/// The answer a server would give to `query`: its ID and question, one A record.
+fn answer_of(query: &Message, ip: [u8; 4]) -> Message {
+    let mut answer = Message::response(query.id, OpCode::Query);
+    answer.queries = query.queries.clone();
+    let name = query.queries[0].name().clone();
+    answer.add_answer(Record::from_rdata(
+        name,
+        60,
+        RData::A(A::from(std::net::Ipv4Addr::from(ip))),
+    ));
+    answer
+}
+
+fn db_query() -> Message {
+    let s = spec("{query: db.corp.example, servers: [198.19.10.1]}");
+    let mut name = s.query.name.clone();
+    name.set_fqdn(true);
+    s.request(name).into_parts().0
+}
+
+#[test]
+fn a_datagram_is_the_answer_only_with_the_querys_id_and_question() {
+    let query = db_query();
+    let wire = |m: &Message| m.to_vec().unwrap();
+    let right = answer_of(&query, [198, 19, 10, 5]);
+    let got = super::udp::answer_to(&query, &wire(&right))
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.answers, right.answers);
+
+    // A late answer to another round, or a spoofer's guess: another ID.
+    let mut late = right.clone();
+    late.metadata.id = query.id.wrapping_add(1);
+    assert!(super::udp::answer_to(&query, &wire(&late)).is_none());
+    // The right ID for another question.
+    let mut other = right.clone();
+    other.queries = vec![Question::query(
+        Name::from_ascii("www.corp.example.").unwrap(),
+        RecordType::A,
+    )];
+    assert!(super::udp::answer_to(&query, &wire(&other)).is_none());
+    // Too short to carry an ID.
+    assert!(super::udp::answer_to(&query, &[]).is_none());
+    assert!(super::udp::answer_to(&query, &query.id.to_be_bytes()[..1]).is_none());
+
+    // With the right ID, bytes that do not decode, or a query sent back, are the server's
+    // answer, and a malformed one.
+    let mut garbage = query.id.to_be_bytes().to_vec();
+    garbage.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 0xC0]);
+    let malformed = |datagram: &[u8]| match super::udp::answer_to(&query, datagram) {
+        Some(Err(e)) => Reply::failed(&e),
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(
+        malformed(&garbage),
+        Reply::Failed(Reason::Error, why) if why.starts_with("malformed answer: ")
+    ));
+    assert!(matches!(
+        malformed(&wire(&query)),
+        Reply::Failed(Reason::Error, why) if why.starts_with("malformed answer: ")
+    ));
+}
+
+/// On loopback: a datagram from another port, a late answer and an answer to another question
+/// arrive first; the exchange reads past them to its answer.
+#[tokio::test]
+async fn a_udp_question_waits_past_strangers_for_its_answer() {
+    use tokio::net::UdpSocket;
+    let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let at = server.local_addr().unwrap();
+    let query = db_query();
+    let serve = async {
+        let mut buf = [0u8; 1500];
+        let (len, client) = server.recv_from(&mut buf).await.unwrap();
+        let asked = Message::from_vec(&buf[..len]).unwrap();
+        assert_eq!(asked.id, query.id);
+        assert_eq!(asked.queries, query.queries);
+        let send = |m: Message| m.to_vec().unwrap();
+        let right = answer_of(&asked, [198, 19, 10, 5]);
+        let spoofed = answer_of(&asked, [198, 19, 66, 1]);
+        stranger
+            .send_to(&send(spoofed.clone()), client)
+            .await
+            .unwrap();
+        let mut late = spoofed.clone();
+        late.metadata.id = asked.id.wrapping_sub(1);
+        server.send_to(&send(late), client).await.unwrap();
+        let mut other = spoofed;
+        other.queries[0].set_query_type(RecordType::AAAA);
+        server.send_to(&send(other), client).await.unwrap();
+        server.send_to(&send(right), client).await.unwrap();
+    };
+    let (got, ()) = tokio::join!(super::udp::exchange(at, &query), serve);
+    let got = got.unwrap();
+    assert_eq!(
+        Reply::of(&got, false),
+        Reply::Answers(vec![a("198.19.10.5")])
+    );
+}
