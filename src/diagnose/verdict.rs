@@ -153,7 +153,6 @@ struct Judged {
 }
 
 /// What the diagnoses were made from.
-#[derive(PartialEq)]
 struct Inputs {
     checks: Vec<Read>,
     namespaces: Vec<NetnsStatus>,
@@ -168,13 +167,43 @@ struct Read {
     reading: Reading,
 }
 
-impl PartialEq for Read {
-    fn eq(&self, other: &Read) -> bool {
-        // The same probe is mostly the same allocation, which spares comparing it in full.
-        (Arc::ptr_eq(&self.probe, &other.probe) || self.probe == other.probe)
-            && self.netns == other.netns
-            && self.family == other.family
-            && self.reading == other.reading
+impl Inputs {
+    /// The inputs of `snapshot`, whose checks are judged in `checks`, in its order.
+    fn of(checks: &[(CheckKey, Judged)], snapshot: &Snapshot) -> Inputs {
+        Inputs {
+            checks: checks
+                .iter()
+                .zip(snapshot.checks)
+                .map(|((key, judged), (_, check))| Read {
+                    probe: check.probe.clone(),
+                    netns: key.netns,
+                    family: key.family,
+                    reading: judged.reading.clone(),
+                })
+                .collect(),
+            namespaces: snapshot.namespaces.to_vec(),
+            config_error: snapshot.config_error.map(str::to_owned),
+        }
+    }
+
+    /// Whether [`Inputs::of`] would give the same inputs, told without making them: this is
+    /// asked at every publish, and the answer is mostly yes.
+    fn same(&self, checks: &[(CheckKey, Judged)], snapshot: &Snapshot) -> bool {
+        self.checks.len() == checks.len()
+            && self
+                .checks
+                .iter()
+                .zip(checks.iter().zip(snapshot.checks))
+                .all(|(read, ((key, judged), (_, check)))| {
+                    // The same probe is mostly the same allocation, which spares comparing it
+                    // in full.
+                    (Arc::ptr_eq(&read.probe, &check.probe) || read.probe == check.probe)
+                        && read.netns == key.netns
+                        && read.family == key.family
+                        && read.reading == judged.reading
+                })
+            && self.namespaces == snapshot.namespaces
+            && self.config_error.as_deref() == snapshot.config_error
     }
 }
 
@@ -251,26 +280,12 @@ impl Judge {
 
     /// The diagnoses of the snapshot: the last ones if they were made from the same inputs.
     fn diagnoses(&mut self, snapshot: &Snapshot) -> Vec<Diagnosis> {
-        let inputs = Inputs {
-            checks: self
-                .checks
-                .iter()
-                .zip(snapshot.checks)
-                .map(|((key, judged), (_, check))| Read {
-                    probe: check.probe.clone(),
-                    netns: key.netns,
-                    family: key.family,
-                    reading: judged.reading.clone(),
-                })
-                .collect(),
-            namespaces: snapshot.namespaces.to_vec(),
-            config_error: snapshot.config_error.map(str::to_owned),
-        };
         if let Some((known, diagnoses)) = &self.diagnosed {
-            if *known == inputs {
+            if known.same(&self.checks, snapshot) {
                 return diagnoses.clone();
             }
         }
+        let inputs = Inputs::of(&self.checks, snapshot);
         let observed: Vec<Observed> = snapshot
             .checks
             .iter()
