@@ -6,7 +6,7 @@ mod state;
 
 pub use state::{median_round_trip, TargetState};
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -160,7 +160,9 @@ pub struct Recorded<'a> {
 /// The results of every configured check.
 #[derive(Debug, Default)]
 pub struct Results {
-    checks: BTreeMap<CheckKey, CheckState>,
+    /// Hashed: every round looks its check up, and that is cheaper than a search of the keys'
+    /// order, which only [`Results::in_order`] needs.
+    checks: HashMap<CheckKey, CheckState>,
     /// The last generation handed out (see [`CheckState::generation`]).
     generation: u64,
 }
@@ -294,7 +296,12 @@ impl Results {
     /// Checks in config order, pod before host for each probe.
     pub fn in_order(&self) -> Vec<(&CheckKey, &CheckState)> {
         let mut all: Vec<_> = self.checks.iter().collect();
-        all.sort_by_key(|(key, state)| (state.position, key.netns));
+        // Ties, the checks of a split probe, go in key order.
+        all.sort_unstable_by(|(a, a_state), (b, b_state)| {
+            (a_state.position, a.netns)
+                .cmp(&(b_state.position, b.netns))
+                .then_with(|| a.cmp(b))
+        });
         all
     }
 }
