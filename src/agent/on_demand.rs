@@ -281,7 +281,7 @@ impl OnDemand {
         verdict
             .checks
             .iter()
-            .filter(|check| check.probe == name)
+            .filter(|check| *check.probe == *name)
             .cloned()
             .collect()
     }

@@ -102,7 +102,7 @@ pub(super) fn discount_loss<'a>(checks: &[Observed<'a>]) -> Vec<Observed<'a>> {
 }
 
 fn passed_recently(history: &History) -> bool {
-    last(history.iter(), PASSED_WITHIN).iter().any(|s| s.ok)
+    history.last(PASSED_WITHIN).any(|s| s.ok)
 }
 
 /// The DNS pairs that still say something while the tunnel is lossy: a timeout, an unreachable
@@ -124,7 +124,7 @@ pub(super) fn path_slower(checks: &[Observed]) -> Option<Diagnosis> {
         .iter()
         .filter(|c| crosses(c) && matches!(c.probe.kind, ProbeKind::Icmp(_) | ProbeKind::Tcp(_)))
         .filter_map(|c| {
-            let (baseline, now) = jump(c.history.iter())?;
+            let (baseline, now) = jump(c.history)?;
             Some(format!(
                 "{}: {} -> {}",
                 c.name(),
@@ -154,26 +154,32 @@ fn crosses(check: &Observed) -> bool {
 
 /// What the recent rounds show of loss, if they show it.
 fn shows_loss(history: &History) -> Option<Loss> {
-    let recent = last(history.iter(), RECENT);
-    if recent.iter().any(|s| s.loss.is_some()) {
-        let partial: Vec<f64> = recent
-            .iter()
-            .filter_map(|s| s.loss.filter(|l| *l > 0.0 && *l < 1.0))
-            .collect();
-        return (partial.len() >= LOSSY_ROUNDS.min(recent.len())).then(|| {
-            let mean = partial.iter().sum::<f64>() / partial.len() as f64;
+    // Read without collecting: this runs for every round of every check.
+    let recent = history.last(RECENT);
+    if recent.clone().any(|s| s.loss.is_some()) {
+        let partial = || {
+            recent
+                .clone()
+                .filter_map(|s| s.loss.filter(|l| *l > 0.0 && *l < 1.0))
+        };
+        let lossy = partial().count();
+        return (lossy >= LOSSY_ROUNDS.min(recent.len())).then(|| {
+            let mean = partial().sum::<f64>() / lossy as f64;
             Loss::Echoes(format!(
                 "echo loss {:.0}% in {} of the last {} rounds",
                 mean * 100.0,
-                partial.len(),
+                lossy,
                 recent.len()
             ))
         });
     }
-    let answers: Vec<bool> = recent.iter().filter_map(passed_or_silent).collect();
-    let flips = answers.windows(2).filter(|w| w[0] != w[1]).count();
+    let answers = || recent.clone().filter_map(|s| passed_or_silent(&s));
+    let flips = answers()
+        .zip(answers().skip(1))
+        .filter(|(a, b)| a != b)
+        .count();
     (flips >= FLIPS).then(|| {
-        let passed = answers.iter().filter(|ok| **ok).count();
+        let passed = answers().filter(|ok| *ok).count();
         Loss::Flips(format!(
             "{passed} of the last {} rounds passed, the others timed out",
             recent.len()
@@ -194,7 +200,7 @@ pub struct Recent {
 pub(super) fn recent(history: &History) -> Recent {
     Recent {
         loss: shows_loss(history),
-        jump: jump(history.iter()),
+        jump: jump(history),
         passed: passed_recently(history),
     }
 }
@@ -211,23 +217,15 @@ fn passed_or_silent(sample: &Sample) -> Option<bool> {
 
 /// The baseline and the latest median round trip, when the latest rose well above the
 /// baseline.
-fn jump(history: impl Iterator<Item = Sample>) -> Option<(Duration, Duration)> {
-    let rounds: Vec<Sample> = history.collect();
-    let split = rounds.len().checked_sub(SLOW_ROUNDS)?;
-    let (before, latest) = rounds.split_at(split);
-    if !latest.iter().all(|s| s.ok) || before.iter().filter(|s| s.ok).count() < BASELINE_ROUNDS {
+fn jump(history: &History) -> Option<(Duration, Duration)> {
+    let split = history.len().checked_sub(SLOW_ROUNDS)?;
+    let (before, latest) = (history.iter().take(split), history.last(SLOW_ROUNDS));
+    if !latest.clone().all(|s| s.ok) || before.clone().filter(|s| s.ok).count() < BASELINE_ROUNDS {
         return None;
     }
     let baseline = median_round_trip(before)?;
     let now = median_round_trip(latest)?;
     (now > baseline * SLOWER_FACTOR && now - baseline >= SLOWER_BY).then_some((baseline, now))
-}
-
-/// The last `n` of `rounds`, oldest first.
-fn last(rounds: impl DoubleEndedIterator<Item = Sample>, n: usize) -> Vec<Sample> {
-    let mut recent: Vec<Sample> = rounds.rev().take(n).collect();
-    recent.reverse();
-    recent
 }
 
 fn millis(d: Duration) -> String {

@@ -115,7 +115,7 @@ pub fn styled_table(verdict: &Verdict, style: Style) -> String {
                     (false, Some(_)) => "FAIL",
                 }
                 .to_owned(),
-                c.probe.clone(),
+                c.probe.to_string(),
                 c.kind.to_owned(),
                 c.place(),
                 c.result.to_owned(),

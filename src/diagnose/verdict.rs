@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use serde::Serialize;
 
@@ -42,9 +43,11 @@ pub struct Verdict {
     pub diagnoses: Vec<Diagnosis>,
 }
 
+/// Its strings are shared, not owned: the agent publishes a verdict up to ten times a second,
+/// and a check's part of it changes only with the check's rounds.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckView {
-    pub probe: String,
+    pub probe: Arc<str>,
     pub kind: &'static str,
     pub netns: NetnsId,
     /// `ipv4` or `ipv6` for a check of a probe split by `family: both`; absent otherwise.
@@ -56,10 +59,10 @@ pub struct CheckView {
     /// With flap damping it may disagree with `ok` for a few rounds.
     pub result: &'static str,
     pub duration_seconds: Option<f64>,
-    pub detail: String,
+    pub detail: Arc<str>,
     /// When the check entered its current state (RFC 3339).
-    pub since: Option<String>,
-    pub last_success: Option<String>,
+    pub since: Option<Arc<str>>,
+    pub last_success: Option<Arc<str>>,
     /// The state over recent rounds against the probe's thresholds: `pass`, `warning`,
     /// `fail`, or `unknown` before enough rounds ran.
     pub state: &'static str,
@@ -144,11 +147,12 @@ struct Judged {
     generation: u64,
     /// Its part of the verdict, less its evidence, which is captured apart from its rounds.
     view: CheckView,
+    /// What `view.since` was written from: while it stays, the text is kept.
+    since: Option<SystemTime>,
     reading: Reading,
 }
 
 /// What the diagnoses were made from.
-#[derive(PartialEq)]
 struct Inputs {
     checks: Vec<Read>,
     namespaces: Vec<NetnsStatus>,
@@ -163,13 +167,43 @@ struct Read {
     reading: Reading,
 }
 
-impl PartialEq for Read {
-    fn eq(&self, other: &Read) -> bool {
-        // The same probe is mostly the same allocation, which spares comparing it in full.
-        (Arc::ptr_eq(&self.probe, &other.probe) || self.probe == other.probe)
-            && self.netns == other.netns
-            && self.family == other.family
-            && self.reading == other.reading
+impl Inputs {
+    /// The inputs of `snapshot`, whose checks are judged in `checks`, in its order.
+    fn of(checks: &[(CheckKey, Judged)], snapshot: &Snapshot) -> Inputs {
+        Inputs {
+            checks: checks
+                .iter()
+                .zip(snapshot.checks)
+                .map(|((key, judged), (_, check))| Read {
+                    probe: check.probe.clone(),
+                    netns: key.netns,
+                    family: key.family,
+                    reading: judged.reading.clone(),
+                })
+                .collect(),
+            namespaces: snapshot.namespaces.to_vec(),
+            config_error: snapshot.config_error.map(str::to_owned),
+        }
+    }
+
+    /// Whether [`Inputs::of`] would give the same inputs, told without making them: this is
+    /// asked at every publish, and the answer is mostly yes.
+    fn same(&self, checks: &[(CheckKey, Judged)], snapshot: &Snapshot) -> bool {
+        self.checks.len() == checks.len()
+            && self
+                .checks
+                .iter()
+                .zip(checks.iter().zip(snapshot.checks))
+                .all(|(read, ((key, judged), (_, check)))| {
+                    // The same probe is mostly the same allocation, which spares comparing it
+                    // in full.
+                    (Arc::ptr_eq(&read.probe, &check.probe) || read.probe == check.probe)
+                        && read.netns == key.netns
+                        && read.family == key.family
+                        && read.reading == judged.reading
+                })
+            && self.namespaces == snapshot.namespaces
+            && self.config_error.as_deref() == snapshot.config_error
     }
 }
 
@@ -225,7 +259,7 @@ impl Judge {
         if same_checks {
             for ((_, judged), (key, check)) in self.checks.iter_mut().zip(snapshot.checks) {
                 if judged.generation != check.generation() {
-                    *judged = Judged::of(key, check);
+                    *judged = Judged::of(key, check, Some(judged));
                 }
             }
             return;
@@ -235,10 +269,10 @@ impl Judge {
             .checks
             .iter()
             .map(|(key, check)| {
-                let judged = known
-                    .remove(*key)
-                    .filter(|judged| judged.generation == check.generation())
-                    .unwrap_or_else(|| Judged::of(key, check));
+                let judged = match known.remove(*key) {
+                    Some(judged) if judged.generation == check.generation() => judged,
+                    before => Judged::of(key, check, before.as_ref()),
+                };
                 ((*key).clone(), judged)
             })
             .collect();
@@ -246,26 +280,12 @@ impl Judge {
 
     /// The diagnoses of the snapshot: the last ones if they were made from the same inputs.
     fn diagnoses(&mut self, snapshot: &Snapshot) -> Vec<Diagnosis> {
-        let inputs = Inputs {
-            checks: self
-                .checks
-                .iter()
-                .zip(snapshot.checks)
-                .map(|((key, judged), (_, check))| Read {
-                    probe: check.probe.clone(),
-                    netns: key.netns,
-                    family: key.family,
-                    reading: judged.reading.clone(),
-                })
-                .collect(),
-            namespaces: snapshot.namespaces.to_vec(),
-            config_error: snapshot.config_error.map(str::to_owned),
-        };
         if let Some((known, diagnoses)) = &self.diagnosed {
-            if *known == inputs {
+            if known.same(&self.checks, snapshot) {
                 return diagnoses.clone();
             }
         }
+        let inputs = Inputs::of(&self.checks, snapshot);
         let observed: Vec<Observed> = snapshot
             .checks
             .iter()
@@ -278,19 +298,29 @@ impl Judge {
 }
 
 impl Judged {
-    fn of(key: &CheckKey, check: &CheckState) -> Judged {
+    /// Judges `check`; `before` is what was judged of it last, whose texts are kept where
+    /// they read the same, so that an unchanged check's view costs no new allocation.
+    fn of(key: &CheckKey, check: &CheckState, before: Option<&Judged>) -> Judged {
         let last = check.last.as_ref();
         let standing = check.standing();
+        let before_view = before.map(|b| &b.view);
+        let since = match before {
+            Some(b) if b.since == check.since => b.view.since.clone(),
+            _ => check.since.map(rfc3339),
+        };
         let view = CheckView {
-            probe: key.probe.clone(),
+            probe: kept(before_view.map(|v| &v.probe), &key.probe),
             kind: check.kind,
             netns: key.netns,
             family: key.family,
             ok: last.is_some() && !check.failing,
             result: last.map_or(PENDING, |r| r.result),
             duration_seconds: last.map(|r| r.duration.as_secs_f64()),
-            detail: last.map(|r| r.detail.clone()).unwrap_or_default(),
-            since: check.since.map(rfc3339),
+            detail: kept(
+                before_view.map(|v| &v.detail),
+                last.map_or("", |r| &r.detail),
+            ),
+            since,
             last_success: check.last_success.map(rfc3339),
             state: standing.state.as_str(),
             consecutive_failures: standing.consecutive_failures,
@@ -299,8 +329,17 @@ impl Judged {
         Judged {
             generation: check.generation(),
             view,
+            since: check.since,
             reading: Reading::of(&observed(key, check)),
         }
+    }
+}
+
+/// `text`, shared with `before` when that reads the same.
+fn kept(before: Option<&Arc<str>>, text: &str) -> Arc<str> {
+    match before {
+        Some(before) if **before == *text => before.clone(),
+        _ => Arc::from(text),
     }
 }
 
@@ -314,8 +353,8 @@ fn observed<'a>(key: &CheckKey, check: &'a CheckState) -> Observed<'a> {
     }
 }
 
-fn rfc3339(at: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_seconds(at).to_string()
+fn rfc3339(at: SystemTime) -> Arc<str> {
+    humantime::format_rfc3339_seconds(at).to_string().into()
 }
 
 #[cfg(test)]
@@ -407,7 +446,7 @@ probes:
         let order: Vec<(&str, NetnsId, &str)> = verdict
             .checks
             .iter()
-            .map(|c| (c.probe.as_str(), c.netns, c.result))
+            .map(|c| (&*c.probe, c.netns, c.result))
             .collect();
         assert_eq!(
             order,
@@ -427,7 +466,7 @@ probes:
         assert!(verdict.diagnoses.is_empty());
         let ldap = &verdict.checks[0];
         assert_eq!((ldap.ok, ldap.result), (true, "success"));
-        assert_eq!(ldap.detail, "connected");
+        assert_eq!(&*ldap.detail, "connected");
         assert_eq!(ldap.since.as_deref(), Some("2027-01-15T08:00:00Z"));
         assert_eq!(verdict.namespaces.len(), 2);
     }
@@ -459,7 +498,7 @@ probes:
             .zip(json["checks"].as_array().unwrap())
             .map(|(c, j)| {
                 let family = j.get("family").map(ToString::to_string);
-                (c.probe.clone(), c.place(), family.unwrap_or_default())
+                (c.probe.to_string(), c.place(), family.unwrap_or_default())
             })
             .collect();
         let entry = |probe: &str, place: &str, family: &str| {
@@ -492,7 +531,7 @@ probes:
         assert_eq!(verdict.status, Status::Fail);
         let gw = &verdict.checks[2];
         assert_eq!((gw.ok, gw.result), (false, "timeout"));
-        assert_eq!(gw.detail, "no answer within 2s");
+        assert_eq!(&*gw.detail, "no answer within 2s");
 
         round(&mut results, "gw", Pod, true);
         let verdict = judged(&results, Some("probes[0]: bad"), true);

@@ -349,7 +349,7 @@ fn cell(out: &mut String, snapshot: &Snapshot, check: &CheckView) {
         );
     }
     let key = CheckKey {
-        probe: check.probe.clone(),
+        probe: check.probe.to_string(),
         netns: check.netns,
         family: check.family,
     };
@@ -849,7 +849,7 @@ mod tests {
             ok: false,
             result: "pending",
             duration_seconds: None,
-            detail: String::new(),
+            detail: "".into(),
             since: None,
             ..verdict.checks[0].clone()
         };

@@ -1,6 +1,7 @@
 //! The `icmp` probe: several echo requests per round, with loss ratio, round-trip times,
 //! jitter and the replies' hop limit.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -267,15 +268,16 @@ impl IcmpSpec {
             }
         }
         let loss = report.loss_ratio();
-        let summary = format!(
-            "{ip}: {}/{} replies, loss {:.0}%{}",
+        // One string, written once: every round formats its detail, passing or failing.
+        let mut summary = format!(
+            "{ip}: {}/{} replies, loss {:.0}%",
             report.received,
             self.count,
-            loss * 100.0,
-            average_rtt(&report.rtts)
-                .map(|rtt| format!(", avg rtt {:.3} ms", rtt.as_secs_f64() * 1e3))
-                .unwrap_or_default()
+            loss * 100.0
         );
+        if let Some(rtt) = average_rtt(&report.rtts) {
+            let _ = write!(summary, ", avg rtt {:.3} ms", rtt.as_secs_f64() * 1e3);
+        }
         if report.received > 0 && loss <= self.max_loss {
             return Ok(Outcome {
                 detail: summary,

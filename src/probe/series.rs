@@ -7,6 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 use prometheus::GaugeVec;
 
 use super::{CheckLabels, CheckLabelsKey};
+use crate::netns::NetnsId;
 
 /// Per check, what a kind remembers from one round to the next.
 pub struct PerCheck<T>(Mutex<HashMap<CheckLabelsKey, T>>);
@@ -33,25 +34,38 @@ impl<T> PerCheck<T> {
 /// values (addresses, a gateway), so a new value replaces the old series instead of adding one.
 pub struct InfoSeries {
     family: GaugeVec,
-    current: PerCheck<Vec<String>>,
+    /// Each check's values, by probe name then place: it is set after every round, and found
+    /// by name it is found without making a key, which would allocate.
+    current: Mutex<HashMap<String, HashMap<Place, Vec<String>>>>,
 }
+
+/// Where a check of a probe runs: its namespace and `family` label.
+type Place = (NetnsId, &'static str);
 
 impl InfoSeries {
     pub fn new(family: GaugeVec) -> InfoSeries {
         InfoSeries {
             family,
-            current: PerCheck::default(),
+            current: Mutex::default(),
         }
+    }
+
+    /// Each update under the lock is one insert or remove, so a poisoned lock still holds
+    /// consistent data.
+    fn current(&self) -> MutexGuard<'_, HashMap<String, HashMap<Place, Vec<String>>>> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Sets the check's series to `values`, or removes it when there are none.
     pub fn set(&self, check: CheckLabels<'_>, values: Option<Vec<String>>) {
-        let mut current = self.current.lock();
-        let key = check.key();
-        if let Some(old) = current
-            .get(&key)
-            .filter(|old| values.as_ref() != Some(*old))
-        {
+        let mut current = self.current();
+        let place = (check.netns, check.family);
+        let old = current.get(check.probe).and_then(|of| of.get(&place));
+        if old == values.as_ref() {
+            // Mostly so: the series stands as it was set, or is absent.
+            return;
+        }
+        if let Some(old) = old {
             // Err only when the series is already gone, which is the goal.
             let _ = self.family.remove_label_values(&labels(check, old));
         }
@@ -60,16 +74,26 @@ impl InfoSeries {
                 self.family
                     .with_label_values(&labels(check, &values))
                     .set(1.0);
-                current.insert(key, values);
+                current
+                    .entry(check.probe.to_owned())
+                    .or_default()
+                    .insert(place, values);
             }
-            None => {
-                current.remove(&key);
-            }
+            None => forget(&mut current, check),
         }
     }
 
     pub fn forget(&self, check: CheckLabels<'_>) {
-        self.current.forget(check);
+        forget(&mut self.current(), check);
+    }
+}
+
+fn forget(current: &mut HashMap<String, HashMap<Place, Vec<String>>>, check: CheckLabels<'_>) {
+    if let Some(of) = current.get_mut(check.probe) {
+        of.remove(&(check.netns, check.family));
+        if of.is_empty() {
+            current.remove(check.probe);
+        }
     }
 }
 

@@ -34,8 +34,19 @@ impl History {
     }
 
     /// The rounds, oldest first.
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = Sample> + ExactSizeIterator + '_ {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = Sample> + ExactSizeIterator + Clone + '_ {
         self.0.iter().map(Packed::unpack)
+    }
+
+    /// The last `n` rounds, oldest first: cloned to be read more than once without collecting
+    /// them, since the judging reads them for every round of every check.
+    pub fn last(
+        &self,
+        n: usize,
+    ) -> impl DoubleEndedIterator<Item = Sample> + ExactSizeIterator + Clone + '_ {
+        self.0
+            .range(self.0.len().saturating_sub(n)..)
+            .map(Packed::unpack)
     }
 }
 

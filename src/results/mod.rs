@@ -8,7 +8,7 @@ mod state;
 pub use history::History;
 pub use state::{median_round_trip, TargetState};
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -159,10 +159,20 @@ pub struct Recorded<'a> {
     pub state: &'a CheckState,
 }
 
+/// Where a check goes in the report order: by its probe's place in the config, pod before
+/// host, and the checks of a split probe by their keys.
+fn place<'a>(key: &'a CheckKey, state: &CheckState) -> (usize, NetnsId, &'a CheckKey) {
+    (state.position, key.netns, key)
+}
+
 /// The results of every configured check.
 #[derive(Debug, Default)]
 pub struct Results {
-    checks: BTreeMap<CheckKey, CheckState>,
+    /// Every check in report order (config order, pod before host, then by key): each publish
+    /// reads them all in that order, so they are kept in it rather than sorted for it.
+    checks: Vec<(CheckKey, CheckState)>,
+    /// Where each check is in `checks`: every round looks its check up.
+    index: HashMap<CheckKey, usize>,
     /// The last generation handed out (see [`CheckState::generation`]).
     generation: u64,
 }
@@ -170,12 +180,16 @@ pub struct Results {
 impl Results {
     /// Starts tracking a check that has not run yet; a known check only moves to `position`.
     pub fn declare(&mut self, key: CheckKey, probe: Arc<ProbeConfig>, position: usize) {
-        if let Some(known) = self.checks.get_mut(&key) {
-            known.position = position;
+        if let Some(&at) = self.index.get(&key) {
+            if self.checks[at].1.position != position {
+                let (key, mut state) = self.take(at);
+                state.position = position;
+                self.insert(key, state);
+            }
             return;
         }
         let generation = self.next_generation();
-        self.checks.insert(
+        self.insert(
             key,
             CheckState {
                 kind: probe.kind.name(),
@@ -204,7 +218,37 @@ impl Results {
 
     /// Forgets a check that is no longer configured.
     pub fn remove(&mut self, key: &CheckKey) {
-        self.checks.remove(key);
+        if let Some(&at) = self.index.get(key) {
+            self.take(at);
+        }
+    }
+
+    /// Puts a check in its place in the report order.
+    fn insert(&mut self, key: CheckKey, state: CheckState) {
+        let wanted = place(&key, &state);
+        let at = self
+            .checks
+            .partition_point(|(known, known_state)| place(known, known_state) < wanted);
+        self.index.insert(key.clone(), at);
+        self.checks.insert(at, (key, state));
+        self.reindex(at + 1);
+    }
+
+    /// Takes the check at `at` out of the results.
+    fn take(&mut self, at: usize) -> (CheckKey, CheckState) {
+        let (key, state) = self.checks.remove(at);
+        self.index.remove(&key);
+        self.reindex(at);
+        (key, state)
+    }
+
+    /// Notes where the checks from `from` on are, after one was put in or taken out before.
+    fn reindex(&mut self, from: usize) {
+        for (at, (key, _)) in self.checks.iter().enumerate().skip(from) {
+            if let Some(known) = self.index.get_mut(key) {
+                *known = at;
+            }
+        }
     }
 
     /// Records a round and says what it did to the check's state; `None` for an unknown check.
@@ -217,7 +261,7 @@ impl Results {
         damping: Damping,
     ) -> Option<Recorded<'_>> {
         let generation = self.next_generation();
-        let state = self.checks.get_mut(key)?;
+        let state = &mut self.checks[*self.index.get(key)?].1;
         state.generation = generation;
         let ok = result.is_ok();
         state.streak = match &state.last {
@@ -278,23 +322,24 @@ impl Results {
     }
 
     pub fn get(&self, key: &CheckKey) -> Option<&CheckState> {
-        self.checks.get(key)
+        self.index.get(key).map(|&at| &self.checks[at].1)
     }
 
     pub fn standing(&self, key: &CheckKey) -> Option<Standing> {
-        self.checks.get(key).map(CheckState::standing)
+        self.get(key).map(CheckState::standing)
     }
 
     /// True once every check has finished at least one round.
     pub fn all_reported(&self) -> bool {
-        self.checks.values().all(|s| s.last.is_some())
+        self.checks.iter().all(|(_, s)| s.last.is_some())
     }
 
     /// Checks in config order, pod before host for each probe.
     pub fn in_order(&self) -> Vec<(&CheckKey, &CheckState)> {
-        let mut all: Vec<_> = self.checks.iter().collect();
-        all.sort_by_key(|(key, state)| (state.position, key.netns));
-        all
+        self.checks
+            .iter()
+            .map(|(key, state)| (key, state))
+            .collect()
     }
 }
 
@@ -434,6 +479,40 @@ mod tests {
         let (_, state) = results.in_order()[0];
         assert_eq!(state.history.len(), HISTORY);
         assert_eq!(state.history.iter().next().unwrap().at, at(10));
+    }
+
+    #[test]
+    fn a_check_moved_or_removed_keeps_the_order_and_is_found_where_it_is() {
+        let mut results = Results::default();
+        let k = |probe: &str, netns| CheckKey {
+            probe: probe.into(),
+            netns,
+            family: None,
+        };
+        results.declare(k("a", NetnsId::Pod), tcp(), 0);
+        results.declare(k("b", NetnsId::Pod), tcp(), 1);
+        results.declare(k("c", NetnsId::Host), tcp(), 2);
+        // A reload moved `a` to the end and dropped `b`.
+        results.declare(k("a", NetnsId::Pod), tcp(), 3);
+        results.remove(&k("b", NetnsId::Pod));
+        let order: Vec<_> = results
+            .in_order()
+            .into_iter()
+            .map(|(k, _)| k.clone())
+            .collect();
+        assert_eq!(order, vec![k("c", NetnsId::Host), k("a", NetnsId::Pod)]);
+        results
+            .record(
+                &k("a", NetnsId::Pod),
+                &ok(),
+                Duration::ZERO,
+                at(1),
+                IMMEDIATE,
+            )
+            .unwrap();
+        assert!(results.get(&k("a", NetnsId::Pod)).unwrap().last.is_some());
+        assert!(results.get(&k("c", NetnsId::Host)).unwrap().last.is_none());
+        assert!(results.get(&k("b", NetnsId::Pod)).is_none());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{History, Sample};
+use super::{History, Sample, HISTORY};
 use crate::config::{Levels, Thresholds};
 
 /// What a check's recent rounds add up to. Ordered from good to bad, so the worst of several
@@ -39,18 +39,17 @@ impl TargetState {
 
     /// Judges the last `thresholds.window` rounds of `history` (oldest first).
     pub fn judge(history: &History, thresholds: &Thresholds) -> TargetState {
-        let skip = history.len().saturating_sub(thresholds.window);
-        let window: Vec<Sample> = history.iter().skip(skip).collect();
+        let window = history.last(thresholds.window);
         if window.len() < thresholds.min_rounds {
             return TargetState::Unknown;
         }
-        let failed = window.iter().filter(|s| !s.ok).count() as f64 / window.len() as f64;
+        let failed = window.clone().filter(|s| !s.ok).count() as f64 / window.len() as f64;
         let by_failures = level(failed, &thresholds.failed);
         let by_round_trip = thresholds
             .round_trip
             .as_ref()
             .map_or(TargetState::Pass, |levels| {
-                median_round_trip(&window).map_or(TargetState::Pass, |rtt| level(rtt, levels))
+                median_round_trip(window).map_or(TargetState::Pass, |rtt| level(rtt, levels))
             });
         by_failures.max(by_round_trip)
     }
@@ -66,14 +65,17 @@ fn level<T: PartialOrd>(value: T, levels: &Levels<T>) -> TargetState {
     }
 }
 
-/// The median round trip of the passing rounds: failed rounds have none worth the name (a
-/// timeout's duration is the timeout).
-pub fn median_round_trip(window: &[Sample]) -> Option<Duration> {
-    let mut rtts: Vec<Duration> = window
-        .iter()
-        .filter(|s| s.ok)
-        .map(|s| s.round_trip)
-        .collect();
+/// The median round trip of the passing rounds of `window`, a part of a check's history:
+/// failed rounds have none worth the name (a timeout's duration is the timeout).
+pub fn median_round_trip(window: impl Iterator<Item = Sample>) -> Option<Duration> {
+    // Sorted on the stack, since this runs for every round: a history holds at most HISTORY.
+    let mut rtts = [Duration::ZERO; HISTORY];
+    let mut n = 0;
+    for sample in window.filter(|s| s.ok).take(HISTORY) {
+        rtts[n] = sample.round_trip;
+        n += 1;
+    }
+    let rtts = &mut rtts[..n];
     if rtts.is_empty() {
         return None;
     }
